@@ -1,0 +1,367 @@
+"""Typed configuration: one frozen dataclass per model plus :class:`TrainConfig`.
+
+A run is described by a model name and a *flat* mapping of overrides (``{"hidden_size": 64,
+"lr": 3e-4}``). Every key must be a field of the model's config class or of :class:`TrainConfig`;
+unknown keys, wrong types and impossible values raise :class:`~glintru.errors.UserError` naming
+the field. The same flat keys are used on the CLI (``--set key=value``), in ``--config`` files, in
+search-space files and as MLflow params, so one name means one thing everywhere.
+
+This module imports neither torch, Ray nor MLflow: search spaces are checked against it cheaply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from glintru.errors import UserError
+
+# --------------------------------------------------------------------------------------------
+# Model configurations. Defaults follow the official GLINT-RU run.py (d=128, 8 heads) and the
+# paper's baselines as RecBole configures them, at the same d so comparisons are like for like.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GlintRUConfig:
+    """GLINT-RU hyperparameters (paper-notes section 1/1b). Defaults = official configuration.
+
+    ``causal=False`` is the official, non-causal behaviour (symmetric convolution padding,
+    attention over the whole padded window); ``causal=True`` makes position t depend only on
+    items at positions <= t, which allows training on every position at once.
+    """
+
+    hidden_size: int = 128  # d: embedding size = hidden size (official code requires equality)
+    n_heads: int = 8  # heads of the linear-attention expert
+    kernel_size: int = 3  # k of both temporal convolutions (official: hard-coded 3)
+    mixing_init: float = 0.5  # GRU expert's initial share p of the expert mix (Eq. 10), 0 < p < 1
+    causal: bool = True
+    light: bool = False  # "Light GLINT-RU": no gated MLP block
+    gru_bias: bool = False  # official: nn.GRU(bias=False)
+    gate_ratio: float = 0.5  # selective-gate bottleneck d -> gate_ratio*d -> d (official 1/2)
+    emb_dropout: float = 0.3  # official dropout_prob (GRU4Rec-style yaml default)
+    attn_dropout: float = 0.2  # official hidden_dropout_prob, after the attention output Linear
+    gate_dropout: float = 0.3  # official hard-coded, selective gate
+    dense_dropout: float = 0.3  # official hard-coded "dropdense", after the mixing block's Linear
+    mlp_dropout: float = 0.3  # official hard-coded "dropmix", after the gated MLP
+    layer_norm_eps: float = 1e-12
+    shared_layernorm: bool = True  # official: one LayerNorm for both Add & Norm steps
+
+
+@dataclass(frozen=True)
+class SASRecConfig:
+    """SASRec (Kang & McAuley 2018): causal self-attention with learned positional embeddings."""
+
+    hidden_size: int = 128
+    n_layers: int = 2
+    n_heads: int = 2
+    inner_size: int = 256  # feed-forward width
+    hidden_dropout: float = 0.2
+    attn_dropout: float = 0.2
+    layer_norm_eps: float = 1e-12
+
+
+@dataclass(frozen=True)
+class NARMConfig:
+    """NARM (Li et al. 2017): GRU encoder, global + local attention, bilinear decoder."""
+
+    hidden_size: int = 128  # GRU state size
+    embedding_size: int = 128  # item embedding size (= output space of the bilinear decoder)
+    n_layers: int = 1
+    emb_dropout: float = 0.25
+    ct_dropout: float = 0.5
+
+
+@dataclass(frozen=True)
+class GRU4RecConfig:
+    """GRU4Rec (Hidasi et al. 2016), RecBole-style: embedding -> GRU -> dense to embedding size."""
+
+    hidden_size: int = 128
+    embedding_size: int = 128
+    n_layers: int = 1
+    emb_dropout: float = 0.3
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training and evaluation settings shared by every model."""
+
+    objective: str = "all_positions"  # "all_positions" | "last_position"
+    max_len: int = 200  # window L: the last L items of a history are the model's input
+    batch_size: int = 128  # global batch size in sequences (split across Ray Train workers)
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    grad_clip: float = 0.0  # max global grad norm; 0 disables clipping (official: none)
+    max_epochs: int = 50
+    patience: int = 10  # epochs without improvement of valid_metric before stopping; 0 = never
+    valid_metric: str = "valid/full/ndcg@10"
+    seed: int = 666  # official seed
+    precision: str = "fp32"  # "fp32" | "bf16" (autocast)
+    compile: bool = False  # torch.compile the model
+    loss_chunk: int = 4096  # rows of logits computed at once in the full-softmax cross-entropy
+    eval_batch_size: int = 512
+    num_negatives: int = 100  # sampled evaluation: 100 negatives = the official "pop100"
+    negative_sampling: str = "popularity"  # "popularity" | "uniform"
+    exclude_history: bool = False  # full ranking: mask items already in the user's history
+    topk: tuple[int, ...] = (5, 10, 20)
+    max_train_samples: int = 0  # last_position: cap on prefixes per epoch (random subset); 0 = all
+    max_time_s: float = 0.0  # stop training after this much wall time (checked per epoch); 0 = no limit
+
+
+MODEL_CONFIGS: dict[str, type] = {
+    "glintru": GlintRUConfig,
+    "glintru_official": GlintRUConfig,
+    "sasrec": SASRecConfig,
+    "narm": NARMConfig,
+    "gru4rec": GRU4RecConfig,
+}
+
+# Presets: a model name may change defaults of its model config and of TrainConfig.
+# glintru_official = the official code's behaviour and protocol (paper-notes 1b, 2, 3).
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "glintru": {},
+    "glintru_official": {"causal": False},
+    "sasrec": {},
+    "narm": {},
+    "gru4rec": {},
+}
+TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
+    "glintru": {},
+    "glintru_official": {"objective": "last_position"},
+    "sasrec": {},
+    "narm": {"objective": "last_position"},
+    "gru4rec": {},
+}
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "objective": ("all_positions", "last_position"),
+    "precision": ("fp32", "bf16"),
+    "negative_sampling": ("popularity", "uniform"),
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A model name, its model config and the training config: everything a run needs."""
+
+    model: str
+    model_cfg: Any
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_flat(self) -> dict[str, Any]:
+        """Flat ``{key: value}`` with ``model`` first; JSON-safe (tuples become lists)."""
+        out: dict[str, Any] = {"model": self.model}
+        for obj in (self.model_cfg, self.train):
+            for f in fields(obj):
+                v = getattr(obj, f.name)
+                out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    def replace(self, **overrides: Any) -> "RunConfig":
+        """A copy with flat overrides applied (validated like :func:`build_config`)."""
+        flat = self.to_flat()
+        flat.pop("model")
+        flat.update(overrides)
+        return build_config(self.model, flat)
+
+
+def model_names() -> list[str]:
+    return list(MODEL_CONFIGS)
+
+
+def config_keys(model: str) -> set[str]:
+    """All flat keys valid for ``model`` (its model fields plus TrainConfig fields)."""
+    _check_model(model)
+    return {f.name for f in fields(MODEL_CONFIGS[model])} | {f.name for f in fields(TrainConfig)}
+
+
+def _check_model(model: str) -> None:
+    if model not in MODEL_CONFIGS:
+        raise UserError(f"unknown model '{model}'; choose one of: {', '.join(MODEL_CONFIGS)}")
+
+
+def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
+    """Convert ``value`` to the type of the field's default, or raise a UserError naming it."""
+    where = f"{source}: field '{name}'"
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise UserError(f"{where}: expected true/false, got {value!r}")
+    if isinstance(default, int):
+        if isinstance(value, bool):
+            raise UserError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise UserError(f"{where}: expected an integer, got {value!r}")
+    if isinstance(default, float):
+        if isinstance(value, bool):
+            raise UserError(f"{where}: expected a number, got {value!r}")
+        try:
+            out = float(value)
+        except (TypeError, ValueError):
+            raise UserError(f"{where}: expected a number, got {value!r}") from None
+        if not math.isfinite(out):
+            raise UserError(f"{where}: expected a finite number, got {value!r}")
+        return out
+    if isinstance(default, tuple):
+        if isinstance(value, str):
+            value = [v for v in value.replace(",", " ").split() if v]
+        if not isinstance(value, (list, tuple)) or not value:
+            raise UserError(f"{where}: expected a non-empty list, got {value!r}")
+        return tuple(_coerce(name, v, default[0], source) for v in value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise UserError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise AssertionError(f"unsupported field type for {name}")
+
+
+def _validate(model: str, m: Any, t: TrainConfig, source: str) -> None:
+    def bad(name: str, msg: str) -> UserError:
+        return UserError(f"{source}: field '{name}': {msg}")
+
+    for name in ("hidden_size", "embedding_size", "n_heads", "n_layers", "inner_size", "kernel_size"):
+        if hasattr(m, name) and getattr(m, name) < 1:
+            raise bad(name, f"must be >= 1, got {getattr(m, name)}")
+    for f in fields(m):
+        if f.name.endswith("dropout") and not 0.0 <= getattr(m, f.name) < 1.0:
+            raise bad(f.name, f"must be in [0, 1), got {getattr(m, f.name)}")
+    if hasattr(m, "n_heads") and m.hidden_size % m.n_heads != 0:
+        raise bad("n_heads", f"hidden_size {m.hidden_size} is not divisible by n_heads {m.n_heads}")
+    if isinstance(m, GlintRUConfig):
+        if not 0.0 < m.mixing_init < 1.0:
+            raise bad("mixing_init", f"must be in the open interval (0, 1), got {m.mixing_init}")
+        if not 0.0 < m.gate_ratio <= 4.0 or int(m.hidden_size * m.gate_ratio) < 1:
+            raise bad("gate_ratio", f"must give a bottleneck of >= 1 unit and be <= 4, got {m.gate_ratio}")
+        if m.layer_norm_eps <= 0:
+            raise bad("layer_norm_eps", "must be > 0")
+    for name, choices in _CHOICES.items():
+        if getattr(t, name) not in choices:
+            raise bad(name, f"must be one of {', '.join(choices)}, got {getattr(t, name)!r}")
+    positive = ("max_len", "batch_size", "max_epochs", "loss_chunk", "eval_batch_size")
+    for name in positive:
+        if getattr(t, name) < 1:
+            raise bad(name, f"must be >= 1, got {getattr(t, name)}")
+    if not t.lr > 0:
+        raise bad("lr", f"must be > 0, got {t.lr}")
+    for name in ("weight_decay", "grad_clip", "max_time_s"):
+        if getattr(t, name) < 0:
+            raise bad(name, f"must be >= 0, got {getattr(t, name)}")
+    for name in ("patience", "num_negatives", "max_train_samples"):
+        if getattr(t, name) < 0:
+            raise bad(name, f"must be >= 0, got {getattr(t, name)}")
+    if any(k < 1 for k in t.topk):
+        raise bad("topk", f"every K must be >= 1, got {list(t.topk)}")
+    parts = t.valid_metric.split("/")
+    if len(parts) != 3 or parts[0] != "valid" or parts[1] not in ("full", "pop100", "sampled"):
+        raise bad("valid_metric", f"expected 'valid/full/<metric>@K' or 'valid/pop100/<metric>@K', got {t.valid_metric!r}")
+    if not model_is_causal(model, m) and t.objective == "all_positions":
+        raise bad(
+            "objective",
+            f"model '{model}' is not causal (its output at a position sees later positions), so "
+            "'all_positions' training would leak future items; use objective=last_position",
+        )
+
+
+def model_is_causal(model: str, m: Any) -> bool:
+    """Whether the model's output at position t depends only on items at positions <= t."""
+    if isinstance(m, GlintRUConfig):
+        return m.causal
+    return model != "narm"
+
+
+def build_config(model: str, overrides: Mapping[str, Any] | None = None, source: str = "config") -> RunConfig:
+    """Build and validate a :class:`RunConfig` from a model name and flat overrides.
+
+    ``source`` names where the overrides came from (a file path, ``--set``) for error messages.
+    """
+    _check_model(model)
+    overrides = dict(overrides or {})
+    overrides.pop("model", None)
+    mcls = MODEL_CONFIGS[model]
+    mkeys = {f.name: f for f in fields(mcls)}
+    tkeys = {f.name: f for f in fields(TrainConfig)}
+    unknown = sorted(k for k in overrides if k not in mkeys and k not in tkeys)
+    if unknown:
+        raise UserError(
+            f"{source}: unknown key(s) {', '.join(repr(k) for k in unknown)} for model '{model}'; "
+            f"valid keys: {', '.join(sorted(mkeys | tkeys))}"
+        )
+    mvals = {**MODEL_DEFAULTS[model]}
+    tvals = {**TRAIN_DEFAULTS[model]}
+    for k, v in overrides.items():
+        (mvals if k in mkeys else tvals)[k] = v
+    m_default, t_default = mcls(), TrainConfig()
+    m = mcls(**{k: _coerce(k, v, getattr(m_default, k), source) for k, v in mvals.items()})
+    t = TrainConfig(**{k: _coerce(k, v, getattr(t_default, k), source) for k, v in tvals.items()})
+    _validate(model, m, t, source)
+    return RunConfig(model=model, model_cfg=m, train=t)
+
+
+def load_config_file(path: str | Path) -> tuple[str | None, dict[str, Any]]:
+    """Read a flat YAML/JSON config file: ``model: NAME`` (optional) plus flat keys.
+
+    Returns ``(model or None, overrides)``. YAML is read with ``safe_load`` only.
+    """
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: config file not found")
+    try:
+        text = p.read_text(encoding="utf-8")
+        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise UserError(f"{p}: not a valid {'JSON' if p.suffix == '.json' else 'YAML'} file: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{p}: expected a mapping of config keys, got {type(data).__name__}")
+    model = data.pop("model", None)
+    if model is not None and not isinstance(model, str):
+        raise UserError(f"{p}: field 'model': expected a model name, got {model!r}")
+    return model, data
+
+
+def parse_set_args(items: list[str] | None) -> dict[str, Any]:
+    """Parse ``--set key=value`` items; values are read as YAML scalars (``3``, ``1e-3``, ``true``)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UserError(f"--set {item!r}: expected key=value")
+        key, raw = item.split("=", 1)
+        try:
+            out[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            out[key.strip()] = raw
+    return out
+
+
+def config_from_flat(flat: Mapping[str, Any], source: str = "config") -> RunConfig:
+    """Inverse of :meth:`RunConfig.to_flat` (used for checkpoints and saved configs)."""
+    flat = dict(flat)
+    model = flat.pop("model", None)
+    if not isinstance(model, str):
+        raise UserError(f"{source}: field 'model' is missing")
+    return build_config(model, flat, source=source)
+
+
+def asdict(obj: Any) -> dict[str, Any]:
+    return dataclasses.asdict(obj)

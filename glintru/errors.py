@@ -1,0 +1,23 @@
+"""The one exception type for errors a user can cause (bad path, malformed file, bad option).
+
+The CLI turns a :class:`UserError` into a single ``error: ...`` line on stderr and a non-zero
+exit code; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """An error caused by user input. The message names the file, line or field at fault."""
+
+    exit_code = 2
+
+
+def where(path: object, line: int | None = None, field: str | None = None) -> str:
+    """Format a location prefix such as ``ratings.dat:12: field 'timestamp'``."""
+    out = str(path)
+    if line is not None:
+        out += f":{line}"
+    if field is not None:
+        out += f": field '{field}'"
+    return out

@@ -1,0 +1,52 @@
+"""Sequential recommenders with one interface, chosen by name: see docs/architecture.md.
+
+``build_model(run_cfg, n_items)`` returns a :class:`SequentialRecommender`; the registry maps the
+model names of :mod:`glintru.config` to classes (``glintru`` and ``glintru_official`` share one).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import torch
+from torch import nn
+
+from glintru.config import RunConfig
+
+
+class SequentialRecommender(nn.Module):
+    """Base class. Inputs are right-padded item ids (0 = padding), shape [B, N]."""
+
+    causal: bool = True
+    needs_full_window: bool = False
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:  # [B, N] -> [B, N, d]
+        raise NotImplementedError
+
+    def last_hidden(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Hidden state at the last real item, position ``lengths - 1``: [B, N], [B] -> [B, d]."""
+        h = self.forward(items)  # [B, N, d]
+        idx = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, h.size(-1))
+        return h.gather(1, idx).squeeze(1)
+
+    def item_embeddings(self) -> torch.Tensor:  # [n_items + 1, d]; row 0 = padding
+        raise NotImplementedError
+
+
+_REGISTRY = {
+    "glintru": ("glintru.models.glintru", "GlintRU"),
+    "glintru_official": ("glintru.models.glintru", "GlintRU"),
+    "sasrec": ("glintru.models.sasrec", "SASRec"),
+    "narm": ("glintru.models.narm", "NARM"),
+    "gru4rec": ("glintru.models.gru4rec", "GRU4Rec"),
+}
+
+
+def build_model(run_cfg: RunConfig, n_items: int) -> SequentialRecommender:
+    """Instantiate the model named by ``run_cfg.model`` for a catalogue of ``n_items`` items.
+
+    Model classes take ``(cfg, n_items, max_len)``; ``max_len`` sizes positional embeddings.
+    """
+    module_name, cls_name = _REGISTRY[run_cfg.model]
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    return cls(run_cfg.model_cfg, n_items=n_items, max_len=run_cfg.train.max_len)
