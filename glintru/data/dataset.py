@@ -1,0 +1,106 @@
+"""Load a prepared dataset directory (see docs/architecture.md) into flat numpy arrays.
+
+Sequences are held as one flat ``int32`` array of item indices plus ``int64`` offsets, so a
+user's history is ``items[offsets[u]:offsets[u + 1]]`` with no per-user Python objects.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from glintru.errors import UserError
+
+MANIFEST = "manifest.json"
+SEQUENCES = "sequences.parquet"
+ITEMS = "items.parquet"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PreparedDataset:
+    """A prepared dataset: per-user chronological item sequences, items remapped to 1..n_items."""
+
+    path: Path
+    manifest: dict
+    user_ids: np.ndarray  # [n_users] original user ids (str objects)
+    offsets: np.ndarray  # [n_users + 1] int64
+    items: np.ndarray  # [n_interactions] int32, values in 1..n_items
+
+    @property
+    def n_users(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def n_items(self) -> int:
+        return int(self.manifest["counts"]["n_items"])
+
+    @property
+    def lengths(self) -> np.ndarray:  # [n_users] int64
+        return np.diff(self.offsets)
+
+    def sequence(self, user: int) -> np.ndarray:
+        return self.items[self.offsets[user] : self.offsets[user + 1]]
+
+    def eval_users(self) -> np.ndarray:
+        """Users with a validation and a test target (>= 3 interactions), ascending."""
+        return np.flatnonzero(self.lengths >= 3)
+
+    def train_lengths(self) -> np.ndarray:
+        """Length of each user's training sequence: L - 2 for L >= 3, else L (training only)."""
+        lengths = self.lengths
+        return np.where(lengths >= 3, lengths - 2, lengths)
+
+    def eval_examples(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(users, input_end, targets)`` for ``split`` in {"valid", "test"}.
+
+        The input of user u is ``items[offsets[u]:input_end[u]]`` (its whole history before the
+        target) and the target is ``items[input_end[u]]``.
+        """
+        users = self.eval_users()
+        if split == "valid":
+            end = self.offsets[users + 1] - 2
+        elif split == "test":
+            end = self.offsets[users + 1] - 1
+        else:
+            raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
+        return users, end, self.items[end].astype(np.int64)
+
+    def item_counts(self) -> np.ndarray:
+        """Interactions per item index over the whole dataset: [n_items + 1], index 0 = 0."""
+        return np.bincount(self.items, minlength=self.n_items + 1)
+
+
+def load_prepared(path: str | Path) -> PreparedDataset:
+    """Read ``DIR/manifest.json`` and ``DIR/sequences.parquet``; clear errors if either is bad."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = Path(path)
+    if not root.is_dir():
+        raise UserError(f"{root}: prepared dataset directory not found (create it with `glintru prepare`)")
+    mpath = root / MANIFEST
+    if not mpath.is_file():
+        raise UserError(f"{mpath}: missing; {root} is not a prepared dataset (run `glintru prepare`)")
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+        n_items = int(manifest["counts"]["n_items"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{mpath}: not a valid manifest ({exc})") from None
+    spath = root / SEQUENCES
+    try:
+        table = pq.read_table(spath, columns=["user_id", "items"])
+    except (OSError, pa.ArrowException) as exc:
+        raise UserError(f"{spath}: cannot read ({exc})") from None
+    col = table.column("items").combine_chunks()
+    offsets = col.offsets.to_numpy().astype(np.int64)
+    offsets = offsets - offsets[0]
+    items = col.values.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+    items = items[: offsets[-1]]
+    if len(items) and (items.min() < 1 or items.max() > n_items):
+        raise UserError(f"{spath}: item indices must lie in 1..{n_items} (manifest n_items)")
+    user_ids = np.asarray(table.column("user_id").to_pylist(), dtype=object)
+    return PreparedDataset(path=root, manifest=manifest, user_ids=user_ids, offsets=offsets, items=items)
