@@ -15,9 +15,10 @@ Two candidate sets are used (paper-notes section 3):
   has n_items columns and column j holds item j + 1. Items the user has already interacted with
   stay candidates by default (``exclude_history=False``), as in RecBole's full-sort evaluation of
   sequential models (it masks history only for general, non-sequential models) and in the
-  official GLINT-RU protocol. Masking them is available; on the three prepared benchmark files
-  (ML-1M, Beauty, Video Games: checked, 0 repeated user-item pairs) no target ever repeats a
-  history item, so masking only removes wrong candidates and inflates every metric.
+  official GLINT-RU protocol. Masking them is available. In the ML-1M, Beauty and Video Games
+  sequence files this project benchmarks on, no user repeats an item (checked: 0 repeated
+  user-item pairs), so there a target is never a history item and masking merely shrinks the
+  candidate set, which raises every metric without changing the model.
 * **sampled ranking**: the target plus N negatives per user, drawn by :func:`sample_negatives`
   (the official protocol, "pop100", uses 100 popularity-sampled negatives).
 """
@@ -56,7 +57,9 @@ def target_ranks(
         [B] int64 ranks in 0..C-1.
     """
     if scores.dim() != 2 or target_col.shape != scores.shape[:1]:
-        raise ValueError(f"expected scores [B, C] and target_col [B], got {tuple(scores.shape)} and {tuple(target_col.shape)}")
+        raise ValueError(
+            f"expected scores [B, C] and target_col [B], got {tuple(scores.shape)} and {tuple(target_col.shape)}"
+        )
     col = target_col.long().view(-1, 1)  # [B, 1]
     s_t = scores.gather(1, col)  # [B, 1]
     beats = (scores >= s_t) | scores.isnan() | s_t.isnan()  # [B, C]
@@ -211,10 +214,12 @@ def sample_negatives(
     """
     if mode not in SAMPLING_MODES:
         raise ValueError(f"mode must be one of {SAMPLING_MODES}, got {mode!r}")
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
     offsets = np.asarray(exclude[0], dtype=np.int64)
     ex_items = np.asarray(exclude[1], dtype=np.int64)
     n_users = len(offsets) - 1
-    if n_users < 0 or offsets[0] != 0 or offsets[-1] > len(ex_items) or (np.diff(offsets) < 0).any():
+    if len(offsets) == 0 or offsets[0] != 0 or offsets[-1] > len(ex_items) or (np.diff(offsets) < 0).any():
         raise ValueError("exclude offsets must start at 0, not decrease, and end within the items array")
     out = np.zeros((n_users, n), dtype=np.int64)
     if n == 0 or n_users == 0:

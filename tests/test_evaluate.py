@@ -98,7 +98,8 @@ def test_full_ranking_metrics_on_a_hand_made_dataset():
     # u1 [2] -> 6 (rank 0); u3 [6,5] -> 4 (last 5: item 1 = 0.9 above, item 6 = 0.4 ties: rank 2).
     assert out["valid/full/hr@1"] == pytest.approx((0 + 1 + 0) / 3)
     assert out["valid/full/hr@3"] == pytest.approx((1 + 1 + 1) / 3)
-    assert out["valid/full/ndcg@3"] == pytest.approx((1 / math.log2(2 + 2) + 1 / math.log2(0 + 2) + 1 / math.log2(2 + 2)) / 3)
+    expected_ndcg = (1 / math.log2(2 + 2) + 1 / math.log2(0 + 2) + 1 / math.log2(2 + 2)) / 3
+    assert out["valid/full/ndcg@3"] == pytest.approx(expected_ndcg)
     assert out["valid/full/mrr@3"] == pytest.approx((1 / 3 + 1 / 1 + 1 / 3) / 3)
     assert out["valid/n_users"] == 3
     assert list(out) == metric_keys("valid", cfg)
@@ -144,11 +145,14 @@ def test_sampled_key_names_the_protocol():
 
 def random_dataset(n_users: int = 37, n_items: int = 25, seed: int = 0) -> PreparedDataset:
     rng = np.random.default_rng(seed)
-    seqs = [list(rng.choice(np.arange(1, n_items + 1), size=rng.integers(2, 15), replace=False)) for _ in range(n_users)]
+    catalogue = np.arange(1, n_items + 1)
+    seqs = [list(rng.choice(catalogue, size=rng.integers(2, 15), replace=False)) for _ in range(n_users)]
     return make_dataset(seqs, n_items)
 
 
-def reference_evaluate(model: SequentialRecommender, data: PreparedDataset, split: str, cfg: TrainConfig, pad_to: int | None) -> dict[str, float]:
+def reference_evaluate(
+    model: SequentialRecommender, data: PreparedDataset, split: str, cfg: TrainConfig, pad_to: int | None
+) -> dict[str, float]:
     """One user at a time with plain Python: the definition the batched code must match."""
     users, end, targets = data.eval_examples(split)
     totals = {f"{m}@{k}": 0.0 for m in ("hr", "ndcg", "mrr") for k in cfg.topk}

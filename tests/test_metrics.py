@@ -227,3 +227,5 @@ def test_zero_negatives_and_bad_arguments():
         sample_negatives(5, None, (offsets, items), 1, "popularity")
     with pytest.raises(ValueError, match="1..5"):
         sample_negatives(5, None, _ragged([[6]]), 1, "uniform")
+    with pytest.raises(ValueError, match="offsets"):
+        sample_negatives(5, None, (np.zeros(0, dtype=np.int64), items), 1, "uniform")
