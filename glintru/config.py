@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -267,9 +268,15 @@ def _validate(model: str, m: Any, t: TrainConfig, source: str) -> None:
             raise bad(name, f"must be >= 0, got {getattr(t, name)}")
     if any(k < 1 for k in t.topk):
         raise bad("topk", f"every K must be >= 1, got {list(t.topk)}")
-    parts = t.valid_metric.split("/")
-    if len(parts) != 3 or parts[0] != "valid" or parts[1] not in ("full", "pop100", "sampled"):
-        raise bad("valid_metric", f"expected 'valid/full/<metric>@K' or 'valid/pop100/<metric>@K', got {t.valid_metric!r}")
+    m_ = re.fullmatch(r"valid/([a-z0-9]+)/(hr|ndcg|mrr)@(\d+)", t.valid_metric)
+    if m_ is None:
+        raise bad("valid_metric", f"expected 'valid/<full|pop100|...>/<hr|ndcg|mrr>@K', got {t.valid_metric!r}")
+    sampled = ("pop" if t.negative_sampling == "popularity" else "uni") + str(t.num_negatives)
+    protocols = ("full", sampled) if t.num_negatives else ("full",)
+    if m_.group(1) not in protocols:
+        raise bad("valid_metric", f"protocol {m_.group(1)!r} is not evaluated with these settings; use one of {', '.join(protocols)}")
+    if int(m_.group(3)) not in t.topk:
+        raise bad("valid_metric", f"K={m_.group(3)} is not in topk {list(t.topk)}")
     if not model_is_causal(model, m) and t.objective == "all_positions":
         raise bad(
             "objective",
