@@ -34,6 +34,19 @@ def train_step(model: GlintRU, opt: torch.optim.Optimizer, items: torch.Tensor, 
     return loss.item()
 
 
+def bench_model(model: GlintRU, n_items: int, batch: int, length: int, steps: int) -> float:
+    """Target positions per second of the model's forward + backward alone (no loss, no optimiser)."""
+    model.train()
+    g = torch.Generator().manual_seed(0)
+    data = [torch.randint(1, n_items + 1, (batch, length), generator=g) for _ in range(steps + 1)]
+    grad = torch.randn(batch, length, model.cfg.hidden_size, generator=g)
+    model(data[0]).backward(grad)
+    t0 = time.perf_counter()
+    for items in data[1:]:
+        model(items).backward(grad)
+    return steps * batch * length / (time.perf_counter() - t0)
+
+
 def bench_train(model: GlintRU, n_items: int, batch: int, length: int, steps: int) -> float:
     """Target items per second of training (after one warm-up step)."""
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -91,11 +104,12 @@ def main() -> None:
                 train_step(model, opt, seq[:, :-1], seq[:, 1:])
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
             continue
+        mps = bench_model(model, args.items, args.batch, args.len, args.steps)
         tps = bench_train(model, args.items, args.batch, args.len, args.steps)
         secs = bench_eval(model, args.items, args.users, args.len, args.eval_batch)
         print(
             f"threads={threads} causal={cfg.causal} light={cfg.light} batch={args.batch}x{args.len}: "
-            f"train {tps:,.0f} targets/s | eval {args.users / secs:,.0f} users/s "
+            f"train {tps:,.0f} targets/s (model fwd+bwd alone {mps:,.0f}/s) | eval {args.users / secs:,.0f} users/s "
             f"({secs:.1f} s for {args.users} users, windows of {args.len})"
         )
 
