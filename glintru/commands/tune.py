@@ -1,0 +1,83 @@
+"""``glintru tune``: Ray Tune + Optuna search over a search-space file, trials on Ray Train, MLflow.
+
+    glintru tune --profile quick --data data/ml-1m
+    glintru tune --data DIR --search-space search_spaces/glintru.yaml --num-samples 4 --workers 2 \\
+        --max-epochs 3 --storage-path ray_results --mlflow-uri sqlite:///$PWD/mlflow.db
+    glintru tune --resume ray_results/<experiment>
+    glintru tune --smoke-test
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+
+from glintru.config import parse_set_args
+from glintru.errors import UserError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="prepared dataset directory (glintru prepare)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--search-space", help="search-space YAML file (see search_spaces/)")
+    src.add_argument("--profile", help="a file of search_spaces/ by name, e.g. quick")
+    p.add_argument("--num-samples", type=int, help="number of trials (default: the file's tune.num_samples)")
+    p.add_argument("--max-epochs", type=int, help="epochs per trial at most (ASHA max_t)")
+    p.add_argument("--workers", type=int, help="Ray Train workers per trial")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0)
+    p.add_argument("--gpu", action="store_true", help="one GPU per worker (nccl)")
+    p.add_argument("--storage-path", help="Tune/Train results: local directory (default ./ray_results) or s3://...")
+    p.add_argument("--mlflow-uri", help="MLflow tracking URI (default MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)")
+    p.add_argument("--experiment", help="study name (default: a hash of the search space, data and options)")
+    p.add_argument("--resume", metavar="PATH", help="continue an interrupted study: its experiment directory")
+    p.add_argument("--seed", type=int, help="Optuna TPE seed")
+    p.add_argument("--max-concurrent", type=int, help="trials at once (default: from cluster resources)")
+    p.add_argument("--address", help="Ray cluster address (e.g. auto under `ray submit`); default: a local Ray")
+    p.add_argument("--num-cpus", type=int, help="logical CPUs of a local Ray (never sent to a cluster)")
+    p.add_argument("--register-name", help="register the best model in the MLflow model registry under this name")
+    p.add_argument("--out", help="where best_config.yaml, trials.csv and the plot go (default: the experiment dir)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="fixed config override for every trial")
+    p.add_argument("--smoke-test", action="store_true", help="2 trials x 2 epochs on a tiny synthetic dataset")
+
+
+def run(args: argparse.Namespace) -> int:
+    from glintru.tuning import study
+    from glintru.tuning.space import resolve_profile
+
+    if args.resume:
+        out = study.resume_study(
+            args.resume, address=args.address, num_cpus=args.num_cpus, register_name=args.register_name, out_dir=args.out
+        )
+        print(study.mlflow_ui_hint(study.load_settings(study.resolve_storage(args.resume)).tracking_uri))
+        return 0
+    overrides = parse_set_args(args.set)
+    space = args.search_space or str(resolve_profile(args.profile or "quick"))
+    with tempfile.TemporaryDirectory(prefix="glintru-smoke-") as tmp:
+        data = args.data
+        if args.smoke_test:
+            from glintru.tuning.smoke import write_synthetic_dataset
+
+            data = data or str(write_synthetic_dataset(f"{tmp}/data"))
+            overrides = {"max_len": 16, "batch_size": 16, "eval_batch_size": 64, **overrides}
+            args.num_samples = args.num_samples or 2
+            args.max_epochs = args.max_epochs or 2
+            args.workers = args.workers or 2
+            args.storage_path = args.storage_path or f"{tmp}/ray_results"
+            if not (args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")):
+                args.mlflow_uri = f"sqlite:///{tmp}/mlflow.db"
+        if not data:
+            raise UserError("--data: required (a prepared dataset directory), unless --smoke-test or --resume")
+        out = study.run_study(
+            data_dir=data, search_space=space, storage_path=args.storage_path, mlflow_uri=args.mlflow_uri,
+            experiment=args.experiment, num_samples=args.num_samples, max_epochs=args.max_epochs, workers=args.workers,
+            overrides=overrides, cpus_per_worker=args.cpus_per_worker, use_gpu=args.gpu, seed=args.seed,
+            max_concurrent=args.max_concurrent, address=args.address, num_cpus=args.num_cpus,
+            register_name=args.register_name, out_dir=args.out,
+        )
+    from glintru.tuning import mlflow_log
+
+    print(f"{out.n_trials} trials; best {out.best_trial_id}; config {out.best_config_path}")
+    if not args.smoke_test:
+        print(study.mlflow_ui_hint(mlflow_log.resolve_tracking_uri(args.mlflow_uri)))
+    return 0

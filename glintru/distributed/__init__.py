@@ -1,0 +1,68 @@
+"""Data-parallel training with Ray Train (V2): see :mod:`glintru.distributed.trainer`.
+
+``glintru train --workers N`` calls :func:`train_with_ray`; a Tune trial calls
+:func:`glintru.distributed.trainer.run_trainer` directly. Ray is imported lazily.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from glintru.config import RunConfig
+
+
+def _arg(args: argparse.Namespace, *names: str, default: Any = None) -> Any:
+    for n in names:
+        if getattr(args, n, None) is not None:
+            return getattr(args, n)
+    return default
+
+
+def train_with_ray(args: argparse.Namespace, run_cfg: RunConfig) -> dict[str, float]:
+    """One training run on ``args.workers`` Ray Train workers; returns the final metrics
+    (last epoch, best validation, test). Logs to MLflow (role=train) when ``args.mlflow_uri`` is set.
+
+    Reads from ``args``: ``data``, ``workers``, ``out`` (run directory; its name is the Train run's
+    name, so re-running the same command resumes from the latest checkpoint), and optionally
+    ``mlflow_uri``, ``experiment``, ``gpu``, ``address``, ``num_cpus``, ``storage_path``.
+    """
+    import ray
+
+    from glintru.distributed.trainer import init_ray, run_trainer
+    from glintru.tuning import mlflow_log
+
+    workers = int(args.workers)
+    use_gpu = bool(_arg(args, "gpu", "use_gpu", default=False))
+    out = Path(_arg(args, "out", "out_dir", "run_dir", default="runs/train")).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    storage = str(_arg(args, "storage_path", default=str(out / "ray")))
+    name = f"train-{out.name}"
+    init_ray(_arg(args, "address"), _arg(args, "num_cpus"), min_cpus=workers)
+    mlf = None
+    uri = _arg(args, "mlflow_uri")
+    if uri is not None or _arg(args, "experiment") is not None:
+        uri = mlflow_log.resolve_tracking_uri(uri)
+        exp_id = mlflow_log.ensure_experiment(uri, _arg(args, "experiment", default=mlflow_log.DEFAULT_EXPERIMENT))
+        run_id, _ = mlflow_log.get_or_create_run(
+            uri, exp_id, {mlflow_log.ROLE: "train", mlflow_log.RUN_NAME: out.name}, run_name=out.name,
+            extra_tags={"glintru.workers": str(workers)},
+        )
+        mlflow_log.log_params(uri, run_id, run_cfg.to_flat())
+        mlf = {"uri": uri, "run_id": run_id}
+    try:
+        result = run_trainer(
+            run_cfg.to_flat(), args.data, name=name, storage_path=storage, workers=workers, use_gpu=use_gpu,
+            work_dir=out, mlflow=mlf, progress=True,
+        )
+    except Exception:
+        if mlf:
+            mlflow_log.end_run(mlf["uri"], mlf["run_id"], "FAILED")
+        raise
+    finally:
+        if ray.is_initialized() and _arg(args, "address") is None:
+            ray.shutdown()
+    if mlf:
+        mlflow_log.end_run(mlf["uri"], mlf["run_id"])
+    return dict(result.metrics or {})

@@ -1,0 +1,269 @@
+"""MLflow tracking for `glintru tune` and `glintru train`: one study parent, one child run per trial.
+
+Runs are found again by tag, never by an in-memory map, so a resumed study reuses its parent run
+and every trial's run instead of opening duplicates (ray-stack-notes P10):
+
+* study parent: ``glintru.role=study``, ``glintru.study=<experiment name>``
+* trial child:  ``glintru.role=trial``, ``glintru.study=<name>``, ``glintru.trial_id=<Tune trial id>``,
+  ``mlflow.parentRunId=<parent run id>``
+* single training: ``glintru.role=train``, ``glintru.run_name=<name>``
+
+Tracking URIs are always absolute (P7): the default is ``sqlite:///<abs cwd>/mlflow.db`` with
+artifacts in ``<abs cwd>/mlruns``, created on the driver with an explicit artifact location (P8), so
+``mlflow ui`` started in that directory shows everything with no extra set-up.
+
+MLflow forbids ``@`` in metric names, so the engine's ``valid/full/ndcg@10`` is logged as
+``valid/full/ndcg_at_10`` (:func:`mlflow_metric_name`); Ray Tune and Optuna use the engine's name.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+from glintru.errors import UserError
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+ROLE = "glintru.role"
+STUDY = "glintru.study"
+TRIAL_ID = "glintru.trial_id"
+RUN_NAME = "glintru.run_name"
+PARENT = "mlflow.parentRunId"
+DEFAULT_EXPERIMENT = "glintru"
+
+
+def default_tracking_uri(cwd: str | Path | None = None) -> str:
+    """``sqlite:///<abs cwd>/mlflow.db`` (absolute: a relative URI scatters one db per trial, P7)."""
+    return f"sqlite:///{Path(cwd or os.getcwd()).resolve() / 'mlflow.db'}"
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """``--mlflow-uri`` if given, else ``MLFLOW_TRACKING_URI``, else the default; made absolute.
+
+    A relative sqlite path (``sqlite:///mlflow.db``) or a bare directory path is resolved against the
+    current directory, because Tune runs each trial in its own working directory.
+    """
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        rest = uri[len("sqlite:///") :]
+        if not rest.startswith("/"):
+            uri = f"sqlite:///{Path(rest).resolve()}"
+        return uri
+    if "://" in uri:
+        return uri
+    if uri.startswith("file:"):
+        return uri
+    raise UserError(
+        f"--mlflow-uri {uri!r}: expected a URI such as sqlite:////abs/path/mlflow.db or http://host:5000"
+    )
+
+
+def default_artifact_location(tracking_uri: str) -> str | None:
+    """Where a new experiment's artifacts go: ``<dir of the sqlite db>/mlruns`` for sqlite;
+    None (the server's ``--artifacts-destination``) for a tracking server."""
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri[len("sqlite:///") :])
+        return (db.parent / "mlruns").resolve().as_uri()
+    return None
+
+
+def mlflow_metric_name(key: str) -> str:
+    """``valid/full/ndcg@10`` -> ``valid/full/ndcg_at_10`` (MLflow rejects ``@``)."""
+    return key.replace("@", "_at_")
+
+
+def client(tracking_uri: str) -> "MlflowClient":
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def ensure_experiment(tracking_uri: str, name: str) -> str:
+    """Id of experiment ``name``, created (on the driver, P8) with an explicit artifact location."""
+    c = client(tracking_uri)
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            raise UserError(f"MLflow experiment '{name}' is deleted; restore it in the UI or choose --experiment")
+        return exp.experiment_id
+    return c.create_experiment(name, artifact_location=default_artifact_location(tracking_uri))
+
+
+def _filter(tags: Mapping[str, str]) -> str:
+    return " and ".join(f"tags.`{k}` = '{v}'" for k, v in sorted(tags.items()))
+
+
+def find_run(tracking_uri: str, experiment_id: str, tags: Mapping[str, str]) -> str | None:
+    """Run id of the oldest run of the experiment carrying all ``tags``, or None."""
+    runs = client(tracking_uri).search_runs(
+        [experiment_id], filter_string=_filter(tags), order_by=["attributes.start_time ASC"], max_results=5
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def get_or_create_run(
+    tracking_uri: str,
+    experiment_id: str,
+    key_tags: Mapping[str, str],
+    run_name: str,
+    extra_tags: Mapping[str, str] | None = None,
+) -> tuple[str, bool]:
+    """``(run_id, created)``: the run found by ``key_tags`` (re-opened as RUNNING) or a new one."""
+    c = client(tracking_uri)
+    run_id = find_run(tracking_uri, experiment_id, key_tags)
+    if run_id is not None:
+        c.update_run(run_id, status="RUNNING")
+        return run_id, False
+    run = c.create_run(experiment_id, run_name=run_name, tags={**key_tags, **(extra_tags or {})})
+    return run.info.run_id, True
+
+
+def _param_value(v: Any) -> str:
+    if isinstance(v, (list, tuple, dict)):
+        return json.dumps(v)
+    return str(v)
+
+
+def log_params(tracking_uri: str, run_id: str, params: Mapping[str, Any]) -> None:
+    """Log every config value as a param; values already logged (after a resume) are skipped."""
+    from mlflow.entities import Param
+
+    c = client(tracking_uri)
+    have = c.get_run(run_id).data.params
+    new = [Param(k, _param_value(v)) for k, v in params.items() if k not in have]
+    for i in range(0, len(new), 100):
+        c.log_batch(run_id, params=new[i : i + 100])
+
+
+def log_metrics(tracking_uri: str, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+    """Log numeric metrics at ``step`` (the 1-based epoch); names made MLflow-safe."""
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    items = [
+        Metric(mlflow_metric_name(k), float(v), now, int(step))
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+    ]
+    if items:
+        client(tracking_uri).log_batch(run_id, metrics=items)
+
+
+def set_tags(tracking_uri: str, run_id: str, tags: Mapping[str, Any]) -> None:
+    c = client(tracking_uri)
+    for k, v in tags.items():
+        c.set_tag(run_id, k, str(v))
+
+
+def end_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
+    client(tracking_uri).set_terminated(run_id, status)
+
+
+def log_artifact(tracking_uri: str, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+    p = Path(path)
+    c = client(tracking_uri)
+    if p.is_dir():
+        c.log_artifacts(run_id, str(p), artifact_path)
+    else:
+        c.log_artifact(run_id, str(p), artifact_path)
+
+
+def learning_curve_png(history: list[Mapping[str, float]], path: str | Path, valid_metric: str) -> Path:
+    """Plot ``train/loss`` and ``valid_metric`` per epoch (two panels) into ``path`` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [int(h["epoch"]) for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    ax1.plot(epochs, [h.get("train/loss", math.nan) for h in history], marker="o")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("train/loss")
+    ax2.plot(epochs, [h.get(valid_metric, math.nan) for h in history], marker="o", color="tab:green")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel(valid_metric)
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def log_run_outputs(
+    tracking_uri: str,
+    run_id: str,
+    flat_config: Mapping[str, Any],
+    manifest: Mapping[str, Any] | None,
+    history: list[Mapping[str, float]],
+    test_metrics: Mapping[str, float],
+    valid_metric: str,
+    checkpoint: str | Path | None,
+) -> None:
+    """End-of-run artifacts: resolved config, dataset manifest, learning curve, final checkpoint,
+    and the test metrics (logged at the last epoch's step)."""
+    import yaml
+
+    step = int(history[-1]["epoch"]) if history else 0
+    log_metrics(tracking_uri, run_id, {k: v for k, v in test_metrics.items()}, step)
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        (t / "config.yaml").write_text(yaml.safe_dump(dict(flat_config), sort_keys=False), encoding="utf-8")
+        log_artifact(tracking_uri, run_id, t / "config.yaml")
+        if manifest is not None:
+            (t / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+            log_artifact(tracking_uri, run_id, t / "manifest.json")
+        if history:
+            learning_curve_png(history, t / "learning_curve.png", valid_metric)
+            log_artifact(tracking_uri, run_id, t / "learning_curve.png")
+    if checkpoint is not None and Path(checkpoint).exists():
+        log_artifact(tracking_uri, run_id, checkpoint, "checkpoint")
+
+
+def log_train_run(
+    tracking_uri: str | None,
+    run_cfg: Any,
+    result: Any,
+    data: Any,
+    out_dir: str | Path,
+    experiment: str = DEFAULT_EXPERIMENT,
+    run_name: str | None = None,
+) -> str:
+    """Log a finished single `glintru train` (role=train): params, per-epoch metrics, test metrics,
+    artifacts. ``result`` is the engine's ``FitResult``; ``out_dir`` its run directory (``best.pt``).
+    Returns the run id. Called once, from the driver process (rank 0's results)."""
+    uri = resolve_tracking_uri(tracking_uri)
+    exp_id = ensure_experiment(uri, experiment)
+    name = run_name or Path(out_dir).resolve().name
+    run_id, _ = get_or_create_run(uri, exp_id, {ROLE: "train", RUN_NAME: name}, run_name=name)
+    log_params(uri, run_id, run_cfg.to_flat())
+    for h in result.history:
+        log_metrics(uri, run_id, h, int(h["epoch"]))
+    best = Path(out_dir) / "best.pt"
+    log_run_outputs(
+        uri, run_id, run_cfg.to_flat(), getattr(data, "manifest", None), list(result.history),
+        dict(result.test_metrics), run_cfg.train.valid_metric, best if best.exists() else None,
+    )
+    end_run(uri, run_id)
+    return run_id
+
+
+def terminate_stale_runs(tracking_uri: str, experiment_id: str, study: str, keep: Iterable[str]) -> int:
+    """Mark RUNNING trial runs of ``study`` not in ``keep`` as KILLED (a crash left them open)."""
+    c = client(tracking_uri)
+    keep = set(keep)
+    runs = c.search_runs([experiment_id], filter_string=_filter({ROLE: "trial", STUDY: study}) + " and attributes.status = 'RUNNING'")
+    n = 0
+    for r in runs:
+        if r.info.run_id not in keep:
+            c.set_terminated(r.info.run_id, "KILLED")
+            n += 1
+    return n

@@ -1,0 +1,400 @@
+"""A tuning study: Ray Tune + OptunaSearch (TPE, seeded) + ASHA over Ray Train trials, in MLflow.
+
+Pattern (Train V2; ``Tuner(TorchTrainer)`` is not supported, ray-stack-notes P3): each Tune trial is
+a function trainable that builds and fits a ``TorchTrainer`` named ``train-<trial_id>`` (stable, so
+a restored trial's Train run resumes from its own checkpoint); ``TuneReportCallback`` forwards rank
+0's per-epoch reports to Tune. The trainable reserves ``{"cpu": 0.01}`` (P2), the workers reserve
+the rest. ASHA uses the 1-based ``epoch`` as its clock (P9), because Tune's ``training_iteration``
+restarts at 1 after a restore while Train resumes at the saved epoch.
+
+One metric name (``TrainConfig.valid_metric``, e.g. ``valid/full/ndcg@10``) is optimised by Tune,
+Optuna and ASHA and logged to MLflow (as ``..._at_10``, MLflow forbids ``@``).
+
+Everything needed to resume is saved next to Tune's state: ``<storage>/<name>/glintru_study.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from glintru.config import build_config
+from glintru.errors import UserError
+from glintru.tuning import mlflow_log
+from glintru.tuning.space import SearchSpace, load_search_space
+
+STUDY_FILE = "glintru_study.json"
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """Everything a study (and its resume) needs; saved as JSON in the experiment directory."""
+
+    name: str
+    storage_path: str  # local absolute directory or a pyarrow URI (s3://, gs://, ...)
+    data_dir: str  # absolute path of the prepared dataset, the same on every node
+    search_space: str  # absolute path of the search-space file
+    model: str
+    base_flat: dict[str, Any]  # fixed keys of the search space + CLI overrides
+    num_samples: int
+    max_epochs: int
+    workers: int
+    cpus_per_worker: float
+    use_gpu: bool
+    grace_period: int
+    seed: int
+    metric: str
+    tracking_uri: str
+    mlflow_experiment_id: str
+    parent_run_id: str
+    max_concurrent: int
+
+    @property
+    def experiment_path(self) -> str:
+        return f"{self.storage_path.rstrip('/')}/{self.name}"
+
+    @property
+    def is_local(self) -> bool:
+        return "://" not in self.storage_path
+
+
+def experiment_name(space: SearchSpace, data_dir: str, options: dict[str, Any]) -> str:
+    """``<model>-<12 hex>``: a hash of the search space, the dataset and the study options."""
+    blob = json.dumps({"space": space.fingerprint(), "data": data_dir, **options}, sort_keys=True, default=str)
+    return f"{space.model}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def resolve_storage(storage_path: str | None) -> str:
+    """Local directory (made absolute; default ``./ray_results``) or a URI passed through."""
+    if storage_path and "://" in storage_path:
+        return storage_path.rstrip("/")
+    return str(Path(storage_path or "ray_results").resolve())
+
+
+def _write_text(uri_or_path: str, text: str) -> None:
+    if "://" in uri_or_path:
+        import pyarrow.fs as pafs
+
+        fs, path = pafs.FileSystem.from_uri(uri_or_path)
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with fs.open_output_stream(path) as f:
+            f.write(text.encode())
+    else:
+        Path(uri_or_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(uri_or_path).write_text(text, encoding="utf-8")
+
+
+def _read_text(uri_or_path: str) -> str:
+    if "://" in uri_or_path:
+        import pyarrow.fs as pafs
+
+        fs, path = pafs.FileSystem.from_uri(uri_or_path)
+        with fs.open_input_stream(path) as f:
+            return f.read().decode()
+    return Path(uri_or_path).read_text(encoding="utf-8")
+
+
+def save_settings(s: StudySettings) -> None:
+    _write_text(f"{s.experiment_path}/{STUDY_FILE}", json.dumps(dataclasses.asdict(s), indent=2))
+
+
+def load_settings(experiment_path: str) -> StudySettings:
+    """Read ``glintru_study.json`` of an experiment directory (``--resume PATH``)."""
+    path = f"{experiment_path.rstrip('/')}/{STUDY_FILE}"
+    try:
+        data = json.loads(_read_text(path))
+    except (OSError, FileNotFoundError):
+        raise UserError(f"--resume {experiment_path}: no {STUDY_FILE} there; is it a glintru tune experiment directory?") from None
+    return StudySettings(**data)
+
+
+def max_concurrent_trials(workers: int, cpus_per_worker: float, use_gpu: bool, resources: dict[str, float]) -> int:
+    """Trials that fit at once: each needs ``workers x cpus_per_worker`` CPUs (+ 0.01 for the Tune
+    driver) and ``workers`` GPUs when ``use_gpu``; at least 1 (an autoscaler adds nodes later)."""
+    per_cpu = workers * cpus_per_worker + 0.01
+    n = math.floor(resources.get("CPU", 0.0) / per_cpu + 1e-9)
+    if use_gpu:
+        n = min(n, math.floor(resources.get("GPU", 0.0) / workers + 1e-9))
+    return max(1, n)
+
+
+def make_trainable(s: StudySettings) -> Any:
+    """The Tune trainable (wrapped with its resources). Rebuilt identically for ``Tuner.restore``."""
+    from ray import tune
+
+    def train_driver(config: dict[str, Any]) -> None:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        from glintru.distributed.trainer import run_trainer
+
+        trial_id = tune.get_context().get_trial_id()
+        run_cfg = build_config(s.model, {**s.base_flat, **config, "max_epochs": s.max_epochs}, source=f"trial {trial_id}")
+        run_id, _ = mlflow_log.get_or_create_run(
+            s.tracking_uri, s.mlflow_experiment_id,
+            {mlflow_log.ROLE: "trial", mlflow_log.STUDY: s.name, mlflow_log.TRIAL_ID: trial_id},
+            run_name=f"trial-{trial_id}", extra_tags={mlflow_log.PARENT: s.parent_run_id},
+        )
+        mlflow_log.log_params(s.tracking_uri, run_id, run_cfg.to_flat())
+        work_dir = f"{s.experiment_path}/work/{trial_id}" if s.is_local else None
+        run_trainer(
+            run_cfg.to_flat(), s.data_dir, name=f"train-{trial_id}", storage_path=f"{s.experiment_path}/train_runs",
+            workers=s.workers, use_gpu=s.use_gpu, cpus_per_worker=s.cpus_per_worker, work_dir=work_dir,
+            mlflow={"uri": s.tracking_uri, "run_id": run_id}, callbacks=[TuneReportCallback()],
+        )
+        mlflow_log.end_run(s.tracking_uri, run_id)
+
+    resources: dict[str, float] = {"cpu": 0.01}
+    return tune.with_resources(train_driver, resources)
+
+
+def build_tuner(s: StudySettings, space: SearchSpace) -> Any:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from glintru.tuning.space import to_tune_space
+
+    searched = {k: v for k, v in to_tune_space(space).items() if k in space.params}
+    return tune.Tuner(
+        make_trainable(s),
+        param_space=searched,
+        tune_config=tune.TuneConfig(
+            metric=s.metric,
+            mode="max",
+            num_samples=s.num_samples,
+            max_concurrent_trials=s.max_concurrent,
+            search_alg=OptunaSearch(seed=s.seed),
+            # max_t = max_epochs + 1: ASHA stops trials only at its rungs, never at the last epoch, so a
+            # finished trial's final report (test metrics) and MLflow artifacts are not cut off.
+            scheduler=ASHAScheduler(
+                time_attr="epoch", max_t=s.max_epochs + 1, grace_period=min(s.grace_period, s.max_epochs),
+                reduction_factor=2,
+            ),
+        ),
+        run_config=tune.RunConfig(
+            name=s.name, storage_path=s.storage_path, verbose=1, failure_config=tune.FailureConfig(max_failures=1)
+        ),
+    )
+
+
+def restore_tuner(s: StudySettings) -> Any:
+    from ray import tune
+
+    if not tune.Tuner.can_restore(s.experiment_path):
+        raise UserError(f"--resume {s.experiment_path}: no Ray Tune experiment state to restore there")
+    return tune.Tuner.restore(
+        s.experiment_path, trainable=make_trainable(s), resume_unfinished=True, resume_errored=True
+    )
+
+
+def _stringify(v: Any) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def print_table(rows: list[tuple[str, Any]], title: str) -> None:
+    width = max(len(k) for k, _ in rows) if rows else 10
+    print(title)
+    print("-" * (width + 16))
+    for k, v in rows:
+        print(f"{k:<{width}}  {_stringify(v)}")
+
+
+@dataclass
+class StudyOutcome:
+    best_trial_id: str
+    best_config_path: Path
+    best_params: dict[str, Any]
+    best_metrics: dict[str, float]
+    n_trials: int
+    parent_run_id: str
+
+
+def summarise(s: StudySettings, space: SearchSpace, grid: Any, out_dir: Path, register_name: str | None) -> StudyOutcome:
+    """Best trial table, best config file, MLflow parent summary and (optionally) model registration."""
+    import yaml
+
+    from glintru.tuning import plots
+
+    results = [r for r in grid]
+    ok = [r for r in results if r.error is None and r.metrics and s.metric in r.metrics]
+    uri, parent = s.tracking_uri, s.parent_run_id
+    for r in results:
+        tid = (r.metrics or {}).get("trial_id") or Path(r.path).name
+        run_id = mlflow_log.find_run(uri, s.mlflow_experiment_id, {mlflow_log.ROLE: "trial", mlflow_log.STUDY: s.name, mlflow_log.TRIAL_ID: str(tid)})
+        if run_id is not None:
+            mlflow_log.end_run(uri, run_id, "FINISHED" if r.error is None else "FAILED")
+    if not ok:
+        mlflow_log.end_run(uri, parent, "FAILED")
+        raise UserError(f"study {s.name}: no trial reported {s.metric}; see the trial errors above")
+    best = grid.get_best_result(metric=s.metric, mode="max", scope="all")
+    best_id = str(best.metrics.get("trial_id"))
+    params = {k: best.config[k] for k in space.params}
+    best_cfg = build_config(s.model, {**s.base_flat, **params, "max_epochs": s.max_epochs}, source="best trial")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg_path = out_dir / "best_config.yaml"
+    cfg_path.write_text(yaml.safe_dump(best_cfg.to_flat(), sort_keys=False), encoding="utf-8")
+    metric_keys = [k for k in sorted(best.metrics) if k.startswith(("valid/", "test/"))]
+    best_metrics = {k: float(best.metrics[k]) for k in metric_keys}
+    print_table([("trial", best_id), *params.items(), *best_metrics.items()], f"Best trial of study {s.name} ({s.metric})")
+    print(f"best config written to {cfg_path}  (glintru train --config {cfg_path} --data {s.data_dir})")
+
+    mlflow_log.log_params(uri, parent, {f"best.{k}": v for k, v in params.items()} | {"best.trial_id": best_id})
+    mlflow_log.log_metrics(uri, parent, {f"best.{k}": v for k, v in best_metrics.items()}, step=0)
+    mlflow_log.log_artifact(uri, parent, cfg_path)
+    table = plots.trials_table(ok, list(space.params), s.metric)
+    (out_dir / "trials.csv").write_text(table, encoding="utf-8")
+    mlflow_log.log_artifact(uri, parent, out_dir / "trials.csv")
+    png = plots.importance_png(ok, space, s.metric, out_dir / "param_importance.png")
+    if png is not None:
+        mlflow_log.log_artifact(uri, parent, png)
+    if register_name:
+        best_run = mlflow_log.find_run(uri, s.mlflow_experiment_id, {mlflow_log.ROLE: "trial", mlflow_log.STUDY: s.name, mlflow_log.TRIAL_ID: best_id})
+        if best_run is not None:
+            version = register_best_model(uri, best_run, best_cfg, s.data_dir, register_name)
+            print(f"registered the best model as '{register_name}' version {version}")
+    mlflow_log.end_run(uri, parent)
+    return StudyOutcome(best_id, cfg_path, params, best_metrics, len(results), parent)
+
+
+def register_best_model(uri: str, run_id: str, run_cfg: Any, data_dir: str, name: str) -> str:
+    """Log the best trial's final checkpoint as an MLflow PyTorch model in its run and register it."""
+    import tempfile
+
+    import mlflow
+    import mlflow.pytorch
+    import torch
+
+    from glintru.data.dataset import load_prepared
+    from glintru.models import build_model
+
+    c = mlflow_log.client(uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = c.download_artifacts(run_id, "checkpoint", tmp)
+        files = sorted(Path(local).rglob("*.pt"))
+        if not files:
+            raise UserError(f"MLflow run {run_id}: no checkpoint artifact to register")
+        state = torch.load(files[0], map_location="cpu", weights_only=True)
+        model = build_model(run_cfg, load_prepared(data_dir).n_items)
+        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+            state = state["model"]
+        model.load_state_dict(state)
+        mlflow.set_tracking_uri(uri)
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pytorch.log_model(model, name="model", registered_model_name=name)
+        return str(getattr(info, "registered_model_version", "") or "1")
+
+
+def mlflow_ui_hint(uri: str) -> str:
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///") :])
+        return f"open the MLflow UI with:  cd {db.parent} && mlflow ui --backend-store-uri {uri}   (then http://127.0.0.1:5000)"
+    return f"open the MLflow UI at {uri}"
+
+
+def default_num_cpus() -> int | None:
+    env = os.environ.get("GLINTRU_NUM_CPUS")
+    return int(env) if env else None
+
+
+def run_study(
+    *,
+    data_dir: str,
+    search_space: str,
+    storage_path: str | None,
+    mlflow_uri: str | None,
+    experiment: str | None,
+    num_samples: int | None,
+    max_epochs: int | None,
+    workers: int | None,
+    overrides: dict[str, Any],
+    cpus_per_worker: float = 1.0,
+    use_gpu: bool = False,
+    seed: int | None = None,
+    max_concurrent: int | None = None,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    register_name: str | None = None,
+    out_dir: str | None = None,
+) -> StudyOutcome:
+    """Start a new study (or continue the one with the same deterministic name) and summarise it."""
+    import ray
+
+    from glintru.data.dataset import load_prepared
+    from glintru.distributed.trainer import init_ray
+
+    space = load_search_space(search_space)
+    data_abs = str(Path(data_dir).resolve())
+    load_prepared(data_abs)
+    base = {**space.fixed, **overrides}
+    build_config(space.model, base, source="--set")
+    opts = {
+        "num_samples": num_samples or space.tune.get("num_samples", 4),
+        "max_epochs": max_epochs or space.tune.get("max_epochs", 3),
+        "workers": workers or space.tune.get("workers", 2),
+        "seed": seed if seed is not None else space.tune.get("seed", 0),
+        "grace_period": space.tune.get("grace_period", 1),
+    }
+    metric = build_config(space.model, base).train.valid_metric
+    name = experiment or experiment_name(space, data_abs, {**opts, "overrides": base, "gpu": use_gpu})
+    storage = resolve_storage(storage_path)
+    uri = mlflow_log.resolve_tracking_uri(mlflow_uri)
+    exp_path = f"{storage}/{name}"
+    if "://" not in storage and (Path(exp_path) / STUDY_FILE).exists():
+        print(f"experiment {exp_path} exists; continuing it (same as --resume {exp_path})")
+        return resume_study(exp_path, address=address, num_cpus=num_cpus, register_name=register_name, out_dir=out_dir)
+    init_ray(address, num_cpus, min_cpus=opts["workers"] * cpus_per_worker)
+    try:
+        mc = max_concurrent or max_concurrent_trials(opts["workers"], cpus_per_worker, use_gpu, ray.cluster_resources())
+        exp_id = mlflow_log.ensure_experiment(uri, name)
+        parent, _ = mlflow_log.get_or_create_run(uri, exp_id, {mlflow_log.ROLE: "study", mlflow_log.STUDY: name}, run_name=name)
+        s = StudySettings(
+            name=name, storage_path=storage, data_dir=data_abs, search_space=str(Path(search_space).resolve()),
+            model=space.model, base_flat=base, num_samples=opts["num_samples"], max_epochs=opts["max_epochs"],
+            workers=opts["workers"], cpus_per_worker=cpus_per_worker, use_gpu=use_gpu, grace_period=opts["grace_period"],
+            seed=opts["seed"], metric=metric, tracking_uri=uri, mlflow_experiment_id=exp_id, parent_run_id=parent,
+            max_concurrent=mc,
+        )
+        save_settings(s)
+        mlflow_log.log_params(uri, parent, {
+            "model": s.model, "search_space": Path(search_space).name, "num_samples": s.num_samples,
+            "max_epochs": s.max_epochs, "workers": s.workers, "seed": s.seed, "metric": s.metric,
+            "max_concurrent": mc, **{f"fixed.{k}": v for k, v in base.items()},
+            **{f"space.{k}": f"{p.kind}{list(p.values) if p.values else [p.low, p.high]}" for k, p in space.params.items()},
+        })
+        print(f"study {name}: {s.num_samples} trials x <= {s.max_epochs} epochs, {s.workers} workers each, "
+              f"{mc} at a time; Tune state in {exp_path}")
+        grid = build_tuner(s, space).fit()
+        return summarise(s, space, grid, Path(out_dir or (exp_path if s.is_local else name)), register_name)
+    finally:
+        ray.shutdown()
+
+
+def resume_study(
+    experiment_path: str,
+    *,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    register_name: str | None = None,
+    out_dir: str | None = None,
+) -> StudyOutcome:
+    """``--resume PATH``: restore Tune (finished trials kept, unfinished/errored resumed, searcher
+    state restored) with the same trainable, the same MLflow parent run and the same trial runs."""
+    import ray
+
+    exp_path = resolve_storage(experiment_path)
+    s = load_settings(exp_path)
+    space = load_search_space(s.search_space)
+    init_ray(address, num_cpus, min_cpus=s.workers * s.cpus_per_worker)
+    try:
+        mlflow_log.client(s.tracking_uri).update_run(s.parent_run_id, status="RUNNING")
+        print(f"resuming study {s.name} from {exp_path}")
+        grid = restore_tuner(s).fit()
+        return summarise(s, space, grid, Path(out_dir or (exp_path if s.is_local else s.name)), register_name)
+    finally:
+        ray.shutdown()
