@@ -1,0 +1,504 @@
+"""Readers for interaction logs: one function per input format, all vectorised (pyarrow / numpy).
+
+Every reader returns :class:`Interactions` in file order: ``user`` and ``item`` as pyarrow string
+arrays, ``timestamp`` (int64 or float64 numpy array) and ``rating`` (float64) when the format has
+them. Formats without timestamps (``seq-per-line``, ``pair-per-line``) keep file order, which the
+preprocessing then treats as chronological order.
+
+Parsing runs in C++ (``pyarrow.csv``, ``pyarrow.compute``); only when that fails do we scan the
+file line by line in Python, to find and name the first bad line in the error message.
+
+Formats (``FORMATS``):
+  movielens      ``UserID::MovieID::Rating::Timestamp`` (``ratings.dat``), also inside ``ml-1m.zip``
+  amazon-csv     ``user,item,rating,timestamp`` without a header (McAuley 2014/2018 ratings-only files)
+  recbole        RecBole atomic ``.inter``: tab-separated, typed header ``user_id:token\titem_id:token...``
+  seq-per-line   ``user item1 item2 ...`` oldest first (S3-Rec / ICLRec / DiffuRec text files)
+  pair-per-line  ``user item`` oldest first per user (original SASRec repository)
+  csv            generic delimited file with a header; column names from :class:`ReadOptions`
+  parquet        generic Parquet file; column names from :class:`ReadOptions`
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from glintru.errors import UserError
+
+FORMATS = ("movielens", "amazon-csv", "recbole", "seq-per-line", "pair-per-line", "csv", "parquet")
+ML_ZIP_MEMBER = "ml-1m/ratings.dat"
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """Column names for the generic ``csv`` / ``parquet`` formats (and to override ``recbole``'s)."""
+
+    user_col: str | None = None
+    item_col: str | None = None
+    time_col: str | None = None
+    rating_col: str | None = None
+    sep: str = ","
+
+
+@dataclass(frozen=True)
+class Interactions:
+    """One row per interaction, in file order.
+
+    user, item: pyarrow string arrays [n]; timestamp: int64/float64 [n] or None;
+    rating: float64 [n] or None; fmt: the format that was read; member: zip member read, if any.
+    """
+
+    user: pa.Array
+    item: pa.Array
+    timestamp: np.ndarray | None
+    rating: np.ndarray | None
+    fmt: str
+    member: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+
+# ----------------------------------------------------------------------------- raw bytes
+
+
+def _read_bytes(path: Path) -> tuple[bytes, str | None]:
+    """The file's bytes (the ratings member for a zip) and the member name, or a UserError."""
+    if not path.exists():
+        raise UserError(f"{path}: file not found")
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, expected a file")
+    member = None
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+                candidates = [n for n in names if n == ML_ZIP_MEMBER] or [
+                    n for n in names if n.rsplit("/", 1)[-1] in ("ratings.dat", "ratings.csv")
+                ]
+                if not candidates:
+                    raise UserError(f"{path}: zip archive has no {ML_ZIP_MEMBER} (members: {', '.join(names[:10])})")
+                member = candidates[0]
+                data = zf.read(member)
+        else:
+            data = path.read_bytes()
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise UserError(f"{path}: cannot read ({exc})") from None
+    if not data.strip():
+        raise UserError(f"{path}{':' + member if member else ''}: file is empty")
+    return data, member
+
+
+def _decode(data: bytes, where: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise UserError(f"{where}:{line}: not valid UTF-8 text ({exc.reason})") from None
+
+
+# ----------------------------------------------------------------------------- diagnostics
+
+
+def _is_number(tok: str, integer: bool) -> bool:
+    try:
+        (int if integer else float)(tok)
+    except ValueError:
+        return False
+    return True
+
+
+def _first_bad_line(
+    text: str,
+    split: Callable[[str], list[str]],
+    names: list[str],
+    numeric: dict[str, bool],
+    skip: int,
+    where: str,
+) -> UserError | None:
+    """Scan lines (error path only) for the first with a wrong field count, an empty id or a bad number.
+
+    ``numeric`` maps field name -> True for integer, False for float. ``skip`` header lines.
+    """
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if lineno <= skip or not line.strip():
+            continue
+        parts = split(line)
+        if len(parts) != len(names):
+            return UserError(f"{where}:{lineno}: expected {len(names)} fields ({', '.join(names)}), got {len(parts)}")
+        for name, tok in zip(names, parts):
+            tok = tok.strip()
+            if name in numeric and not _is_number(tok, numeric[name]):
+                kind = "an integer" if numeric[name] else "a number"
+                return UserError(f"{where}:{lineno}: field '{name}': expected {kind}, got {tok!r}")
+            if name in ("user", "item") and not tok:
+                return UserError(f"{where}:{lineno}: field '{name}': empty id")
+    return None
+
+
+def _read_delimited(
+    data: bytes,
+    where: str,
+    delimiter: str,
+    names: list[str],
+    types: dict[str, pa.DataType],
+    header_lines: int,
+    split: Callable[[str], list[str]],
+) -> pa.Table:
+    """Parse a delimited text with pyarrow.csv; on any failure name the first bad line."""
+    import pyarrow.csv as pacsv
+
+    numeric = {n: pa.types.is_integer(t) for n, t in types.items() if not pa.types.is_string(t)}
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(data),
+            read_options=pacsv.ReadOptions(column_names=names, skip_rows=header_lines, use_threads=True),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, quote_char=False, ignore_empty_lines=True),
+            convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False),
+        )
+        ok = all(table.column(n).null_count == 0 for n in names) and all(
+            pc.min(pc.utf8_length(table.column(n))).as_py() > 0 for n in names if pa.types.is_string(types[n])
+        )
+        if table.num_rows == 0:
+            raise UserError(f"{where}: no data rows")
+    except pa.ArrowException as exc:
+        err = _first_bad_line(_decode(data, where), split, names, numeric, header_lines, where)
+        raise (err or UserError(f"{where}: cannot parse ({exc})")) from None
+    if not ok:
+        err = _first_bad_line(_decode(data, where), split, names, numeric, header_lines, where)
+        raise err or UserError(f"{where}: empty or missing values")
+    return table
+
+
+def _np(col: pa.ChunkedArray | pa.Array, dtype: type) -> np.ndarray:
+    return np.asarray(col.to_numpy(), dtype=dtype)
+
+
+def _str(col: pa.ChunkedArray | pa.Array) -> pa.Array:
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    return col.cast(pa.string()) if not pa.types.is_string(col.type) else col
+
+
+# ----------------------------------------------------------------------------- readers
+
+
+def read_movielens(path: Path, opts: ReadOptions | None = None) -> Interactions:
+    """``UserID::MovieID::Rating::Timestamp`` (MovieLens 1M/10M ``ratings.dat``), or that member of a zip."""
+    data, member = _read_bytes(path)
+    where = f"{path}:{member}" if member else str(path)
+    names = ["user", "item", "rating", "timestamp"]
+    if b"\t" in data:
+        line = data.count(b"\n", 0, data.index(b"\t")) + 1
+        raise UserError(f"{where}:{line}: unexpected tab in a '::'-separated file")
+    # pyarrow.csv takes a one-character delimiter: turn '::' into a tab (ids are numeric, so no clash)
+    table = _read_delimited(
+        data.replace(b"::", b"\t"),
+        where,
+        "\t",
+        names,
+        {"user": pa.string(), "item": pa.string(), "rating": pa.float64(), "timestamp": pa.int64()},
+        0,
+        lambda line: line.split("::"),
+    )
+    return Interactions(
+        user=_str(table.column("user")),
+        item=_str(table.column("item")),
+        timestamp=_np(table.column("timestamp"), np.int64),
+        rating=_np(table.column("rating"), np.float64),
+        fmt="movielens",
+        member=member,
+    )
+
+
+def read_amazon_csv(path: Path, opts: ReadOptions | None = None) -> Interactions:
+    """``user,item,rating,timestamp`` without a header (Amazon 2014/2018 ratings-only CSV)."""
+    data, _ = _read_bytes(path)
+    names = ["user", "item", "rating", "timestamp"]
+    table = _read_delimited(
+        data,
+        str(path),
+        ",",
+        names,
+        {"user": pa.string(), "item": pa.string(), "rating": pa.float64(), "timestamp": pa.int64()},
+        0,
+        lambda line: line.split(","),
+    )
+    return Interactions(
+        user=_str(table.column("user")),
+        item=_str(table.column("item")),
+        timestamp=_np(table.column("timestamp"), np.int64),
+        rating=_np(table.column("rating"), np.float64),
+        fmt="amazon-csv",
+    )
+
+
+_RECBOLE_TYPES = {"token": pa.string(), "float": pa.float64()}
+
+
+def read_recbole(path: Path, opts: ReadOptions | None = None) -> Interactions:
+    """RecBole atomic ``.inter``: tab-separated, header ``name:type`` (token, float, token_seq, float_seq).
+
+    Columns used: ``user_id``, ``item_id``, optional ``timestamp`` and ``rating`` (names overridable
+    with :class:`ReadOptions`). Other columns are read as strings and ignored.
+    """
+    opts = opts or ReadOptions()
+    data, _ = _read_bytes(path)
+    where = str(path)
+    first = data.split(b"\n", 1)[0].decode("utf-8", "replace").rstrip("\r")
+    header = first.split("\t")
+    names, types = [], {}
+    for i, field in enumerate(header):
+        name, sep, kind = field.partition(":")
+        if not sep or kind not in ("token", "float", "token_seq", "float_seq"):
+            raise UserError(f"{where}:1: field {i + 1} {field!r}: expected a typed header 'name:token' or 'name:float'")
+        names.append(name)
+        types[name] = _RECBOLE_TYPES.get(kind, pa.string())
+    cols = {
+        "user": opts.user_col or "user_id",
+        "item": opts.item_col or "item_id",
+        "timestamp": opts.time_col or "timestamp",
+        "rating": opts.rating_col or "rating",
+    }
+    for role in ("user", "item"):
+        if cols[role] not in names:
+            raise UserError(f"{where}:1: header has no column '{cols[role]}' (columns: {', '.join(names)})")
+        types[cols[role]] = pa.string()
+    for role in ("timestamp", "rating"):
+        if cols[role] in names:
+            types[cols[role]] = pa.float64()
+    table = _read_delimited(data, where, "\t", names, types, 1, lambda line: line.split("\t"))
+    ts = _np(table.column(cols["timestamp"]), np.float64) if cols["timestamp"] in names else None
+    if ts is not None and np.all(ts == np.floor(ts)) and np.all(np.abs(ts) < 2**53):
+        ts = ts.astype(np.int64)
+    return Interactions(
+        user=_str(table.column(cols["user"])),
+        item=_str(table.column(cols["item"])),
+        timestamp=ts,
+        rating=_np(table.column(cols["rating"]), np.float64) if cols["rating"] in names else None,
+        fmt="recbole",
+    )
+
+
+def _token_lines(path: Path) -> tuple[pa.ListArray, np.ndarray, str]:
+    """Whitespace-split every non-blank line: (list<string> tokens per line, 1-based line numbers, where)."""
+    data, _ = _read_bytes(path)
+    where = str(path)
+    text = _decode(data, where)
+    lines = pa.array(text.split("\n"), type=pa.large_string())
+    lines = pc.utf8_trim_whitespace(lines)
+    keep = pc.greater(pc.utf8_length(lines), 0)
+    lineno = np.flatnonzero(keep.to_numpy(zero_copy_only=False)) + 1
+    tokens = pc.utf8_split_whitespace(lines.filter(keep))
+    return tokens, lineno, where
+
+
+def read_seq_per_line(path: Path, opts: ReadOptions | None = None) -> Interactions:
+    """``user item1 item2 ...`` per line, oldest first; a user with no items contributes nothing."""
+    tokens, _, _ = _token_lines(path)
+    n_tok = pc.list_value_length(tokens).to_numpy().astype(np.int64)
+    flat = pc.list_flatten(tokens)
+    starts = np.concatenate([[0], np.cumsum(n_tok)[:-1]])
+    is_user = np.zeros(len(flat), dtype=bool)
+    is_user[starts] = True
+    users = flat.take(pa.array(starts))
+    item = flat.filter(pa.array(~is_user))
+    user = users.take(pa.array(np.repeat(np.arange(len(n_tok)), n_tok - 1)))
+    return Interactions(user=_str(user), item=_str(item), timestamp=None, rating=None, fmt="seq-per-line")
+
+
+def read_pair_per_line(path: Path, opts: ReadOptions | None = None) -> Interactions:
+    """``user item`` per line, oldest first per user."""
+    tokens, lineno, where = _token_lines(path)
+    n_tok = pc.list_value_length(tokens).to_numpy()
+    bad = np.flatnonzero(n_tok != 2)
+    if len(bad):
+        raise UserError(f"{where}:{lineno[bad[0]]}: expected 2 fields (user, item), got {n_tok[bad[0]]}")
+    flat = pc.list_flatten(tokens)
+    idx = np.arange(len(flat))
+    return Interactions(
+        user=_str(flat.take(pa.array(idx[0::2]))),
+        item=_str(flat.take(pa.array(idx[1::2]))),
+        timestamp=None,
+        rating=None,
+        fmt="pair-per-line",
+    )
+
+
+def _generic_columns(opts: ReadOptions, where: str) -> dict[str, str]:
+    if not opts.user_col or not opts.item_col:
+        raise UserError(f"{where}: the generic formats need --user-col and --item-col (and optionally --time-col)")
+    cols = {"user": opts.user_col, "item": opts.item_col}
+    if opts.time_col:
+        cols["timestamp"] = opts.time_col
+    if opts.rating_col:
+        cols["rating"] = opts.rating_col
+    return cols
+
+
+def _from_table(table: pa.Table, cols: dict[str, str], where: str, fmt: str, line_offset: int) -> Interactions:
+    """Take the named columns from a generic table; null or non-numeric values name the row/line."""
+    for role, name in cols.items():
+        col = table.column(name)
+        if col.null_count:
+            row = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+            raise UserError(f"{where}:{row + line_offset}: field '{name}': missing value")
+    out: dict[str, object] = {"timestamp": None, "rating": None}
+    for role in ("user", "item"):
+        out[role] = _str(table.column(cols[role]))
+        if len(out[role]) and pc.min(pc.utf8_length(out[role])).as_py() == 0:
+            row = int(np.flatnonzero(pc.equal(pc.utf8_length(out[role]), 0).to_numpy(zero_copy_only=False))[0])
+            raise UserError(f"{where}:{row + line_offset}: field '{cols[role]}': empty id")
+    for role in ("timestamp", "rating"):
+        if role not in cols:
+            continue
+        col = table.column(cols[role]).combine_chunks()
+        if pa.types.is_timestamp(col.type) or pa.types.is_date(col.type):
+            col = col.cast(pa.int64())
+        if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_boolean(col.type)):
+            try:
+                col = pc.cast(col, pa.float64())
+            except pa.ArrowInvalid:
+                vals = col.cast(pa.string()).to_numpy(zero_copy_only=False)
+                row = next(i for i, v in enumerate(vals) if not _is_number(str(v), False))
+                raise UserError(f"{where}:{row + line_offset}: field '{cols[role]}': expected a number, got {vals[row]!r}") from None
+        dtype = np.int64 if role == "timestamp" and pa.types.is_integer(col.type) else np.float64
+        out[role] = _np(col, dtype)
+    return Interactions(fmt=fmt, **out)  # type: ignore[arg-type]
+
+
+def read_csv(path: Path, opts: ReadOptions | None = None) -> Interactions:
+    """Generic delimited file with a header row; columns named by ``opts`` (``--user-col`` etc.)."""
+    import pyarrow.csv as pacsv
+
+    opts = opts or ReadOptions()
+    data, _ = _read_bytes(path)
+    where = str(path)
+    cols = _generic_columns(opts, where)
+    header = data.split(b"\n", 1)[0].decode("utf-8", "replace").rstrip("\r").split(opts.sep)
+    header = [h.strip().strip('"') for h in header]
+    for name in cols.values():
+        if name not in header:
+            raise UserError(f"{where}:1: header has no column '{name}' (columns: {', '.join(header)})")
+    types = {cols["user"]: pa.string(), cols["item"]: pa.string()}
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(data),
+            parse_options=pacsv.ParseOptions(delimiter=opts.sep),
+            convert_options=pacsv.ConvertOptions(
+                column_types=types, include_columns=list(dict.fromkeys(cols.values())), strings_can_be_null=False
+            ),
+        )
+    except pa.ArrowException as exc:
+        text = _decode(data, where)
+        err = _first_bad_line(text, lambda line: line.split(opts.sep), header, {}, 1, where)
+        raise (err or UserError(f"{where}: cannot parse ({exc})")) from None
+    if table.num_rows == 0:
+        raise UserError(f"{where}: no data rows")
+    return _from_table(table, cols, where, "csv", line_offset=2)
+
+
+def read_parquet(path: Path, opts: ReadOptions | None = None) -> Interactions:
+    """Generic Parquet file; columns named by ``opts``."""
+    import pyarrow.parquet as pq
+
+    opts = opts or ReadOptions()
+    where = str(path)
+    if not path.exists():
+        raise UserError(f"{path}: file not found")
+    cols = _generic_columns(opts, where)
+    try:
+        schema = pq.read_schema(path)
+        for name in cols.values():
+            if name not in schema.names:
+                raise UserError(f"{where}: no column '{name}' (columns: {', '.join(schema.names)})")
+        table = pq.read_table(path, columns=list(dict.fromkeys(cols.values())))
+    except (OSError, pa.ArrowException) as exc:
+        raise UserError(f"{where}: cannot read as Parquet ({exc})") from None
+    if table.num_rows == 0:
+        raise UserError(f"{where}: file is empty (no rows)")
+    return _from_table(table, cols, f"{where}: row", "parquet", line_offset=1)
+
+
+READERS: dict[str, Callable[[Path, ReadOptions | None], Interactions]] = {
+    "movielens": read_movielens,
+    "amazon-csv": read_amazon_csv,
+    "recbole": read_recbole,
+    "seq-per-line": read_seq_per_line,
+    "pair-per-line": read_pair_per_line,
+    "csv": read_csv,
+    "parquet": read_parquet,
+}
+
+
+# ----------------------------------------------------------------------------- detection
+
+
+def detect_format(path: Path) -> str:
+    """Guess the format from the file name and its first lines; a UserError when ambiguous.
+
+    Rules: ``.zip`` / ``.dat`` / ``::`` -> movielens; ``.inter`` or a typed tab header -> recbole;
+    ``.parquet`` -> parquet; 4 comma fields with numeric rating and timestamp -> amazon-csv;
+    whitespace tokens with some line of 3+ tokens -> seq-per-line; all lines of exactly 2 tokens
+    with a repeated user among the first lines -> pair-per-line. Anything else asks for --format.
+    """
+    if not path.exists():
+        raise UserError(f"{path}: file not found")
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, expected a file")
+    name = path.name.lower()
+    if name.endswith(".parquet") or name.endswith(".pq"):
+        return "parquet"
+    if name.endswith(".inter"):
+        return "recbole"
+    if zipfile.is_zipfile(path):
+        return "movielens"
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc})") from None
+    if not head.strip():
+        raise UserError(f"{path}: file is empty")
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    lines = [ln for ln in head.decode("utf-8", "replace").splitlines()[:-1] or head.decode("utf-8", "replace").splitlines() if ln.strip()][:1000]
+    first = lines[0]
+    if name.endswith(".dat") or "::" in first:
+        return "movielens"
+    if "\t" in first and all(":" in f for f in first.split("\t")):
+        return "recbole"
+    if "," in first:
+        parts = first.split(",")
+        if len(parts) == 4 and _is_number(parts[2], False) and _is_number(parts[3], True):
+            return "amazon-csv"
+        raise UserError(
+            f"{path}: looks like a CSV file with a header; give --format csv with --user-col/--item-col "
+            "(and --time-col), or --format amazon-csv for header-less user,item,rating,timestamp"
+        )
+    n_tokens = [len(ln.split()) for ln in lines]
+    if max(n_tokens) >= 3:
+        return "seq-per-line"
+    if min(n_tokens) == 2:
+        users = [ln.split()[0] for ln in lines]
+        if len(set(users)) < len(users):
+            return "pair-per-line"
+    raise UserError(
+        f"{path}: cannot tell the format from the file; give --format (one of: {', '.join(FORMATS)})"
+    )
+
+
+def read_interactions(path: str | Path, fmt: str = "auto", opts: ReadOptions | None = None) -> Interactions:
+    """Read ``path`` in format ``fmt`` (``auto`` = :func:`detect_format`)."""
+    path = Path(path)
+    if fmt == "auto":
+        fmt = detect_format(path)
+    if fmt not in READERS:
+        raise UserError(f"--format: unknown format {fmt!r}; choose one of: auto, {', '.join(FORMATS)}")
+    return READERS[fmt](path, opts)
