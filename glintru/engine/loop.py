@@ -1,0 +1,303 @@
+"""The training loop: ``fit`` (docs/architecture.md, "Engine entry point").
+
+Per epoch: seed torch with ``(seed, epoch, rank)``, train on this rank's batches
+(:mod:`glintru.engine.batching`), evaluate validation on this rank's users with exact all-reduced
+sums (:mod:`glintru.engine.evaluate`), checkpoint on rank 0, call ``on_epoch_end`` on every rank,
+then stop early on ``train.valid_metric`` (higher is better) after ``train.patience`` epochs
+without improvement, or when ``train.max_time_s`` of training time is spent. Test metrics are
+computed at the end with the best epoch's weights.
+
+Determinism: model init is seeded by ``seed``; data order by ``(seed, epoch)`` and dropout by
+``torch.manual_seed`` of a function of ``(seed, epoch, rank)`` at every epoch start, so resuming from
+a checkpoint (model + Adam state) continues exactly like an uninterrupted run, with no RNG state saved.
+With several data-parallel ranks each rank's loss is its own mean over its target positions and DDP
+averages the gradients, which weighs ranks equally rather than target positions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from glintru.config import RunConfig, TrainConfig, config_from_flat
+from glintru.data.dataset import PreparedDataset
+from glintru.engine.batching import epoch_batches, make_batch, training_samples
+from glintru.engine.checkpoint import FORMAT_VERSION, load_checkpoint, save_best, save_checkpoint
+from glintru.engine.loss import SequenceLoss
+from glintru.errors import UserError
+
+# Settings a resumed run may change: they do not affect the numbers of the epochs already done.
+RESUMABLE_CHANGES = frozenset({"max_epochs", "patience", "max_time_s", "eval_batch_size", "compile"})
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns. ``best_metrics``: validation metrics of ``best_epoch``."""
+
+    best_epoch: int
+    best_metrics: dict[str, float]
+    test_metrics: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    wall_s: float = 0.0
+    train_s: float = 0.0
+    stopped: str = ""  # "max_epochs" | "patience" | "max_time_s"
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """Torch seed for the dropout masks of ``epoch`` (1-based) on ``rank``: a pure function."""
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device`` (CPU or CUDA) when ``precision == "bf16"``, else a no-op."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(getattr(model, "module", None), nn.Module) else model
+
+
+def _state_on_cpu(state: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.detach().cpu().clone() if torch.is_tensor(v) else copy.deepcopy(v) for k, v in state.items()}
+
+
+class _Progress:
+    """stderr output: an in-place bar while training when stderr is a TTY, one line per epoch."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.tty = enabled and sys.stderr.isatty()
+        self.last = 0.0
+
+    def step(self, epoch: int, done: int, total: int, loss: float, targets_per_s: float) -> None:
+        now = time.perf_counter()
+        if not self.tty or (now - self.last < 0.2 and done < total):
+            return
+        self.last = now
+        width = 30
+        fill = int(width * done / max(total, 1))
+        sys.stderr.write(
+            f"\repoch {epoch} [{'#' * fill}{'.' * (width - fill)}] {done}/{total} "
+            f"loss {loss:.4f} {targets_per_s:,.0f} targets/s"
+        )
+        sys.stderr.flush()
+
+    def epoch(self, metrics: dict[str, float], valid_metric: str) -> None:
+        if not self.enabled:
+            return
+        if self.tty:
+            sys.stderr.write("\r\033[K")
+        extra = [k for k in ("valid/full/ndcg@10", "valid/pop100/ndcg@10", valid_metric) if k in metrics]
+        shown = " ".join(f"{k} {metrics[k]:.4f}" for k in dict.fromkeys(extra))
+        print(
+            f"epoch {int(metrics['epoch'])} loss {metrics['train/loss']:.4f} "
+            f"{metrics['train/targets_per_s']:,.0f} targets/s {metrics['train/s']:.1f}s {shown}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _check_resume_config(run_cfg: RunConfig, saved: dict[str, Any], where: Path) -> None:
+    now = run_cfg.to_flat()
+    diff = sorted(k for k in set(now) | set(saved) if now.get(k) != saved.get(k) and k not in RESUMABLE_CHANGES)
+    if diff:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff)
+        raise UserError(f"{where}: cannot resume with a different configuration ({detail})")
+
+
+def fit(
+    run_cfg: RunConfig,
+    data: PreparedDataset,
+    out_dir: Path,
+    *,
+    device: str | torch.device = "cpu",
+    rank: int = 0,
+    world_size: int = 1,
+    wrap_model: Callable[[nn.Module], nn.Module] | None = None,
+    all_reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    on_epoch_end: Callable[[dict[str, float], Path | None], None] | None = None,
+    resume_from: Path | None = None,
+    progress: bool = True,
+) -> FitResult:
+    """Train ``run_cfg`` on ``data``, evaluate, checkpoint into ``out_dir``; see the module docstring.
+
+    ``wrap_model`` wraps the loss module (model + loss, e.g. with DDP) and may move it to its device.
+    ``all_reduce_sum`` sums float64 tensors over ranks (exact metric and loss reduction).
+    Rank 0 writes ``out_dir/checkpoints/epoch_NNNN/``, ``out_dir/best.pt``, ``out_dir/history.json``
+    and, at the end, ``out_dir/metrics.json`` (best validation + test metrics, best_epoch, wall_s).
+    """
+    from glintru.engine.evaluate import evaluate, negatives_for
+    from glintru.models import build_model
+
+    t0 = time.perf_counter()
+    cfg = run_cfg.train
+    device = torch.device(device)
+    out_dir = Path(out_dir)
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    flat = run_cfg.to_flat()
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(run_cfg, data.n_items).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    history: list[dict[str, float]] = []
+    best: dict[str, Any] = {"epoch": 0, "value": -math.inf, "metrics": {}}
+    best_state: dict[str, Any] | None = None
+    start_epoch, train_s, stopped = 1, 0.0, ""
+    if resume_from is not None:
+        ckpt = load_checkpoint(Path(resume_from), map_location=device)
+        _check_resume_config(run_cfg, ckpt["config"], Path(resume_from))
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        history = list(ckpt["history"])
+        best = dict(ckpt["best"])
+        best_state = _state_on_cpu(ckpt["best_model"] if ckpt.get("best_model") is not None else ckpt["model"])
+        start_epoch = int(ckpt["epoch"]) + 1
+        train_s = float(ckpt.get("train_s", 0.0))
+        stopped = _stop_reason(cfg, int(ckpt["epoch"]), int(best["epoch"]), train_s)  # limits may have changed
+
+    encoder = torch.compile(model) if cfg.compile else model
+    loss_module: nn.Module = SequenceLoss(model, cfg.loss_chunk, encoder=encoder)
+    if wrap_model is not None:
+        loss_module = wrap_model(loss_module)
+    samples = training_samples(data, cfg.objective, cfg.max_len)
+    if len(samples) == 0:
+        raise UserError(f"{data.path}: no training samples (every user has fewer than 2 training items)")
+    width = cfg.max_len if model.needs_full_window else None
+    items = data.items
+    negatives = negatives_for(data, "valid", cfg)
+    meter = _Progress(progress and rank == 0)
+
+    epoch = start_epoch
+    while not stopped and epoch <= cfg.max_epochs:
+        torch.manual_seed(epoch_seed(cfg.seed, epoch, rank))
+        batches = epoch_batches(
+            samples, cfg.batch_size, seed=cfg.seed, epoch=epoch, rank=rank, world_size=world_size,
+            max_samples=cfg.max_train_samples if cfg.objective == "last_position" else 0,
+        )
+        loss_module.train()
+        t_epoch = time.perf_counter()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        n_targets = 0
+        for step, idx in enumerate(batches, 1):
+            batch = {k: v.to(device, non_blocking=True) for k, v in make_batch(items, samples, idx, width=width).items()}
+            n = samples.n_targets(idx)
+            with autocast_for(cfg.precision, device):
+                loss = loss_module(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            loss_sum += loss.detach().double() * n
+            n_targets += n
+            if meter.tty:
+                el = time.perf_counter() - t_epoch
+                meter.step(epoch, step, len(batches), float(loss_sum) / n_targets, n_targets / max(el, 1e-9))
+        epoch_s = time.perf_counter() - t_epoch
+        train_s += epoch_s
+        totals = torch.stack([loss_sum, torch.tensor(float(n_targets), dtype=torch.float64, device=device)])
+        if all_reduce_sum is not None:
+            reduced = all_reduce_sum(totals)
+            totals = reduced if reduced is not None else totals
+        totals = totals.cpu()
+        metrics: dict[str, float] = {
+            "epoch": float(epoch),
+            "train/loss": float(totals[0] / totals[1]) if totals[1] > 0 else math.nan,
+            "train/targets_per_s": float(totals[1]) / max(epoch_s, 1e-9),
+            "train/s": epoch_s,
+        }
+        metrics.update(
+            evaluate(model, data, "valid", cfg, negatives=negatives, rank=rank, world_size=world_size,
+                     device=device, all_reduce_sum=all_reduce_sum)
+        )
+        history.append(metrics)
+        value = metrics[cfg.valid_metric]
+        if value > best["value"]:
+            best = {"epoch": epoch, "value": value, "metrics": dict(metrics)}
+            best_state = _state_on_cpu(model.state_dict())
+            if rank == 0:
+                save_best(out_dir, best_state, flat, epoch, dict(metrics))
+        stopped = _stop_reason(cfg, epoch, best["epoch"], train_s)
+        ckpt_dir = None
+        if rank == 0:
+            ckpt_dir = save_checkpoint(out_dir, {
+                "format_version": FORMAT_VERSION, "epoch": epoch, "config": flat,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "metrics": metrics, "history": history, "best": best,
+                "best_model": None if best["epoch"] == epoch else best_state,
+                "stopped": stopped, "train_s": train_s,
+            })
+            _write_json(out_dir / "history.json", history)
+        meter.epoch(metrics, cfg.valid_metric)
+        if on_epoch_end is not None:
+            on_epoch_end(dict(metrics), ckpt_dir)
+        epoch += 1
+
+    if best_state is None:  # resumed from a run that had already finished no epoch: nothing to test
+        raise UserError(f"{out_dir}: no finished epoch to evaluate")
+    model.load_state_dict(best_state)
+    if rank == 0:  # also when resumed in a fresh directory (a Ray worker's) after the best epoch
+        save_best(out_dir, best_state, flat, best["epoch"], dict(best["metrics"]))
+    test = evaluate(model, data, "test", cfg, negatives=negatives_for(data, "test", cfg), rank=rank,
+                    world_size=world_size, device=device, all_reduce_sum=all_reduce_sum)
+    wall_s = time.perf_counter() - t0
+    result = FitResult(best["epoch"], {k: v for k, v in best["metrics"].items() if k.startswith("valid/")},
+                       test, history, wall_s, train_s, stopped or "max_epochs")
+    if rank == 0:
+        _write_json(out_dir / "metrics.json", final_metrics(result))
+    return result
+
+
+def _stop_reason(cfg: TrainConfig, epoch: int, best_epoch: int, train_s: float) -> str:
+    """Why training ends after ``epoch`` ("" if it goes on): patience, time budget or epoch limit."""
+    if cfg.patience and epoch - best_epoch >= cfg.patience:
+        return "patience"
+    if cfg.max_time_s and train_s >= cfg.max_time_s:
+        return "max_time_s"
+    if epoch >= cfg.max_epochs:
+        return "max_epochs"
+    return ""
+
+
+def final_metrics(result: FitResult) -> dict[str, float]:
+    """The content of ``metrics.json``: best validation metrics, test metrics, best_epoch, wall_s, train_s."""
+    return {
+        **result.best_metrics, **result.test_metrics,
+        "best_epoch": result.best_epoch, "epochs": len(result.history),
+        "wall_s": round(result.wall_s, 3), "train_s": round(result.train_s, 3),
+    }
+
+
+def load_best_model(path: Path, n_items: int, device: str | torch.device = "cpu") -> tuple[nn.Module, RunConfig]:
+    """Rebuild the model saved in a ``best.pt`` (or a checkpoint) with its configuration."""
+    from glintru.models import build_model
+
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+        run_cfg = config_from_flat(state["config"], source=str(path))
+    except (RuntimeError, EOFError, OSError, KeyError, TypeError) as exc:
+        raise UserError(f"{path}: cannot read model weights ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    model = build_model(run_cfg, n_items).to(device)
+    model.load_state_dict(state["model"])
+    return model, run_cfg
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,319 @@
+"""glintru.engine: windowing, prefixes, sharding, length-aware batches, chunked loss, the loop,
+checkpoints and resume, on tiny in-memory datasets with the real causal models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine_fixtures import cyclic_sequences, make_dataset
+from glintru.config import build_config
+from glintru.engine import fit
+from glintru.engine.batching import Samples, epoch_batches, make_batch, training_samples
+from glintru.engine.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from glintru.engine.loop import FitResult, epoch_seed
+from glintru.engine.loss import SequenceLoss, full_softmax_ce
+from glintru.errors import UserError
+from glintru.models import build_model
+
+torch.set_num_threads(1)
+
+N_ITEMS = 20
+TINY_MODEL = {
+    "glintru": {"hidden_size": 8, "n_heads": 2},
+    "gru4rec": {"hidden_size": 8, "embedding_size": 8},
+}
+TINY_TRAIN = {"max_len": 6, "batch_size": 4, "eval_batch_size": 4, "num_negatives": 0, "topk": [5, 10],
+              "max_epochs": 2, "lr": 0.01}
+
+
+def tiny_cfg(model: str = "gru4rec", **overrides):
+    return build_config(model, {**TINY_MODEL.get(model, {}), **TINY_TRAIN, **overrides})
+
+
+def dataset():
+    return make_dataset(cyclic_sequences(8, N_ITEMS), N_ITEMS)
+
+
+# ------------------------------------------------------------------ batching
+
+
+def rows(batch: dict[str, torch.Tensor]) -> list[tuple[list[int], list[int] | int]]:
+    out = []
+    for x, n, y in zip(batch["items"].tolist(), batch["lengths"].tolist(), batch["targets"].tolist()):
+        out.append((x[:n], y[:n] if isinstance(y, list) else y))
+    return out
+
+
+def test_all_positions_windows_hand_checked():
+    # One user with 10 items: training sequence s = 1..8 (the last two are valid/test targets).
+    data = make_dataset([list(range(1, 11))], n_items=10)
+    samples = training_samples(data, "all_positions", max_len=3)
+    batch = make_batch(data.items, samples, np.arange(len(samples)))
+    # Cut from the end; consecutive inputs overlap by one item; targets 2..8 each exactly once.
+    assert sorted(rows(batch)) == sorted([
+        ([5, 6, 7], [6, 7, 8]),
+        ([2, 3, 4], [3, 4, 5]),
+        ([1], [2]),
+    ])
+    assert batch["items"].shape == (3, 3) and batch["items"][2].tolist() == [1, 0, 0]  # right padding
+    assert batch["targets"][2].tolist() == [2, 0, 0]
+
+
+def test_all_positions_every_training_item_but_the_first_is_a_target_once():
+    seqs = cyclic_sequences(30, 50, min_len=1, max_len=40)
+    data = make_dataset(seqs, 50)
+    for max_len in (1, 4, 7, 200):
+        samples = training_samples(data, "all_positions", max_len)
+        assert samples.n.max() <= max_len and samples.n.min() >= 1
+        # absolute positions of targets: start + 1 .. start + n
+        pos = np.concatenate([np.arange(s + 1, s + n + 1) for s, n in zip(samples.start, samples.n)])
+        t_len = data.train_lengths()
+        expected = np.concatenate([np.arange(o + 1, o + t) for o, t in zip(data.offsets[:-1], t_len) if t >= 2])
+        assert np.array_equal(np.sort(pos), expected)
+        assert samples.n_targets() == sum(t - 1 for t in t_len if t >= 2)
+
+
+def test_last_position_one_sample_per_prefix_hand_checked():
+    data = make_dataset([[1, 2, 3, 4, 5, 6, 7], [8, 9]], n_items=9)  # user 0 trains on 1..5; user 1 on 8, 9
+    samples = training_samples(data, "last_position", max_len=2)
+    batch = make_batch(data.items, samples, np.arange(len(samples)))
+    assert sorted(rows(batch)) == sorted([([1], 2), ([1, 2], 3), ([2, 3], 4), ([3, 4], 5), ([8], 9)])
+    assert samples.n_targets() == 5
+
+
+def test_full_window_padding_width():
+    data = make_dataset([[1, 2, 3, 4, 5]], n_items=5)
+    samples = training_samples(data, "last_position", max_len=4)
+    batch = make_batch(data.items, samples, np.arange(len(samples)), width=4)
+    assert batch["items"].tolist() == [[1, 0, 0, 0], [1, 2, 0, 0]]
+    assert batch["targets"].tolist() == [2, 3]
+
+
+def test_sharding_is_disjoint_complete_and_in_step():
+    data = make_dataset(cyclic_sequences(23, 40, max_len=30), 40)
+    samples = training_samples(data, "last_position", max_len=5)
+    world = 3
+    shards = [epoch_batches(samples, 7, seed=1, epoch=2, rank=r, world_size=world) for r in range(world)]
+    assert len({len(s) for s in shards}) == 1  # every rank takes the same number of steps
+    assert all(len(b) >= 1 for s in shards for b in s)
+    assert all(len(b) <= 7 // world + world for s in shards for b in s)  # merged tail batch at most
+    flat = np.concatenate([b for s in shards for b in s])
+    assert len(flat) == len(samples) and np.array_equal(np.sort(flat), np.arange(len(samples)))
+
+
+def test_batches_are_length_aware_and_seeded():
+    data = make_dataset(cyclic_sequences(40, 60, min_len=3, max_len=60), 60)
+    samples = training_samples(data, "all_positions", max_len=50)
+    batches = epoch_batches(samples, 8, seed=5, epoch=1)
+    spans = sorted((samples.n[b].min(), samples.n[b].max()) for b in batches)
+    for (lo1, hi1), (lo2, hi2) in zip(spans, spans[1:]):
+        assert hi1 <= lo2  # batches are consecutive buckets of the length order: no overlap
+    again = epoch_batches(samples, 8, seed=5, epoch=1)
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again))
+    other = epoch_batches(samples, 8, seed=5, epoch=2)
+    assert not all(np.array_equal(a, b) for a, b in zip(batches, other))
+
+
+def test_max_samples_draws_a_subset():
+    samples = Samples("last_position", np.arange(50, dtype=np.int64), np.ones(50, dtype=np.int64))
+    batches = epoch_batches(samples, 4, seed=0, epoch=1, max_samples=10)
+    flat = np.concatenate(batches)
+    assert len(flat) == 10 and len(set(flat.tolist())) == 10
+
+
+# ------------------------------------------------------------------ loss
+
+
+def test_chunked_loss_equals_unchunked_loss_and_gradients():
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(37, 6, generator=g, requires_grad=True)
+    emb = torch.randn(12, 6, generator=g, requires_grad=True)
+    targets = torch.randint(1, 12, (37,), generator=g)
+    ref = torch.nn.functional.cross_entropy(h @ emb[1:].T, targets - 1)
+    ref_grads = torch.autograd.grad(ref, (h, emb))
+    for chunk in (1, 5, 37, 100):
+        loss = full_softmax_ce(h, emb, targets, chunk)
+        grads = torch.autograd.grad(loss, (h, emb))
+        torch.testing.assert_close(loss, ref)
+        for a, b in zip(grads, ref_grads):
+            torch.testing.assert_close(a, b)
+    assert ref_grads[1][0].abs().sum() == 0  # padding row is never a class
+
+
+@pytest.mark.parametrize("name", ["glintru", "gru4rec"])
+def test_all_position_loss_equals_mean_of_prefix_losses_for_causal_models(name):
+    data = make_dataset(cyclic_sequences(5, N_ITEMS, min_len=4, max_len=11), N_ITEMS)
+    cfg = tiny_cfg(name, max_len=20)
+    torch.manual_seed(0)
+    model = build_model(cfg, N_ITEMS).eval()
+    loss = SequenceLoss(model, chunk=7)
+    allpos = training_samples(data, "all_positions", 20)
+    prefix = training_samples(data, "last_position", 20)
+    l_all = loss(make_batch(data.items, allpos, np.arange(len(allpos))))
+    l_pre = loss(make_batch(data.items, prefix, np.arange(len(prefix))))
+    assert len(prefix) == allpos.n_targets() > len(allpos)
+    torch.testing.assert_close(l_all, l_pre, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["glintru", "gru4rec"])
+def test_one_batch_overfit_drives_loss_down(name):
+    data = dataset()
+    cfg = tiny_cfg(name)
+    torch.manual_seed(0)
+    model = build_model(cfg, N_ITEMS)
+    loss_mod = SequenceLoss(model, chunk=16)
+    samples = training_samples(data, "all_positions", 6)
+    batch = make_batch(data.items, samples, np.arange(8))
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    losses = []
+    for _ in range(60):
+        loss = loss_mod(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.3 * losses[0]
+
+
+# ------------------------------------------------------------------ fit, checkpoints, resume
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["model"]
+
+
+def assert_same_run(a: FitResult, b: FitResult, dir_a: Path, dir_b: Path) -> None:
+    strip = lambda h: [{k: v for k, v in e.items() if k not in ("train/targets_per_s", "train/s")} for e in h]  # noqa: E731
+    assert strip(a.history) == strip(b.history)
+    assert a.test_metrics == b.test_metrics and a.best_epoch == b.best_epoch
+    wa, wb = weights(dir_a / "best.pt"), weights(dir_b / "best.pt")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_fit_outputs_and_seeded_runs_are_identical(tmp_path):
+    data = dataset()
+    cfg = tiny_cfg("glintru")
+    seen = []
+    r1 = fit(cfg, data, tmp_path / "a", progress=False, on_epoch_end=lambda m, d: seen.append((m["epoch"], d)))
+    r2 = fit(cfg, data, tmp_path / "b", progress=False)
+    assert_same_run(r1, r2, tmp_path / "a", tmp_path / "b")
+    assert [e for e, _ in seen] == [1.0, 2.0]
+    assert seen[-1][1] == tmp_path / "a" / "checkpoints" / "epoch_0002"
+    assert (seen[-1][1] / "checkpoint.pt").is_file() and json.loads((seen[-1][1] / "config.json").read_text())["model"] == "glintru"
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert {"valid/full/ndcg@10", "test/full/ndcg@10", "best_epoch", "wall_s"} <= set(metrics)
+    assert len(json.loads((tmp_path / "a" / "history.json").read_text())) == 2
+    assert r1.history[0]["train/loss"] > r1.history[1]["train/loss"]
+    assert r1.best_metrics[cfg.train.valid_metric] == max(h[cfg.train.valid_metric] for h in r1.history)
+    state = torch.load(seen[-1][1] / "checkpoint.pt", weights_only=True)  # only safe types inside
+    assert state["epoch"] == 2 and state["config"] == cfg.to_flat() and "optimizer" in state
+
+
+def test_checkpoint_round_trip_gives_the_same_next_step(tmp_path):
+    data = dataset()
+    cfg = tiny_cfg("glintru")
+    samples = training_samples(data, "all_positions", 6)
+    b1, b2 = (make_batch(data.items, samples, np.arange(i, i + 4)) for i in (0, 4))
+
+    def make():
+        torch.manual_seed(3)
+        m = build_model(cfg, N_ITEMS)
+        return m, torch.optim.Adam(m.parameters(), lr=0.01)
+
+    model, opt = make()
+    loss_mod = SequenceLoss(model, chunk=8)
+    for _ in range(3):
+        opt.zero_grad()
+        loss_mod(b1).backward()
+        opt.step()
+    state = {"format_version": 1, "epoch": 1, "config": cfg.to_flat(), "model": model.state_dict(),
+             "optimizer": opt.state_dict(), "metrics": {}, "history": [], "best": {"epoch": 1, "value": 0.0, "metrics": {}}}
+    ckpt = load_checkpoint(save_checkpoint(tmp_path, state))
+    model2, opt2 = make()
+    model2.load_state_dict(ckpt["model"])
+    opt2.load_state_dict(ckpt["optimizer"])
+    out = []
+    for m, o in ((model, opt), (model2, opt2)):
+        torch.manual_seed(9)  # same dropout masks
+        lm = SequenceLoss(m, chunk=8)
+        o.zero_grad()
+        lm(b2).backward()
+        o.step()
+        out.append(lm(b1).detach())
+    assert torch.equal(out[0], out[1])
+
+
+def test_resume_continues_identically(tmp_path):
+    data = dataset()
+    full = fit(tiny_cfg("glintru", max_epochs=3), data, tmp_path / "full", progress=False)
+    fit(tiny_cfg("glintru", max_epochs=1), data, tmp_path / "part", progress=False)
+    ckpt = tmp_path / "part" / "checkpoints" / "epoch_0001"
+    resumed = fit(tiny_cfg("glintru", max_epochs=3), data, tmp_path / "part", progress=False, resume_from=ckpt)
+    assert_same_run(full, resumed, tmp_path / "full", tmp_path / "part")
+    assert [p.name for p in list_checkpoints(tmp_path / "part")] == ["epoch_0002", "epoch_0003"]  # newest two kept
+
+
+def test_resume_refuses_a_different_configuration(tmp_path):
+    data = dataset()
+    fit(tiny_cfg(max_epochs=1), data, tmp_path, progress=False)
+    with pytest.raises(UserError, match=r"different configuration \(lr: 0.01 -> 0.02\)"):
+        fit(tiny_cfg(max_epochs=2, lr=0.02), data, tmp_path, progress=False,
+            resume_from=tmp_path / "checkpoints" / "epoch_0001")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "missing"])
+def test_corrupt_checkpoint_gives_a_clear_error(tmp_path, damage):
+    data = dataset()
+    fit(tiny_cfg(max_epochs=1), data, tmp_path, progress=False)
+    ckpt = tmp_path / "checkpoints" / "epoch_0001"
+    f = ckpt / "checkpoint.pt"
+    if damage == "truncate":
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+        match = "corrupt or truncated checkpoint"
+    elif damage == "garbage":
+        f.write_bytes(b"not a checkpoint at all")
+        match = "corrupt or truncated checkpoint"
+    else:
+        f.unlink()
+        match = "checkpoint not found"
+    with pytest.raises(UserError, match=match) as exc:
+        fit(tiny_cfg(max_epochs=2), data, tmp_path, progress=False, resume_from=ckpt)
+    assert str(f) in str(exc.value)
+
+
+def test_time_budget_and_patience_stop_training(tmp_path):
+    data = dataset()
+    r = fit(tiny_cfg(max_epochs=5, max_time_s=1e-9), data, tmp_path / "t", progress=False)
+    assert r.stopped == "max_time_s" and len(r.history) == 1
+    # lr so small the metric cannot change: no improvement after epoch 1, patience 2 stops after epoch 3.
+    r = fit(tiny_cfg(max_epochs=9, patience=2, lr=1e-12), data, tmp_path / "p", progress=False)
+    assert r.stopped == "patience" and len(r.history) == 3 and r.best_epoch == 1
+
+
+def test_epoch_seed_is_a_pure_function_of_seed_epoch_rank():
+    assert epoch_seed(1, 2, 0) == epoch_seed(1, 2, 0)
+    assert len({epoch_seed(1, 2, 0), epoch_seed(1, 3, 0), epoch_seed(1, 2, 1), epoch_seed(2, 2, 0)}) == 4
+
+
+def test_bf16_autocast_trains_on_cpu(tmp_path):
+    r = fit(tiny_cfg(max_epochs=1, precision="bf16"), dataset(), tmp_path, progress=False)
+    assert np.isfinite(r.history[0]["train/loss"]) and 0 <= r.test_metrics["test/full/ndcg@10"] <= 1
+
+
+def test_last_position_objective_with_full_window_model(tmp_path):
+    cfg = build_config("glintru_official", {**TINY_MODEL["glintru"], **TINY_TRAIN, "max_epochs": 1})
+    assert cfg.train.objective == "last_position"
+    r = fit(cfg, dataset(), tmp_path, progress=False)
+    assert r.best_epoch == 1 and "test/full/ndcg@10" in r.test_metrics
+
+
+def test_progress_lines_on_stderr(tmp_path, capsys):
+    fit(tiny_cfg(max_epochs=1), dataset(), tmp_path, progress=True)
+    err = capsys.readouterr().err
+    assert err.startswith("epoch 1 loss ") and "targets/s" in err and "valid/full/ndcg@10" in err
+
