@@ -151,8 +151,12 @@ def _read_delimited(
     types: dict[str, pa.DataType],
     header_lines: int,
     split: Callable[[str], list[str]],
+    original: bytes | None = None,
 ) -> pa.Table:
-    """Parse a delimited text with pyarrow.csv; on any failure name the first bad line."""
+    """Parse a delimited text with pyarrow.csv; on any failure name the first bad line.
+
+    ``original``: the bytes as in the file, when ``data`` was rewritten before parsing.
+    """
     import pyarrow.csv as pacsv
 
     numeric = {n: pa.types.is_integer(t) for n, t in types.items() if not pa.types.is_string(t)}
@@ -169,10 +173,10 @@ def _read_delimited(
         if table.num_rows == 0:
             raise UserError(f"{where}: no data rows")
     except pa.ArrowException as exc:
-        err = _first_bad_line(_decode(data, where), split, names, numeric, header_lines, where)
+        err = _first_bad_line(_decode(original or data, where), split, names, numeric, header_lines, where)
         raise (err or UserError(f"{where}: cannot parse ({exc})")) from None
     if not ok:
-        err = _first_bad_line(_decode(data, where), split, names, numeric, header_lines, where)
+        err = _first_bad_line(_decode(original or data, where), split, names, numeric, header_lines, where)
         raise err or UserError(f"{where}: empty or missing values")
     return table
 
@@ -206,6 +210,7 @@ def read_movielens(path: Path, opts: ReadOptions | None = None) -> Interactions:
         {"user": pa.string(), "item": pa.string(), "rating": pa.float64(), "timestamp": pa.int64()},
         0,
         lambda line: line.split("::"),
+        original=data,
     )
     return Interactions(
         user=_str(table.column("user")),

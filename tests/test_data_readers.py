@@ -1,0 +1,129 @@
+"""Each reader on a tiny fixture written in its exact format, plus format auto-detection."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from glintru.data.readers import ReadOptions, detect_format, read_interactions
+from glintru.errors import UserError
+
+ML = "1::1193::5::978300760\n1::661::3::978302109\n2::1357::4::978298709\n"
+
+
+def _cols(inter) -> tuple[list[str], list[str]]:
+    return inter.user.to_pylist(), inter.item.to_pylist()
+
+
+def test_movielens_ratings_dat(tmp_path: Path) -> None:
+    p = tmp_path / "ratings.dat"
+    p.write_text(ML)
+    inter = read_interactions(p, "movielens")
+    assert _cols(inter) == (["1", "1", "2"], ["1193", "661", "1357"])
+    np.testing.assert_array_equal(inter.timestamp, [978300760, 978302109, 978298709])
+    np.testing.assert_array_equal(inter.rating, [5.0, 3.0, 4.0])
+    assert inter.timestamp.dtype == np.int64
+
+
+def test_movielens_inside_zip(tmp_path: Path) -> None:
+    p = tmp_path / "ml-1m.zip"
+    with zipfile.ZipFile(p, "w") as zf:
+        zf.writestr("ml-1m/movies.dat", "1::Toy Story (1995)::Animation\n")
+        zf.writestr("ml-1m/ratings.dat", ML)
+    inter = read_interactions(p)  # auto: a zip is MovieLens
+    assert inter.fmt == "movielens" and inter.member == "ml-1m/ratings.dat"
+    assert _cols(inter) == (["1", "1", "2"], ["1193", "661", "1357"])
+
+
+def test_amazon_csv(tmp_path: Path) -> None:
+    p = tmp_path / "ratings_Beauty.csv"
+    p.write_text("A39HTATAQ9V7YF,0205616461,5.0,1369699200\nA3JM6GV9MNOF9X,0558925278,3.0,1355443200\n")
+    inter = read_interactions(p)
+    assert inter.fmt == "amazon-csv"
+    assert _cols(inter) == (["A39HTATAQ9V7YF", "A3JM6GV9MNOF9X"], ["0205616461", "0558925278"])
+    np.testing.assert_array_equal(inter.rating, [5.0, 3.0])
+    np.testing.assert_array_equal(inter.timestamp, [1369699200, 1355443200])
+
+
+def test_recbole_inter(tmp_path: Path) -> None:
+    p = tmp_path / "ml.inter"
+    p.write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n196\t242\t3\t881250949\n186\t302\t3\t891717742\n")
+    inter = read_interactions(p)
+    assert inter.fmt == "recbole"
+    assert _cols(inter) == (["196", "186"], ["242", "302"])
+    np.testing.assert_array_equal(inter.timestamp, [881250949, 891717742])
+    assert inter.timestamp.dtype == np.int64  # whole-number float timestamps become int64
+    np.testing.assert_array_equal(inter.rating, [3.0, 3.0])
+
+
+def test_recbole_without_timestamp_keeps_file_order(tmp_path: Path) -> None:
+    p = tmp_path / "x.inter"
+    p.write_text("user_id:token\titem_id:token\n7\tb\n7\ta\n")
+    inter = read_interactions(p)
+    assert inter.timestamp is None and inter.rating is None
+    assert _cols(inter) == (["7", "7"], ["b", "a"])
+
+
+def test_seq_per_line(tmp_path: Path) -> None:
+    p = tmp_path / "Beauty.txt"
+    p.write_text("1 1 2 3\n2 4   1\n\n3 5\n")
+    inter = read_interactions(p)
+    assert inter.fmt == "seq-per-line" and inter.timestamp is None
+    assert _cols(inter) == (["1", "1", "1", "2", "2", "3"], ["1", "2", "3", "4", "1", "5"])
+
+
+def test_pair_per_line(tmp_path: Path) -> None:
+    p = tmp_path / "pairs.txt"
+    p.write_text("u1 i3\nu1 i1\nu2 i2\n")
+    inter = read_interactions(p)
+    assert inter.fmt == "pair-per-line"
+    assert _cols(inter) == (["u1", "u1", "u2"], ["i3", "i1", "i2"])
+
+
+def test_generic_csv_with_named_columns(tmp_path: Path) -> None:
+    p = tmp_path / "log.csv"
+    p.write_text("ts;uid;iid;extra\n30;a;x;q\n10;a;y;q\n20;b;x;q\n")
+    inter = read_interactions(p, "csv", ReadOptions(user_col="uid", item_col="iid", time_col="ts", sep=";"))
+    assert _cols(inter) == (["a", "a", "b"], ["x", "y", "x"])
+    np.testing.assert_array_equal(inter.timestamp, [30, 10, 20])
+    assert inter.rating is None
+
+
+def test_generic_parquet(tmp_path: Path) -> None:
+    p = tmp_path / "log.parquet"
+    pq.write_table(pa.table({"u": [3, 3, 4], "i": [10, 11, 10], "t": [1.5, 0.5, 2.0]}), p)
+    inter = read_interactions(p, opts=ReadOptions(user_col="u", item_col="i", time_col="t"))
+    assert inter.fmt == "parquet"
+    assert _cols(inter) == (["3", "3", "4"], ["10", "11", "10"])  # integer ids become strings
+    np.testing.assert_array_equal(inter.timestamp, [1.5, 0.5, 2.0])
+
+
+@pytest.mark.parametrize(
+    "name, text, expected",
+    [
+        ("r.dat", "1::2::3::4\n", "movielens"),
+        ("r.txt", "1::2::3::4\n", "movielens"),
+        ("r.inter", "user_id:token\titem_id:token\n1\t2\n", "recbole"),
+        ("r.tsv", "user_id:token\titem_id:token\n1\t2\n", "recbole"),
+        ("r.csv", "a,b,5.0,123\n", "amazon-csv"),
+        ("s.txt", "1 2 3\n2 4\n", "seq-per-line"),
+        ("p.txt", "1 2\n1 3\n2 4\n", "pair-per-line"),
+    ],
+)
+def test_auto_detection(tmp_path: Path, name: str, text: str, expected: str) -> None:
+    p = tmp_path / name
+    p.write_text(text)
+    assert detect_format(p) == expected
+
+
+@pytest.mark.parametrize("text", ["1 2\n2 3\n", "user,item,time\na,b,1\n"])
+def test_auto_detection_asks_when_ambiguous(tmp_path: Path, text: str) -> None:
+    p = tmp_path / "x.txt"
+    p.write_text(text)
+    with pytest.raises(UserError, match="--format"):
+        detect_format(p)
