@@ -1,0 +1,159 @@
+"""``glintru train``: train and evaluate one model on a prepared dataset, in one process.
+
+    glintru train --data data/ml-1m --model glintru --max-epochs 20
+    glintru train --data data/ml-1m --model sasrec --set hidden_size=64 --set lr=3e-4 --out runs/sasrec64
+    glintru train --data data/ml-1m --config runs/glintru-1a2b3c4d5e/config.yaml
+    glintru train --data data/ml-1m --resume runs/glintru-1a2b3c4d5e --max-epochs 40
+
+Outputs in the run directory (default ``runs/<model>-<hash of config and data>``): ``config.yaml``
+(the resolved flat config, usable with ``--config``), ``metrics.json`` (best validation and test
+metrics, ``best_epoch``, ``wall_s``), ``history.json``, ``checkpoints/epoch_NNNN/`` and ``best.pt``.
+Re-running the same command in the same run directory resumes from its latest checkpoint.
+Progress goes to stderr (one line per epoch); the final metrics table to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from glintru.config import build_config, load_config_file, model_names, parse_set_args
+from glintru.errors import UserError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="prepared dataset directory (glintru prepare)")
+    p.add_argument("--model", help=f"one of: {', '.join(model_names())} (default: the --config file's model)")
+    p.add_argument("--config", help="flat YAML/JSON config file (e.g. a run's config.yaml)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, repeatable")
+    p.add_argument("--max-epochs", type=int, help="shorthand for --set max_epochs=E")
+    p.add_argument("--out", help="run directory (default: runs/<model>-<hash of config and data>)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to train (default cpu)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 is best on a busy machine)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint (its config)")
+    p.add_argument("--quiet", action="store_true", help="no progress output on stderr")
+    # ---- Ray / MLflow hooks (filled in by glintru.distributed and glintru.tuning.mlflow_log) ----
+    p.add_argument("--workers", type=int, help="N >= 1: train with N Ray Train workers instead of in this process")
+    p.add_argument("--mlflow-uri", help="log the run to this MLflow tracking URI")
+    p.add_argument("--experiment", help="MLflow experiment name")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from glintru.data.dataset import load_prepared
+    from glintru.engine import final_metrics, fit
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads: must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers: must be >= 1, got {args.workers}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available")
+    run_cfg, out, resume_from = resolve_run(args)
+    data = load_prepared(args.data)
+    if args.out is None and args.resume is None:
+        out = Path("runs") / f"{run_cfg.model}-{run_hash(run_cfg.to_flat(), data.manifest)}"
+    args.out = str(out)
+
+    if args.workers is not None:  # Ray Train: glintru.distributed owns this path
+        from glintru.distributed import train_with_ray
+
+        out.mkdir(parents=True, exist_ok=True)
+        write_config(out / "config.yaml", run_cfg.to_flat())
+        print_table(train_with_ray(args, run_cfg), out)
+        return 0
+
+    if resume_from is None:
+        resume_from = latest_checkpoint(out)
+        if resume_from is not None and not args.quiet:
+            print(f"resuming from {resume_from}", file=sys.stderr)
+    out.mkdir(parents=True, exist_ok=True)
+    write_config(out / "config.yaml", run_cfg.to_flat())
+    result = fit(run_cfg, data, out, device=args.device, resume_from=resume_from, progress=not args.quiet)
+    if args.mlflow_uri is not None or args.experiment is not None:
+        from glintru.tuning.mlflow_log import log_train_run
+
+        extra = {"experiment": args.experiment} if args.experiment is not None else {}
+        log_train_run(args.mlflow_uri, run_cfg, result, data, out, **extra)
+    print_table(final_metrics(result), out)
+    return 0
+
+
+def resolve_run(args: argparse.Namespace) -> tuple[Any, Path | None, Path | None]:
+    """``(run_cfg, out_dir or None, checkpoint to resume or None)`` from the command line."""
+    overrides: dict[str, Any] = {}
+    model = args.model
+    source = "--set"
+    if args.resume is not None:
+        run_dir = Path(args.resume)
+        saved = run_dir / "config.yaml"
+        if not saved.is_file():
+            raise UserError(f"{saved}: not found; --resume expects a run directory written by `glintru train`")
+        saved_model, overrides = load_config_file(saved)
+        if model is not None and model != saved_model:
+            raise UserError(f"--model {model}: the run in {run_dir} trains '{saved_model}'")
+        model, source = saved_model, str(saved)
+        ckpt = latest_checkpoint(run_dir)
+        if ckpt is None:
+            raise UserError(f"{run_dir}: no checkpoint to resume from (checkpoints/epoch_NNNN)")
+        if args.out is not None and Path(args.out).resolve() != run_dir.resolve():
+            raise UserError("--out: a resumed run keeps its directory; leave --out out or give the same path")
+    if args.config is not None:
+        file_model, file_overrides = load_config_file(args.config)
+        if model is not None and file_model is not None and model != file_model:
+            raise UserError(f"{args.config}: field 'model': '{file_model}' contradicts --model {model}")
+        model = model or file_model
+        overrides.update(file_overrides)
+        source = str(args.config)
+    if model is None:
+        raise UserError("--model: required (or a --config file with a 'model' field)")
+    sets = parse_set_args(args.set)
+    if args.max_epochs is not None:
+        sets["max_epochs"] = args.max_epochs
+    overrides.update(sets)
+    run_cfg = build_config(model, overrides, source=source if not sets else f"{source} / --set")
+    if args.resume is not None:
+        return run_cfg, Path(args.resume), ckpt
+    return run_cfg, Path(args.out) if args.out else None, None
+
+
+def run_hash(flat: dict[str, Any], manifest: dict[str, Any]) -> str:
+    """10 hex digits from the resolved config and the dataset's manifest: same inputs, same run dir."""
+    blob = json.dumps({"config": flat, "data": manifest}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    from glintru.engine.checkpoint import list_checkpoints
+
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def write_config(path: Path, flat: dict[str, Any]) -> None:
+    import yaml
+
+    path.write_text(yaml.safe_dump(flat, sort_keys=False), encoding="utf-8")
+
+
+def print_table(metrics: dict[str, Any], out: Path) -> None:
+    """Final metrics on stdout: one row per split/protocol, columns HR/NDCG/MRR@K."""
+    rows: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        parts = key.split("/")
+        if len(parts) == 3 and "@" in parts[2]:
+            rows.setdefault(f"{parts[0]}/{parts[1]}", {})[parts[2]] = float(value)
+    cols = sorted({c for r in rows.values() for c in r}, key=lambda c: (c.split("@")[0], int(c.split("@")[1])))
+    print(f"{'':14}" + "".join(f"{c:>10}" for c in cols))
+    for name, r in rows.items():
+        print(f"{name:14}" + "".join(f"{r[c]:10.4f}" if c in r else f"{'':>10}" for c in cols))
+    extras = {k: metrics[k] for k in ("best_epoch", "epochs", "wall_s", "train_s") if k in metrics}
+    print(" ".join(f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in extras.items()))
+    print(f"run directory: {out}")

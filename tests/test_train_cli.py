@@ -1,0 +1,90 @@
+"""``glintru train`` through ``glintru.cli.main``: outputs, run directory, resume, --config, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from engine_fixtures import cyclic_sequences, write_prepared
+from glintru.cli import main
+
+torch.set_num_threads(1)
+
+N_ITEMS = 120  # enough items for 100 popularity negatives per user (pop100)
+TINY = ["--set", "hidden_size=8", "--set", "embedding_size=8", "--set", "max_len=6", "--set", "batch_size=64",
+        "--set", "eval_batch_size=64", "--threads", "1", "--quiet"]
+
+
+@pytest.fixture()
+def data_dir(tmp_path):
+    return write_prepared(tmp_path / "data", cyclic_sequences(130, N_ITEMS), N_ITEMS)
+
+
+def test_train_writes_metrics_config_history_and_checkpoints(tmp_path, data_dir, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data_dir), "--model", "gru4rec", "--max-epochs", "2", "--out", str(run), *TINY]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("test/full/ndcg@10", "test/pop100/ndcg@10", "valid/full/ndcg@10", "valid/pop100/ndcg@10"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["best_epoch"] in (1, 2) and metrics["wall_s"] > 0
+    assert len(json.loads((run / "history.json").read_text())) == 2
+    assert (run / "best.pt").is_file() and (run / "checkpoints" / "epoch_0002" / "checkpoint.pt").is_file()
+    flat = yaml.safe_load((run / "config.yaml").read_text())
+    assert flat["model"] == "gru4rec" and flat["max_epochs"] == 2 and flat["hidden_size"] == 8
+    out = capsys.readouterr().out
+    assert "test/full" in out and "ndcg@10" in out and f"{metrics['test/full/ndcg@10']:.4f}" in out
+
+    # The saved config reproduces the run: same metrics from --config alone in a new directory.
+    run2 = tmp_path / "run2"
+    assert main(["train", "--data", str(data_dir), "--config", str(run / "config.yaml"), "--out", str(run2), "--quiet"]) == 0
+    metrics2 = json.loads((run2 / "metrics.json").read_text())
+    assert {k: v for k, v in metrics2.items() if "/" in k} == {k: v for k, v in metrics.items() if "/" in k}
+
+    # --resume continues the run in its directory up to the new epoch limit.
+    assert main(["train", "--data", str(data_dir), "--resume", str(run), "--max-epochs", "3", "--quiet"]) == 0
+    assert len(json.loads((run / "history.json").read_text())) == 3
+
+
+def test_default_run_dir_is_deterministic(tmp_path, data_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--data", str(data_dir), "--model", "gru4rec", "--max-epochs", "1", *TINY]
+    assert main(args) == 0
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1 and runs[0].name.startswith("gru4rec-") and len(runs[0].name) == len("gru4rec-") + 10
+    assert main(args) == 0  # same command: same directory, resumed (already finished), nothing new
+    assert list((tmp_path / "runs").iterdir()) == runs
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "nope"], "unknown model 'nope'"),
+        (["--model", "gru4rec", "--set", "lrr=0.1"], "unknown key(s) 'lrr'"),
+        (["--model", "gru4rec", "--set", "lr=-1"], "field 'lr': must be > 0"),
+        (["--model", "narm", "--set", "objective=all_positions"], "field 'objective'"),
+        (["--model", "gru4rec", "--threads", "0"], "--threads: must be >= 1"),
+        (["--model", "gru4rec", "--resume", "nowhere"], "nowhere/config.yaml: not found"),
+        ([], "--model: required"),
+    ],
+)
+def test_bad_settings_exit_2_with_one_line(tmp_path, data_dir, capsys, argv, message):
+    assert main(["train", "--data", str(data_dir), "--out", str(tmp_path / "r"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "r" / "metrics.json").exists()
+
+
+def test_missing_dataset_exits_2(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "missing"), "--model", "gru4rec"]) == 2
+    assert "prepared dataset directory not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--model", "gru4rec", "--max-epochs", "abc"], ["--model", "gru4rec", "--device", "tpu"], []])
+def test_bad_arguments_exit_2_from_argparse(tmp_path, capsys, argv):
+    data = [] if not argv else ["--data", str(tmp_path)]  # [] also lacks the required --data
+    with pytest.raises(SystemExit) as exc:
+        main(["train", *data, *argv])
+    assert exc.value.code == 2 and "error:" in capsys.readouterr().err
