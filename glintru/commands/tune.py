@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
             from glintru.tuning.smoke import write_synthetic_dataset
 
             data = data or str(write_synthetic_dataset(f"{tmp}/data"))
-            overrides = {"max_len": 16, "batch_size": 16, "eval_batch_size": 64, **overrides}
+            overrides = {"max_len": 16, "batch_size": 16, "eval_batch_size": 64, "num_negatives": 10, **overrides}
             args.num_samples = args.num_samples or 2
             args.max_epochs = args.max_epochs or 2
             args.workers = args.workers or 2

@@ -16,8 +16,10 @@ or a re-run with the same ``RunConfig(name, storage_path)`` gets it back from
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -122,7 +124,17 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
                 {"best_epoch": result.best_epoch, "wall_s": result.wall_s, "train_s": result.train_s},
                 int(final.get("epoch", 0)),
             )
-        ray.train.report(final)
+        if rank == 0:
+            # Ray Train V2 keeps only metrics that come with a checkpoint in Result.metrics, so the
+            # final report carries a small checkpoint: the best weights and the final metrics.
+            final_dir = Path(tmp) / "final"
+            final_dir.mkdir()
+            (final_dir / "metrics.json").write_text(json.dumps(final, indent=2), encoding="utf-8")
+            if (work / "best.pt").exists():
+                shutil.copy2(work / "best.pt", final_dir / "best.pt")
+            ray.train.report(final, checkpoint=ray.train.Checkpoint.from_directory(str(final_dir)))
+        else:
+            ray.train.report(final)
 
 
 def run_trainer(
