@@ -1,0 +1,226 @@
+"""``glintru recommend``: top-K from the engine's own scoring, seen items excluded, ids mapped back,
+Ray Data actors, atomic output, and one clear error per bad input."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from ray_fixtures import ray_local  # noqa: E402,F401
+
+from glintru.cli import main  # noqa: E402
+from glintru.config import build_config  # noqa: E402
+from glintru.errors import UserError  # noqa: E402
+from glintru.models import build_model  # noqa: E402
+from glintru.recommend import load_model, top_k_from_histories  # noqa: E402
+
+N_ITEMS = 12
+MAX_LEN = 6
+
+
+def write_dataset(root: Path, seqs: list[list[int]], n_items: int = N_ITEMS) -> Path:
+    """A prepared directory whose original ids differ from the indices: user 'u-<3u+1>', item 'movie-<7i>'."""
+    root.mkdir(parents=True)
+    pq.write_table(
+        pa.table({
+            "user_id": pa.array([f"u-{3 * u + 1}" for u in range(len(seqs))], pa.string()),
+            "items": pa.array(seqs, pa.list_(pa.int32())),
+            "timestamps": pa.array([list(range(len(s))) for s in seqs], pa.list_(pa.int64())),
+        }),
+        root / "sequences.parquet",
+    )
+    order = np.arange(n_items, 0, -1)  # rows deliberately not in index order
+    pq.write_table(
+        pa.table({"item_idx": pa.array(order, pa.int32()), "item_id": pa.array([f"movie-{7 * i}" for i in order])}),
+        root / "items.parquet",
+    )
+    n = sum(len(s) for s in seqs)
+    manifest = {"format_version": 1, "counts": {"n_users": len(seqs), "n_items": n_items, "n_interactions": n}}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+def sequences(n_users: int = 20, seed: int = 0) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    seqs = [[int(v) for v in rng.integers(1, N_ITEMS + 1, size=int(rng.integers(1, 10)))] for _ in range(n_users)]
+    seqs[0] = list(range(1, N_ITEMS)) + [3]  # saw 11 of 12 items: 1 candidate left
+    seqs[1] = [5, 6, 7, 8, 9, 10, 11, 12, 1, 2]  # longer than MAX_LEN
+    return seqs
+
+
+def tiny_cfg(model: str = "glintru", **overrides):
+    base = {"hidden_size": 8, "n_heads": 2, "max_len": MAX_LEN, "seed": 1}
+    if model == "glintru_official":
+        base["objective"] = "last_position"
+    return build_config(model, {**base, **overrides})
+
+
+def save_best(run_dir: Path, model: torch.nn.Module, run_cfg) -> Path:
+    """The engine's ``best.pt`` layout: {"model", "config", "epoch", "metrics"}."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model.state_dict(), "config": run_cfg.to_flat(), "epoch": 1, "metrics": {}}, run_dir / "best.pt")
+    return run_dir / "best.pt"
+
+
+def reference_top_k(model, seq: list[int], k: int, max_len: int, include_seen: bool) -> tuple[list[int], np.ndarray]:
+    """The engine's scoring for one user, unbatched: last_hidden(window) @ item_embeddings()[1:].T."""
+    window = seq[-max_len:]
+    width = max_len if model.needs_full_window else len(window)
+    x = torch.tensor([window + [0] * (width - len(window))])
+    with torch.no_grad():
+        scores = (model.last_hidden(x, torch.tensor([len(window)])) @ model.item_embeddings()[1:].T)[0]
+    if not include_seen:
+        scores[torch.tensor(sorted(set(seq))) - 1] = -torch.inf
+    order = torch.argsort(scores, descending=True, stable=True)[:k]
+    keep = [int(j) for j in order if torch.isfinite(scores[j])]
+    return [j + 1 for j in keep], scores[keep].numpy()
+
+
+@pytest.fixture
+def trained(tmp_path):
+    torch.manual_seed(0)
+    run_cfg = tiny_cfg()
+    model = build_model(run_cfg, N_ITEMS).eval()
+    seqs = sequences()
+    data = write_dataset(tmp_path / "data", seqs)
+    return model, run_cfg, seqs, data, save_best(tmp_path / "run", model, run_cfg)
+
+
+@pytest.mark.parametrize("model_name", ["glintru", "glintru_official", "sasrec"])
+@pytest.mark.parametrize("include_seen", [False, True])
+def test_batched_top_k_equals_the_engines_scoring_per_user(model_name, include_seen):
+    torch.manual_seed(0)
+    run_cfg = tiny_cfg(model_name)
+    model = build_model(run_cfg, N_ITEMS).eval()
+    seqs = sequences()
+    offsets = np.concatenate([[0], np.cumsum([len(s) for s in seqs])])
+    values = np.concatenate(seqs)
+    items, scores = top_k_from_histories(model, offsets, values, k=4, max_len=MAX_LEN, include_seen=include_seen, chunk=7)
+    assert items.shape == scores.shape == (len(seqs), 4)
+    for u, seq in enumerate(seqs):
+        ref_items, ref_scores = reference_top_k(model, seq, 4, MAX_LEN, include_seen)
+        got = [int(i) for i in items[u] if i > 0]
+        assert got == ref_items, f"user {u}"
+        np.testing.assert_allclose(scores[u, : len(got)], ref_scores, rtol=1e-5, atol=1e-6)
+        if not include_seen:
+            assert not set(got) & set(seq)
+    # User 0 saw 11 of the 12 items: exactly one candidate, the tail is padding (item 0, -inf).
+    if not include_seen:
+        assert items[0].tolist() == [12, 0, 0, 0] and np.isneginf(scores[0, 1:]).all()
+
+
+def test_window_is_the_last_max_len_items():
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg(), N_ITEMS).eval()
+    long_seq = [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    tail_only = long_seq[-MAX_LEN:]
+    a, sa = top_k_from_histories(model, np.array([0, 9]), np.array(long_seq), k=3, max_len=MAX_LEN, include_seen=True)
+    b, sb = top_k_from_histories(model, np.array([0, MAX_LEN]), np.array(tail_only), k=3, max_len=MAX_LEN, include_seen=True)
+    assert a.tolist() == b.tolist()
+    np.testing.assert_array_equal(sa, sb)
+
+
+def test_recommend_command_maps_ids_back_and_matches_the_engine(ray_local, trained, tmp_path, capsys):
+    model, run_cfg, seqs, data, best = trained
+    out = tmp_path / "recs.parquet"
+    rc = main(["recommend", "--model", str(best.parent), "--data", str(data), "--k", "3", "--out", str(out),
+               "--workers", "2", "--batch-size", "4"])
+    assert rc == 0, capsys.readouterr().err
+    table = pq.read_table(out)
+    assert table.column_names == ["user_id", "item_ids", "scores"]
+    assert table.column("user_id").to_pylist() == [f"u-{3 * u + 1}" for u in range(len(seqs))]  # file order kept
+    rec_ids, rec_scores = table.column("item_ids").to_pylist(), table.column("scores").to_pylist()
+    for u, seq in enumerate(seqs):
+        ref_items, ref_scores = reference_top_k(model, seq, 3, MAX_LEN, include_seen=False)
+        assert rec_ids[u] == [f"movie-{7 * i}" for i in ref_items]
+        np.testing.assert_allclose(rec_scores[u], ref_scores, rtol=1e-5, atol=1e-6)
+        assert not {f"movie-{7 * i}" for i in seq} & set(rec_ids[u])
+    assert rec_ids[0] == ["movie-84"]  # only item 12 unseen
+    assert not list(tmp_path.glob(".recs.parquet.tmp-*"))
+
+
+def test_include_seen_and_a_checkpoint_file_source(ray_local, trained, tmp_path):
+    model, run_cfg, seqs, data, best = trained
+    out = tmp_path / "recs.parquet"
+    assert main(["recommend", "--model", str(best), "--data", str(data), "--k", "5", "--out", str(out), "--include-seen"]) == 0
+    rec_ids = pq.read_table(out).column("item_ids").to_pylist()
+    assert all(len(r) == 5 for r in rec_ids)
+    for u in (0, 1, 5):
+        ref_items, _ = reference_top_k(model, seqs[u], 5, MAX_LEN, include_seen=True)
+        assert rec_ids[u] == [f"movie-{7 * i}" for i in ref_items]
+
+
+def test_run_dir_without_best_uses_latest_epoch_checkpoint_and_sidecar_config(tmp_path):
+    torch.manual_seed(0)
+    run_cfg = tiny_cfg()
+    older, newer = build_model(run_cfg, N_ITEMS), build_model(run_cfg, N_ITEMS)
+    for epoch, m in ((1, older), (2, newer)):
+        d = tmp_path / "run" / "checkpoints" / f"epoch_{epoch:04d}"
+        d.mkdir(parents=True)
+        torch.save({"model": m.state_dict(), "epoch": epoch}, d / "checkpoint.pt")  # no config inside
+        (d / "config.json").write_text(json.dumps(run_cfg.to_flat()))
+    loaded = load_model(tmp_path / "run")
+    assert loaded.source.endswith("epoch_0002/checkpoint.pt") and loaded.max_len == MAX_LEN and loaded.n_items == N_ITEMS
+    for a, b in zip(loaded.model.state_dict().values(), newer.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def _error_of(argv: list[str], capsys) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_bad_inputs_are_one_line_errors_before_any_work(trained, tmp_path, capsys, monkeypatch):
+    import glintru.distributed.trainer as trainer
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started for an input that should have been rejected first")
+
+    monkeypatch.setattr(trainer, "init_ray", no_ray)
+    model, run_cfg, seqs, data, best = trained
+    out = str(tmp_path / "recs.parquet")
+    base = ["recommend", "--data", str(data), "--out", out]
+    assert "no such file or directory" in _error_of(base + ["--model", str(tmp_path / "nope")], capsys)
+    truncated = tmp_path / "trunc.pt"
+    truncated.write_bytes(best.read_bytes()[: best.stat().st_size // 2])
+    assert "trunc.pt: cannot read the checkpoint" in _error_of(base + ["--model", str(truncated)], capsys)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x80\x04not a checkpoint" * 10)
+    assert "garbage.pt: cannot read the checkpoint" in _error_of(base + ["--model", str(garbage)], capsys)
+    other = save_best(tmp_path / "other", build_model(run_cfg, N_ITEMS + 3), run_cfg)
+    assert f"trained on {N_ITEMS + 3} items but" in _error_of(base + ["--model", str(other)], capsys)
+    for k in ("0", str(N_ITEMS + 1)):
+        assert f"--k: must be an integer in 1..{N_ITEMS}" in _error_of(base + ["--model", str(best), "--k", k], capsys)
+    missing_dir = str(tmp_path / "no" / "recs.parquet")
+    err = _error_of(["recommend", "--model", str(best), "--data", str(data), "--out", missing_dir], capsys)
+    assert "does not exist" in err
+    assert "is a directory" in _error_of(["recommend", "--model", str(best), "--data", str(data), "--out", str(tmp_path)], capsys)
+    assert not Path(out).exists()
+
+
+def test_unsafe_pickle_in_a_checkpoint_is_refused(tmp_path):
+    """weights_only=True refuses to build arbitrary objects: nothing in the file runs."""
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": {}, "config": {"model": "glintru"}, "hook": _Exploit(str(marker))}, evil)
+    with pytest.raises(UserError, match="evil.pt: cannot read the checkpoint"):
+        load_model(evil)
+    assert not marker.exists()
+
+
+class _Exploit:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.path),))
