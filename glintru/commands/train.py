@@ -61,11 +61,11 @@ def run(args: argparse.Namespace) -> int:
     if args.out is None and args.resume is None:
         out = Path("runs") / f"{run_cfg.model}-{run_hash(run_cfg.to_flat(), data.manifest)}"
     args.out = str(out)
+    make_run_dir(out)  # an unwritable --out fails here, before any training or Ray
 
     if args.workers is not None:  # Ray Train: glintru.distributed owns this path
         from glintru.distributed import train_with_ray
 
-        out.mkdir(parents=True, exist_ok=True)
         write_config(out / "config.yaml", run_cfg.to_flat())
         print_table(train_with_ray(args, run_cfg), out)
         return 0
@@ -74,7 +74,6 @@ def run(args: argparse.Namespace) -> int:
         resume_from = latest_checkpoint(out)
         if resume_from is not None and not args.quiet:
             print(f"resuming from {resume_from}", file=sys.stderr)
-    out.mkdir(parents=True, exist_ok=True)
     write_config(out / "config.yaml", run_cfg.to_flat())
     result = fit(run_cfg, data, out, device=args.device, resume_from=resume_from, progress=not args.quiet)
     if args.mlflow_uri is not None or args.experiment is not None:
@@ -122,6 +121,17 @@ def resolve_run(args: argparse.Namespace) -> tuple[Any, Path | None, Path | None
     if args.resume is not None:
         return run_cfg, Path(args.resume), ckpt
     return run_cfg, Path(args.out) if args.out else None, None
+
+
+def make_run_dir(out: Path) -> None:
+    """Create the run directory and check it is writable, or raise a UserError naming it."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot create or write the run directory ({exc.strerror or exc})") from None
 
 
 def run_hash(flat: dict[str, Any], manifest: dict[str, Any]) -> str:

@@ -302,6 +302,23 @@ def default_num_cpus() -> int | None:
     return int(env) if env else None
 
 
+def check_writable_paths(storage: str, tracking_uri: str) -> None:
+    """A UserError naming the option if the local storage path or the sqlite db's directory cannot be written."""
+    checks = []
+    if "://" not in storage:
+        checks.append(("--storage-path", Path(storage)))
+    if tracking_uri.startswith("sqlite:///"):
+        checks.append(("--mlflow-uri", Path(tracking_uri[len("sqlite:///") :]).parent))
+    for flag, directory in checks:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            probe = directory / f".glintru-write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise UserError(f"{flag}: cannot create or write {directory} ({exc.strerror or exc})") from None
+
+
 def run_study(
     *,
     data_dir: str,
@@ -345,6 +362,7 @@ def run_study(
     storage = resolve_storage(storage_path)
     uri = mlflow_log.resolve_tracking_uri(mlflow_uri)
     exp_path = f"{storage}/{name}"
+    check_writable_paths(storage, uri)  # before Ray starts or an MLflow run is opened
     if "://" not in storage and (Path(exp_path) / STUDY_FILE).exists():
         print(f"experiment {exp_path} exists; continuing it (same as --resume {exp_path})")
         return resume_study(exp_path, address=address, num_cpus=num_cpus, register_name=register_name, out_dir=out_dir)
