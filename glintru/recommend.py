@@ -352,6 +352,8 @@ def check_output_path(out: str | Path) -> Path:
     if p.is_dir():
         raise UserError(f"--out {p}: is a directory; give a file name such as recs.parquet")
     parent = p.parent if str(p.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise UserError(f"--out {p}: {parent} is not a directory")
     if not parent.is_dir():
         raise UserError(f"--out {p}: directory {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):

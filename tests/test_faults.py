@@ -1,0 +1,108 @@
+"""Faults without a cluster: a corrupted latest checkpoint, unwritable output and storage paths.
+
+Each case ends in one ``error: ...`` line and exit code 2, before any training (or Ray) starts, and
+the documented recovery (docs/operating.md) works: delete the damaged epoch directory and re-run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from glintru.cli import main
+from glintru.tuning.smoke import write_synthetic_dataset
+
+torch.set_num_threads(1)
+
+TINY = ["--model", "glintru", "--set", "hidden_size=8", "--set", "n_heads=2", "--set", "max_len=8",
+        "--set", "batch_size=16", "--set", "eval_batch_size=64", "--set", "num_negatives=10",
+        "--set", "valid_metric=valid/full/ndcg@10", "--threads", "1", "--quiet"]
+
+
+@pytest.fixture()
+def data_dir(tmp_path):
+    return write_synthetic_dataset(tmp_path / "data")
+
+
+@pytest.fixture()
+def no_ray(monkeypatch):
+    """Fail the test if Ray is started: bad paths must be rejected before that."""
+    import glintru.distributed.trainer as trainer
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("Ray was started before the bad path was reported")
+
+    monkeypatch.setattr(trainer, "init_ray", refuse)
+
+
+def one_line_error(argv: list[str], capsys) -> str:
+    capsys.readouterr()  # drop the output of earlier steps
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def epochs_of(run: Path) -> list[int]:
+    return [int(h["epoch"]) for h in json.loads((run / "history.json").read_text())]
+
+
+def test_corrupt_latest_checkpoint_is_a_clear_error_then_resume_from_the_previous(tmp_path, data_dir, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data_dir), *TINY, "--max-epochs", "2", "--out", str(run)]) == 0
+    latest = run / "checkpoints" / "epoch_0002" / "checkpoint.pt"
+    latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 3])  # truncated, e.g. a full disk
+
+    err = one_line_error(["train", "--data", str(data_dir), "--resume", str(run), "--max-epochs", "4", "--quiet"], capsys)
+    assert str(latest) in err and "corrupt or truncated checkpoint" in err
+    assert epochs_of(run) == [1, 2]  # nothing was trained or overwritten
+
+    # Recovery (docs/operating.md): remove the damaged epoch; the run resumes from epoch 1's checkpoint
+    # and the epoch counter continues from there.
+    for f in latest.parent.iterdir():
+        f.unlink()
+    latest.parent.rmdir()
+    assert main(["train", "--data", str(data_dir), "--resume", str(run), "--max-epochs", "4", "--quiet"]) == 0
+    assert epochs_of(run) == [1, 2, 3, 4]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch_0003", "epoch_0004"]
+
+
+def test_corrupt_best_model_is_a_clear_error_for_recommend(tmp_path, data_dir, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data_dir), *TINY, "--max-epochs", "1", "--out", str(run)]) == 0
+    (run / "best.pt").write_bytes(b"PK\x03\x04 truncated zip")
+    err = one_line_error(["recommend", "--model", str(run), "--data", str(data_dir), "--out", str(tmp_path / "r.parquet")], capsys)
+    assert f"{run / 'best.pt'}: cannot read the checkpoint" in err
+
+
+def test_unwritable_train_output_fails_before_training(tmp_path, data_dir, capsys, no_ray):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    for extra in ([], ["--workers", "2"]):
+        err = one_line_error(["train", "--data", str(data_dir), *TINY, "--max-epochs", "1", "--out", str(blocker / "run"), *extra], capsys)
+        assert str(blocker / "run") in err and "--out" in err
+
+
+def test_unwritable_tune_storage_or_mlflow_path_fails_before_ray_starts(tmp_path, data_dir, capsys, no_ray):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    ok_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    base = ["tune", "--data", str(data_dir), "--profile", "quick", "--num-samples", "1", "--max-epochs", "1"]
+    err = one_line_error(base + ["--storage-path", str(blocker / "ray"), "--mlflow-uri", ok_uri], capsys)
+    assert "--storage-path" in err and str(blocker / "ray") in err
+    err = one_line_error(base + ["--storage-path", str(tmp_path / "ray"), "--mlflow-uri", f"sqlite:///{blocker / 'm.db'}"], capsys)
+    assert "--mlflow-uri" in err and str(blocker) in err
+    assert not (tmp_path / "mlflow.db").exists()  # no orphan MLflow parent run was opened
+
+
+def test_unwritable_recommend_output_fails_before_scoring(tmp_path, data_dir, capsys, no_ray):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data_dir), *TINY, "--max-epochs", "1", "--out", str(run)]) == 0
+    err = one_line_error(["recommend", "--model", str(run), "--data", str(data_dir), "--out", str(blocker / "r.parquet")], capsys)
+    assert "--out" in err and str(blocker) in err
