@@ -249,8 +249,8 @@ def _validate(model: str, m: Any, t: TrainConfig, source: str) -> None:
             raise bad("mixing_init", f"must be in the open interval (0, 1), got {m.mixing_init}")
         if not 0.0 < m.gate_ratio <= 4.0 or int(m.hidden_size * m.gate_ratio) < 1:
             raise bad("gate_ratio", f"must give a bottleneck of >= 1 unit and be <= 4, got {m.gate_ratio}")
-        if m.layer_norm_eps <= 0:
-            raise bad("layer_norm_eps", "must be > 0")
+    if hasattr(m, "layer_norm_eps") and not m.layer_norm_eps > 0:
+        raise bad("layer_norm_eps", f"must be > 0, got {m.layer_norm_eps}")
     for name, choices in _CHOICES.items():
         if getattr(t, name) not in choices:
             raise bad(name, f"must be one of {', '.join(choices)}, got {getattr(t, name)!r}")

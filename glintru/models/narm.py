@@ -1,0 +1,127 @@
+"""NARM: Neural Attentive Session-based Recommendation (Li et al., CIKM 2017, arXiv 1711.04725).
+
+item embedding -> dropout -> GRU giving states h_1..h_t. Global encoder: c^g_t = h_t.
+Local encoder: c^l_t = sum_j alpha_tj h_j with alpha_tj = v^T sigmoid(A_1 h_t + A_2 h_j)
+(no softmax over j, as in the paper). Decoder: c_t = [c^g_t; c^l_t] -> dropout ->
+bilinear scores S_i = emb_i^T B c_t, i.e. hidden = B c_t scored against the tied item
+embedding. (Paper sections cited by name: "global encoder", "local encoder", "decoder".)
+
+Read-out paths:
+
+* ``last_hidden(items, lengths)`` is the model's real path: one session state per row, read at the
+  last real item, attention over the row's real items (padding masked). The engine trains NARM with
+  the ``last_position`` objective (one sample per prefix) and evaluates it through this method.
+* ``forward(items)`` returns, at every position t, the session state of the prefix items[:, :t+1]
+  computed exactly (attention query from h_t, keys j <= t only): so ``forward(x)[:, t]`` equals
+  ``last_hidden`` of the prefix ending at t. It costs O(N^2 * hidden_size) per row, computed in
+  chunks of query positions (recomputed in backward through activation checkpointing), and is
+  meant for analysis and tests. ``causal`` stays False: NARM's natural unit is the whole session,
+  and the configuration (``glintru.config.model_is_causal``) forbids ``all_positions`` training for it.
+
+Choices and deviations:
+
+1. The GRU has no biases (``bias=False``) and padding inputs are zeroed, so leading padding keeps the
+   GRU state at exactly zero and padded keys carry h_j = 0; padded positions are also masked out of
+   the local encoder. Right padding never changes ``last_hidden``.
+2. The loss is full-softmax cross-entropy (engine), as in the paper's learning section, over the whole
+   catalogue; the paper's item embedding and output embedding are one matrix, as here.
+3. Init: xavier-normal item embedding (padding row reset to zero) and Linear weights, PyTorch's
+   default GRU init. The Linears A_1, A_2, v and B have no biases (the paper's formulas have none).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from glintru.config import NARMConfig
+from glintru.errors import UserError
+from glintru.models import SequentialRecommender
+
+
+def _check_config(cfg: NARMConfig, n_items: int, max_len: int) -> None:
+    """Raise a UserError naming the first impossible hyperparameter (mirrors build_config)."""
+    for name in ("hidden_size", "embedding_size", "n_layers"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"NARMConfig: field '{name}': must be >= 1, got {getattr(cfg, name)}")
+    for name in ("emb_dropout", "ct_dropout"):
+        if not 0.0 <= getattr(cfg, name) < 1.0:
+            raise UserError(f"NARMConfig: field '{name}': must be in [0, 1), got {getattr(cfg, name)}")
+    if n_items < 1:
+        raise UserError(f"NARM: n_items must be >= 1, got {n_items}")
+    if max_len < 1:
+        raise UserError(f"NARM: max_len must be >= 1, got {max_len}")
+
+
+class NARM(SequentialRecommender):
+    """NARM: ``last_hidden(items [B, N], lengths [B]) -> [B, embedding_size]`` (the real path)."""
+
+    causal = False
+    needs_full_window = False
+    CHUNK_ELEMENTS = 1 << 22  # forward: at most this many elements in one [B, T, N, hidden] block
+
+    def __init__(self, cfg: NARMConfig, n_items: int, max_len: int) -> None:
+        super().__init__()
+        _check_config(cfg, n_items, max_len)
+        H, E = cfg.hidden_size, cfg.embedding_size
+        self.cfg = cfg
+        self.item_embedding = nn.Embedding(n_items + 1, E, padding_idx=0)
+        self.emb_dropout = nn.Dropout(cfg.emb_dropout)
+        self.gru = nn.GRU(E, H, cfg.n_layers, bias=False, batch_first=True)  # global encoder's GRU
+        self.a1 = nn.Linear(H, H, bias=False)  # A_1, applied to the query state h_t (local encoder)
+        self.a2 = nn.Linear(H, H, bias=False)  # A_2, applied to every state h_j
+        self.v = nn.Linear(H, 1, bias=False)  # v
+        self.ct_dropout = nn.Dropout(cfg.ct_dropout)
+        self.b = nn.Linear(2 * H, E, bias=False)  # B of the bilinear decoder
+        nn.init.xavier_normal_(self.item_embedding.weight)
+        with torch.no_grad():
+            self.item_embedding.weight[0].zero_()
+        for lin in (self.a1, self.a2, self.v, self.b):
+            nn.init.xavier_normal_(lin.weight)
+
+    def _states(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """GRU states h [B, N, H] and the real-item mask [B, N] (float)."""
+        mask = (items != 0).to(self.item_embedding.weight.dtype)
+        x = self.emb_dropout(self.item_embedding(items)) * mask.unsqueeze(-1)  # choice 1
+        h, _ = self.gru(x)
+        return h, mask
+
+    def _local(self, q: torch.Tensor, k: torch.Tensor, h: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """Local encoder: q [B, T, H] (A_1 h_t), k [B, N, H] (A_2 h_j), h [B, N, H], allowed [B, T, N] -> [B, T, H]."""
+        alpha = self.v(torch.sigmoid(q.unsqueeze(2) + k.unsqueeze(1))).squeeze(-1)  # [B, T, N], alpha_tj
+        return (alpha * allowed) @ h  # c^l_t = sum_j alpha_tj h_j over allowed j
+
+    def _decode(self, c_global: torch.Tensor, c_local: torch.Tensor) -> torch.Tensor:
+        """[..., H], [..., H] -> B [c^g; c^l] [..., E] (decoder)."""
+        return self.b(self.ct_dropout(torch.cat([c_global, c_local], dim=-1)))
+
+    def last_hidden(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Session state at the last real item: items [B, N] right-padded, lengths [B] -> [B, E]."""
+        span = max(1, int(lengths.max()))
+        h, mask = self._states(items[:, :span])  # later columns are padding: drop them
+        pos = (lengths - 1).clamp(min=0)
+        h_t = h[torch.arange(h.size(0), device=h.device), pos]  # c^g_t = h_t, [B, H]
+        c_local = self._local(self.a1(h_t).unsqueeze(1), self.a2(h), h, mask.unsqueeze(1)).squeeze(1)
+        return self._decode(h_t, c_local)
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        """Session state of every prefix: items [B, N] -> [B, N, E]; row t sees items <= t only."""
+        B, N = items.shape
+        h, mask = self._states(items)
+        q, k = self.a1(h), self.a2(h)  # [B, N, H]
+        causal = torch.ones(N, N, dtype=h.dtype, device=h.device).tril()  # key j <= query t
+        allowed = causal * mask.unsqueeze(1)  # [B, N, N]
+        step = max(1, self.CHUNK_ELEMENTS // max(1, B * N * h.size(-1)))
+        parts = []
+        for s in range(0, N, step):  # chunks of query positions bound the [B, T, N, H] block
+            args = (q[:, s : s + step], k, h, allowed[:, s : s + step])
+            if torch.is_grad_enabled():
+                parts.append(checkpoint(self._local, *args, use_reentrant=False))
+            else:
+                parts.append(self._local(*args))
+        return self._decode(h, torch.cat(parts, dim=1))
+
+    def item_embeddings(self) -> torch.Tensor:
+        """Tied item embeddings [n_items + 1, E]; row 0 (padding) is zero and never scored."""
+        return self.item_embedding.weight

@@ -1,0 +1,294 @@
+"""Seed baselines SASRec, NARM, GRU4Rec: shapes, causality, padding invariance, read-out paths,
+one-batch overfit, determinism, parameter counts and errors."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from glintru.config import GRU4RecConfig, NARMConfig, SASRecConfig, build_config
+from glintru.errors import UserError
+from glintru.models import build_model
+from glintru.models.gru4rec import GRU4Rec
+from glintru.models.narm import NARM
+from glintru.models.sasrec import SASRec
+
+torch.set_num_threads(1)
+
+N_ITEMS = 30
+MAX_LEN = 20
+TINY = {
+    "sasrec": (SASRec, SASRecConfig(hidden_size=16, n_layers=2, n_heads=2, inner_size=32)),
+    "narm": (NARM, NARMConfig(hidden_size=12, embedding_size=16, n_layers=1)),
+    "gru4rec": (GRU4Rec, GRU4RecConfig(hidden_size=12, embedding_size=16, n_layers=2)),
+}
+CAUSAL = ["sasrec", "gru4rec"]
+
+
+def make(name: str, seed: int = 0, **overrides):
+    cls, cfg = TINY[name]
+    torch.manual_seed(seed)
+    return cls(dataclasses.replace(cfg, **overrides), n_items=N_ITEMS, max_len=MAX_LEN).eval()
+
+
+def random_items(B: int, N: int, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(1, N_ITEMS + 1, (B, N), generator=g)
+
+
+def right_pad(items: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+    out = items.clone()
+    for row, n in enumerate(lengths):
+        out[row, n:] = 0
+    return out
+
+
+def gather_last(h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    return h[torch.arange(h.size(0)), lengths - 1]
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_shapes_attributes_and_zero_padding_row(name):
+    model = make(name)
+    items = right_pad(random_items(3, 7), [7, 3, 1])
+    assert model(items).shape == (3, 7, 16)
+    assert model.last_hidden(items, torch.tensor([7, 3, 1])).shape == (3, 16)
+    emb = model.item_embeddings()
+    assert emb.shape == (N_ITEMS + 1, 16)
+    assert emb is model.item_embedding.weight  # tied with the input embedding
+    assert torch.count_nonzero(emb[0]) == 0 and torch.count_nonzero(emb[1:]) > 0
+    assert model.causal is (name != "narm")
+    assert model.needs_full_window is False
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_build_model_registry_uses_defaults(name):
+    run_cfg = build_config(name, {"max_len": 12})
+    model = build_model(run_cfg, n_items=N_ITEMS)
+    assert isinstance(model, TINY[name][0])
+    assert model.cfg == run_cfg.model_cfg
+    assert model.item_embeddings().shape == (N_ITEMS + 1, 128)
+
+
+@pytest.mark.parametrize("name", CAUSAL + ["narm"])
+def test_outputs_at_t_ignore_items_after_t(name):
+    """Causality of ``forward``; for NARM it holds too, because forward gives per-prefix states."""
+    model = make(name)
+    items = random_items(2, 12)
+    h = model(items)
+    for t in (0, 5, 10):
+        changed = items.clone()
+        changed[:, t + 1 :] = items[:, t + 1 :] % N_ITEMS + 1  # every later item differs
+        h2 = model(changed)
+        torch.testing.assert_close(h2[:, : t + 1], h[:, : t + 1], rtol=0, atol=1e-5)
+        assert not torch.allclose(h2[:, t + 1 :], h[:, t + 1 :], atol=1e-4)
+
+
+@pytest.mark.parametrize("name", CAUSAL + ["narm"])
+def test_right_padding_invariance(name):
+    model = make(name)
+    items = random_items(3, 9)
+    padded = torch.cat([items, torch.zeros(3, 6, dtype=torch.long)], dim=1)
+    torch.testing.assert_close(model(padded)[:, :9], model(items), rtol=0, atol=1e-5)
+    lengths = [9, 4, 1]  # rows of different lengths in one right-padded batch equal each row alone
+    batch = model(right_pad(items, lengths))
+    for row, n in enumerate(lengths):
+        torch.testing.assert_close(batch[row : row + 1, :n], model(items[row : row + 1, :n]), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", CAUSAL + ["narm"])
+def test_left_padding_invariance(name):
+    model = make(name)
+    items = random_items(3, 9)
+    padded = torch.cat([torch.zeros(3, 4, dtype=torch.long), items], dim=1)
+    out = model(padded)
+    assert torch.isfinite(out).all()  # fully padded prefixes give finite values (SASRec: no NaN rows)
+    torch.testing.assert_close(out[:, 4:], model(items), rtol=0, atol=1e-5)
+    # rows with different amounts of left padding in one batch
+    lengths = [9, 5, 2]
+    left = torch.zeros_like(items)
+    for row, n in enumerate(lengths):
+        left[row, 9 - n :] = items[row, :n]
+    out = model(left)
+    for row, n in enumerate(lengths):
+        torch.testing.assert_close(out[row, 9 - n :], model(items[row : row + 1, :n])[0], rtol=0, atol=1e-5)
+
+
+def test_sasrec_positions_count_from_first_real_item():
+    model = make("sasrec")
+    items = torch.tensor([[0, 0, 5, 7], [5, 7, 0, 0]])
+    h = model(items)
+    torch.testing.assert_close(h[0, 2:], h[1, :2], rtol=0, atol=1e-5)
+    with torch.no_grad():  # the positional embedding matters: permuting it changes the outputs
+        model.position_embedding.weight[:2] = model.position_embedding.weight[[1, 0]].clone()
+    assert not torch.allclose(model(items)[1, :2], h[1, :2], atol=1e-4)
+
+
+def test_sasrec_padding_keys_are_masked():
+    """A padding token between real items changes nothing at later real positions except the position
+    count: [a, 0, b] at b equals [a, b] at b (positions 0, 1 in both)."""
+    model = make("sasrec")
+    h_gap = model(torch.tensor([[4, 0, 9]]))
+    h = model(torch.tensor([[4, 9]]))
+    torch.testing.assert_close(h_gap[0, [0, 2]], h[0], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(TINY))
+@pytest.mark.parametrize("n_layers", [1, 2])
+def test_last_hidden_equals_gathered_forward(name, n_layers):
+    model = make(name, n_layers=n_layers)
+    lengths = torch.tensor([10, 1, 2, 7, 9])
+    items = right_pad(random_items(5, 12), lengths.tolist())  # two all-padding columns at the end
+    expected = gather_last(model(items), lengths)
+    torch.testing.assert_close(model.last_hidden(items, lengths), expected, rtol=0, atol=1e-5)
+
+
+def test_narm_last_hidden_matches_the_paper_formula():
+    """c_t = [h_t; sum_j v^T sigmoid(A1 h_t + A2 h_j) h_j], hidden = B c_t, one row at a time."""
+    model = make("narm")
+    lengths = torch.tensor([6, 3])
+    items = right_pad(random_items(2, 8), lengths.tolist())
+    got = model.last_hidden(items, lengths)
+    for row, n in enumerate(lengths.tolist()):
+        h, _ = model.gru(model.item_embedding(items[row, :n]).unsqueeze(0))
+        h = h[0]  # [n, H]
+        alpha = torch.stack([model.v.weight[0] @ torch.sigmoid(model.a1(h[-1]) + model.a2(h[j])) for j in range(n)])
+        c = torch.cat([h[-1], (alpha[:, None] * h).sum(0)])
+        torch.testing.assert_close(got[row], model.b(c), rtol=0, atol=1e-5)
+
+
+def test_narm_last_hidden_invariant_to_right_padding_and_uses_every_item():
+    model = make("narm")
+    items = random_items(2, 7)
+    lengths = torch.tensor([7, 7])
+    base = model.last_hidden(items, lengths)
+    padded = torch.cat([items, torch.zeros(2, 5, dtype=torch.long)], dim=1)
+    torch.testing.assert_close(model.last_hidden(padded, lengths), base, rtol=0, atol=1e-6)
+    mixed = right_pad(random_items(2, 7, seed=3), [7, 4])  # row 1 shorter: row 0 unaffected by the batch
+    batch = model.last_hidden(torch.cat([items[:1], mixed[1:]]), torch.tensor([7, 4]))
+    torch.testing.assert_close(batch[0], base[0], rtol=0, atol=1e-6)
+    for j in range(7):  # the session state depends on every item, not only the last one
+        changed = items.clone()
+        changed[:, j] = items[:, j] % N_ITEMS + 1
+        assert not torch.allclose(model.last_hidden(changed, lengths), base, atol=1e-5), j
+
+
+def test_narm_forward_chunks_agree(monkeypatch):
+    model = make("narm")
+    items = right_pad(random_items(3, 11), [11, 6, 2])
+    whole = model(items)
+    monkeypatch.setattr(NARM, "CHUNK_ELEMENTS", 1)  # one query position per chunk
+    torch.testing.assert_close(model(items), whole, rtol=0, atol=1e-6)
+    with torch.enable_grad():  # the checkpointed path gives the same values and gradients flow
+        out = model(items)
+        out.sum().backward()
+    torch.testing.assert_close(out.detach(), whole, rtol=0, atol=1e-6)
+    assert model.a1.weight.grad is not None and model.a1.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_loss_falls_when_overfitting_one_batch(name):
+    model = make(name).train()
+    lengths = torch.tensor([9, 6, 4, 9])
+    seqs = right_pad(random_items(4, 10), lengths.tolist())
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+
+    def loss_fn() -> torch.Tensor:
+        if model.causal:  # all positions: input items[:-1] predicts items[1:], padding targets dropped
+            inputs, targets = seqs[:, :-1], seqs[:, 1:]
+            h = model(inputs)[targets != 0]  # [n_targets, d]
+            targets = targets[targets != 0]
+        else:  # last position: the prefix before the last item predicts it
+            inputs = right_pad(seqs, (lengths - 1).tolist())
+            h = model.last_hidden(inputs, lengths - 1)
+            targets = seqs[torch.arange(4), lengths - 1]
+        logits = h @ model.item_embeddings()[1:].T  # [n_targets, n_items]
+        return F.cross_entropy(logits, targets - 1)
+
+    first = loss_fn().item()
+    for _ in range(60):
+        opt.zero_grad()
+        loss_fn().backward()
+        opt.step()
+    assert loss_fn().item() < 0.5 * first
+    assert torch.count_nonzero(model.item_embeddings()[0]) == 0  # padding row never trained
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_seeded_construction_and_dropout_are_deterministic(name):
+    a, b, c = make(name, seed=5), make(name, seed=5), make(name, seed=6)
+    for (key, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), key
+    assert not torch.equal(a.item_embeddings(), c.item_embeddings())
+    items = right_pad(random_items(2, 6), [6, 3])
+    lengths = torch.tensor([6, 3])
+    a.train(), b.train()
+    torch.manual_seed(9)
+    ha = a.last_hidden(items, lengths)
+    torch.manual_seed(9)
+    assert torch.equal(ha, b.last_hidden(items, lengths))  # same dropout draws under the same seed
+    torch.manual_seed(10)
+    assert not torch.equal(ha, a.last_hidden(items, lengths))  # dropout is active in train mode
+
+
+@pytest.mark.parametrize(
+    "name,d,expected",
+    [
+        # emb 3707*128 + pos 200*128 + emb LN 2*128 + 2 blocks * (qkv 128*384+384 + out 128*128+128
+        #   + LN 256 + fc1 128*256+256 + fc2 256*128+128 + LN 256)
+        ("sasrec", 128, 3707 * 128 + 200 * 128 + 256 + 2 * (49_536 + 16_512 + 256 + 33_024 + 32_896 + 256)),
+        # emb 3707*128 + GRU (no bias) 3*(128*128 + 128*128) + A1, A2 128*128 each + v 128 + B 256*128
+        ("narm", 128, 3707 * 128 + 3 * 2 * 128 * 128 + 2 * 128 * 128 + 128 + 256 * 128),
+        # emb 3707*128 + GRU (no bias) 3*(128*128 + 128*128) + dense 128*128 + 128
+        ("gru4rec", 128, 3707 * 128 + 3 * 2 * 128 * 128 + 128 * 128 + 128),
+    ],
+)
+def test_parameter_count_at_ml1m_shape(name, d, expected):
+    model = build_model(build_config(name, {"max_len": 200}), n_items=3706)
+    assert sum(p.numel() for p in model.parameters()) == expected
+
+
+@pytest.mark.parametrize(
+    "name,field,value",
+    [
+        ("sasrec", "hidden_size", 0),
+        ("sasrec", "n_layers", 0),
+        ("sasrec", "n_heads", 0),
+        ("sasrec", "n_heads", 3),  # 16 % 3 != 0 (128 % 3 != 0 through build_config)
+        ("sasrec", "inner_size", 0),
+        ("sasrec", "hidden_dropout", 1.0),
+        ("sasrec", "attn_dropout", -0.1),
+        ("sasrec", "layer_norm_eps", 0.0),
+        ("narm", "hidden_size", 0),
+        ("narm", "embedding_size", -1),
+        ("narm", "n_layers", 0),
+        ("narm", "emb_dropout", 1.0),
+        ("narm", "ct_dropout", -0.5),
+        ("gru4rec", "hidden_size", 0),
+        ("gru4rec", "embedding_size", 0),
+        ("gru4rec", "n_layers", 0),
+        ("gru4rec", "emb_dropout", 1.5),
+    ],
+)
+def test_invalid_hyperparameter_raises_user_error_naming_field(name, field, value):
+    cls, cfg = TINY[name]
+    with pytest.raises(UserError, match=f"field '{field}'"):
+        cls(dataclasses.replace(cfg, **{field: value}), n_items=N_ITEMS, max_len=MAX_LEN)
+    with pytest.raises(UserError, match=f"field '{field}'"):
+        build_config(name, {field: value})
+
+
+@pytest.mark.parametrize("name", list(TINY))
+@pytest.mark.parametrize("n_items,max_len,word", [(0, 5, "n_items"), (5, 0, "max_len")])
+def test_invalid_sizes_raise_user_error(name, n_items, max_len, word):
+    cls, cfg = TINY[name]
+    with pytest.raises(UserError, match=word):
+        cls(cfg, n_items=n_items, max_len=max_len)
+
+
+def test_narm_all_positions_objective_is_refused():
+    with pytest.raises(UserError, match="field 'objective'"):
+        build_config("narm", {"objective": "all_positions"})
