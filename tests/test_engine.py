@@ -3,6 +3,7 @@ checkpoints and resume, on tiny in-memory datasets with the real causal models."
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -136,13 +137,21 @@ def test_chunked_loss_equals_unchunked_loss_and_gradients():
     targets = torch.randint(1, 12, (37,), generator=g)
     ref = torch.nn.functional.cross_entropy(h @ emb[1:].T, targets - 1)
     ref_grads = torch.autograd.grad(ref, (h, emb))
-    for chunk in (1, 5, 37, 100):
-        loss = full_softmax_ce(h, emb, targets, chunk)
+    for method, chunk in itertools.product(("fused", "checkpoint"), (1, 5, 37, 100)):
+        loss = full_softmax_ce(h, emb, targets, chunk, method=method)
         grads = torch.autograd.grad(loss, (h, emb))
         torch.testing.assert_close(loss, ref)
         for a, b in zip(grads, ref_grads):
             torch.testing.assert_close(a, b)
     assert ref_grads[1][0].abs().sum() == 0  # padding row is never a class
+
+
+def test_fused_loss_gradients_pass_gradcheck():
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(9, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    emb = torch.randn(7, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(1, 7, (9,), generator=g)
+    assert torch.autograd.gradcheck(lambda a, b: full_softmax_ce(a, b, targets, 4), (h, emb))
 
 
 @pytest.mark.parametrize("name", ["glintru", "gru4rec"])
