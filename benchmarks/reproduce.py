@@ -63,9 +63,9 @@ DEFAULT_BUDGET: dict[str, dict[str, Any]] = {
         "hidden_size": 64, "embedding_size": 64, "batch_size": 128, "lr": 1e-3,
         "max_epochs": 30, "patience": 3, "eval_batch_size": 512, "seed": 666,
     },
-    "ml-1m": {"max_len": 200, "max_time_s": 420.0, "max_train_samples": 16384},
-    "amazon-beauty": {"max_len": 50, "max_time_s": 300.0, "max_train_samples": 32768},
-    "amazon-video-games": {"max_len": 50, "max_time_s": 300.0, "max_train_samples": 32768},
+    "ml-1m": {"max_len": 200, "max_time_s": 480.0, "max_train_samples": 16384},
+    "amazon-beauty": {"max_len": 50, "max_time_s": 240.0, "max_train_samples": 32768},
+    "amazon-video-games": {"max_len": 50, "max_time_s": 240.0, "max_train_samples": 32768},
 }
 METRIC_COLUMNS = [(p, m) for p in ("full", "pop100") for m in ("hr", "ndcg", "mrr")]
 
@@ -100,9 +100,10 @@ def load_budget(path: str | None, sets: list[str] | None) -> dict[str, dict[str,
             budget.setdefault(ds, {}).update(over)
     for item in sets or []:
         ds, _, kv = item.rpartition(":") if ":" in item.split("=", 1)[0] else ("*", "", item)
-        if ds not in budget:
+        if ds != "*" and ds not in DATASETS:
             raise UserError(f"--set {item!r}: unknown dataset {ds!r}")
-        budget[ds].update(parse_set_args([kv]))
+        for name in ([ds] if ds != "*" else list(budget)):  # unprefixed: every dataset, over its own value
+            budget.setdefault(name, {}).update(parse_set_args([kv]))
     known = set().union(*(_keys(m) for m in MODELS))
     for ds, over in budget.items():
         unknown = sorted(set(over) - known)
