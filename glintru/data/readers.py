@@ -21,6 +21,7 @@ Formats (``FORMATS``):
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,7 +128,7 @@ def _first_bad_line(
 
     ``numeric`` maps field name -> True for integer, False for float. ``skip`` header lines.
     """
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(re.split(r"\r\n|\r|\n", text), start=1):  # line ends as pyarrow.csv sees them
         if lineno <= skip or not line.strip():
             continue
         parts = split(line)
@@ -167,11 +168,11 @@ def _read_delimited(
             parse_options=pacsv.ParseOptions(delimiter=delimiter, quote_char=False, ignore_empty_lines=True),
             convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False),
         )
+        if table.num_rows == 0:
+            raise UserError(f"{where}: no data rows")
         ok = all(table.column(n).null_count == 0 for n in names) and all(
             pc.min(pc.utf8_length(table.column(n))).as_py() > 0 for n in names if pa.types.is_string(types[n])
         )
-        if table.num_rows == 0:
-            raise UserError(f"{where}: no data rows")
     except pa.ArrowException as exc:
         err = _first_bad_line(_decode(original or data, where), split, names, numeric, header_lines, where)
         raise (err or UserError(f"{where}: cannot parse ({exc})")) from None
@@ -300,6 +301,8 @@ def _token_lines(path: Path) -> tuple[pa.ListArray, np.ndarray, str]:
     lines = pc.utf8_trim_whitespace(lines)
     keep = pc.greater(pc.utf8_length(lines), 0)
     lineno = np.flatnonzero(keep.to_numpy(zero_copy_only=False)) + 1
+    if len(lineno) == 0:
+        raise UserError(f"{where}: file is empty (no non-blank lines)")
     tokens = pc.utf8_split_whitespace(lines.filter(keep))
     return tokens, lineno, where
 
@@ -473,7 +476,12 @@ def detect_format(path: Path) -> str:
         raise UserError(f"{path}: file is empty")
     if head.startswith(b"PAR1"):
         return "parquet"
-    lines = [ln for ln in head.decode("utf-8", "replace").splitlines()[:-1] or head.decode("utf-8", "replace").splitlines() if ln.strip()][:1000]
+    all_lines = head.decode("utf-8", "replace").split("\n")
+    if len(head) == 1 << 16 and len(all_lines) > 1:
+        all_lines = all_lines[:-1]  # the last line may be cut by the 64 KiB window
+    lines = [ln.strip() for ln in all_lines if ln.strip()][:1000]
+    if not lines:
+        raise UserError(f"{path}: file is empty")
     first = lines[0]
     if name.endswith(".dat") or "::" in first:
         return "movielens"
@@ -506,4 +514,7 @@ def read_interactions(path: str | Path, fmt: str = "auto", opts: ReadOptions | N
         fmt = detect_format(path)
     if fmt not in READERS:
         raise UserError(f"--format: unknown format {fmt!r}; choose one of: auto, {', '.join(FORMATS)}")
-    return READERS[fmt](path, opts)
+    inter = READERS[fmt](path, opts)
+    if len(inter) == 0:
+        raise UserError(f"{path}: no interactions found (format {fmt})")
+    return inter
