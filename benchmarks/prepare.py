@@ -52,7 +52,8 @@ def run_child(source: Path, out: Path) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"{source}: prepare failed with exit code {proc.returncode}")
     child = json.loads(stdout.strip().splitlines()[-1])
-    return {"wall_s": wall, "prepare_s": child["prepare_s"], "peak_rss_mb": usage.ru_maxrss / 1024, "counts": child["counts"]}
+    peak_mb = usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+    return {"wall_s": wall, "prepare_s": child["prepare_s"], "peak_rss_mb": peak_mb, "counts": child["counts"]}
 
 
 def main() -> int:

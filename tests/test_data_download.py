@@ -71,7 +71,8 @@ def test_env_overrides(tmp_path: Path, server: tuple[str, str, list[str]], monke
     url, sha, hits = server
     monkeypatch.setenv("GLINTRU_ML1M_URL", url)
     monkeypatch.setenv("GLINTRU_ML1M_SHA256", sha)
-    assert main(["prepare", "--dataset", "ml-1m", "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "o")]) == 0
+    args = ["prepare", "--dataset", "ml-1m", "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "o")]
+    assert main(args) == 0
     assert hits == ["/ml-1m.zip"]
 
 
@@ -90,7 +91,8 @@ def test_bad_checksum_deletes_temp_file(tmp_path: Path, server: tuple[str, str, 
 def test_unreachable_url(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with socket_port() as port:  # a port nobody listens on
         url = f"http://127.0.0.1:{port}/ml-1m.zip"
-    args = ["prepare", "--dataset", "ml-1m", "--cache-dir", str(tmp_path / "c"), "--url", url, "--out", str(tmp_path / "o")]
+    args = ["prepare", "--dataset", "ml-1m", "--cache-dir", str(tmp_path / "c"), "--url", url]
+    args += ["--out", str(tmp_path / "o")]
     assert main(args) == 2
     assert "download failed" in capsys.readouterr().err
     assert list((tmp_path / "c").iterdir()) == []

@@ -118,3 +118,9 @@ def test_output_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
     assert main(["prepare", "--source", str(src), "--out", str(out)]) == 2
     assert "is not a directory" in capsys.readouterr().err
     assert out.read_text() == "x"
+
+
+def test_non_finite_timestamp(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    src = tmp_path / "r.inter"
+    src.write_text("user_id:token\titem_id:token\ttimestamp:float\nu\ta\t1.5\nu\tb\tinf\n")
+    _fails(tmp_path, capsys, ["--source", str(src)], "r.inter", "interaction 2: timestamp inf")

@@ -105,7 +105,8 @@ def test_k_core_iterates_to_fixed_point(tmp_path: Path) -> None:
     assert _sequences(dest) == {"u": ["a", "b"], "v": ["a", "b"]}
     # chain of three passes: z's only other item e is rare; dropping z makes d rare; dropping d's users...
     text = "u a b\nv a b\nw a d\nx d e\nz e\n"
-    dest = _prepare(tmp_path, "t.txt", text, "--user-core", "2", "--item-core", "2", "--format", "seq-per-line", out="o2")
+    core = ["--user-core", "2", "--item-core", "2", "--format", "seq-per-line"]
+    dest = _prepare(tmp_path, "t.txt", text, *core, out="o2")
     # pass 1: z (1 item) goes; pass 2: e has 1 user -> x has [d] -> x goes; pass 3: d has 1 user -> w has [a] -> w goes
     assert _sequences(dest) == {"u": ["a", "b"], "v": ["a", "b"]}
 

@@ -17,7 +17,9 @@ from glintru.data.prepare import FilterOptions, prepare
 from glintru.data.readers import ReadOptions
 from glintru.errors import UserError
 
-SEPS: dict[str, str] = {"movielens": "::", "amazon-csv": ",", "recbole": "\t", "seq-per-line": " ", "pair-per-line": " ", "csv": ","}
+SEPS: dict[str, str] = {
+    "movielens": "::", "amazon-csv": ",", "recbole": "\t", "seq-per-line": " ", "pair-per-line": " ", "csv": ","
+}
 HEADERS = {"recbole": "user_id:token\titem_id:token\trating:float\ttimestamp:float\n", "csv": "u,i,t\n"}
 
 small = st.integers(0, 30).map(str)  # small ids, so users and items repeat
@@ -74,7 +76,8 @@ def test_any_input_gives_dataset_or_user_error(doc: tuple[str, bytes], dedup: bo
         out = root / "out"
         opts = ReadOptions(user_col="u", item_col="i", time_col="t") if fmt in ("csv", "parquet") else ReadOptions()
         try:
-            m = prepare(src, out, fmt=fmt, read_opts=opts, filters=FilterOptions(dedup=dedup, user_core=core, item_core=core))
+            filters = FilterOptions(dedup=dedup, user_core=core, item_core=core)
+            m = prepare(src, out, fmt=fmt, read_opts=opts, filters=filters)
         except UserError as exc:
             event(f"{fmt}: UserError")
             assert str(exc)

@@ -52,7 +52,8 @@ def test_amazon_csv(tmp_path: Path) -> None:
 
 def test_recbole_inter(tmp_path: Path) -> None:
     p = tmp_path / "ml.inter"
-    p.write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n196\t242\t3\t881250949\n186\t302\t3\t891717742\n")
+    header = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+    p.write_text(header + "196\t242\t3\t881250949\n186\t302\t3\t891717742\n")
     inter = read_interactions(p)
     assert inter.fmt == "recbole"
     assert _cols(inter) == (["196", "186"], ["242", "302"])

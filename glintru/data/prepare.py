@@ -72,7 +72,9 @@ class Prepared:
 
 def _sorted_codes(values: pa.Array) -> tuple[np.ndarray, pa.Array]:
     """Codes [n] int64 numbering the distinct values in sorted-id order, and the distinct values sorted."""
-    enc = pc.dictionary_encode(values).combine_chunks() if isinstance(values, pa.ChunkedArray) else pc.dictionary_encode(values)
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    enc = pc.dictionary_encode(values)
     uniq = enc.dictionary
     codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     str_rank = np.asarray(pc.sort_indices(uniq).to_numpy(), dtype=np.int64)
@@ -110,6 +112,9 @@ def preprocess(inter: Interactions, opts: FilterOptions, where: str = "input") -
     user, user_vals = _sorted_codes(inter.user)
     item, item_vals = _sorted_codes(inter.item)
     ts = inter.timestamp
+    if ts is not None and ts.dtype.kind == "f" and not np.all(np.abs(ts) < 2.0**62):
+        bad = int(np.flatnonzero(~(np.abs(ts) < 2.0**62))[0])
+        raise UserError(f"{where}: interaction {bad + 1}: timestamp {ts[bad]} is not a finite number in range")
     # chronological per user, stable: np.lexsort is stable, so equal keys keep file order
     order = np.lexsort((ts, user)) if ts is not None else np.argsort(user, kind="stable")
     order = order[keep[order]]
@@ -290,7 +295,8 @@ def prepare(
         "item_core": filters.item_core,
     }
     if inter.fmt in ("csv", "parquet", "recbole"):
-        options.update({k: v for k, v in vars(read_opts).items() if v is not None and (k != "sep" or inter.fmt == "csv")})
+        used = {k: v for k, v in vars(read_opts).items() if v is not None and (k != "sep" or inter.fmt == "csv")}
+        options.update(used)
     manifest = build_manifest(prep, src, options)
     write_prepared(prep, manifest, out, overwrite)
     return manifest

@@ -352,7 +352,7 @@ def _generic_columns(opts: ReadOptions, where: str) -> dict[str, str]:
 
 def _from_table(table: pa.Table, cols: dict[str, str], where: str, fmt: str, line_offset: int) -> Interactions:
     """Take the named columns from a generic table; null or non-numeric values name the row/line."""
-    for role, name in cols.items():
+    for name in cols.values():
         col = table.column(name)
         if col.null_count:
             row = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
@@ -373,9 +373,13 @@ def _from_table(table: pa.Table, cols: dict[str, str], where: str, fmt: str, lin
             try:
                 col = pc.cast(col, pa.float64())
             except pa.ArrowInvalid:
-                vals = col.cast(pa.string()).to_numpy(zero_copy_only=False)
-                row = next(i for i, v in enumerate(vals) if not _is_number(str(v), False))
-                raise UserError(f"{where}:{row + line_offset}: field '{cols[role]}': expected a number, got {vals[row]!r}") from None
+                vals = col.cast(pa.string()).to_numpy(zero_copy_only=False)  # error path only
+                row = next((i for i, v in enumerate(vals) if not _is_number(str(v), False)), None)
+                if row is None:
+                    raise UserError(f"{where}: field '{cols[role]}': expected numbers") from None
+                raise UserError(
+                    f"{where}:{row + line_offset}: field '{cols[role]}': expected a number, got {vals[row]!r}"
+                ) from None
         dtype = np.int64 if role == "timestamp" and pa.types.is_integer(col.type) else np.float64
         out[role] = _np(col, dtype)
     return Interactions(fmt=fmt, **out)  # type: ignore[arg-type]
