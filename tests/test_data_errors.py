@@ -124,3 +124,13 @@ def test_non_finite_timestamp(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     src = tmp_path / "r.inter"
     src.write_text("user_id:token\titem_id:token\ttimestamp:float\nu\ta\t1.5\nu\tb\tinf\n")
     _fails(tmp_path, capsys, ["--source", str(src)], "r.inter", "interaction 2: timestamp inf")
+
+
+def test_parquet_missing_value_names_row(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "log.parquet"
+    pq.write_table(pa.table({"u": ["a", "a", None], "i": ["x", "y", "z"]}), src)
+    _fails(tmp_path, capsys, ["--source", str(src), "--user-col", "u", "--item-col", "i"],
+           "log.parquet: row 3: field 'u': missing value")

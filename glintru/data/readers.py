@@ -350,19 +350,22 @@ def _generic_columns(opts: ReadOptions, where: str) -> dict[str, str]:
     return cols
 
 
-def _from_table(table: pa.Table, cols: dict[str, str], where: str, fmt: str, line_offset: int) -> Interactions:
-    """Take the named columns from a generic table; null or non-numeric values name the row/line."""
+def _from_table(table: pa.Table, cols: dict[str, str], where: str, at: Callable[[int], str], fmt: str) -> Interactions:
+    """Take the named columns from a generic table; null or non-numeric values name the row/line.
+
+    ``at(row)`` formats the location of 0-based table row ``row`` (a file line, or a Parquet row).
+    """
     for name in cols.values():
         col = table.column(name)
         if col.null_count:
             row = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
-            raise UserError(f"{where}:{row + line_offset}: field '{name}': missing value")
+            raise UserError(f"{at(row)}: field '{name}': missing value")
     out: dict[str, object] = {"timestamp": None, "rating": None}
     for role in ("user", "item"):
         out[role] = _str(table.column(cols[role]))
         if len(out[role]) and pc.min(pc.utf8_length(out[role])).as_py() == 0:
             row = int(np.flatnonzero(pc.equal(pc.utf8_length(out[role]), 0).to_numpy(zero_copy_only=False))[0])
-            raise UserError(f"{where}:{row + line_offset}: field '{cols[role]}': empty id")
+            raise UserError(f"{at(row)}: field '{cols[role]}': empty id")
     for role in ("timestamp", "rating"):
         if role not in cols:
             continue
@@ -378,7 +381,7 @@ def _from_table(table: pa.Table, cols: dict[str, str], where: str, fmt: str, lin
                 if row is None:
                     raise UserError(f"{where}: field '{cols[role]}': expected numbers") from None
                 raise UserError(
-                    f"{where}:{row + line_offset}: field '{cols[role]}': expected a number, got {vals[row]!r}"
+                    f"{at(row)}: field '{cols[role]}': expected a number, got {vals[row]!r}"
                 ) from None
         dtype = np.int64 if role == "timestamp" and pa.types.is_integer(col.type) else np.float64
         out[role] = _np(col, dtype)
@@ -413,7 +416,7 @@ def read_csv(path: Path, opts: ReadOptions | None = None) -> Interactions:
         raise (err or UserError(f"{where}: cannot parse ({exc})")) from None
     if table.num_rows == 0:
         raise UserError(f"{where}: no data rows")
-    return _from_table(table, cols, where, "csv", line_offset=2)
+    return _from_table(table, cols, where, lambda row: f"{where}:{row + 2}", "csv")  # line 1 is the header
 
 
 def read_parquet(path: Path, opts: ReadOptions | None = None) -> Interactions:
@@ -435,7 +438,7 @@ def read_parquet(path: Path, opts: ReadOptions | None = None) -> Interactions:
         raise UserError(f"{where}: cannot read as Parquet ({exc})") from None
     if table.num_rows == 0:
         raise UserError(f"{where}: file is empty (no rows)")
-    return _from_table(table, cols, f"{where}: row", "parquet", line_offset=1)
+    return _from_table(table, cols, where, lambda row: f"{where}: row {row + 1}", "parquet")
 
 
 READERS: dict[str, Callable[[Path, ReadOptions | None], Interactions]] = {
