@@ -6,7 +6,10 @@
 
 The step is the engine's: a batch from :mod:`glintru.engine.batching` (length-aware, the
 configured objective), :class:`glintru.engine.loss.SequenceLoss` (model + chunked full-softmax
-cross-entropy), ``backward``, Adam. One warm-up step, then ``--steps`` timed steps without the
+cross-entropy, under the configured precision's autocast), ``backward``, Adam. Under the profiler
+the loss module's two halves (model forward, loss forward) are timed as separate regions; the
+loss's fused implementation computes its gradients in the forward pass, so "loss forward" holds
+most of the loss's cost and "backward" is mostly the model's. One warm-up step, then ``--steps`` timed steps without the
 profiler (median step time and target items/s), then ``--steps`` steps under the profiler.
 Output: the top operators by self CPU time (printed, and in
 ``benchmarks/results/profile_<model>_<tag>.json``). Batches are the *longest* ones of the epoch
@@ -31,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     from glintru.config import build_config, parse_set_args
     from glintru.data.dataset import load_prepared
     from glintru.engine.batching import make_batch, training_samples
-    from glintru.engine.loss import SequenceLoss
+    from glintru.engine.loop import autocast_for
+    from glintru.engine.loss import SequenceLoss, full_softmax_ce
     from glintru.models import build_model
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -65,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     n_targets = [int((b["targets"] > 0).sum()) for b in batches]
 
     def step(batch: dict[str, torch.Tensor]) -> None:
-        loss = loss_module(batch)
+        with autocast_for(cfg.precision, torch.device("cpu")):
+            loss = loss_module(batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -80,8 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     timed = batches[args.steps + 1:]
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
         for b in timed:
-            with torch.profiler.record_function("forward+loss"):
-                loss = loss_module(b)
+            with autocast_for(cfg.precision, torch.device("cpu")):
+                with torch.profiler.record_function("model forward"):  # SequenceLoss.forward, split in two
+                    if b["targets"].dim() == 2:
+                        real = b["targets"] > 0
+                        rows, tgt = model(b["items"])[real], b["targets"][real]  # [R, d], [R]
+                    else:
+                        rows, tgt = model.last_hidden(b["items"], b["lengths"]), b["targets"]  # [B, d], [B]
+                with torch.profiler.record_function("loss forward"):
+                    loss = full_softmax_ce(rows, model.item_embeddings(), tgt, cfg.loss_chunk)
             opt.zero_grad(set_to_none=True)
             with torch.profiler.record_function("backward"):
                 loss.backward()
@@ -90,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     events = prof.key_averages()
     total_self = sum(e.self_cpu_time_total for e in events)
     top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[: args.top]
-    regions = {e.key: e.cpu_time_total / len(timed) / 1e3 for e in events if e.key in ("forward+loss", "backward", "optimizer")}
+    regions = {e.key: e.cpu_time_total / len(timed) / 1e3 for e in events if e.key in ("model forward", "loss forward", "backward", "optimizer")}
     med = statistics.median(times)
     tps = statistics.median(n / t for n, t in zip(n_targets[1:args.steps + 1], times))
     out = {

@@ -152,8 +152,8 @@ def prepare_dataset(data_root: Path, dataset: str, work_dir: Path) -> Path:
     return out
 
 
-def result_path(results_dir: Path, dataset: str, model: str) -> Path:
-    return results_dir / f"{dataset}__{model}.json"
+def result_path(results_dir: Path, dataset: str, model: str, variant: str = "") -> Path:
+    return results_dir / f"{dataset}__{model}{variant}.json"
 
 
 def machine() -> dict[str, Any]:
@@ -173,8 +173,11 @@ def machine() -> dict[str, Any]:
 
 
 def run_one(dataset: str, model: str, data_dir: str, ds_budget: dict[str, Any], work_dir: str,
-            results_dir: str, threads: int, jobs: int) -> dict[str, Any]:
-    """Train one model on one prepared dataset and write its JSON; runs in a child process."""
+            results_dir: str, threads: int, jobs: int, variant: str = "") -> dict[str, Any]:
+    """Train one model on one prepared dataset and write its JSON; runs in a child process.
+
+    ``variant`` (e.g. ``"_lastpos"``) is appended to the run's file and directory names.
+    """
     import numpy as np
     import torch
 
@@ -186,14 +189,14 @@ def run_one(dataset: str, model: str, data_dir: str, ds_budget: dict[str, Any], 
     run_cfg = run_config(model, ds_budget)
     data = load_prepared(data_dir)
     params = sum(p.numel() for p in build_model(run_cfg, data.n_items).parameters())
-    out_dir = Path(work_dir) / "runs" / dataset / model
+    out_dir = Path(work_dir) / "runs" / dataset / f"{model}{variant}"
     if out_dir.exists():  # a run interrupted before its JSON was written starts afresh
         import shutil
 
         shutil.rmtree(out_dir)
     t0 = time.perf_counter()
     elapsed: list[float] = []
-    log = Path(work_dir) / "logs" / f"{dataset}__{model}.log"
+    log = Path(work_dir) / "logs" / f"{dataset}__{model}{variant}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     load0 = os.getloadavg()[0]
     with log.open("w") as fh:
@@ -226,7 +229,7 @@ def run_one(dataset: str, model: str, data_dir: str, ds_budget: dict[str, Any], 
         "machine": {**machine(), "loadavg_1min_start": round(load0, 2), "loadavg_1min_end": round(os.getloadavg()[0], 2)},
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    path = result_path(Path(results_dir), dataset, model)
+    path = result_path(Path(results_dir), dataset, model, variant)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=1, sort_keys=False) + "\n")
