@@ -21,8 +21,10 @@ def ray_local():
     """A private local Ray with 5 logical CPUs (2 Train workers + trial drivers fit on 2 cores)."""
     import ray
 
+    from glintru.distributed.trainer import start_local_ray
+
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=5, log_to_driver=False)
+        start_local_ray(5, log_to_driver=False)
     yield ray
     ray.shutdown()
 

@@ -26,7 +26,8 @@ def train_with_ray(args: argparse.Namespace, run_cfg: RunConfig) -> dict[str, fl
 
     Reads from ``args``: ``data``, ``workers``, ``out`` (run directory; its name is the Train run's
     name, so re-running the same command resumes from the latest checkpoint), and optionally
-    ``mlflow_uri``, ``experiment``, ``gpu``, ``address``, ``num_cpus``, ``storage_path``.
+    ``mlflow_uri``, ``experiment``, ``device`` (``cuda`` = one GPU per worker), ``address``
+    (else ``RAY_ADDRESS``, else a private local Ray), ``num_cpus``, ``storage_path``.
     """
     import ray
 
@@ -34,7 +35,7 @@ def train_with_ray(args: argparse.Namespace, run_cfg: RunConfig) -> dict[str, fl
     from glintru.tuning import mlflow_log
 
     workers = int(args.workers)
-    use_gpu = bool(_arg(args, "gpu", "use_gpu", default=False))
+    use_gpu = bool(_arg(args, "gpu", "use_gpu", default=False)) or _arg(args, "device") == "cuda"
     out = Path(_arg(args, "out", "out_dir", "run_dir", default="runs/train")).resolve()
     out.mkdir(parents=True, exist_ok=True)
     storage = str(_arg(args, "storage_path", default=str(out / "ray")))

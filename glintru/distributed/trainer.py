@@ -209,4 +209,25 @@ def init_ray(address: str | None, num_cpus: int | None, min_cpus: float = 0) -> 
         ray.init(address=address)
         return
     cpus = num_cpus if num_cpus is not None else max(os.cpu_count() or 1, math.ceil(min_cpus) + 1)
-    ray.init(address="local", num_cpus=cpus)
+    start_local_ray(cpus)
+
+
+def start_local_ray(num_cpus: int, **kwargs: Any) -> None:
+    """Start a private local Ray whose own processes can always find its State API.
+
+    Train V2's ``PlacementGroupCleaner`` (the actor that frees a finished or stopped trial's worker
+    placement group) looks the cluster up through the State API. With no address it auto-detects,
+    which fails when another Ray instance runs on the same machine ("Found multiple active Ray
+    instances") or before the dashboard has registered; the placement group then leaks and the next
+    trial waits forever for CPUs (ray-stack-notes P1). So the dashboard gets a known free port and
+    ``RAY_API_SERVER_ADDRESS`` points at it in the environment every Ray process inherits.
+    """
+    import socket
+
+    import ray
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    ray.init(address="local", num_cpus=num_cpus, dashboard_host="127.0.0.1", dashboard_port=port, **kwargs)

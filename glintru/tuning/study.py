@@ -241,7 +241,9 @@ def summarise(s: StudySettings, space: SearchSpace, grid: Any, out_dir: Path, re
     cfg_path.write_text(yaml.safe_dump(best_cfg.to_flat(), sort_keys=False), encoding="utf-8")
     metric_keys = [k for k in sorted(best.metrics) if k.startswith(("valid/", "test/"))]
     best_metrics = {k: float(best.metrics[k]) for k in metric_keys}
-    print_table([("trial", best_id), *params.items(), *best_metrics.items()], f"Best trial of study {s.name} ({s.metric})")
+    k = s.metric.rsplit("@", 1)[-1]
+    shown = {m: v for m, v in best_metrics.items() if m.endswith(f"@{k}") and "/mrr@" not in m}
+    print_table([("trial", best_id), *params.items(), *shown.items()], f"Best trial of study {s.name} ({s.metric})")
     print(f"best config written to {cfg_path}  (glintru train --config {cfg_path} --data {s.data_dir})")
 
     mlflow_log.log_params(uri, parent, {f"best.{k}": v for k, v in params.items()} | {"best.trial_id": best_id})
