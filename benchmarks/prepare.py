@@ -92,7 +92,12 @@ def main() -> int:
                 "runs": args.repeat,
             }
     report = {
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_avg_1min_at_end": round(os.getloadavg()[0], 2),  # > cpus means the figures are contended
+        },
         "memory_measure": "ru_maxrss of the child process (os.wait4), whole process incl. interpreter and imports",
         "datasets": results,
     }
