@@ -96,7 +96,7 @@ def measure(name: str, data_dir: str, threads: int, device: str, train_seconds: 
     for idx in batches[:warm]:
         step(idx)
     sync()
-    n_targets, steps, t0 = 0, 0, time.perf_counter()
+    n_targets, steps, t0, c0 = 0, 0, time.perf_counter(), time.process_time()
     for idx in batches[warm:]:
         step(idx)
         n_targets += samples.n_targets(idx)
@@ -104,17 +104,17 @@ def measure(name: str, data_dir: str, threads: int, device: str, train_seconds: 
         if time.perf_counter() - t0 >= train_seconds:
             break
     sync()
-    train_s = time.perf_counter() - t0
+    train_s, train_cpu_s = time.perf_counter() - t0, time.process_time() - c0
 
     all_users = len(data.eval_users())
     sub = data
     if eval_users is not None and eval_users < data.n_users:
         cut = int(data.offsets[eval_users])
         sub = PreparedDataset(data.path, data.manifest, data.user_ids[:eval_users], data.offsets[: eval_users + 1], data.items[:cut])
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     out = evaluate(model, sub, "test", t, negatives=None, device=dev)
     sync()
-    eval_s = time.perf_counter() - t1
+    eval_s, eval_cpu_s = time.perf_counter() - t1, time.process_time() - c1
     n_eval = int(out["test/n_users"])
     users_per_s = n_eval / eval_s
     return {
@@ -123,11 +123,13 @@ def measure(name: str, data_dir: str, threads: int, device: str, train_seconds: 
         "train_targets_per_s": n_targets / train_s,
         "train_steps_timed": steps,
         "train_s": train_s,
+        "train_cpu_s": train_cpu_s,  # process CPU time: wall >> cpu * threads means the machine was contended
         "train_samples_per_epoch": len(samples),
         "train_targets_per_epoch": samples.n_targets(),
         "eval_users_per_s": users_per_s,
         "eval_users": n_eval,
         "eval_s": eval_s,
+        "eval_cpu_s": eval_cpu_s,
         "eval_all_users": all_users,
         "eval_all_users_s": all_users / users_per_s,
         "eval_extrapolated": n_eval < all_users,
@@ -181,6 +183,8 @@ def print_table(result: dict[str, Any]) -> None:
         est = "~" if r["eval_extrapolated"] else ""
         print(f"{name:17}{r['objective']:>14}{r['train_targets_per_s']:13,.0f}{r['eval_users_per_s']:14,.0f}"
               f"{est + format(r['eval_all_users_s'], '.1f'):>14}{r['params']:10,d}{r['peak_rss_mb']:9,.0f}   {note}")
+    busy = [f"{n} {r['train_cpu_s'] / r['train_s']:.0%}" for n, r in result["models"].items() if "train_s" in r]
+    print(f"CPU share of wall time while training ({result['threads']} thread(s); below ~90% = contended): {', '.join(busy)}")
     if any(r.get("eval_extrapolated") for r in result["models"].values()):
         print("~ = extrapolated from an evaluation subset (--quick)")
 
