@@ -27,6 +27,7 @@ N_ITEMS = 20
 TINY_MODEL = {
     "glintru": {"hidden_size": 8, "n_heads": 2},
     "gru4rec": {"hidden_size": 8, "embedding_size": 8},
+    "sasrec": {"hidden_size": 8, "n_heads": 2, "inner_size": 16},
 }
 TINY_TRAIN = {"max_len": 6, "batch_size": 4, "eval_batch_size": 4, "num_negatives": 0, "topk": [5, 10],
               "max_epochs": 2, "lr": 0.01}
@@ -154,7 +155,7 @@ def test_fused_loss_gradients_pass_gradcheck():
     assert torch.autograd.gradcheck(lambda a, b: full_softmax_ce(a, b, targets, 4), (h, emb))
 
 
-@pytest.mark.parametrize("name", ["glintru", "gru4rec"])
+@pytest.mark.parametrize("name", ["glintru", "gru4rec", "sasrec"])
 def test_all_position_loss_equals_mean_of_prefix_losses_for_causal_models(name):
     data = make_dataset(cyclic_sequences(5, N_ITEMS, min_len=4, max_len=11), N_ITEMS)
     cfg = tiny_cfg(name, max_len=20)
@@ -169,7 +170,7 @@ def test_all_position_loss_equals_mean_of_prefix_losses_for_causal_models(name):
     torch.testing.assert_close(l_all, l_pre, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["glintru", "gru4rec"])
+@pytest.mark.parametrize("name", ["glintru", "gru4rec", "sasrec"])
 def test_one_batch_overfit_drives_loss_down(name):
     data = dataset()
     cfg = tiny_cfg(name)
