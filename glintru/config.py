@@ -320,6 +320,18 @@ def build_config(model: str, overrides: Mapping[str, Any] | None = None, source:
     return RunConfig(model=model, model_cfg=m, train=t)
 
 
+def parse_error_message(exc: BaseException) -> str:
+    """One line describing a JSON/YAML parse error: ``line L, column C: problem``."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"line {exc.lineno}, column {exc.colno}: {exc.msg}"
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + " ".join(str(problem).split())
+
+
 def load_config_file(path: str | Path) -> tuple[str | None, dict[str, Any]]:
     """Read a flat YAML/JSON config file: ``model: NAME`` (optional) plus flat keys.
 
@@ -333,15 +345,18 @@ def load_config_file(path: str | Path) -> tuple[str | None, dict[str, Any]]:
     try:
         text = p.read_text(encoding="utf-8")
         data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise UserError(f"{p}: not a valid {'JSON' if p.suffix == '.json' else 'YAML'} file: {exc}") from None
+    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
+        raise UserError(f"{p}: not a valid {'JSON' if p.suffix == '.json' else 'YAML'} file: {parse_error_message(exc)}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise UserError(f"{p}: expected a mapping of config keys, got {type(data).__name__}")
+    odd = [k for k in data if not isinstance(k, str)]
+    if odd:
+        raise UserError(f"{p}: key {str(odd[0])!r}: config keys must be names of config fields (strings)")
     model = data.pop("model", None)
-    if model is not None and not isinstance(model, str):
-        raise UserError(f"{p}: field 'model': expected a model name, got {model!r}")
+    if model is not None and model not in MODEL_CONFIGS:
+        raise UserError(f"{p}: field 'model': unknown model {model!r}; choose one of: {', '.join(MODEL_CONFIGS)}")
     return model, data
 
 

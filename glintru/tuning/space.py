@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from glintru.config import build_config, config_keys, model_names
+from glintru.config import build_config, config_keys, model_names, parse_error_message
 from glintru.errors import UserError
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
@@ -139,11 +139,11 @@ def load_search_space(path: str | Path) -> SearchSpace:
         raise UserError(f"{p}: search-space file not found")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise UserError(f"{p}: not a valid YAML file: {exc}") from None
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
+        raise UserError(f"{p}: not a valid YAML file: {parse_error_message(exc)}") from None
     if not isinstance(data, dict):
         raise UserError(f"{p}: expected a mapping with keys model, params (and optionally fixed, tune)")
-    unknown_top = sorted(set(data) - {"model", "fixed", "params", "tune"})
+    unknown_top = sorted(str(k) for k in data if k not in ("model", "fixed", "params", "tune"))
     if unknown_top:
         raise UserError(f"{p}: unknown top-level key(s) {', '.join(unknown_top)}; expected model, fixed, params, tune")
     model = data.get("model")
