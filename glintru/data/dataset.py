@@ -98,8 +98,8 @@ def load_prepared(path: str | Path) -> PreparedDataset:
     col = table.column("items").combine_chunks()
     offsets = col.offsets.to_numpy().astype(np.int64)
     offsets = offsets - offsets[0]
-    items = col.values.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
-    items = items[: offsets[-1]]
+    # A writable copy: Arrow buffers are read-only and torch.from_numpy warns on them.
+    items = np.array(col.values.to_numpy(zero_copy_only=False)[: offsets[-1]], dtype=np.int32)
     if len(items) and (items.min() < 1 or items.max() > n_items):
         raise UserError(f"{spath}: item indices must lie in 1..{n_items} (manifest n_items)")
     user_ids = np.asarray(table.column("user_id").to_pylist(), dtype=object)
