@@ -109,7 +109,8 @@ class TrainConfig:
     negative_sampling: str = "popularity"  # "popularity" | "uniform"
     exclude_history: bool = False  # full ranking: mask items already in the user's history
     topk: tuple[int, ...] = (5, 10, 20)
-    max_train_samples: int = 0  # last_position: cap on prefixes per epoch (random subset); 0 = all
+    # Cap on training samples (windows or prefixes) per epoch: a fresh random subset each epoch; 0 = all.
+    max_train_samples: int = 0
     max_time_s: float = 0.0  # stop training after this much wall time (checked per epoch); 0 = no limit
 
 

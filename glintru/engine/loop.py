@@ -186,7 +186,7 @@ def fit(
         torch.manual_seed(epoch_seed(cfg.seed, epoch, rank))
         batches = epoch_batches(
             samples, cfg.batch_size, seed=cfg.seed, epoch=epoch, rank=rank, world_size=world_size,
-            max_samples=cfg.max_train_samples if cfg.objective == "last_position" else 0,
+            max_samples=cfg.max_train_samples,
         )
         loss_module.train()
         t_epoch = time.perf_counter()
