@@ -407,6 +407,8 @@ def resume_study(
     state restored) with the same trainable, the same MLflow parent run and the same trial runs."""
     import ray
 
+    from glintru.distributed.trainer import init_ray
+
     exp_path = resolve_storage(experiment_path)
     s = load_settings(exp_path)
     space = load_search_space(s.search_space)
