@@ -22,7 +22,8 @@ Budget: every model on a dataset gets the same settings (:data:`DEFAULT_BUDGET`,
 ``--budget-file`` or ``--set``): the same d, window, batch size, learning rate, epoch limit,
 patience and training-time cap (``max_time_s``: training time, checked after each epoch, so a run
 may overshoot by one epoch), and for last-position objectives a cap on prefixes per epoch
-(``max_train_samples``) so that an epoch stays short enough to validate often. Each run uses
+(``max_train_samples``; the engine applies it to all-position windows too, but the default caps
+exceed every dataset's window count) so that an epoch stays short enough to validate often. Each run uses
 ``--threads`` torch threads (1 by default: see /work/shared/docs/perf-notes.md on threading) and at
 most ``--jobs`` runs go at once, each in its own process.
 """
@@ -265,8 +266,11 @@ def accuracy_table(records: list[dict[str, Any]]) -> str:
         "",
         "Leave-one-out split; full ranking over every item and pop100 (target vs 100 negatives drawn by",
         "popularity); metrics @10 in %, best per column in bold. `wall s` = training + every validation",
-        "+ test, on a shared 2-core CPU. The budget line is the same for every model on a dataset",
-        "(`max_train_samples` only applies to last-position objectives).",
+        "+ test, on a shared 2-core CPU. The budget line is the same for every model on a dataset.",
+        "`max_train_samples` caps the samples drawn per epoch: prefixes for last-position objectives,",
+        "windows for all-position ones (ML-1M has 8,619 windows, Beauty 22,512, Video Games 24,631 at",
+        "these lengths, so the cap only shortens last-position epochs). `stopped`: max_time_s = the",
+        "training-time cap ended the run (checked after each epoch), patience = early stopping.",
     ]
     by_ds: dict[str, list[dict[str, Any]]] = {}
     for r in records:
