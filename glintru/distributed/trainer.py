@@ -109,8 +109,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
             "best_epoch": float(result.best_epoch),
             "wall_s": float(result.wall_s),
             "train_s": float(result.train_s),
-            "done": 1.0,
-        }
+        }  # no "done" key: Tune reserves it and would end the trial before its driver closes the MLflow run
         if mlf:
             from glintru.tuning import mlflow_log
 

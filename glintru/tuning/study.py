@@ -155,8 +155,9 @@ def make_trainable(s: StudySettings) -> Any:
 
 def build_tuner(s: StudySettings, space: SearchSpace) -> Any:
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
+
+    from glintru.tuning.scheduler import LastEpochSafeASHA
 
     from glintru.tuning.space import to_tune_space
 
@@ -170,11 +171,11 @@ def build_tuner(s: StudySettings, space: SearchSpace) -> Any:
             num_samples=s.num_samples,
             max_concurrent_trials=s.max_concurrent,
             search_alg=OptunaSearch(seed=s.seed),
-            # max_t = max_epochs + 1: ASHA stops trials only at its rungs, never at the last epoch, so a
-            # finished trial's final report (test metrics) and MLflow artifacts are not cut off.
-            scheduler=ASHAScheduler(
-                time_attr="epoch", max_t=s.max_epochs + 1, grace_period=min(s.grace_period, s.max_epochs),
-                reduction_factor=2,
+            # max_t = max_epochs + 1 and LastEpochSafeASHA: a trial is never stopped on its last epoch,
+            # so its final report (test metrics) and MLflow artifacts are not cut off.
+            scheduler=LastEpochSafeASHA(
+                s.max_epochs, time_attr="epoch", max_t=s.max_epochs + 1,
+                grace_period=min(s.grace_period, s.max_epochs), reduction_factor=2,
             ),
         ),
         run_config=tune.RunConfig(
