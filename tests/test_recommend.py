@@ -4,7 +4,6 @@ Ray Data actors, atomic output, and one clear error per bad input."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,14 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from ray_fixtures import ray_local  # noqa: E402,F401
-
-from glintru.cli import main  # noqa: E402
-from glintru.config import build_config  # noqa: E402
-from glintru.errors import UserError  # noqa: E402
-from glintru.models import build_model  # noqa: E402
-from glintru.recommend import load_model, top_k_from_histories  # noqa: E402
+from glintru.cli import main
+from glintru.config import build_config
+from glintru.errors import UserError
+from glintru.models import build_model
+from glintru.recommend import load_model, top_k_from_histories
 
 N_ITEMS = 12
 MAX_LEN = 6
@@ -84,6 +80,16 @@ def reference_top_k(model, seq: list[int], k: int, max_len: int, include_seen: b
     return [j + 1 for j in keep], scores[keep].numpy()
 
 
+@pytest.fixture()
+def local_ray():
+    """A private local Ray shared by the tests (started again if another test shut it down)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=5, log_to_driver=False)
+    return ray
+
+
 @pytest.fixture
 def trained(tmp_path):
     torch.manual_seed(0)
@@ -128,7 +134,7 @@ def test_window_is_the_last_max_len_items():
     np.testing.assert_array_equal(sa, sb)
 
 
-def test_recommend_command_maps_ids_back_and_matches_the_engine(ray_local, trained, tmp_path, capsys):
+def test_recommend_command_maps_ids_back_and_matches_the_engine(local_ray, trained, tmp_path, capsys):
     model, run_cfg, seqs, data, best = trained
     out = tmp_path / "recs.parquet"
     rc = main(["recommend", "--model", str(best.parent), "--data", str(data), "--k", "3", "--out", str(out),
@@ -147,7 +153,7 @@ def test_recommend_command_maps_ids_back_and_matches_the_engine(ray_local, train
     assert not list(tmp_path.glob(".recs.parquet.tmp-*"))
 
 
-def test_include_seen_and_a_checkpoint_file_source(ray_local, trained, tmp_path):
+def test_include_seen_and_a_checkpoint_file_source(local_ray, trained, tmp_path):
     model, run_cfg, seqs, data, best = trained
     out = tmp_path / "recs.parquet"
     assert main(["recommend", "--model", str(best), "--data", str(data), "--k", "5", "--out", str(out), "--include-seen"]) == 0
@@ -224,3 +230,48 @@ class _Exploit:
 
     def __reduce__(self):
         return (Path.touch, (Path(self.path),))
+
+
+def test_a_run_trained_by_the_engine_is_scored_like_the_engine_scores_it(tmp_path):
+    from glintru.data.dataset import load_prepared
+    from glintru.engine import load_best_model
+
+    seqs = sequences(30, seed=3)
+    data = write_dataset(tmp_path / "data", seqs)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--model", "glintru", "--set", "hidden_size=8", "--set", "n_heads=2",
+                 "--set", f"max_len={MAX_LEN}", "--set", "batch_size=8", "--set", "num_negatives=0",
+                 "--max-epochs", "1", "--out", str(run), "--threads", "1", "--quiet"]) == 0
+    engine_model, _ = load_best_model(run / "best.pt", load_prepared(data).n_items)
+    engine_model.eval()
+    loaded = load_model(run)
+    offsets = np.concatenate([[0], np.cumsum([len(s) for s in seqs])])
+    items, scores = top_k_from_histories(loaded.model, offsets, np.concatenate(seqs), k=3, max_len=loaded.max_len)
+    for u in (0, 2, 7, 29):
+        ref_items, ref_scores = reference_top_k(engine_model, seqs[u], 3, MAX_LEN, include_seen=False)
+        assert [int(i) for i in items[u] if i > 0] == ref_items
+        np.testing.assert_allclose(scores[u, : len(ref_items)], ref_scores, rtol=1e-5, atol=1e-6)
+
+
+def test_an_mlflow_model_uri_loads_with_max_len_from_its_run(tmp_path):
+    import mlflow
+    import mlflow.pytorch
+
+    torch.manual_seed(0)
+    run_cfg = tiny_cfg()
+    model = build_model(run_cfg, N_ITEMS).eval()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.create_experiment("rec", artifact_location=(tmp_path / "mlruns").as_uri())
+    with mlflow.start_run(experiment_id=exp) as run:
+        mlflow.log_param("max_len", MAX_LEN)
+        mlflow.pytorch.log_model(model, name="model", serialization_format="pickle")
+    loaded = load_model(f"runs:/{run.info.run_id}/model", tracking_uri=uri)
+    assert loaded.max_len == MAX_LEN and loaded.n_items == N_ITEMS
+    seqs = sequences()
+    offsets = np.concatenate([[0], np.cumsum([len(s) for s in seqs])])
+    got, _ = top_k_from_histories(loaded.model, offsets, np.concatenate(seqs), k=3, max_len=loaded.max_len)
+    want, _ = top_k_from_histories(model, offsets, np.concatenate(seqs), k=3, max_len=MAX_LEN)
+    assert np.array_equal(got, want)
+    with pytest.raises(UserError, match="cannot load the MLflow model"):
+        load_model("runs:/0123456789abcdef/model", tracking_uri=uri)
