@@ -37,6 +37,9 @@ from glintru.config import config_from_flat
 #   progress:    bool, engine progress output
 
 
+FINAL_METRICS = "final_metrics.json"  # marks the checkpoint of a finished run
+
+
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """Sum ``t`` over all workers (in place on a copy); exact for the engine's integer-valued sums."""
     import torch.distributed as dist
@@ -97,6 +100,15 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
         ckpt = ray.train.get_checkpoint()
         if ckpt is not None:
             resume_from = Path(ckpt.to_directory(str(Path(tmp) / "resume")))
+            if (resume_from / FINAL_METRICS).exists():
+                # The run had already finished (e.g. its Tune driver was killed after the final
+                # report): report the same final result again instead of training anything.
+                final = json.loads((resume_from / FINAL_METRICS).read_text(encoding="utf-8"))
+                if rank == 0:
+                    ray.train.report(final, checkpoint=ray.train.Checkpoint.from_directory(str(resume_from)))
+                else:
+                    ray.train.report(final)
+                return
         result = fit(
             run_cfg, data, work, device=device, rank=rank, world_size=world_size,
             wrap_model=ray.train.torch.prepare_model, all_reduce_sum=all_reduce_sum,
@@ -128,7 +140,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
             # final report carries a small checkpoint: the best weights and the final metrics.
             final_dir = Path(tmp) / "final"
             final_dir.mkdir()
-            (final_dir / "metrics.json").write_text(json.dumps(final, indent=2), encoding="utf-8")
+            (final_dir / FINAL_METRICS).write_text(json.dumps(final, indent=2), encoding="utf-8")
             if (work / "best.pt").exists():
                 shutil.copy2(work / "best.pt", final_dir / "best.pt")
             ray.train.report(final, checkpoint=ray.train.Checkpoint.from_directory(str(final_dir)))
