@@ -442,7 +442,7 @@ def recommend(
             },
             batch_size=batch_size,
             batch_format="pyarrow",
-            concurrency=workers,
+            compute=ray.data.ActorPoolStrategy(size=workers),
             **resources,
         )
         t1 = time.perf_counter()
