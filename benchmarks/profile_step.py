@@ -1,15 +1,16 @@
 """Where one training step's time goes: torch.profiler over real batches of a prepared dataset.
 
     python benchmarks/profile_step.py --data benchmarks/work/data/ml-1m --tag before
-    python benchmarks/profile_step.py --data benchmarks/work/data/ml-1m --tag after --set loss_chunk=32768
+    python benchmarks/profile_step.py --data benchmarks/work/data/ml-1m --tag checkpoint --loss-method checkpoint
     python benchmarks/profile_step.py --data DIR --model sasrec --set hidden_size=64 --steps 3
 
 The step is the engine's: a batch from :mod:`glintru.engine.batching` (length-aware, the
-configured objective), :class:`glintru.engine.loss.SequenceLoss` (model + chunked full-softmax
-cross-entropy, under the configured precision's autocast), ``backward``, Adam. Under the profiler
-the loss module's two halves (model forward, loss forward) are timed as separate regions; the
-loss's fused implementation computes its gradients in the forward pass, so "loss forward" holds
-most of the loss's cost and "backward" is mostly the model's. One warm-up step, then ``--steps`` timed steps without the
+configured objective), the computation of :class:`glintru.engine.loss.SequenceLoss` (hidden
+states, then :func:`glintru.engine.loss.full_softmax_ce`, ``--loss-method`` fused as the engine
+uses it or the earlier checkpointed one; under the configured precision's autocast),
+``backward``, Adam. Under the profiler the two halves (model forward, loss forward) are separate
+regions; the fused loss computes its gradients in the forward pass, so "loss forward" holds most
+of the loss's cost and "backward" is then mostly the model's. One warm-up step, then ``--steps`` timed steps without the
 profiler (median step time and target items/s), then ``--steps`` steps under the profiler.
 Output: the top operators by self CPU time (printed, and in
 ``benchmarks/results/profile_<model>_<tag>.json``). Batches are the *longest* ones of the epoch
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     from glintru.data.dataset import load_prepared
     from glintru.engine.batching import make_batch, training_samples
     from glintru.engine.loop import autocast_for
-    from glintru.engine.loss import SequenceLoss, full_softmax_ce
+    from glintru.engine.loss import full_softmax_ce
     from glintru.models import build_model
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tag", default="before")
+    ap.add_argument("--loss-method", default="fused", choices=("fused", "checkpoint"),
+                    help="full_softmax_ce implementation (the engine uses fused)")
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
@@ -59,7 +62,6 @@ def main(argv: list[str] | None = None) -> int:
     cfg = run_cfg.train
     data = load_prepared(args.data)
     model = build_model(run_cfg, data.n_items)
-    loss_module = SequenceLoss(model, cfg.loss_chunk)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     samples = training_samples(data, cfg.objective, cfg.max_len)
     longest = torch.from_numpy(samples.n).argsort(descending=True, stable=True).numpy()
@@ -68,9 +70,19 @@ def main(argv: list[str] | None = None) -> int:
                for i in range(2 * args.steps + 1)]
     n_targets = [int((b["targets"] > 0).sum()) for b in batches]
 
+    def hidden(b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """SequenceLoss.forward's first half: rows [R, d] and their targets [R]."""
+        if b["targets"].dim() == 2:
+            real = b["targets"] > 0
+            return model(b["items"])[real], b["targets"][real]
+        return model.last_hidden(b["items"], b["lengths"]), b["targets"]
+
+    def loss_of(rows: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        return full_softmax_ce(rows, model.item_embeddings(), tgt, cfg.loss_chunk, method=args.loss_method)
+
     def step(batch: dict[str, torch.Tensor]) -> None:
         with autocast_for(cfg.precision, torch.device("cpu")):
-            loss = loss_module(batch)
+            loss = loss_of(*hidden(batch))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -86,14 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
         for b in timed:
             with autocast_for(cfg.precision, torch.device("cpu")):
-                with torch.profiler.record_function("model forward"):  # SequenceLoss.forward, split in two
-                    if b["targets"].dim() == 2:
-                        real = b["targets"] > 0
-                        rows, tgt = model(b["items"])[real], b["targets"][real]  # [R, d], [R]
-                    else:
-                        rows, tgt = model.last_hidden(b["items"], b["lengths"]), b["targets"]  # [B, d], [B]
+                with torch.profiler.record_function("model forward"):
+                    rows, tgt = hidden(b)
                 with torch.profiler.record_function("loss forward"):
-                    loss = full_softmax_ce(rows, model.item_embeddings(), tgt, cfg.loss_chunk)
+                    loss = loss_of(rows, tgt)
             opt.zero_grad(set_to_none=True)
             with torch.profiler.record_function("backward"):
                 loss.backward()
@@ -106,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     med = statistics.median(times)
     tps = statistics.median(n / t for n, t in zip(n_targets[1:args.steps + 1], times))
     out = {
-        "model": args.model, "tag": args.tag, "data": str(data.path.name), "threads": args.threads,
+        "model": args.model, "tag": args.tag, "loss_method": args.loss_method, "data": str(data.path.name), "threads": args.threads,
         "config": run_cfg.to_flat(), "batch_shape": list(batches[1]["items"].shape),
         "targets_per_step": n_targets[1], "step_s_median": round(med, 4), "targets_per_s": round(tps, 1),
         "regions_ms_per_step": {k: round(v, 1) for k, v in regions.items()},

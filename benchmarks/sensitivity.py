@@ -1,14 +1,14 @@
 """Sensitivity of GLINT-RU to kernel size, hidden dim and mixing init: a `glintru tune` study + plots.
 
-    python benchmarks/sensitivity.py run --data benchmarks/work/data/amazon-beauty   # the study (~40 min here)
+    python benchmarks/sensitivity.py run --data benchmarks/work/data/amazon-beauty   # the study (~30 min here)
     python benchmarks/sensitivity.py plot                                            # JSON, table, PNGs
 
 ``run`` is exactly this `glintru tune` command (printed before it starts; 16 trials, ASHA, Optuna
-TPE, one Ray Train worker per trial, one trial at a time, search space ``benchmarks/sensitivity.yaml``):
+TPE, one Ray Train worker per trial, two trials at a time, search space ``benchmarks/sensitivity.yaml``):
 
-    glintru tune --data DIR --search-space benchmarks/sensitivity.yaml --max-concurrent 1 --num-cpus 2 \\
+    glintru tune --data DIR --search-space benchmarks/sensitivity.yaml --max-concurrent 2 --num-cpus 2 \\
         --storage-path benchmarks/work/ray_results --mlflow-uri sqlite:///<abs>/benchmarks/work/mlflow.db \\
-        --out benchmarks/work/sensitivity --experiment glintru-beauty-sensitivity
+        --out benchmarks/work/sensitivity --experiment glintru-beauty-sensitivity-8k
 
 ``plot`` reads the study's trial runs from that MLflow store (tags ``glintru.role=trial`` and
 ``glintru.study=<experiment>``): each trial's searched values, the validation full-ranking NDCG@10
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-EXPERIMENT = "glintru-beauty-sensitivity"
+EXPERIMENT = "glintru-beauty-sensitivity-8k"
 SEARCHED = ("kernel_size", "hidden_size", "mixing_init")
 METRIC = "valid/full/ndcg_at_10"  # MLflow's name of the engine's valid/full/ndcg@10
 DEFAULT_URI = f"sqlite:///{ROOT / 'benchmarks' / 'work' / 'mlflow.db'}"
@@ -42,7 +42,7 @@ def tune_command(data: str, uri: str, experiment: str) -> list[str]:
     work = ROOT / "benchmarks" / "work"
     return [
         str(Path(sys.executable).parent / "glintru"), "tune", "--data", data,
-        "--search-space", str(ROOT / "benchmarks" / "sensitivity.yaml"), "--max-concurrent", "1", "--num-cpus", "2",
+        "--search-space", str(ROOT / "benchmarks" / "sensitivity.yaml"), "--max-concurrent", "2", "--num-cpus", "2",
         "--storage-path", str(work / "ray_results"), "--mlflow-uri", uri, "--out", str(work / "sensitivity"),
         "--experiment", experiment,
     ]
