@@ -21,12 +21,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from glintru.config import build_config, load_config_file, model_names, parse_set_args
+from glintru.config import build_config, config_keys, load_config_file, model_names, parse_set_args
 from glintru.errors import UserError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="prepared dataset directory (glintru prepare)")
+    p.add_argument("--data", help="prepared dataset directory (glintru prepare); required unless --smoke-test")
     p.add_argument("--model", help=f"one of: {', '.join(model_names())} (default: the --config file's model)")
     p.add_argument("--config", help="flat YAML/JSON config file (e.g. a run's config.yaml)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, repeatable")
@@ -40,6 +40,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="N >= 1: train with N Ray Train workers instead of in this process")
     p.add_argument("--mlflow-uri", help="log the run to this MLflow tracking URI")
     p.add_argument("--experiment", help="MLflow experiment name")
+    p.add_argument("--address", help="--workers: Ray cluster address (e.g. auto under `ray submit`); default: a local Ray")
+    p.add_argument("--num-cpus", type=int, help="--workers: logical CPUs of a local Ray (never sent to a cluster)")
+    p.add_argument("--storage-path", help="--workers: Ray Train storage (default RUN_DIR/ray; s3://... on a cluster)")
+    p.add_argument("--smoke-test", action="store_true", help="2 epochs of a tiny model on a tiny synthetic dataset")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--workers: must be >= 1, got {args.workers}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available")
+    if args.smoke_test:
+        return _smoke_test(args)
+    if args.data is None:
+        raise UserError("--data: required (a prepared dataset directory), unless --smoke-test")
     run_cfg, out, resume_from = resolve_run(args)
     data = load_prepared(args.data)
     if args.out is None and args.resume is None:
@@ -83,6 +91,26 @@ def run(args: argparse.Namespace) -> int:
         log_train_run(args.mlflow_uri, run_cfg, result, data, out, **extra)
     print_table(final_metrics(result), out)
     return 0
+
+
+SMOKE_SETTINGS = {"hidden_size": 16, "n_heads": 2, "max_len": 16, "batch_size": 16, "eval_batch_size": 64,
+                  "num_negatives": 10, "max_epochs": 2}
+
+
+def _smoke_test(args: argparse.Namespace) -> int:
+    """The real command end to end on a tiny synthetic dataset in a temporary directory."""
+    import tempfile
+
+    from glintru.tuning.smoke import write_synthetic_dataset
+
+    with tempfile.TemporaryDirectory(prefix="glintru-train-smoke-") as tmp:
+        args.data = str(write_synthetic_dataset(f"{tmp}/data"))
+        args.model = args.model or "glintru"
+        keys = config_keys(args.model)
+        args.set = [f"{k}={v}" for k, v in SMOKE_SETTINGS.items() if k in keys] + list(args.set or [])
+        args.out = args.out or f"{tmp}/run"
+        args.smoke_test = False
+        return run(args)
 
 
 def resolve_run(args: argparse.Namespace) -> tuple[Any, Path | None, Path | None]:
