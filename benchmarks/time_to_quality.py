@@ -67,7 +67,7 @@ def time_to_quality(fast: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]
         "fast_wall_s": fast["wall_s"],
         "speedup_vs_reference_best": round(ref_best["elapsed_s"] / hit["elapsed_s"], 2) if hit else None,
         "curves": {
-            r["model"]: [(round(h["elapsed_s"], 1), round(h[METRIC], 5)) for h in r["history"]] for r in (fast, ref)
+            r["model"]: [(round(h["elapsed_s"], 1), round(h[METRIC], 6)) for h in r["history"]] for r in (fast, ref)
         },
         "budget": fast["budget"],
     }
