@@ -233,10 +233,20 @@ def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
     raise AssertionError(f"unsupported field type for {name}")
 
 
-def _validate(model: str, m: Any, t: TrainConfig, source: str) -> None:
+def check_model_config(m: Any, source: str, n_items: int = 1, max_len: int = 1) -> None:
+    """Raise a UserError naming the first impossible model hyperparameter.
+
+    Called by :func:`build_config` and by every model's constructor (models may be built directly),
+    with ``n_items`` (catalogue size) and ``max_len`` (window) checked as well.
+    """
+
     def bad(name: str, msg: str) -> UserError:
         return UserError(f"{source}: field '{name}': {msg}")
 
+    if n_items < 1:
+        raise UserError(f"{source}: n_items must be >= 1, got {n_items}")
+    if max_len < 1:
+        raise UserError(f"{source}: max_len must be >= 1, got {max_len}")
     for name in ("hidden_size", "embedding_size", "n_heads", "n_layers", "inner_size", "kernel_size"):
         if hasattr(m, name) and getattr(m, name) < 1:
             raise bad(name, f"must be >= 1, got {getattr(m, name)}")
@@ -252,6 +262,13 @@ def _validate(model: str, m: Any, t: TrainConfig, source: str) -> None:
             raise bad("gate_ratio", f"must give a bottleneck of >= 1 unit and be <= 4, got {m.gate_ratio}")
     if hasattr(m, "layer_norm_eps") and not m.layer_norm_eps > 0:
         raise bad("layer_norm_eps", f"must be > 0, got {m.layer_norm_eps}")
+
+
+def _validate(model: str, m: Any, t: TrainConfig, source: str) -> None:
+    def bad(name: str, msg: str) -> UserError:
+        return UserError(f"{source}: field '{name}': {msg}")
+
+    check_model_config(m, source)
     for name, choices in _CHOICES.items():
         if getattr(t, name) not in choices:
             raise bad(name, f"must be one of {', '.join(choices)}, got {getattr(t, name)!r}")

@@ -64,35 +64,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glintru.config import GlintRUConfig
-from glintru.errors import UserError
+from glintru.config import GlintRUConfig, check_model_config
 from glintru.models import SequentialRecommender
-
-
-def _check_config(cfg: GlintRUConfig, n_items: int, max_len: int) -> None:
-    """Raise a UserError naming the first impossible hyperparameter (mirrors build_config)."""
-
-    def bad(name: str, msg: str) -> UserError:
-        return UserError(f"GlintRUConfig: field '{name}': {msg}")
-
-    for name in ("hidden_size", "n_heads", "kernel_size"):
-        if getattr(cfg, name) < 1:
-            raise bad(name, f"must be >= 1, got {getattr(cfg, name)}")
-    if cfg.hidden_size % cfg.n_heads != 0:
-        raise bad("n_heads", f"hidden_size {cfg.hidden_size} is not divisible by n_heads {cfg.n_heads}")
-    if not 0.0 < cfg.mixing_init < 1.0:
-        raise bad("mixing_init", f"must be in the open interval (0, 1), got {cfg.mixing_init}")
-    if not 0.0 < cfg.gate_ratio <= 4.0 or int(cfg.hidden_size * cfg.gate_ratio) < 1:
-        raise bad("gate_ratio", f"must give a bottleneck of >= 1 unit and be <= 4, got {cfg.gate_ratio}")
-    for name in ("emb_dropout", "attn_dropout", "gate_dropout", "dense_dropout", "mlp_dropout"):
-        if not 0.0 <= getattr(cfg, name) < 1.0:
-            raise bad(name, f"must be in [0, 1), got {getattr(cfg, name)}")
-    if not cfg.layer_norm_eps > 0:
-        raise bad("layer_norm_eps", f"must be > 0, got {cfg.layer_norm_eps}")
-    if n_items < 1:
-        raise UserError(f"GlintRU: n_items must be >= 1, got {n_items}")
-    if max_len < 1:
-        raise UserError(f"GlintRU: max_len must be >= 1, got {max_len}")
 
 
 def temporal_conv(x: torch.Tensor, conv: nn.Conv1d, left: int, right: int) -> torch.Tensor:
@@ -279,7 +252,7 @@ class GlintRU(SequentialRecommender):
 
     def __init__(self, cfg: GlintRUConfig, n_items: int, max_len: int) -> None:
         super().__init__()
-        _check_config(cfg, n_items, max_len)
+        check_model_config(cfg, "GlintRUConfig", n_items=n_items, max_len=max_len)
         d = cfg.hidden_size
         self.cfg = cfg
         self.causal = cfg.causal

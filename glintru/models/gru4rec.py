@@ -25,22 +25,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from glintru.config import GRU4RecConfig
-from glintru.errors import UserError
+from glintru.config import GRU4RecConfig, check_model_config
 from glintru.models import SequentialRecommender
-
-
-def _check_config(cfg: GRU4RecConfig, n_items: int, max_len: int) -> None:
-    """Raise a UserError naming the first impossible hyperparameter (mirrors build_config)."""
-    for name in ("hidden_size", "embedding_size", "n_layers"):
-        if getattr(cfg, name) < 1:
-            raise UserError(f"GRU4RecConfig: field '{name}': must be >= 1, got {getattr(cfg, name)}")
-    if not 0.0 <= cfg.emb_dropout < 1.0:
-        raise UserError(f"GRU4RecConfig: field 'emb_dropout': must be in [0, 1), got {cfg.emb_dropout}")
-    if n_items < 1:
-        raise UserError(f"GRU4Rec: n_items must be >= 1, got {n_items}")
-    if max_len < 1:
-        raise UserError(f"GRU4Rec: max_len must be >= 1, got {max_len}")
 
 
 class GRU4Rec(SequentialRecommender):
@@ -51,7 +37,7 @@ class GRU4Rec(SequentialRecommender):
 
     def __init__(self, cfg: GRU4RecConfig, n_items: int, max_len: int) -> None:
         super().__init__()
-        _check_config(cfg, n_items, max_len)
+        check_model_config(cfg, "GRU4RecConfig", n_items=n_items, max_len=max_len)
         self.cfg = cfg
         self.item_embedding = nn.Embedding(n_items + 1, cfg.embedding_size, padding_idx=0)
         self.emb_dropout = nn.Dropout(cfg.emb_dropout)

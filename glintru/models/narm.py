@@ -35,23 +35,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from glintru.config import NARMConfig
-from glintru.errors import UserError
+from glintru.config import NARMConfig, check_model_config
 from glintru.models import SequentialRecommender
-
-
-def _check_config(cfg: NARMConfig, n_items: int, max_len: int) -> None:
-    """Raise a UserError naming the first impossible hyperparameter (mirrors build_config)."""
-    for name in ("hidden_size", "embedding_size", "n_layers"):
-        if getattr(cfg, name) < 1:
-            raise UserError(f"NARMConfig: field '{name}': must be >= 1, got {getattr(cfg, name)}")
-    for name in ("emb_dropout", "ct_dropout"):
-        if not 0.0 <= getattr(cfg, name) < 1.0:
-            raise UserError(f"NARMConfig: field '{name}': must be in [0, 1), got {getattr(cfg, name)}")
-    if n_items < 1:
-        raise UserError(f"NARM: n_items must be >= 1, got {n_items}")
-    if max_len < 1:
-        raise UserError(f"NARM: max_len must be >= 1, got {max_len}")
 
 
 class NARM(SequentialRecommender):
@@ -63,7 +48,7 @@ class NARM(SequentialRecommender):
 
     def __init__(self, cfg: NARMConfig, n_items: int, max_len: int) -> None:
         super().__init__()
-        _check_config(cfg, n_items, max_len)
+        check_model_config(cfg, "NARMConfig", n_items=n_items, max_len=max_len)
         H, E = cfg.hidden_size, cfg.embedding_size
         self.cfg = cfg
         self.item_embedding = nn.Embedding(n_items + 1, E, padding_idx=0)

@@ -33,33 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glintru.config import SASRecConfig
-from glintru.errors import UserError
+from glintru.config import SASRecConfig, check_model_config
 from glintru.models import SequentialRecommender
 
 INIT_STD = 0.02  # RecBole's initializer_range for SASRec
-
-
-def _check_config(cfg: SASRecConfig, n_items: int, max_len: int) -> None:
-    """Raise a UserError naming the first impossible hyperparameter (mirrors build_config)."""
-
-    def bad(name: str, msg: str) -> UserError:
-        return UserError(f"SASRecConfig: field '{name}': {msg}")
-
-    for name in ("hidden_size", "n_layers", "n_heads", "inner_size"):
-        if getattr(cfg, name) < 1:
-            raise bad(name, f"must be >= 1, got {getattr(cfg, name)}")
-    if cfg.hidden_size % cfg.n_heads != 0:
-        raise bad("n_heads", f"hidden_size {cfg.hidden_size} is not divisible by n_heads {cfg.n_heads}")
-    for name in ("hidden_dropout", "attn_dropout"):
-        if not 0.0 <= getattr(cfg, name) < 1.0:
-            raise bad(name, f"must be in [0, 1), got {getattr(cfg, name)}")
-    if not cfg.layer_norm_eps > 0:
-        raise bad("layer_norm_eps", f"must be > 0, got {cfg.layer_norm_eps}")
-    if n_items < 1:
-        raise UserError(f"SASRec: n_items must be >= 1, got {n_items}")
-    if max_len < 1:
-        raise UserError(f"SASRec: max_len must be >= 1, got {max_len}")
 
 
 class CausalSelfAttention(nn.Module):
@@ -128,7 +105,7 @@ class SASRec(SequentialRecommender):
 
     def __init__(self, cfg: SASRecConfig, n_items: int, max_len: int) -> None:
         super().__init__()
-        _check_config(cfg, n_items, max_len)
+        check_model_config(cfg, "SASRecConfig", n_items=n_items, max_len=max_len)
         d = cfg.hidden_size
         self.cfg = cfg
         self.max_len = max_len
