@@ -1,6 +1,6 @@
 """Sensitivity of GLINT-RU to kernel size, hidden dim and mixing init: a `glintru tune` study + plots.
 
-    python benchmarks/sensitivity.py run --data benchmarks/work/data/amazon-beauty   # the study (~30 min here)
+    python benchmarks/sensitivity.py run --data benchmarks/work/data/amazon-beauty   # the study (~35 min here)
     python benchmarks/sensitivity.py plot                                            # JSON, table, PNGs
 
 ``run`` is exactly this `glintru tune` command (printed before it starts; 16 trials, ASHA, Optuna
