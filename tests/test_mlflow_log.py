@@ -81,3 +81,59 @@ def test_run_outputs_are_logged_as_artifacts(tmp_path):
     mlflow_log.learning_curve_png(history, png, "valid/full/ndcg@10")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert os.path.exists(tmp_path / "mlruns")
+
+
+def test_run_outputs_complete_a_cut_off_upload_and_are_idempotent(tmp_path):
+    """A kill after config.yaml and manifest.json (the symptom seen after a kill + resume): logging
+    again adds the learning curve and checkpoint, keeps what is there, and logs no metric twice."""
+    uri = f"sqlite:///{tmp_path}/m.db"
+    exp = mlflow_log.ensure_experiment(uri, "e")
+    run, _ = mlflow_log.get_or_create_run(uri, exp, {mlflow_log.ROLE: "trial"}, run_name="r")
+    c = mlflow_log.client(uri)
+    first = tmp_path / "first"
+    first.mkdir()
+    (first / "config.yaml").write_text("lr: 0.1\n")
+    (first / "manifest.json").write_text("{}")
+    c.log_artifact(run, str(first / "config.yaml"))
+    c.log_artifact(run, str(first / "manifest.json"))
+    mlflow_log.log_metrics(uri, run, {"test/full/ndcg@10": 0.25}, step=2)
+    ckpt = tmp_path / "best.pt"
+    ckpt.write_bytes(b"weights")
+    history = [{"epoch": 1, "train/loss": 2.0, "valid/full/ndcg@10": 0.1}, {"epoch": 2, "train/loss": 1.5, "valid/full/ndcg@10": 0.2}]
+    for _ in range(2):
+        mlflow_log.log_run_outputs(uri, run, {"model": "glintru", "lr": 0.1}, {"counts": {}}, history,
+                                   {"test/full/ndcg@10": 0.25}, "valid/full/ndcg@10", ckpt)
+    assert mlflow_log.artifact_names(uri, run) == set(mlflow_log.END_OF_RUN_ARTIFACTS)
+    assert [a.path for a in c.list_artifacts(run, "checkpoint")] == ["checkpoint/best.pt"]
+    assert [(m.step, m.value) for m in c.get_metric_history(run, "test/full/ndcg_at_10")] == [(2, 0.25)]
+    local = c.download_artifacts(run, "config.yaml", str(tmp_path / "dl"))
+    assert open(local).read() == "lr: 0.1\n"  # the first upload is kept, not overwritten
+
+
+def test_study_driver_completes_a_stopped_trials_artifacts_from_its_work_dir(tmp_path):
+    """ASHA's stop reaches the workers late: a trial stopped at epoch 1 may have trained epoch 2 and
+    been killed in its upload. The study driver logs the missing artifacts from the work directory."""
+    import json
+
+    from glintru.tuning.smoke import write_synthetic_dataset
+    from glintru.tuning.study import StudySettings, complete_trial_artifacts
+
+    data = write_synthetic_dataset(tmp_path / "data", n_users=8, n_items=12)
+    uri = f"sqlite:///{tmp_path}/m.db"
+    exp = mlflow_log.ensure_experiment(uri, "e")
+    run, _ = mlflow_log.get_or_create_run(uri, exp, {mlflow_log.ROLE: "trial"}, run_name="t")
+    s = StudySettings(
+        name="kr", storage_path=str(tmp_path / "rr"), data_dir=str(data), search_space="x.yaml", model="glintru",
+        base_flat={"max_len": 8}, num_samples=1, max_epochs=2, workers=1, cpus_per_worker=1.0, use_gpu=False,
+        grace_period=1, seed=0, metric="valid/full/ndcg@10", tracking_uri=uri, mlflow_experiment_id=exp,
+        parent_run_id="p", max_concurrent=1,
+    )
+    work = tmp_path / "rr" / "kr" / "work" / "t1"
+    assert not complete_trial_artifacts(s, "t1", run, {"hidden_size": 16})  # nothing trained: nothing logged
+    work.mkdir(parents=True)
+    history = [{"epoch": 1.0, "train/loss": 2.0, "valid/full/ndcg@10": 0.1}, {"epoch": 2.0, "train/loss": 1.5, "valid/full/ndcg@10": 0.2}]
+    (work / "history.json").write_text(json.dumps(history))
+    (work / "best.pt").write_bytes(b"weights")
+    assert complete_trial_artifacts(s, "t1", run, {"hidden_size": 16})
+    assert mlflow_log.artifact_names(uri, run) == set(mlflow_log.END_OF_RUN_ARTIFACTS)
+    assert not complete_trial_artifacts(s, "t1", run, {"hidden_size": 16})  # complete: nothing to do

@@ -38,6 +38,21 @@ from glintru.config import config_from_flat
 
 
 FINAL_METRICS = "final_metrics.json"  # marks the checkpoint of a finished run
+HISTORY = "history.json"  # per-epoch metrics, next to FINAL_METRICS (for the learning curve)
+
+
+def _log_end_of_run(mlf: dict[str, str], run_cfg: Any, manifest: Any, final_dir: Path, final: dict[str, float]) -> None:
+    """Log (again, idempotently) the end-of-run MLflow artifacts of a finished run from its final
+    checkpoint directory: learning curve from ``history.json``, ``best.pt``, config, manifest, test metrics."""
+    from glintru.tuning import mlflow_log
+
+    hist_path, best = final_dir / HISTORY, final_dir / "best.pt"
+    history = json.loads(hist_path.read_text(encoding="utf-8")) if hist_path.exists() else []
+    mlflow_log.log_run_outputs(
+        mlf["uri"], mlf["run_id"], run_cfg.to_flat(), manifest, history,
+        {k: v for k, v in final.items() if k.startswith("test/")}, run_cfg.train.valid_metric,
+        best if best.exists() else None,
+    )
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
@@ -104,6 +119,8 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
                 # The run had already finished (e.g. its Tune driver was killed after the final
                 # report): report the same final result again instead of training anything.
                 final = json.loads((resume_from / FINAL_METRICS).read_text(encoding="utf-8"))
+                if mlf:  # the kill may have landed during the end-of-run upload: finish it (idempotent)
+                    _log_end_of_run(mlf, run_cfg, data.manifest, resume_from, final)
                 if rank == 0:
                     ray.train.report(final, checkpoint=ray.train.Checkpoint.from_directory(str(resume_from)))
                 else:
@@ -141,6 +158,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
             final_dir = Path(tmp) / "final"
             final_dir.mkdir()
             (final_dir / FINAL_METRICS).write_text(json.dumps(final, indent=2), encoding="utf-8")
+            (final_dir / HISTORY).write_text(json.dumps(list(result.history), indent=2), encoding="utf-8")
             if (work / "best.pt").exists():
                 shutil.copy2(work / "best.pt", final_dir / "best.pt")
             ray.train.report(final, checkpoint=ray.train.Checkpoint.from_directory(str(final_dir)))

@@ -198,6 +198,14 @@ def learning_curve_png(history: list[Mapping[str, float]], path: str | Path, val
     return out
 
 
+def artifact_names(tracking_uri: str, run_id: str) -> set[str]:
+    """Top-level artifact paths of a run (``config.yaml``, ``checkpoint``, ...)."""
+    return {a.path for a in client(tracking_uri).list_artifacts(run_id)}
+
+
+END_OF_RUN_ARTIFACTS = ("config.yaml", "manifest.json", "learning_curve.png", "checkpoint")
+
+
 def log_run_outputs(
     tracking_uri: str,
     run_id: str,
@@ -209,23 +217,30 @@ def log_run_outputs(
     checkpoint: str | Path | None,
 ) -> None:
     """End-of-run artifacts: resolved config, dataset manifest, learning curve, final checkpoint,
-    and the test metrics (logged at the last epoch's step)."""
+    and the test metrics (logged at the last epoch's step).
+
+    Idempotent, so it can run again after a kill, a restart or a re-reported finished run: an
+    artifact already in the run and a test metric already logged are not logged again. The
+    learning curve and the checkpoint go first (the costly, most useful ones)."""
     import yaml
 
+    have = artifact_names(tracking_uri, run_id)
+    logged = client(tracking_uri).get_run(run_id).data.metrics
     step = int(history[-1]["epoch"]) if history else 0
-    log_metrics(tracking_uri, run_id, {k: v for k, v in test_metrics.items()}, step)
+    log_metrics(tracking_uri, run_id, {k: v for k, v in test_metrics.items() if mlflow_metric_name(k) not in logged}, step)
+    if checkpoint is not None and Path(checkpoint).exists() and "checkpoint" not in have:
+        log_artifact(tracking_uri, run_id, checkpoint, "checkpoint")
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        (t / "config.yaml").write_text(yaml.safe_dump(dict(flat_config), sort_keys=False), encoding="utf-8")
-        log_artifact(tracking_uri, run_id, t / "config.yaml")
-        if manifest is not None:
-            (t / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-            log_artifact(tracking_uri, run_id, t / "manifest.json")
-        if history:
+        if history and "learning_curve.png" not in have:
             learning_curve_png(history, t / "learning_curve.png", valid_metric)
             log_artifact(tracking_uri, run_id, t / "learning_curve.png")
-    if checkpoint is not None and Path(checkpoint).exists():
-        log_artifact(tracking_uri, run_id, checkpoint, "checkpoint")
+        if "config.yaml" not in have:
+            (t / "config.yaml").write_text(yaml.safe_dump(dict(flat_config), sort_keys=False), encoding="utf-8")
+            log_artifact(tracking_uri, run_id, t / "config.yaml")
+        if manifest is not None and "manifest.json" not in have:
+            (t / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+            log_artifact(tracking_uri, run_id, t / "manifest.json")
 
 
 def log_train_run(

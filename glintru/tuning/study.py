@@ -216,6 +216,38 @@ class StudyOutcome:
     parent_run_id: str
 
 
+def complete_trial_artifacts(s: StudySettings, trial_id: str, run_id: str, trial_config: dict[str, Any]) -> bool:
+    """Log a trial's missing end-of-run artifacts from its local work directory; True if any was missing.
+
+    Rank 0 logs them itself at the end of training, but it can be cut off half-way: ASHA's stop at
+    a rung reaches the workers asynchronously, so a trial stopped at epoch ``k`` may already have
+    trained (and logged to MLflow) epoch ``k + 1`` and be killed during the upload; a driver kill
+    can land there too. The work directory (``<experiment>/work/<trial_id>``: ``history.json``,
+    ``best.pt``) has what was trained, so the study driver completes the run (idempotently).
+    Remote storage has no shared work directory; such runs are left as they are.
+    """
+    from glintru.data.dataset import load_prepared
+
+    if not s.is_local:
+        return False
+    have = mlflow_log.artifact_names(s.tracking_uri, run_id)
+    if set(mlflow_log.END_OF_RUN_ARTIFACTS) <= have:
+        return False
+    work = Path(s.experiment_path) / "work" / trial_id
+    hist = work / "history.json"
+    if not hist.exists():
+        return False
+    history = json.loads(hist.read_text(encoding="utf-8"))
+    params = {k: v for k, v in trial_config.items() if not k.startswith("_")}
+    run_cfg = build_config(s.model, {**s.base_flat, **params, "max_epochs": s.max_epochs}, source=f"trial {trial_id}")
+    best = work / "best.pt"
+    mlflow_log.log_run_outputs(
+        s.tracking_uri, run_id, run_cfg.to_flat(), load_prepared(s.data_dir).manifest, history, {},
+        run_cfg.train.valid_metric, best if best.exists() else None,
+    )
+    return True
+
+
 def summarise(s: StudySettings, space: SearchSpace, grid: Any, out_dir: Path, register_name: str | None) -> StudyOutcome:
     """Best trial table, best config file, MLflow parent summary and (optionally) model registration."""
     import yaml
@@ -229,6 +261,8 @@ def summarise(s: StudySettings, space: SearchSpace, grid: Any, out_dir: Path, re
         tid = (r.metrics or {}).get("trial_id") or Path(r.path).name
         run_id = mlflow_log.find_run(uri, s.mlflow_experiment_id, {mlflow_log.ROLE: "trial", mlflow_log.STUDY: s.name, mlflow_log.TRIAL_ID: str(tid)})
         if run_id is not None:
+            if r.error is None:
+                complete_trial_artifacts(s, str(tid), run_id, dict(r.config or {}))
             mlflow_log.end_run(uri, run_id, "FINISHED" if r.error is None else "FAILED")
     if not ok:
         mlflow_log.end_run(uri, parent, "FAILED")
