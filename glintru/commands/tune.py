@@ -42,6 +42,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run or resume a study; an unreachable MLflow becomes one clear error (results stay in storage)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _run(args)
+    except MlflowException as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        where = args.resume or args.storage_path or "ray_results/<study>"
+        raise UserError(
+            f"MLflow ({args.mlflow_uri or os.environ.get('MLFLOW_TRACKING_URI') or 'default store'}) failed: {first}. "
+            f"Trial results and checkpoints are kept in the Ray storage path; once MLflow is back, continue with "
+            f"`glintru tune --resume {where}` (the study directory printed at the start)"
+        ) from None
+
+
+def _run(args: argparse.Namespace) -> int:
     from glintru.tuning import study
     from glintru.tuning.space import resolve_profile
 
