@@ -323,7 +323,11 @@ def register_best_model(uri: str, run_id: str, run_cfg: Any, data_dir: str, name
         model.load_state_dict(state)
         mlflow.set_tracking_uri(uri)
         with mlflow.start_run(run_id=run_id):
-            info = mlflow.pytorch.log_model(model, name="model", registered_model_name=name)
+            # "pickle": `glintru recommend` needs the model object (last_hidden, item_embeddings), which
+            # the default traced "pt2" format does not keep; load such models only from trusted stores.
+            info = mlflow.pytorch.log_model(
+                model, name="model", registered_model_name=name, serialization_format="pickle"
+            )
         return str(getattr(info, "registered_model_version", "") or "1")
 
 
