@@ -5,6 +5,10 @@ MLflow artifacts (learning curve, checkpoint). If ASHA stopped the trial at a ru
 with the last epoch, Tune would kill the trial in the middle of that upload, and stopping it there
 saves no training anyway. So results with ``epoch >= last_epoch`` always CONTINUE (the rung is
 still recorded by ASHA for later comparisons).
+
+A stop at an earlier rung reaches the Train workers asynchronously: on tiny data a trial stopped
+at epoch ``k`` may already have trained (and logged to MLflow) later epochs and be killed during
+its upload. ``glintru.tuning.study.complete_trial_artifacts`` completes such runs at the end.
 """
 
 from __future__ import annotations
