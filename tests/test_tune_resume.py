@@ -57,6 +57,19 @@ def _kill(pids: set[int]) -> None:
             pass
 
 
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 180) -> None:
+    deadline = time.time() + timeout_s  # ~7-15 s idle; far more on a loaded machine
+    while True:
+        try:
+            if urllib.request.urlopen(f"{url}/health", timeout=2).read() == b"OK":
+                return
+        except OSError:
+            pass
+        if time.time() > deadline or proc.poll() is not None:
+            raise RuntimeError(f"mlflow server did not become healthy within {timeout_s:.0f} s (exit code {proc.poll()})")
+        time.sleep(0.2)
+
+
 @pytest.fixture()
 def mlflow_server(tmp_path):
     port = _free_port()
@@ -69,17 +82,9 @@ def mlflow_server(tmp_path):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120  # ~7-15 s idle; far more on a loaded machine
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/health", timeout=2).read() == b"OK":
-                    break
-            except OSError:
-                pass
-            if time.time() > deadline or proc.poll() is not None:
-                raise RuntimeError("mlflow server did not become healthy within 120 s")
-            time.sleep(0.2)
-        yield url
+        # Not waited for here: the study starts while the server boots (both take ~1 min under load);
+        # the test waits with _wait_healthy before its own first request.
+        yield url, proc
     finally:
         tree = _descendants(proc.pid)
         proc.terminate()
@@ -94,9 +99,13 @@ def mlflow_server(tmp_path):
 def test_tune_killed_and_resumed_logs_one_study_with_exactly_n_trials(tmp_path, mlflow_server):
     from mlflow.tracking import MlflowClient
 
+    mlflow_server, server_proc = mlflow_server
     data = write_synthetic_dataset(tmp_path / "data", n_users=16, n_items=24)  # smallest that trains and ranks
     storage = tmp_path / "ray_results"
-    env = {**os.environ, "RAY_COLOR_PREFIX": "0", "PYTHONUNBUFFERED": "1"}
+    # The study may send its first MLflow request before the server is up: retry connections with a
+    # short backoff (1, 2, 4, ... s; 10 tries) instead of the default 2, 4, 8, ... s.
+    env = {**os.environ, "RAY_COLOR_PREFIX": "0", "PYTHONUNBUFFERED": "1",
+           "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "10", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
     cmd = [PY, "-m", "glintru.cli", "tune", "--data", str(data), "--profile", "quick",
            "--num-samples", str(N_TRIALS), "--max-epochs", "2", "--workers", "2", "--storage-path", str(storage),
            "--mlflow-uri", mlflow_server, "--experiment", "kr", "--max-concurrent", "1",
@@ -107,6 +116,7 @@ def test_tune_killed_and_resumed_logs_one_study_with_exactly_n_trials(tmp_path, 
     finished_before_kill: list[str] = []
     tree: set[int] = set()
     try:
+        _wait_healthy(mlflow_server, server_proc)
         deadline = time.time() + 300
         while time.time() < deadline and first.poll() is None:
             tree |= _descendants(first.pid)
@@ -123,6 +133,10 @@ def test_tune_killed_and_resumed_logs_one_study_with_exactly_n_trials(tmp_path, 
         first.send_signal(signal.SIGKILL)
         first.wait()
     finally:
+        if first.poll() is None:  # a failed wait above: stop the study too
+            tree |= _descendants(first.pid)
+            first.kill()
+            first.wait()
         _kill(tree)  # orphaned raylet, GCS, dashboard and workers (ray-stack-notes P6)
         log1.close()
 
