@@ -82,9 +82,13 @@ def test_missing_dataset_exits_2(tmp_path, capsys):
     assert "prepared dataset directory not found" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["--model", "gru4rec", "--max-epochs", "abc"], ["--model", "gru4rec", "--device", "tpu"], []])
+@pytest.mark.parametrize("argv", [["--model", "gru4rec", "--max-epochs", "abc"], ["--model", "gru4rec", "--device", "tpu"]])
 def test_bad_arguments_exit_2_from_argparse(tmp_path, capsys, argv):
-    data = [] if not argv else ["--data", str(tmp_path)]  # [] also lacks the required --data
     with pytest.raises(SystemExit) as exc:
-        main(["train", *data, *argv])
+        main(["train", "--data", str(tmp_path), *argv])
     assert exc.value.code == 2 and "error:" in capsys.readouterr().err
+
+
+def test_missing_data_option_is_one_clear_error(capsys):
+    assert main(["train", "--model", "gru4rec"]) == 2  # --data is optional only with --smoke-test
+    assert capsys.readouterr().err == "error: --data: required (a prepared dataset directory), unless --smoke-test\n"
