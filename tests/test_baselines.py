@@ -15,10 +15,10 @@ from glintru.models import build_model
 from glintru.models.gru4rec import GRU4Rec
 from glintru.models.narm import NARM
 from glintru.models.sasrec import SASRec
+from model_helpers import N_ITEMS, gather_last, random_items, right_pad
 
 torch.set_num_threads(1)
 
-N_ITEMS = 30
 MAX_LEN = 20
 TINY = {
     "sasrec": (SASRec, SASRecConfig(hidden_size=16, n_layers=2, n_heads=2, inner_size=32)),
@@ -32,22 +32,6 @@ def make(name: str, seed: int = 0, **overrides):
     cls, cfg = TINY[name]
     torch.manual_seed(seed)
     return cls(dataclasses.replace(cfg, **overrides), n_items=N_ITEMS, max_len=MAX_LEN).eval()
-
-
-def random_items(B: int, N: int, seed: int = 1) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(1, N_ITEMS + 1, (B, N), generator=g)
-
-
-def right_pad(items: torch.Tensor, lengths: list[int]) -> torch.Tensor:
-    out = items.clone()
-    for row, n in enumerate(lengths):
-        out[row, n:] = 0
-    return out
-
-
-def gather_last(h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    return h[torch.arange(h.size(0)), lengths - 1]
 
 
 @pytest.mark.parametrize("name", list(TINY))

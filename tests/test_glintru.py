@@ -12,32 +12,16 @@ import torch.nn.functional as F
 from glintru.config import GlintRUConfig
 from glintru.errors import UserError
 from glintru.models.glintru import Dropout, GlintRU, causal_linear_attention, temporal_conv
+from model_helpers import N_ITEMS, gather_last, random_items, right_pad
 
 torch.set_num_threads(1)
 
-N_ITEMS = 30
 TINY = GlintRUConfig(hidden_size=16, n_heads=4, kernel_size=3)
 
 
 def make(seed: int = 0, n_items: int = N_ITEMS, **overrides) -> GlintRU:
     torch.manual_seed(seed)
     return GlintRU(dataclasses.replace(TINY, **overrides), n_items=n_items, max_len=50).eval()
-
-
-def random_items(B: int, N: int, seed: int = 1) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(1, N_ITEMS + 1, (B, N), generator=g)
-
-
-def right_pad(items: torch.Tensor, lengths: list[int]) -> torch.Tensor:
-    out = items.clone()
-    for row, n in enumerate(lengths):
-        out[row, n:] = 0
-    return out
-
-
-def gather_last(h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    return h[torch.arange(h.size(0)), lengths - 1]
 
 
 @pytest.mark.parametrize("causal", [True, False])

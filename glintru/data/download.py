@@ -56,7 +56,8 @@ def resolve(name: str, url: str | None = None, sha256: str | None = None) -> tup
     return ds, url, sha
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -76,7 +77,7 @@ def fetch(
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = cache / ds.filename
     if target.is_file():
-        got = _sha256(target)
+        got = sha256_file(target)
         if got != expected:
             raise UserError(
                 f"{target}: cached file has sha256 {got}, expected {expected}; delete it to download again"

@@ -17,7 +17,6 @@ The directory is written atomically: a temporary sibling directory, then a renam
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -31,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from glintru.data.dataset import FORMAT_VERSION, ITEMS, MANIFEST, SEQUENCES
+from glintru.data.download import sha256_file
 from glintru.data.readers import Interactions, ReadOptions, read_interactions
 from glintru.errors import UserError
 
@@ -162,14 +162,6 @@ def preprocess(inter: Interactions, opts: FilterOptions, where: str = "input") -
 def _describe(opts: FilterOptions) -> str:
     parts = [f"{k}={v}" for k, v in vars(opts).items() if v not in (None, False, 0)]
     return ", ".join(parts) or "no filters"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def build_manifest(prep: Prepared, source: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:

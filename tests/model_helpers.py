@@ -1,0 +1,26 @@
+"""Small tensor helpers shared by the model tests (GLINT-RU and the baselines)."""
+
+from __future__ import annotations
+
+import torch
+
+N_ITEMS = 30  # catalogue size of the tiny test models
+
+
+def random_items(B: int, N: int, seed: int = 1) -> torch.Tensor:
+    """[B, N] random item ids in 1..N_ITEMS (no padding)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(1, N_ITEMS + 1, (B, N), generator=g)
+
+
+def right_pad(items: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+    """Zero (pad) every position of row r at or after ``lengths[r]``."""
+    out = items.clone()
+    for row, n in enumerate(lengths):
+        out[row, n:] = 0
+    return out
+
+
+def gather_last(h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """[B, N, d] states -> [B, d] at position ``lengths - 1``."""
+    return h[torch.arange(h.size(0)), lengths - 1]
