@@ -24,3 +24,15 @@ def right_pad(items: torch.Tensor, lengths: list[int]) -> torch.Tensor:
 def gather_last(h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """[B, N, d] states -> [B, d] at position ``lengths - 1``."""
     return h[torch.arange(h.size(0)), lengths - 1]
+
+
+def assert_overfits(model, opt: torch.optim.Optimizer, loss_fn, steps: int = 60) -> None:
+    """Train ``steps`` steps on one batch: the loss must fall below half its start, and the padding
+    embedding row must stay zero (it is never a prediction target)."""
+    first = loss_fn().item()
+    for _ in range(steps):
+        opt.zero_grad()
+        loss_fn().backward()
+        opt.step()
+    assert loss_fn().item() < 0.5 * first
+    assert torch.count_nonzero(model.item_embeddings()[0]) == 0  # padding row never trained
