@@ -13,6 +13,13 @@ class UserError(Exception):
     exit_code = 2
 
 
+class MlflowUnavailable(UserError):
+    """MLflow could not be reached when a run or study had to log to it. Exit code 1 (not 2): the
+    command line was fine, and the results are safe on disk; the message says how to log them."""
+
+    exit_code = 1
+
+
 def where(path: object, line: int | None = None, field: str | None = None) -> str:
     """Format a location prefix such as ``ratings.dat:12: field 'timestamp'``."""
     out = str(path)

@@ -110,30 +110,152 @@ def test_run_outputs_complete_a_cut_off_upload_and_are_idempotent(tmp_path):
     assert open(local).read() == "lr: 0.1\n"  # the first upload is kept, not overwritten
 
 
-def test_study_driver_completes_a_stopped_trials_artifacts_from_its_work_dir(tmp_path):
-    """ASHA's stop reaches the workers late: a trial stopped at epoch 1 may have trained epoch 2 and
-    been killed in its upload. The study driver logs the missing artifacts from the work directory."""
-    import json
+class _Result:
+    """The parts of a ``ray.tune.Result`` that the study driver reads."""
 
-    from glintru.tuning.smoke import write_synthetic_dataset
-    from glintru.tuning.study import StudySettings, complete_trial_artifacts
+    def __init__(self, config, metrics, error=None, metrics_dataframe=None):
+        self.config, self.metrics, self.error, self.metrics_dataframe = config, metrics, error, metrics_dataframe
 
-    data = write_synthetic_dataset(tmp_path / "data", n_users=8, n_items=12)
-    uri = f"sqlite:///{tmp_path}/m.db"
-    exp = mlflow_log.ensure_experiment(uri, "e")
-    run, _ = mlflow_log.get_or_create_run(uri, exp, {mlflow_log.ROLE: "trial"}, run_name="t")
-    s = StudySettings(
+
+def _settings(tmp_path, uri, exp, data):
+    from glintru.tuning.study import StudySettings
+
+    return StudySettings(
         name="kr", storage_path=str(tmp_path / "rr"), data_dir=str(data), search_space="x.yaml", model="glintru",
         base_flat={"max_len": 8}, num_samples=1, max_epochs=2, workers=1, cpus_per_worker=1.0, use_gpu=False,
         grace_period=1, seed=0, metric="valid/full/ndcg@10", tracking_uri=uri, mlflow_experiment_id=exp,
         parent_run_id="p", max_concurrent=1,
     )
+
+
+def test_study_driver_syncs_a_trial_mlflow_missed_from_its_work_dir(tmp_path):
+    """A trial that trained while MLflow was down (no run at all), or whose upload was cut off (ASHA's
+    stop reaches the workers late): the study driver creates or completes its run from the work
+    directory: params, every epoch, final metrics, timing, artifacts; a second sync adds nothing."""
+    import json
+
+    from glintru.tuning.smoke import write_synthetic_dataset
+    from glintru.tuning.study import sync_trial
+
+    data = write_synthetic_dataset(tmp_path / "data", n_users=8, n_items=12)
+    uri = f"sqlite:///{tmp_path}/m.db"
+    exp = mlflow_log.ensure_experiment(uri, "e")
+    s = _settings(tmp_path, uri, exp, data)
     work = tmp_path / "rr" / "kr" / "work" / "t1"
-    assert not complete_trial_artifacts(s, "t1", run, {"hidden_size": 16})  # nothing trained: nothing logged
     work.mkdir(parents=True)
     history = [{"epoch": 1.0, "train/loss": 2.0, "valid/full/ndcg@10": 0.1}, {"epoch": 2.0, "train/loss": 1.5, "valid/full/ndcg@10": 0.2}]
     (work / "history.json").write_text(json.dumps(history))
     (work / "best.pt").write_bytes(b"weights")
-    assert complete_trial_artifacts(s, "t1", run, {"hidden_size": 16})
+    (work / "trial_timing.json").write_text(json.dumps({"ray/trial_s": 30.0, "ray/fit_s": 20.0, "ray/overhead_s": 10.0}))
+    result = _Result({"hidden_size": 16, "__trial_index__": 0}, {"epoch": 2.0, "test/full/ndcg@10": 0.3, "wall_s": 20.0, "trial_id": "t1"})
+    c = mlflow_log.client(uri)
+    for _ in range(2):
+        run = sync_trial(s, "t1", result, {"counts": {}})
+    (only,) = c.search_runs([exp])
+    assert only.info.run_id == run and only.info.status == "FINISHED"
+    assert only.data.tags[mlflow_log.TRIAL_ID] == "t1" and only.data.tags[mlflow_log.PARENT] == "p"
+    assert only.data.params["hidden_size"] == "16" and only.data.params["max_len"] == "8"
+    assert [(m.step, m.value) for m in c.get_metric_history(run, "valid/full/ndcg_at_10")] == [(1, 0.1), (2, 0.2)]
+    assert [(m.step, m.value) for m in c.get_metric_history(run, "test/full/ndcg_at_10")] == [(2, 0.3)]
+    assert [(m.step, m.value) for m in c.get_metric_history(run, "ray/overhead_s")] == [(2, 10.0)]
     assert mlflow_log.artifact_names(uri, run) == set(mlflow_log.END_OF_RUN_ARTIFACTS)
-    assert not complete_trial_artifacts(s, "t1", run, {"hidden_size": 16})  # complete: nothing to do
+
+
+def test_sync_of_an_errored_trial_logs_its_epochs_but_no_artifacts(tmp_path):
+    import json
+
+    from glintru.tuning.smoke import write_synthetic_dataset
+    from glintru.tuning.study import sync_trial
+
+    data = write_synthetic_dataset(tmp_path / "data", n_users=8, n_items=12)
+    uri = f"sqlite:///{tmp_path}/m.db"
+    exp = mlflow_log.ensure_experiment(uri, "e")
+    s = _settings(tmp_path, uri, exp, data)
+    work = tmp_path / "rr" / "kr" / "work" / "t2"
+    work.mkdir(parents=True)
+    (work / "history.json").write_text(json.dumps([{"epoch": 1.0, "train/loss": 2.0}]))
+    run = sync_trial(s, "t2", _Result({"hidden_size": 16}, {}, error=RuntimeError("worker died")), None)
+    c = mlflow_log.client(uri)
+    assert c.get_run(run).info.status == "FAILED"
+    assert [m.step for m in c.get_metric_history(run, "train/loss")] == [1]
+    assert mlflow_log.artifact_names(uri, run) == set()
+
+
+def test_best_effort_warns_once_then_stops_calling(capsys):
+    """MLflow down: the first failing call (after MLflow's own retries) warns and turns the logger
+    off, so training is not slowed by one retry budget per epoch."""
+    from mlflow.exceptions import MlflowException
+
+    calls = []
+
+    def failing(uri, run_id, *args):
+        calls.append((uri, run_id, args))
+        raise MlflowException("API request to http://127.0.0.1:9/api/2.0/mlflow/runs/log-batch failed: Connection refused")
+
+    t = mlflow_log.BestEffort("http://127.0.0.1:9", "r1", "trial t1")
+    assert t.call(failing, {"epoch": 1}, 1) is False
+    assert t.call(failing, {"epoch": 2}, 2) is False
+    assert calls == [("http://127.0.0.1:9", "r1", ({"epoch": 1}, 1))]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("warning: trial t1: MLflow at http://127.0.0.1:9 is unavailable (API request to")
+    assert "training continues" in err[0] and "glintru tune --resume" in err[0]
+    assert mlflow_log.BestEffort("u", None, "x").call(failing) is False  # no run: never calls
+    assert len(calls) == 1
+
+
+def test_best_effort_passes_through_a_working_call_and_real_bugs():
+    seen = []
+    t = mlflow_log.BestEffort("u", "r", "x")
+    assert t.call(lambda uri, run_id, v: seen.append((uri, run_id, v)), 3) is True
+    assert seen == [("u", "r", 3)] and not t.offline
+    with pytest.raises(KeyError):  # not an MLflow/connection error: a bug, not swallowed
+        t.call(lambda uri, run_id: {}["missing"])
+
+
+def test_single_train_with_mlflow_down_keeps_the_run_and_exits_1(tmp_path, monkeypatch, capsys):
+    """`glintru train --mlflow-uri` against a server that is not there: the run trains and is saved,
+    then one clear error (exit 1) says where it is and how to log it later."""
+    import socket
+
+    from glintru.cli import main
+    from glintru.tuning.smoke import write_synthetic_dataset
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens here
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    data = write_synthetic_dataset(tmp_path / "data", n_users=16, n_items=24)
+    out = tmp_path / "run"
+    code = main(["train", "--data", str(data), "--model", "gru4rec", "--out", str(out), "--quiet",
+                 "--mlflow-uri", f"http://127.0.0.1:{port}", "--set", "max_epochs=1", "--set", "max_len=8",
+                 "--set", "hidden_size=8", "--set", "num_negatives=10"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[-1].startswith("error: --mlflow-uri: MLflow is unavailable (")
+    assert f"the run finished and is saved in {out}" in err[-1]
+    assert (out / "best.pt").exists() and (out / "history.json").exists()
+
+
+def test_trials_table_shows_where_the_time_went_and_the_overhead_line():
+    from glintru.tuning.plots import trials_table
+    from glintru.tuning.study import overhead_line, trial_timing
+
+    t = trial_timing(started=100.0, fit_started=102.5, ended=130.0, final={"wall_s": 21.0, "train_s": 15.0})
+    assert t == {"ray/trial_s": 30.0, "ray/setup_s": 2.5, "ray/fit_s": 21.0, "ray/train_s": 15.0, "ray/overhead_s": 9.0}
+    results = [_Result({"kernel_size": 3}, {"trial_id": "a", "epoch": 2.0, "m": 0.1}),
+               _Result({"kernel_size": 5}, {"trial_id": "b", "epoch": 1.0, "m": 0.3})]
+    csv_text = trials_table(results, ["kernel_size"], "m", {"a": t})
+    assert csv_text.splitlines() == [
+        "trial_id,kernel_size,epoch,m,trial_s,fit_s,train_s,overhead_s",
+        "b,5,1.0,0.3,,,,",  # best first; no timing known
+        "a,3,2.0,0.1,30.0,21.0,15.0,9.0",
+    ]
+    u = trial_timing(0.0, 1.0, 50.0, {"wall_s": 30.0, "train_s": 20.0})  # 50 s wall, 20 s overhead
+    v = trial_timing(0.0, 1.0, 40.0, {"wall_s": 30.0, "train_s": 24.0})  # 40 s wall, 10 s overhead
+    # medians of (30, 50, 40) = 40 s wall, (21, 30, 30) = 30 s fit, (15, 20, 24) = 20 s train, (9, 20, 10) = 10 s
+    assert overhead_line([t, u, v, {}]) == (
+        "time per trial (median of the 3 that ran to their end): 40.0 s wall, 30.0 s inside the engine's fit (20.0 s training loop); "
+        "Ray/Tune/MLflow overhead 10.0 s"
+    )
+    assert overhead_line([{}]) is None

@@ -253,7 +253,7 @@ def test_a_run_trained_by_the_engine_is_scored_like_the_engine_scores_it(tmp_pat
         np.testing.assert_allclose(scores[u, : len(ref_items)], ref_scores, rtol=1e-5, atol=1e-6)
 
 
-def test_an_mlflow_model_uri_loads_with_max_len_from_its_run(tmp_path):
+def test_an_mlflow_model_uri_loads_with_max_len_from_its_run(tmp_path, monkeypatch):
     import mlflow
     import mlflow.pytorch
 
@@ -261,6 +261,7 @@ def test_an_mlflow_model_uri_loads_with_max_len_from_its_run(tmp_path):
     run_cfg = tiny_cfg()
     model = build_model(run_cfg, N_ITEMS).eval()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # set_tracking_uri writes the variable too; pytest restores it
     mlflow.set_tracking_uri(uri)
     exp = mlflow.create_experiment("rec", artifact_location=(tmp_path / "mlruns").as_uri())
     with mlflow.start_run(experiment_id=exp) as run:

@@ -1,15 +1,17 @@
-"""End to end: a tiny study logged to a real `mlflow server`, SIGKILLed mid-way and resumed.
+"""End to end: a tiny study logged to a real `mlflow server`, SIGKILLed mid-way, resumed while the
+server is stopped, and resumed again once it is back.
 
 Checks through MlflowClient: one study parent run, exactly N trial runs (none duplicated by the
-resume, ray-stack-notes P10), config params, per-epoch metrics (step = epoch), test metrics and
-artifacts; the trial that finished before the kill was not trained again.
+resumes, ray-stack-notes P10), config params, per-epoch metrics (step = epoch) equal to what each
+trial trained, test metrics, timing and artifacts; no trial trained twice; the study stopped by the
+MLflow outage kept every result and said how to continue; the best model registered and loadable.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,42 +21,10 @@ from pathlib import Path
 import pytest
 
 from glintru.tuning.smoke import write_synthetic_dataset
+from proc_helpers import descendants, free_port, kill_all, run_until_exit, stop_tree
 
 PY = sys.executable
 N_TRIALS = 3
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _descendants(pid: int) -> set[int]:
-    """All processes below ``pid`` (read from /proc), so they can be killed by PID later."""
-    children: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(d.name))
-    out, todo = set(), [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            if c not in out:
-                out.add(c)
-                todo.append(c)
-    return out
-
-
-def _kill(pids: set[int]) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 180) -> None:
@@ -70,36 +40,37 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 180) -> N
         time.sleep(0.2)
 
 
-@pytest.fixture()
-def mlflow_server(tmp_path):
-    port = _free_port()
+def _start_server(root: Path, port: int) -> subprocess.Popen:
+    """`mlflow server` on 127.0.0.1:``port`` over ``root``'s sqlite store and artifact directory
+    (a restart on the same port and store is the same server again)."""
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    proc = subprocess.Popen(
-        [PY, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-         "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+    return subprocess.Popen(
+        [PY, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root}/server.db",
+         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
          "--workers", "1"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    url = f"http://127.0.0.1:{port}"
+
+
+def test_tune_killed_mlflow_stopped_and_resumed_logs_one_study_with_exactly_n_trials(tmp_path, monkeypatch):
+    """Three faults in one study (sharing its start-up cost): the driver SIGKILLed after a trial has
+    finished; the MLflow server stopped while the resumed study trains (trials go on, the study
+    ends with exit 1 and a clear message, results kept); the server back and `--resume` again: every
+    trial's run complete (no re-training), the best model registered."""
+    port = free_port()
+    server_box = [_start_server(tmp_path, port)]  # the running server is the last one
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # set below, restored by pytest after the test
     try:
-        # Not waited for here: the study starts while the server boots (both take ~1 min under load);
-        # the test waits with _wait_healthy before its own first request.
-        yield url, proc
+        _check_study_survives_kill_and_mlflow_outage(tmp_path, f"http://127.0.0.1:{port}", port, server_box)
     finally:
-        tree = _descendants(proc.pid)
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        _kill(tree)
+        stop_tree(server_box[-1])
 
 
-def test_tune_killed_and_resumed_logs_one_study_with_exactly_n_trials(tmp_path, mlflow_server):
+def _check_study_survives_kill_and_mlflow_outage(tmp_path: Path, mlflow_server: str, port: int,
+                                                server_box: list[subprocess.Popen]) -> None:
     from mlflow.tracking import MlflowClient
 
-    mlflow_server, server_proc = mlflow_server
+    server_proc = server_box[0]
     data = write_synthetic_dataset(tmp_path / "data", n_users=16, n_items=24)  # smallest that trains and ranks
     storage = tmp_path / "ray_results"
     # The study may send its first MLflow request before the server is up: retry connections with a
@@ -119,7 +90,7 @@ def test_tune_killed_and_resumed_logs_one_study_with_exactly_n_trials(tmp_path, 
         _wait_healthy(mlflow_server, server_proc)
         deadline = time.time() + 300
         while time.time() < deadline and first.poll() is None:
-            tree |= _descendants(first.pid)
+            tree |= descendants(first.pid)
             exp = client.get_experiment_by_name("kr")
             if exp is not None:
                 runs = client.search_runs([exp.experiment_id], "tags.`glintru.role` = 'trial' and attributes.status = 'FINISHED'")
@@ -129,38 +100,55 @@ def test_tune_killed_and_resumed_logs_one_study_with_exactly_n_trials(tmp_path, 
             time.sleep(0.5)  # the one-worker server also serves the trials' logging
         assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
         assert finished_before_kill, "no trial finished within 300 s: " + (tmp_path / "first.log").read_text()[-3000:]
-        tree |= _descendants(first.pid)
+        tree |= descendants(first.pid)
         first.send_signal(signal.SIGKILL)
         first.wait()
     finally:
         if first.poll() is None:  # a failed wait above: stop the study too
-            tree |= _descendants(first.pid)
+            tree |= descendants(first.pid)
             first.kill()
             first.wait()
-        _kill(tree)  # orphaned raylet, GCS, dashboard and workers (ray-stack-notes P6)
+        kill_all(tree)  # orphaned raylet, GCS, dashboard and workers (ray-stack-notes P6)
         log1.close()
 
+    # 2. Resume; stop the MLflow server as soon as the resumed study has opened a new trial run (the
+    # trial then trains on; later trials start with MLflow down). Short client retries: a dead server
+    # costs each process one retry budget.
     exp_dir = storage / "kr"
-    log2 = open(tmp_path / "second.log", "w")
-    second = subprocess.Popen([PY, "-m", "glintru.cli", "tune", "--resume", str(exp_dir)], env=env, cwd=tmp_path,
-                              stdout=log2, stderr=subprocess.STDOUT)
-    tree = set()
-    try:
-        deadline = time.time() + 420
-        while second.poll() is None and time.time() < deadline:
-            tree |= _descendants(second.pid)
-            time.sleep(0.5)
-        timed_out = second.poll() is None
-    finally:
-        if second.poll() is None:  # timed out or interrupted: stop the whole tree (a clean exit shuts Ray down)
-            tree |= _descendants(second.pid)
-            second.kill()
-            second.wait()
-            _kill(tree)
-        log2.close()
-    tail = (tmp_path / "second.log").read_text()[-3000:]
-    assert not timed_out, "resumed study did not finish within 420 s:\n" + tail
-    assert second.returncode == 0, tail
+    down_env = {**env, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+    stopped: list[float] = []
+
+    def stop_when_a_new_trial_runs(proc: subprocess.Popen) -> None:
+        if stopped:
+            return
+        running = client.search_runs([client.get_experiment_by_name("kr").experiment_id],
+                                     "tags.`glintru.role` = 'trial' and attributes.status = 'RUNNING'")
+        if any(r.data.tags["glintru.trial_id"] not in finished_before_kill for r in running):
+            stop_tree(server_box[-1])
+            stopped.append(time.time())
+
+    code, tail = run_until_exit([PY, "-m", "glintru.cli", "tune", "--resume", str(exp_dir)], down_env,
+                                 tmp_path / "second.log", tmp_path, 420, stop_when_a_new_trial_runs)
+    assert code is not None, "resumed study did not finish within 420 s:\n" + tail
+    assert stopped, "the MLflow server was never stopped:\n" + tail
+    last = tail.strip().splitlines()[-1]
+    assert code == 1, tail
+    assert last.startswith(f"error: MLflow at {mlflow_server} is unavailable ("), tail
+    assert f"their results are kept in {exp_dir}" in last and f"glintru tune --resume {exp_dir}" in last
+    assert "training continues" in (tmp_path / "second.log").read_text()  # the trials' one warning each
+    # Nothing was lost: every trial trained and its work directory has its epochs; the local summary is written.
+    histories = {d.name: (d / "history.json").read_text() for d in (exp_dir / "work").iterdir()}
+    assert len(histories) == N_TRIALS and all(histories.values())
+    assert (exp_dir / "best_config.yaml").exists()
+    assert len((exp_dir / "trials.csv").read_text().strip().splitlines()) == 1 + N_TRIALS
+
+    # 3. MLflow back (same store, same address): --resume logs what it missed, trains nothing again.
+    server_box.append(_start_server(tmp_path, port))
+    _wait_healthy(mlflow_server, server_box[-1])
+    code, tail = run_until_exit([PY, "-m", "glintru.cli", "tune", "--resume", str(exp_dir), "--register-name", "kr-best"],
+                                 env, tmp_path / "third.log", tmp_path, 300)
+    assert code == 0, tail
+    assert {d.name: (d / "history.json").read_text() for d in (exp_dir / "work").iterdir()} == histories
 
     exp = client.get_experiment_by_name("kr")
     runs = client.search_runs([exp.experiment_id])
@@ -192,3 +180,29 @@ def test_tune_killed_and_resumed_logs_one_study_with_exactly_n_trials(tmp_path, 
 
     model, flat = load_config_file(exp_dir / "best_config.yaml")
     assert config_from_flat({"model": model, **flat}).train.max_len == 16
+    # Every trial's run has exactly the epochs it trained (caught up from its work directory) and its timing.
+    timed = 0
+    for r in trials:
+        tid = r.data.tags["glintru.trial_id"]
+        epochs = [int(h["epoch"]) for h in json.loads(histories[tid])]
+        assert [m.step for m in client.get_metric_history(r.info.run_id, "epoch")] == epochs, tid
+        timing_file = exp_dir / "work" / tid / "trial_timing.json"  # ASHA kills a stopped trial before it times itself
+        if timing_file.exists():
+            timing = json.loads(timing_file.read_text())
+            assert r.data.metrics["ray/trial_s"] == pytest.approx(timing["ray/trial_s"])
+            assert timing["ray/trial_s"] >= timing["ray/fit_s"] > 0
+            timed += 1
+    assert timed >= 1  # at least the trial that finished before the kill
+    # The best trial's model is registered and loads as the same weights as its best checkpoint.
+    import mlflow.pytorch
+    import torch
+
+    best_id = parents[0].data.params["best.trial_id"]
+    (version,) = client.search_model_versions("name='kr-best'")
+    assert version.run_id == next(r.info.run_id for r in trials if r.data.tags["glintru.trial_id"] == best_id)
+    os.environ["MLFLOW_TRACKING_URI"] = mlflow_server  # for models:/ (the caller restores it)
+    loaded = mlflow.pytorch.load_model(f"models:/kr-best/{version.version}")
+    state = torch.load(exp_dir / "work" / best_id / "best.pt", map_location="cpu", weights_only=True)
+    state = state.get("model", state)
+    assert loaded.state_dict().keys() == state.keys()
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items())

@@ -45,10 +45,12 @@ def run(args: argparse.Namespace) -> int:
     """Run or resume a study; an unreachable MLflow becomes one clear error (results stay in storage)."""
     from mlflow.exceptions import MlflowException
 
+    from glintru.tuning.mlflow_log import first_line
+
     try:
         return _run(args)
-    except MlflowException as exc:
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    except MlflowException as exc:  # a call outside the study's own handling (which names the study directory)
+        first = first_line(exc)
         where = args.resume or args.storage_path or "ray_results/<study>"
         raise UserError(
             f"MLflow ({args.mlflow_uri or os.environ.get('MLFLOW_TRACKING_URI') or 'default store'}) failed: {first}. "

@@ -64,6 +64,25 @@ def train_with_ray(args: argparse.Namespace, run_cfg: RunConfig) -> dict[str, fl
     finally:
         if ray.is_initialized() and _arg(args, "address") is None:
             ray.shutdown()
-    if mlf:
-        mlflow_log.end_run(mlf["uri"], mlf["run_id"])
-    return dict(result.metrics or {})
+    final = dict(result.metrics or {})
+    if mlf:  # rank 0 logged as it went; log whatever an MLflow outage made it miss, then close the run
+        import json
+
+        from glintru.data.dataset import load_prepared
+
+        hist = out / "history.json"
+        try:
+            mlflow_log.sync_run(
+                mlf["uri"], mlf["run_id"], run_cfg.to_flat(), load_prepared(args.data).manifest,
+                json.loads(hist.read_text(encoding="utf-8")) if hist.exists() else [], final,
+                run_cfg.train.valid_metric, out / "best.pt" if (out / "best.pt").exists() else None, finished=True,
+            )
+            mlflow_log.end_run(mlf["uri"], mlf["run_id"])
+        except mlflow_log.unavailable_errors() as exc:
+            from glintru.errors import MlflowUnavailable
+
+            raise MlflowUnavailable(
+                f"MLflow at {mlf['uri']} is unavailable ({mlflow_log.first_line(exc)}); the run finished and is saved "
+                f"in {out}. Once MLflow is back, the same command logs it (the run resumes from its final checkpoint)"
+            ) from None
+    return final

@@ -12,6 +12,13 @@ Tracking URIs are always absolute (P7): the default is ``sqlite:///<abs cwd>/mlf
 artifacts in ``<abs cwd>/mlruns``, created on the driver with an explicit artifact location (P8), so
 ``mlflow ui`` started in that directory shows everything with no extra set-up.
 
+MLflow outages never stop training. Inside a trial every call goes through :class:`BestEffort`:
+MLflow's HTTP client retries each request with exponential back-off (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``,
+``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR``); if it still fails, the trial prints one warning and trains
+on without MLflow. Its results stay in the Ray storage path and its work directory, and the study
+driver logs what is missing when the trials end (:func:`sync_run`), or, if MLflow is still down
+then, on ``glintru tune --resume`` (nothing is trained again).
+
 MLflow forbids ``@`` in metric names, so the engine's ``valid/full/ndcg@10`` is logged as
 ``valid/full/ndcg_at_10`` (:func:`mlflow_metric_name`); Ray Tune and Optuna use the engine's name.
 """
@@ -36,6 +43,61 @@ TRIAL_ID = "glintru.trial_id"
 RUN_NAME = "glintru.run_name"
 PARENT = "mlflow.parentRunId"
 DEFAULT_EXPERIMENT = "glintru"
+
+
+def unavailable_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "MLflow could not be reached or refused the request"."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    return (MlflowException, requests.exceptions.RequestException, OSError)
+
+
+class BestEffort:
+    """MLflow calls for one run that must never stop training (a trial's driver and rank 0).
+
+    ``call(fn, *args)`` runs ``fn(uri, run_id, *args)``. The first failure (after MLflow's own
+    retries with back-off) prints one warning to stderr and turns the logger off for the rest of
+    the run, so a dead server costs one retry budget, not one per epoch; the study driver catches
+    the logs up later (:func:`sync_run`).
+    """
+
+    def __init__(self, tracking_uri: str, run_id: str | None, label: str) -> None:
+        self.uri, self.run_id, self.label = tracking_uri, run_id, label
+        self.offline = run_id is None
+        self.error: str | None = None
+
+    def attach(self, run_id: str) -> None:
+        """Log to ``run_id`` from now on (a run created after the logger)."""
+        self.run_id, self.offline = run_id, False
+
+    def call(self, fn: Any, *args: Any, **kwargs: Any) -> bool:
+        """True if the call went through; False if MLflow is (or has been) unavailable."""
+        if self.offline:
+            return False
+        try:
+            fn(self.uri, self.run_id, *args, **kwargs)
+            return True
+        except unavailable_errors() as exc:
+            self.go_offline(exc)
+            return False
+
+    def go_offline(self, exc: BaseException) -> None:
+        import sys
+
+        self.offline = True
+        self.error = first_line(exc)
+        print(
+            f"warning: {self.label}: MLflow at {self.uri} is unavailable ({self.error}); training continues, "
+            "results are kept in the Ray storage path and logged to MLflow when the study ends "
+            "(or on `glintru tune --resume`)",
+            file=sys.stderr, flush=True,
+        )
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
 
 
 def default_tracking_uri(cwd: str | Path | None = None) -> str:
@@ -243,6 +305,49 @@ def log_run_outputs(
             log_artifact(tracking_uri, run_id, t / "manifest.json")
 
 
+def logged_epochs(tracking_uri: str, run_id: str) -> set[int]:
+    """Steps at which the run has its per-epoch ``epoch`` metric (every report logs it)."""
+    return {m.step for m in client(tracking_uri).get_metric_history(run_id, "epoch")}
+
+
+def log_history(tracking_uri: str, run_id: str, history: list[Mapping[str, float]]) -> int:
+    """Log the per-epoch metrics of every ``history`` entry whose epoch the run lacks; returns how many."""
+    have = logged_epochs(tracking_uri, run_id)
+    missing = [h for h in history if int(h["epoch"]) not in have]
+    for h in missing:
+        log_metrics(tracking_uri, run_id, h, int(h["epoch"]))
+    return len(missing)
+
+
+def sync_run(
+    tracking_uri: str,
+    run_id: str,
+    flat_config: Mapping[str, Any],
+    manifest: Mapping[str, Any] | None,
+    history: list[Mapping[str, float]],
+    final_metrics: Mapping[str, float],
+    valid_metric: str,
+    checkpoint: str | Path | None,
+    finished: bool,
+) -> None:
+    """Bring a run up to date with what was trained, whatever MLflow missed: params, per-epoch
+    metrics, the final (test, timing) metrics and, for a ``finished`` run, the end-of-run artifacts.
+    Idempotent: nothing already in the run is logged again."""
+    log_params(tracking_uri, run_id, flat_config)
+    log_history(tracking_uri, run_id, history)
+    if not finished:
+        return
+    logged = client(tracking_uri).get_run(run_id).data.metrics
+    extra = {k: v for k, v in final_metrics.items() if k in FINAL_EXTRA_METRICS and k not in logged}
+    if extra:
+        log_metrics(tracking_uri, run_id, extra, int(history[-1]["epoch"]) if history else 0)
+    test = {k: v for k, v in final_metrics.items() if k.startswith("test/")}
+    log_run_outputs(tracking_uri, run_id, flat_config, manifest, history, test, valid_metric, checkpoint)
+
+
+FINAL_EXTRA_METRICS = ("best_epoch", "wall_s", "train_s")
+
+
 def log_train_run(
     tracking_uri: str | None,
     run_cfg: Any,
@@ -260,8 +365,7 @@ def log_train_run(
     name = run_name or Path(out_dir).resolve().name
     run_id, _ = get_or_create_run(uri, exp_id, {ROLE: "train", RUN_NAME: name}, run_name=name)
     log_params(uri, run_id, run_cfg.to_flat())
-    for h in result.history:
-        log_metrics(uri, run_id, h, int(h["epoch"]))
+    log_history(uri, run_id, list(result.history))  # epochs not logged yet only: a re-run after an outage
     best = Path(out_dir) / "best.pt"
     log_run_outputs(
         uri, run_id, run_cfg.to_flat(), getattr(data, "manifest", None), list(result.history),

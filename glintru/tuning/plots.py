@@ -19,13 +19,22 @@ def _value(r: Any, metric: str) -> float:
     return float(r.metrics[metric])
 
 
-def trials_table(results: Sequence[Any], keys: list[str], metric: str) -> str:
-    """CSV: trial_id, the searched keys, the epoch reached and ``metric``; best first."""
+TIMING_COLUMNS = ("trial_s", "fit_s", "train_s", "overhead_s")
+
+
+def trials_table(
+    results: Sequence[Any], keys: list[str], metric: str, timings: dict[str, dict[str, float]] | None = None
+) -> str:
+    """CSV: trial_id, the searched keys, the epoch reached, ``metric`` and where each trial's wall
+    time went (``timings[trial_id]``: the ``ray/*`` values of :func:`glintru.tuning.study.trial_timing`,
+    empty cells when unknown); best first."""
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["trial_id", *keys, "epoch", metric])
+    w.writerow(["trial_id", *keys, "epoch", metric, *TIMING_COLUMNS])
     for r in sorted(results, key=lambda r: -_value(r, metric)):
-        w.writerow([r.metrics.get("trial_id"), *[r.config.get(k) for k in keys], r.metrics.get("epoch"), _value(r, metric)])
+        t = (timings or {}).get(str(r.metrics.get("trial_id")), {})
+        cells = [f"{t[f'ray/{c}']:.1f}" if f"ray/{c}" in t else "" for c in TIMING_COLUMNS]
+        w.writerow([r.metrics.get("trial_id"), *[r.config.get(k) for k in keys], r.metrics.get("epoch"), _value(r, metric), *cells])
     return buf.getvalue()
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from glintru.config import build_config
-from glintru.errors import UserError
+from glintru.errors import MlflowUnavailable, UserError
 from glintru.tuning import mlflow_log
 from glintru.tuning.space import SearchSpace, load_search_space
 
@@ -124,30 +124,63 @@ def max_concurrent_trials(workers: int, cpus_per_worker: float, use_gpu: bool, r
     return max(1, n)
 
 
+TIMING_FILE = "trial_timing.json"
+
+
+def trial_timing(started: float, fit_started: float, ended: float, final: dict[str, Any]) -> dict[str, float]:
+    """Where a trial's wall time went (seconds): ``ray/trial_s`` from the trial function's start to
+    the end of its Ray Train run, ``ray/fit_s`` inside the engine's ``fit`` on rank 0 (data, model,
+    epochs, evaluation), ``ray/train_s`` in its training loop, and ``ray/overhead_s`` = trial - fit:
+    Tune, MLflow set-up and Ray Train's controller, worker processes and process group."""
+    trial_s = ended - started
+    fit_s = float(final.get("wall_s", 0.0))
+    return {
+        "ray/trial_s": trial_s,
+        "ray/setup_s": fit_started - started,
+        "ray/fit_s": fit_s,
+        "ray/train_s": float(final.get("train_s", 0.0)),
+        "ray/overhead_s": max(0.0, trial_s - fit_s),
+    }
+
+
 def make_trainable(s: StudySettings) -> Any:
     """The Tune trainable (wrapped with its resources). Rebuilt identically for ``Tuner.restore``."""
     from ray import tune
 
     def train_driver(config: dict[str, Any]) -> None:
+        import time
+
         from ray.tune.integration.ray_train import TuneReportCallback
 
         from glintru.distributed.trainer import run_trainer
 
+        started = time.time()
         trial_id = tune.get_context().get_trial_id()
         run_cfg = build_config(s.model, {**s.base_flat, **config, "max_epochs": s.max_epochs}, source=f"trial {trial_id}")
-        run_id, _ = mlflow_log.get_or_create_run(
-            s.tracking_uri, s.mlflow_experiment_id,
-            {mlflow_log.ROLE: "trial", mlflow_log.STUDY: s.name, mlflow_log.TRIAL_ID: trial_id},
-            run_name=f"trial-{trial_id}", extra_tags={mlflow_log.PARENT: s.parent_run_id},
-        )
-        mlflow_log.log_params(s.tracking_uri, run_id, run_cfg.to_flat())
+        tracker = mlflow_log.BestEffort(s.tracking_uri, None, f"trial {trial_id}")
+        try:
+            tracker.attach(mlflow_log.get_or_create_run(
+                s.tracking_uri, s.mlflow_experiment_id,
+                {mlflow_log.ROLE: "trial", mlflow_log.STUDY: s.name, mlflow_log.TRIAL_ID: trial_id},
+                run_name=f"trial-{trial_id}", extra_tags={mlflow_log.PARENT: s.parent_run_id},
+            )[0])
+        except mlflow_log.unavailable_errors() as exc:
+            tracker.go_offline(exc)
+        tracker.call(mlflow_log.log_params, run_cfg.to_flat())
         work_dir = f"{s.experiment_path}/work/{trial_id}" if s.is_local else None
-        run_trainer(
+        fit_started = time.time()
+        result = run_trainer(
             run_cfg.to_flat(), s.data_dir, name=f"train-{trial_id}", storage_path=f"{s.experiment_path}/train_runs",
             workers=s.workers, use_gpu=s.use_gpu, cpus_per_worker=s.cpus_per_worker, work_dir=work_dir,
-            mlflow={"uri": s.tracking_uri, "run_id": run_id}, callbacks=[TuneReportCallback()],
+            mlflow=None if tracker.offline else {"uri": s.tracking_uri, "run_id": tracker.run_id},
+            callbacks=[TuneReportCallback()],
         )
-        mlflow_log.end_run(s.tracking_uri, run_id)
+        timing = trial_timing(started, fit_started, time.time(), result.metrics or {})
+        if work_dir is not None:
+            Path(work_dir).mkdir(parents=True, exist_ok=True)
+            (Path(work_dir) / TIMING_FILE).write_text(json.dumps(timing, indent=2), encoding="utf-8")
+        tracker.call(mlflow_log.log_metrics, timing, int((result.metrics or {}).get("epoch", 0)))
+        tracker.call(mlflow_log.end_run)
 
     resources: dict[str, float] = {"cpu": 0.01}
     return tune.with_resources(train_driver, resources)
@@ -216,87 +249,146 @@ class StudyOutcome:
     parent_run_id: str
 
 
-def complete_trial_artifacts(s: StudySettings, trial_id: str, run_id: str, trial_config: dict[str, Any]) -> bool:
-    """Log a trial's missing end-of-run artifacts from its local work directory; True if any was missing.
+def trial_history(s: StudySettings, trial_id: str, result: Any) -> list[dict[str, float]]:
+    """Per-epoch metrics of a trial: its work directory's ``history.json`` (written by rank 0 every
+    epoch), else the epochs Tune recorded (remote storage)."""
+    hist = Path(s.experiment_path) / "work" / trial_id / "history.json"
+    if s.is_local and hist.exists():
+        return json.loads(hist.read_text(encoding="utf-8"))
+    rows: dict[int, dict[str, float]] = {}
+    df = getattr(result, "metrics_dataframe", None)
+    if df is not None and "epoch" in df:
+        for row in df.to_dict("records"):
+            keep = {k: float(v) for k, v in row.items() if k == "epoch" or k.startswith(("train/", "valid/"))}
+            if keep.get("epoch") is not None and math.isfinite(keep["epoch"]):
+                rows[int(keep["epoch"])] = keep
+    return [rows[e] for e in sorted(rows)]
 
-    Rank 0 logs them itself at the end of training, but it can be cut off half-way: ASHA's stop at
-    a rung reaches the workers asynchronously, so a trial stopped at epoch ``k`` may already have
-    trained (and logged to MLflow) epoch ``k + 1`` and be killed during the upload; a driver kill
-    can land there too. The work directory (``<experiment>/work/<trial_id>``: ``history.json``,
-    ``best.pt``) has what was trained, so the study driver completes the run (idempotently).
-    Remote storage has no shared work directory; such runs are left as they are.
-    """
-    from glintru.data.dataset import load_prepared
 
-    if not s.is_local:
-        return False
-    have = mlflow_log.artifact_names(s.tracking_uri, run_id)
-    if set(mlflow_log.END_OF_RUN_ARTIFACTS) <= have:
-        return False
-    work = Path(s.experiment_path) / "work" / trial_id
-    hist = work / "history.json"
-    if not hist.exists():
-        return False
-    history = json.loads(hist.read_text(encoding="utf-8"))
-    params = {k: v for k, v in trial_config.items() if not k.startswith("_")}
-    run_cfg = build_config(s.model, {**s.base_flat, **params, "max_epochs": s.max_epochs}, source=f"trial {trial_id}")
-    best = work / "best.pt"
-    mlflow_log.log_run_outputs(
-        s.tracking_uri, run_id, run_cfg.to_flat(), load_prepared(s.data_dir).manifest, history, {},
-        run_cfg.train.valid_metric, best if best.exists() else None,
+def read_timing(s: StudySettings, trial_id: str) -> dict[str, float]:
+    path = Path(s.experiment_path) / "work" / trial_id / TIMING_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if s.is_local and path.exists() else {}
+
+
+def sync_trial(s: StudySettings, trial_id: str, result: Any, manifest: dict[str, Any] | None) -> str:
+    """Bring trial ``trial_id``'s MLflow run up to date from what was trained (its run is created if
+    MLflow was down when the trial started), close it, and return its run id. Idempotent."""
+    uri = s.tracking_uri
+    run_id, _ = mlflow_log.get_or_create_run(
+        uri, s.mlflow_experiment_id, {mlflow_log.ROLE: "trial", mlflow_log.STUDY: s.name, mlflow_log.TRIAL_ID: trial_id},
+        run_name=f"trial-{trial_id}", extra_tags={mlflow_log.PARENT: s.parent_run_id},
     )
-    return True
+    params = {k: v for k, v in dict(result.config or {}).items() if not k.startswith("_")}
+    run_cfg = build_config(s.model, {**s.base_flat, **params, "max_epochs": s.max_epochs}, source=f"trial {trial_id}")
+    history = trial_history(s, trial_id, result)
+    finished = result.error is None and bool(history)
+    best = Path(s.experiment_path) / "work" / trial_id / "best.pt"
+    mlflow_log.sync_run(
+        uri, run_id, run_cfg.to_flat(), manifest, history,
+        {k: float(v) for k, v in (result.metrics or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+        run_cfg.train.valid_metric, best if s.is_local and best.exists() else None, finished,
+    )
+    timing = read_timing(s, trial_id)
+    logged = mlflow_log.client(uri).get_run(run_id).data.metrics
+    if timing and not set(map(mlflow_log.mlflow_metric_name, timing)) <= set(logged):
+        mlflow_log.log_metrics(uri, run_id, timing, int(history[-1]["epoch"]) if history else 0)
+    mlflow_log.end_run(uri, run_id, "FINISHED" if result.error is None else "FAILED")
+    return run_id
+
+
+def overhead_line(timings: list[dict[str, float]]) -> str | None:
+    """One line on Ray's per-trial cost: medians of trial wall time, time in ``fit`` and in training,
+    over the trials that timed themselves (those that ran to their end: ASHA kills a stopped trial)."""
+    rows = [t for t in timings if "ray/trial_s" in t]
+    if not rows:
+        return None
+
+    def med(key: str) -> float:
+        v = sorted(t[key] for t in rows)
+        return (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
+
+    return (
+        f"time per trial (median of the {len(rows)} that ran to their end): {med('ray/trial_s'):.1f} s wall, {med('ray/fit_s'):.1f} s inside "
+        f"the engine's fit ({med('ray/train_s'):.1f} s training loop); Ray/Tune/MLflow overhead "
+        f"{med('ray/overhead_s'):.1f} s"
+    )
 
 
 def summarise(s: StudySettings, space: SearchSpace, grid: Any, out_dir: Path, register_name: str | None) -> StudyOutcome:
-    """Best trial table, best config file, MLflow parent summary and (optionally) model registration."""
+    """Best trial table, best config file and trials.csv (local, first), then MLflow: every trial's
+    run brought up to date, the parent's summary and (optionally) model registration.
+
+    If MLflow is unavailable the local outputs are already written and the error says how to log
+    the rest (``--resume`` on the finished study syncs MLflow without training anything)."""
     import yaml
 
+    from glintru.data.dataset import load_prepared
     from glintru.tuning import plots
 
     results = [r for r in grid]
     ok = [r for r in results if r.error is None and r.metrics and s.metric in r.metrics]
-    uri, parent = s.tracking_uri, s.parent_run_id
-    for r in results:
-        tid = (r.metrics or {}).get("trial_id") or Path(r.path).name
-        run_id = mlflow_log.find_run(uri, s.mlflow_experiment_id, {mlflow_log.ROLE: "trial", mlflow_log.STUDY: s.name, mlflow_log.TRIAL_ID: str(tid)})
-        if run_id is not None:
-            if r.error is None:
-                complete_trial_artifacts(s, str(tid), run_id, dict(r.config or {}))
-            mlflow_log.end_run(uri, run_id, "FINISHED" if r.error is None else "FAILED")
-    if not ok:
-        mlflow_log.end_run(uri, parent, "FAILED")
-        raise UserError(f"study {s.name}: no trial reported {s.metric}; see the trial errors above")
-    best = grid.get_best_result(metric=s.metric, mode="max", scope="all")
-    best_id = str(best.metrics.get("trial_id"))
-    params = {k: best.config[k] for k in space.params}
-    best_cfg = build_config(s.model, {**s.base_flat, **params, "max_epochs": s.max_epochs}, source="best trial")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    cfg_path = out_dir / "best_config.yaml"
-    cfg_path.write_text(yaml.safe_dump(best_cfg.to_flat(), sort_keys=False), encoding="utf-8")
-    metric_keys = [k for k in sorted(best.metrics) if k.startswith(("valid/", "test/"))]
-    best_metrics = {k: float(best.metrics[k]) for k in metric_keys}
-    k = s.metric.rsplit("@", 1)[-1]
-    shown = {m: v for m, v in best_metrics.items() if m.endswith(f"@{k}") and "/mrr@" not in m}
-    print_table([("trial", best_id), *params.items(), *shown.items()], f"Best trial of study {s.name} ({s.metric})")
-    print(f"best config written to {cfg_path}  (glintru train --config {cfg_path} --data {s.data_dir})")
+    ids = [str((r.metrics or {}).get("trial_id") or Path(r.path).name) for r in results]
+    timings = {tid: read_timing(s, tid) for tid in ids}
+    best_cfg = cfg_path = None
+    params: dict[str, Any] = {}
+    best_metrics: dict[str, float] = {}
+    best_id = ""
+    if ok:
+        best = grid.get_best_result(metric=s.metric, mode="max", scope="all")
+        best_id = str(best.metrics.get("trial_id"))
+        params = {k: best.config[k] for k in space.params}
+        best_cfg = build_config(s.model, {**s.base_flat, **params, "max_epochs": s.max_epochs}, source="best trial")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        cfg_path = out_dir / "best_config.yaml"
+        _atomic_write(cfg_path, yaml.safe_dump(best_cfg.to_flat(), sort_keys=False))
+        metric_keys = [k for k in sorted(best.metrics) if k.startswith(("valid/", "test/"))]
+        best_metrics = {k: float(best.metrics[k]) for k in metric_keys}
+        k = s.metric.rsplit("@", 1)[-1]
+        shown = {m: v for m, v in best_metrics.items() if m.endswith(f"@{k}") and "/mrr@" not in m}
+        print_table([("trial", best_id), *params.items(), *shown.items()], f"Best trial of study {s.name} ({s.metric})")
+        print(f"best config written to {cfg_path}  (glintru train --config {cfg_path} --data {s.data_dir})")
+        _atomic_write(out_dir / "trials.csv", plots.trials_table(ok, list(space.params), s.metric, timings))
+        line = overhead_line(list(timings.values()))
+        if line:
+            print(line)
+    manifest = load_prepared(s.data_dir).manifest
+    try:
+        for r, tid in zip(results, ids):
+            sync_trial(s, tid, r, manifest)
+        uri, parent = s.tracking_uri, s.parent_run_id
+        if not ok:
+            mlflow_log.end_run(uri, parent, "FAILED")
+            raise UserError(f"study {s.name}: no trial reported {s.metric}; see the trial errors above")
+        mlflow_log.log_params(uri, parent, {f"best.{k}": v for k, v in params.items()} | {"best.trial_id": best_id})
+        mlflow_log.log_metrics(uri, parent, {f"best.{k}": v for k, v in best_metrics.items()}, step=0)
+        for name in ("best_config.yaml", "trials.csv"):
+            if name not in mlflow_log.artifact_names(uri, parent):
+                mlflow_log.log_artifact(uri, parent, out_dir / name)
+        png = plots.importance_png(ok, space, s.metric, out_dir / "param_importance.png")
+        if png is not None:
+            mlflow_log.log_artifact(uri, parent, png)
+        if register_name:
+            best_run = mlflow_log.find_run(uri, s.mlflow_experiment_id, {mlflow_log.ROLE: "trial", mlflow_log.STUDY: s.name, mlflow_log.TRIAL_ID: best_id})
+            if best_run is not None:
+                version = register_best_model(uri, best_run, best_cfg, s.data_dir, register_name)
+                print(f"registered the best model as '{register_name}' version {version}")
+        mlflow_log.end_run(uri, parent)
+    except mlflow_log.unavailable_errors() as exc:
+        raise MlflowUnavailable(
+            f"MLflow at {s.tracking_uri} is unavailable ({mlflow_log.first_line(exc)}). The study's {len(results)} trials "
+            f"have ended and their results are kept in {s.experiment_path}"
+            + (f" (best config: {cfg_path})" if cfg_path else "")
+            + f"; once MLflow is back, `glintru tune --resume {s.experiment_path}` logs what is missing "
+            "without training anything again"
+        ) from None
+    assert cfg_path is not None
+    return StudyOutcome(best_id, cfg_path, params, best_metrics, len(results), s.parent_run_id)
 
-    mlflow_log.log_params(uri, parent, {f"best.{k}": v for k, v in params.items()} | {"best.trial_id": best_id})
-    mlflow_log.log_metrics(uri, parent, {f"best.{k}": v for k, v in best_metrics.items()}, step=0)
-    mlflow_log.log_artifact(uri, parent, cfg_path)
-    table = plots.trials_table(ok, list(space.params), s.metric)
-    (out_dir / "trials.csv").write_text(table, encoding="utf-8")
-    mlflow_log.log_artifact(uri, parent, out_dir / "trials.csv")
-    png = plots.importance_png(ok, space, s.metric, out_dir / "param_importance.png")
-    if png is not None:
-        mlflow_log.log_artifact(uri, parent, png)
-    if register_name:
-        best_run = mlflow_log.find_run(uri, s.mlflow_experiment_id, {mlflow_log.ROLE: "trial", mlflow_log.STUDY: s.name, mlflow_log.TRIAL_ID: best_id})
-        if best_run is not None:
-            version = register_best_model(uri, best_run, best_cfg, s.data_dir, register_name)
-            print(f"registered the best model as '{register_name}' version {version}")
-    mlflow_log.end_run(uri, parent)
-    return StudyOutcome(best_id, cfg_path, params, best_metrics, len(results), parent)
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def register_best_model(uri: str, run_id: str, run_cfg: Any, data_dir: str, name: str) -> str:
@@ -407,11 +499,17 @@ def run_study(
     if "://" not in storage and (Path(exp_path) / STUDY_FILE).exists():
         print(f"experiment {exp_path} exists; continuing it (same as --resume {exp_path})")
         return resume_study(exp_path, address=address, num_cpus=num_cpus, register_name=register_name, out_dir=out_dir)
+    try:  # MLflow must be up to start a study (its parent run id is part of the study's settings)
+        exp_id = mlflow_log.ensure_experiment(uri, name)
+        parent, _ = mlflow_log.get_or_create_run(uri, exp_id, {mlflow_log.ROLE: "study", mlflow_log.STUDY: name}, run_name=name)
+    except mlflow_log.unavailable_errors() as exc:
+        raise MlflowUnavailable(
+            f"--mlflow-uri {uri}: MLflow is unavailable ({mlflow_log.first_line(exc)}); start the tracking server "
+            "or choose another --mlflow-uri. Nothing was trained."
+        ) from None
     init_ray(address, num_cpus, min_cpus=opts["workers"] * cpus_per_worker)
     try:
         mc = max_concurrent or max_concurrent_trials(opts["workers"], cpus_per_worker, use_gpu, ray.cluster_resources())
-        exp_id = mlflow_log.ensure_experiment(uri, name)
-        parent, _ = mlflow_log.get_or_create_run(uri, exp_id, {mlflow_log.ROLE: "study", mlflow_log.STUDY: name}, run_name=name)
         s = StudySettings(
             name=name, storage_path=storage, data_dir=data_abs, search_space=str(Path(search_space).resolve()),
             model=space.model, base_flat=base, num_samples=opts["num_samples"], max_epochs=opts["max_epochs"],
@@ -420,7 +518,7 @@ def run_study(
             max_concurrent=mc,
         )
         save_settings(s)
-        mlflow_log.log_params(uri, parent, {
+        mlflow_log.BestEffort(uri, parent, f"study {name}").call(mlflow_log.log_params, {
             "model": s.model, "search_space": Path(search_space).name, "num_samples": s.num_samples,
             "max_epochs": s.max_epochs, "workers": s.workers, "seed": s.seed, "metric": s.metric,
             "max_concurrent": mc, **{f"fixed.{k}": v for k, v in base.items()},
@@ -432,6 +530,10 @@ def run_study(
         return summarise(s, space, grid, Path(out_dir or (exp_path if s.is_local else name)), register_name)
     finally:
         ray.shutdown()
+
+
+def _reopen(uri: str, run_id: str) -> None:
+    mlflow_log.client(uri).update_run(run_id, status="RUNNING")
 
 
 def resume_study(
@@ -453,7 +555,7 @@ def resume_study(
     space = load_search_space(s.search_space)
     init_ray(address, num_cpus, min_cpus=s.workers * s.cpus_per_worker)
     try:
-        mlflow_log.client(s.tracking_uri).update_run(s.parent_run_id, status="RUNNING")
+        mlflow_log.BestEffort(s.tracking_uri, s.parent_run_id, f"study {s.name}").call(_reopen)
         print(f"resuming study {s.name} from {exp_path}")
         grid = restore_tuner(s).fit()
         return summarise(s, space, grid, Path(out_dir or (exp_path if s.is_local else s.name)), register_name)

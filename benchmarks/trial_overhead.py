@@ -1,0 +1,90 @@
+"""Ray's cost per tuning trial: trial wall time vs time inside the engine's training loop.
+
+    python benchmarks/trial_overhead.py --data data/ml-1m                       # the README's main job
+    python benchmarks/trial_overhead.py --data data/ml-1m --profile quick --workers 2 --num-samples 4
+
+Runs the real `glintru tune` command (local Ray, a fresh sqlite MLflow store and storage path in a
+temporary directory) and reads back what every trial recorded about itself
+(``<storage>/<study>/work/<trial>/trial_timing.json``, also logged to MLflow as ``ray/*``):
+  trial_s     the trial function's start to its Ray Train run's end (MLflow set-up, Train controller,
+              worker processes, process group, the run itself, teardown)
+  fit_s       inside the engine's ``fit`` on rank 0 (data, model, every epoch, evaluation, checkpoints)
+  train_s     inside the training loop (batches only)
+  overhead_s  trial_s - fit_s
+Trials stopped early by ASHA are killed before they can time themselves: they appear with their
+epoch count only. Writes ``benchmarks/results/trial_overhead.json`` (with the load average: the
+machine may be shared) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+OUT = Path(__file__).parent / "results" / "trial_overhead.json"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True, help="prepared dataset directory (glintru prepare)")
+    ap.add_argument("--profile", default="quick")
+    ap.add_argument("--workers", type=int)
+    ap.add_argument("--num-samples", type=int)
+    ap.add_argument("--max-epochs", type=int)
+    ap.add_argument("--out", default=str(OUT))
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="glintru-overhead-") as tmp:
+        cmd = [sys.executable, "-m", "glintru.cli", "tune", "--data", args.data, "--profile", args.profile,
+               "--storage-path", f"{tmp}/ray_results", "--mlflow-uri", f"sqlite:///{tmp}/mlflow.db", "--experiment", "overhead"]
+        for flag, value in (("--workers", args.workers), ("--num-samples", args.num_samples), ("--max-epochs", args.max_epochs)):
+            if value is not None:
+                cmd += [flag, str(value)]
+        load_before = os.getloadavg()
+        t0 = time.time()
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        wall = time.time() - t0
+        if proc.returncode != 0:
+            sys.exit(f"glintru tune failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}")
+        exp = Path(tmp) / "ray_results" / "overhead"
+        trials = []
+        for work in sorted((exp / "work").iterdir()):
+            hist = json.loads((work / "history.json").read_text()) if (work / "history.json").exists() else []
+            timing = json.loads((work / "trial_timing.json").read_text()) if (work / "trial_timing.json").exists() else {}
+            trials.append({"trial_id": work.name, "epochs": len(hist),
+                           **{k.removeprefix("ray/"): round(v, 2) for k, v in timing.items()}})
+        summary = next((line for line in proc.stdout.splitlines() if line.startswith("time per trial")), None)
+    out = {
+        "command": " ".join(cmd[1:]).replace(tmp, "$TMP"),
+        "study_wall_s": round(wall, 1),
+        "trials": trials,
+        "summary": summary,
+        "load_avg_before": [round(x, 2) for x in load_before],
+        "load_avg_after": [round(x, 2) for x in os.getloadavg()],
+        "cpus": os.cpu_count(),
+        "machine": platform.platform(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = Path(args.out).with_suffix(".json.tmp")
+    tmp_out.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp_out, args.out)
+    print(f"study wall time {wall:.1f} s ({len(trials)} trials); load average before {out['load_avg_before']}")
+    print(f"{'trial':<10} {'epochs':>6} {'trial_s':>8} {'fit_s':>7} {'train_s':>8} {'overhead_s':>10}")
+    for t in trials:
+        cells = [f"{t[k]:.1f}" if k in t else "-" for k in ("trial_s", "fit_s", "train_s", "overhead_s")]
+        print(f"{t['trial_id']:<10} {t['epochs']:>6} {cells[0]:>8} {cells[1]:>7} {cells[2]:>8} {cells[3]:>10}")
+    if summary:
+        print(summary)
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""Process helpers for tests that start real servers and drivers (mlflow server, `ray start`,
+`glintru tune`) and must leave nothing behind, even when they kill them (ray-stack-notes P6)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def descendants(pid: int) -> set[int]:
+    """All processes below ``pid`` (read from /proc), so they can be killed by PID later."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+    out, todo = set(), [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            if c not in out:
+                out.add(c)
+                todo.append(c)
+    return out
+
+
+def kill_all(pids: set[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def stop_tree(proc: subprocess.Popen, grace_s: float = 15) -> None:
+    """SIGTERM ``proc``, SIGKILL it after ``grace_s``, then SIGKILL everything it had started."""
+    tree = descendants(proc.pid)
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    kill_all(tree | descendants(proc.pid))
+
+
+def run_until_exit(
+    cmd: list[str],
+    env: dict[str, str],
+    log: Path,
+    cwd: Path,
+    timeout_s: float,
+    on_poll: Callable[[subprocess.Popen], None] | None = None,
+) -> tuple[int | None, str]:
+    """Run ``cmd`` to its end (``on_poll(proc)`` every 0.5 s); on timeout kill its whole tree.
+    Returns (exit code, or None on timeout; the last 3,000 characters of its output)."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        tree: set[int] = set()
+        timed_out = True
+        try:
+            deadline = time.time() + timeout_s
+            while time.time() < deadline:
+                tree |= descendants(proc.pid)
+                if proc.poll() is not None:
+                    timed_out = False
+                    break
+                if on_poll is not None:
+                    on_poll(proc)
+                time.sleep(0.5)
+        finally:
+            if proc.poll() is None:  # timed out or interrupted: stop the whole tree (a clean exit shuts Ray down)
+                tree |= descendants(proc.pid)
+                proc.kill()
+                proc.wait()
+                kill_all(tree)
+    return (None if timed_out else proc.returncode), log.read_text()[-3000:]

@@ -1,0 +1,69 @@
+"""The tuning pipeline submitted as a Ray job to an existing cluster, as the README documents:
+
+    ray start --head ...                      (the cluster; here on this machine, 127.0.0.1)
+    RAY_AUTH_MODE=token ray job submit --address http://127.0.0.1:<dashboard> -- \\
+        python pipelines/tune.py --smoke-test --address auto
+
+This is also CI's run of `pipelines/tune.py --smoke-test`: the real entry script, joining a running
+cluster with `--address auto` (it must not pass num_cpus there, ray-stack-notes P5), a trial on 2
+Ray Train workers, and the job's exit status reported back by `ray job submit`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from proc_helpers import free_port, run_until_exit, stop_tree
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _wait_for_dashboard(url: str, head: subprocess.Popen, timeout_s: float = 180) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and head.poll() is None:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except urllib.error.HTTPError:  # 401 without a token: the server is up
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"`ray start --head` did not serve {url} within {timeout_s:.0f} s (exit code {head.poll()})")
+
+
+def test_tune_pipeline_smoke_test_runs_as_a_ray_job_on_a_running_cluster(tmp_path):
+    gcs, dashboard = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}  # the smoke test's own store
+    env = {**env, "RAY_COLOR_PREFIX": "0", "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+           # Train V2 finds the cluster's State API here, even if another Ray runs on this machine.
+           "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dashboard}"}
+    head = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", "--port", str(gcs), "--num-cpus", "3",
+         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--disable-usage-stats"],
+        env=env, stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_for_dashboard(f"http://127.0.0.1:{dashboard}/api/version", head)
+        code, tail = run_until_exit(
+            [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--",
+             sys.executable, str(ROOT / "pipelines" / "tune.py"), "--smoke-test", "--address", "auto",
+             "--num-samples", "1"],  # one trial of the smoke test's two keeps CI inside its time budget
+            {**env, "RAY_AUTH_MODE": "token"}, tmp_path / "job.log", tmp_path, 420,
+        )
+    finally:
+        stop_tree(head)
+    assert code is not None, "the job did not end within 420 s:\n" + tail
+    log = (tmp_path / "job.log").read_text()
+    assert code == 0, tail
+    assert "succeeded" in tail
+    # The job joined the running cluster (3 CPUs: one trial of 2 workers at a time) and ran both trials.
+    assert "1 trials x <= 2 epochs, 2 workers each, 1 at a time" in log
+    assert "Best trial of study glintru-" in log
+    assert "1 trials; best " in log
