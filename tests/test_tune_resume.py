@@ -52,14 +52,13 @@ def _start_server(root: Path, port: int) -> subprocess.Popen:
     )
 
 
-def test_tune_killed_mlflow_stopped_and_resumed_logs_one_study_with_exactly_n_trials(tmp_path, monkeypatch):
+def test_tune_killed_mlflow_stopped_and_resumed_logs_one_study_with_exactly_n_trials(tmp_path):
     """Three faults in one study (sharing its start-up cost): the driver SIGKILLed after a trial has
     finished; the MLflow server stopped while the resumed study trains (trials go on, the study
     ends with exit 1 and a clear message, results kept); the server back and `--resume` again: every
     trial's run complete (no re-training), the best model registered."""
     port = free_port()
     server_box = [_start_server(tmp_path, port)]  # the running server is the last one
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # set below, restored by pytest after the test
     try:
         _check_study_survives_kill_and_mlflow_outage(tmp_path, f"http://127.0.0.1:{port}", port, server_box)
     finally:
@@ -194,14 +193,18 @@ def _check_study_survives_kill_and_mlflow_outage(tmp_path: Path, mlflow_server: 
             timed += 1
     assert timed >= 1  # at least the trial that finished before the kill
     # The best trial's model is registered and loads as the same weights as its best checkpoint.
+    import mlflow.artifacts
     import mlflow.pytorch
     import torch
 
     best_id = parents[0].data.params["best.trial_id"]
     (version,) = client.search_model_versions("name='kr-best'")
     assert version.run_id == next(r.info.run_id for r in trials if r.data.tags["glintru.trial_id"] == best_id)
-    os.environ["MLFLOW_TRACKING_URI"] = mlflow_server  # for models:/ (the caller restores it)
-    loaded = mlflow.pytorch.load_model(f"models:/kr-best/{version.version}")
+    local = mlflow.artifacts.download_artifacts(  # explicit tracking URI: other tests may have set a global one
+        artifact_uri=client.get_model_version_download_uri("kr-best", version.version),
+        dst_path=str(tmp_path / "registered"), tracking_uri=mlflow_server,
+    )
+    loaded = mlflow.pytorch.load_model(local)
     state = torch.load(exp_dir / "work" / best_id / "best.pt", map_location="cpu", weights_only=True)
     state = state.get("model", state)
     assert loaded.state_dict().keys() == state.keys()
