@@ -11,14 +11,16 @@ temporary directory) and reads back what every trial recorded about itself
   fit_s       inside the engine's ``fit`` on rank 0 (data, model, every epoch, evaluation, checkpoints)
   train_s     inside the training loop (batches only)
   overhead_s  trial_s - fit_s
-Trials stopped early by ASHA are killed before they can time themselves: they appear with their
-epoch count only. Writes ``benchmarks/results/trial_overhead.json`` (with the load average: the
+Trials stopped early by ASHA are killed before they can time themselves: for them ``trial_s`` is
+Tune's wall time up to their last report and ``train_s`` their epochs' training-loop time (columns
+of the study's ``trials.csv``). Writes ``benchmarks/results/trial_overhead.json`` (with the load average: the
 machine may be shared) and prints a table.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
@@ -55,11 +57,10 @@ def main() -> None:
             sys.exit(f"glintru tune failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}")
         exp = Path(tmp) / "ray_results" / "overhead"
         trials = []
-        for work in sorted((exp / "work").iterdir()):
-            hist = json.loads((work / "history.json").read_text()) if (work / "history.json").exists() else []
-            timing = json.loads((work / "trial_timing.json").read_text()) if (work / "trial_timing.json").exists() else {}
-            trials.append({"trial_id": work.name, "epochs": len(hist),
-                           **{k.removeprefix("ray/"): round(v, 2) for k, v in timing.items()}})
+        for row in csv.DictReader((exp / "trials.csv").read_text().splitlines()):
+            hist = exp / "work" / row["trial_id"] / "history.json"
+            trials.append({"trial_id": row["trial_id"], "epochs": len(json.loads(hist.read_text())) if hist.exists() else 0,
+                           **{k: float(row[k]) for k in ("trial_s", "fit_s", "train_s", "overhead_s") if row.get(k)}})
         summary = next((line for line in proc.stdout.splitlines() if line.startswith("time per trial")), None)
     out = {
         "command": " ".join(cmd[1:]).replace(tmp, "$TMP"),

@@ -128,21 +128,28 @@ def _settings(tmp_path, uri, exp, data):
     )
 
 
+def _study_with_work_dir(tmp_path, trial_id):
+    """Settings of study ``kr`` (storage ``tmp_path/rr``, a sqlite store) and trial ``trial_id``'s
+    empty work directory: (settings, tracking uri, experiment id, work dir)."""
+    from glintru.tuning.smoke import write_synthetic_dataset
+
+    data = write_synthetic_dataset(tmp_path / "data", n_users=8, n_items=12)
+    uri = f"sqlite:///{tmp_path}/m.db"
+    exp = mlflow_log.ensure_experiment(uri, "e")
+    work = tmp_path / "rr" / "kr" / "work" / trial_id
+    work.mkdir(parents=True)
+    return _settings(tmp_path, uri, exp, data), uri, exp, work
+
+
 def test_study_driver_syncs_a_trial_mlflow_missed_from_its_work_dir(tmp_path):
     """A trial that trained while MLflow was down (no run at all), or whose upload was cut off (ASHA's
     stop reaches the workers late): the study driver creates or completes its run from the work
     directory: params, every epoch, final metrics, timing, artifacts; a second sync adds nothing."""
     import json
 
-    from glintru.tuning.smoke import write_synthetic_dataset
     from glintru.tuning.study import sync_trial
 
-    data = write_synthetic_dataset(tmp_path / "data", n_users=8, n_items=12)
-    uri = f"sqlite:///{tmp_path}/m.db"
-    exp = mlflow_log.ensure_experiment(uri, "e")
-    s = _settings(tmp_path, uri, exp, data)
-    work = tmp_path / "rr" / "kr" / "work" / "t1"
-    work.mkdir(parents=True)
+    s, uri, exp, work = _study_with_work_dir(tmp_path, "t1")
     history = [{"epoch": 1.0, "train/loss": 2.0, "valid/full/ndcg@10": 0.1}, {"epoch": 2.0, "train/loss": 1.5, "valid/full/ndcg@10": 0.2}]
     (work / "history.json").write_text(json.dumps(history))
     (work / "best.pt").write_bytes(b"weights")
@@ -164,15 +171,9 @@ def test_study_driver_syncs_a_trial_mlflow_missed_from_its_work_dir(tmp_path):
 def test_sync_of_an_errored_trial_logs_its_epochs_but_no_artifacts(tmp_path):
     import json
 
-    from glintru.tuning.smoke import write_synthetic_dataset
     from glintru.tuning.study import sync_trial
 
-    data = write_synthetic_dataset(tmp_path / "data", n_users=8, n_items=12)
-    uri = f"sqlite:///{tmp_path}/m.db"
-    exp = mlflow_log.ensure_experiment(uri, "e")
-    s = _settings(tmp_path, uri, exp, data)
-    work = tmp_path / "rr" / "kr" / "work" / "t2"
-    work.mkdir(parents=True)
+    s, uri, exp, work = _study_with_work_dir(tmp_path, "t2")
     (work / "history.json").write_text(json.dumps([{"epoch": 1.0, "train/loss": 2.0}]))
     run = sync_trial(s, "t2", _Result({"hidden_size": 16}, {}, error=RuntimeError("worker died")), None)
     c = mlflow_log.client(uri)
@@ -258,4 +259,13 @@ def test_trials_table_shows_where_the_time_went_and_the_overhead_line():
         "time per trial (median of the 3 that ran to their end): 40.0 s wall, 30.0 s inside the engine's fit (20.0 s training loop); "
         "Ray/Tune/MLflow overhead 10.0 s"
     )
-    assert overhead_line([{}]) is None
+    assert overhead_line([{}, {"ray/trial_s": 9.0, "ray/train_s": 3.0}]) is None  # no trial timed itself
+
+
+def test_a_stopped_trial_gets_tunes_wall_time_and_its_training_loop_time():
+    from glintru.tuning.study import partial_timing
+
+    history = [{"epoch": 1.0, "train/s": 2.5}, {"epoch": 2.0, "train/s": 3.0}]
+    stopped = _Result({}, {"time_total_s": 21.0, "epoch": 2.0})
+    assert partial_timing(stopped, history) == {"ray/trial_s": 21.0, "ray/train_s": 5.5}  # 2.5 + 3.0
+    assert partial_timing(_Result({}, {}), [{"epoch": 1.0}]) == {}

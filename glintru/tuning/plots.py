@@ -26,8 +26,9 @@ def trials_table(
     results: Sequence[Any], keys: list[str], metric: str, timings: dict[str, dict[str, float]] | None = None
 ) -> str:
     """CSV: trial_id, the searched keys, the epoch reached, ``metric`` and where each trial's wall
-    time went (``timings[trial_id]``: the ``ray/*`` values of :func:`glintru.tuning.study.trial_timing`,
-    empty cells when unknown); best first."""
+    time went (``timings[trial_id]``: the ``ray/*`` values of :func:`glintru.tuning.study.trial_timing`;
+    for a trial stopped by ASHA only ``trial_s`` to its last report and ``train_s``; empty cells
+    when unknown); best first."""
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["trial_id", *keys, "epoch", metric, *TIMING_COLUMNS])

@@ -270,6 +270,18 @@ def read_timing(s: StudySettings, trial_id: str) -> dict[str, float]:
     return json.loads(path.read_text(encoding="utf-8")) if s.is_local and path.exists() else {}
 
 
+def partial_timing(result: Any, history: list[dict[str, float]]) -> dict[str, float]:
+    """What is known of a trial that did not time itself (stopped by ASHA, or remote storage):
+    Tune's wall time up to its last report and the training-loop time of its epochs."""
+    out: dict[str, float] = {}
+    total = (result.metrics or {}).get("time_total_s")
+    if isinstance(total, (int, float)):
+        out["ray/trial_s"] = float(total)
+    if history and all("train/s" in h for h in history):
+        out["ray/train_s"] = float(sum(h["train/s"] for h in history))
+    return out
+
+
 def sync_trial(s: StudySettings, trial_id: str, result: Any, manifest: dict[str, Any] | None) -> str:
     """Bring trial ``trial_id``'s MLflow run up to date from what was trained (its run is created if
     MLflow was down when the trial started), close it, and return its run id. Idempotent."""
@@ -299,7 +311,7 @@ def sync_trial(s: StudySettings, trial_id: str, result: Any, manifest: dict[str,
 def overhead_line(timings: list[dict[str, float]]) -> str | None:
     """One line on Ray's per-trial cost: medians of trial wall time, time in ``fit`` and in training,
     over the trials that timed themselves (those that ran to their end: ASHA kills a stopped trial)."""
-    rows = [t for t in timings if "ray/trial_s" in t]
+    rows = [t for t in timings if {"ray/trial_s", "ray/fit_s", "ray/train_s", "ray/overhead_s"} <= set(t)]
     if not rows:
         return None
 
@@ -328,7 +340,7 @@ def summarise(s: StudySettings, space: SearchSpace, grid: Any, out_dir: Path, re
     results = [r for r in grid]
     ok = [r for r in results if r.error is None and r.metrics and s.metric in r.metrics]
     ids = [str((r.metrics or {}).get("trial_id") or Path(r.path).name) for r in results]
-    timings = {tid: read_timing(s, tid) for tid in ids}
+    timings = {tid: read_timing(s, tid) or partial_timing(r, trial_history(s, tid, r)) for r, tid in zip(results, ids)}
     best_cfg = cfg_path = None
     params: dict[str, Any] = {}
     best_metrics: dict[str, float] = {}
