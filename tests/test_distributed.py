@@ -72,3 +72,32 @@ def _with_out(out: Path):
         ddp_step_fn_per_worker({**config, "out": str(out)})
 
     return fn
+
+
+def test_glintru_train_workers_contract_logs_one_complete_mlflow_run(tmp_path):
+    """`glintru train --data DIR --model NAME --workers W --max-epochs E --mlflow-uri URI` (the
+    issue's contract), in its own process: exit 0 and one MLflow run (role=train) with the config
+    as params, one value per epoch, test metrics and the end-of-run artifacts."""
+    import json
+    import subprocess
+
+    from glintru.tuning import mlflow_log
+
+    data = write_synthetic_dataset(tmp_path / "data", n_users=16, n_items=24)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "glintru.cli", "train", "--data", str(data), "--model", "glintru", "--workers", "2",
+         "--max-epochs", "2", "--mlflow-uri", uri, "--out", str(out), "--set", "max_len=16", "--set", "hidden_size=16",
+         "--set", "num_negatives=10"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    c = mlflow_log.client(uri)
+    (run,) = c.search_runs([c.get_experiment_by_name(mlflow_log.DEFAULT_EXPERIMENT).experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags[mlflow_log.ROLE] == "train"
+    assert {"kernel_size", "hidden_size", "mixing_init"} <= set(run.data.params) and run.data.params["hidden_size"] == "16"
+    assert [m.step for m in c.get_metric_history(run.info.run_id, "epoch")] == [1, 2]
+    assert "test/full/ndcg_at_10" in run.data.metrics
+    assert set(mlflow_log.END_OF_RUN_ARTIFACTS) <= mlflow_log.artifact_names(uri, run.info.run_id)
+    assert (out / "best.pt").exists() and len(json.loads((out / "history.json").read_text())) == 2
