@@ -176,9 +176,7 @@ def make_trainable(s: StudySettings) -> Any:
             callbacks=[TuneReportCallback()],
         )
         timing = trial_timing(started, fit_started, time.time(), result.metrics or {})
-        if work_dir is not None:
-            Path(work_dir).mkdir(parents=True, exist_ok=True)
-            (Path(work_dir) / TIMING_FILE).write_text(json.dumps(timing, indent=2), encoding="utf-8")
+        _write_text(timing_path(s, trial_id), json.dumps(timing, indent=2))  # local or remote storage
         tracker.call(mlflow_log.log_metrics, timing, int((result.metrics or {}).get("epoch", 0)))
         tracker.call(mlflow_log.end_run)
 
@@ -265,9 +263,16 @@ def trial_history(s: StudySettings, trial_id: str, result: Any) -> list[dict[str
     return [rows[e] for e in sorted(rows)]
 
 
+def timing_path(s: StudySettings, trial_id: str) -> str:
+    return f"{s.experiment_path}/work/{trial_id}/{TIMING_FILE}"
+
+
 def read_timing(s: StudySettings, trial_id: str) -> dict[str, float]:
-    path = Path(s.experiment_path) / "work" / trial_id / TIMING_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if s.is_local and path.exists() else {}
+    """The trial's own timing (``trial_timing.json`` in the storage path), or {} if it has none."""
+    try:
+        return json.loads(_read_text(timing_path(s, trial_id)))
+    except (OSError, ValueError):
+        return {}
 
 
 def partial_timing(result: Any, history: list[dict[str, float]]) -> dict[str, float]:
