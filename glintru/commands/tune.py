@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: from cluster resources)")
     p.add_argument("--address", help="Ray cluster address (e.g. auto under `ray submit`); default: a local Ray")
     p.add_argument("--num-cpus", type=int, help="logical CPUs of a local Ray (never sent to a cluster)")
-    p.add_argument("--register-name", help="register the best model in the MLflow model registry under this name")
+    p.add_argument("--register-name", help="name of the best model in the MLflow model registry (default: the study name)")
     p.add_argument("--out", help="where best_config.yaml, trials.csv and the plot go (default: the experiment dir)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="fixed config override for every trial")
     p.add_argument("--smoke-test", action="store_true", help="2 trials x 2 epochs on a tiny synthetic dataset")

@@ -384,11 +384,12 @@ def summarise(s: StudySettings, space: SearchSpace, grid: Any, out_dir: Path, re
         png = plots.importance_png(ok, space, s.metric, out_dir / "param_importance.png")
         if png is not None:
             mlflow_log.log_artifact(uri, parent, png)
-        if register_name:
-            best_run = mlflow_log.find_run(uri, s.mlflow_experiment_id, {mlflow_log.ROLE: "trial", mlflow_log.STUDY: s.name, mlflow_log.TRIAL_ID: best_id})
-            if best_run is not None:
-                version = register_best_model(uri, best_run, best_cfg, s.data_dir, register_name)
-                print(f"registered the best model as '{register_name}' version {version}")
+        best_run = mlflow_log.find_run(uri, s.mlflow_experiment_id, {mlflow_log.ROLE: "trial", mlflow_log.STUDY: s.name, mlflow_log.TRIAL_ID: best_id})
+        name = register_name or s.name
+        if best_run is not None and "checkpoint" in mlflow_log.artifact_names(uri, best_run):
+            version, new = register_best_model(uri, best_run, best_cfg, s.data_dir, name)
+            print(f"best model {'registered' if new else 'already registered'} in MLflow as '{name}' version {version}"
+                  f"  (glintru recommend --model models:/{name}/{version} ...)")
         mlflow_log.end_run(uri, parent)
     except mlflow_log.unavailable_errors() as exc:
         raise MlflowUnavailable(
@@ -408,18 +409,27 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def register_best_model(uri: str, run_id: str, run_cfg: Any, data_dir: str, name: str) -> str:
-    """Log the best trial's final checkpoint as an MLflow PyTorch model in its run and register it."""
+def register_best_model(uri: str, run_id: str, run_cfg: Any, data_dir: str, name: str) -> tuple[str, bool]:
+    """Log the best trial's final checkpoint as an MLflow PyTorch model in its run and register it
+    as ``name``; returns (version, newly registered). Idempotent: a version of ``name`` from this
+    run is reused (a resumed study does not register the same model twice)."""
     import tempfile
 
     import mlflow
     import mlflow.pytorch
     import torch
 
+    import glintru
     from glintru.data.dataset import load_prepared
     from glintru.models import build_model
 
     c = mlflow_log.client(uri)
+    try:
+        existing = c.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    except mlflow_log.unavailable_errors():
+        existing = []  # an unknown registered model name raises on some stores: nothing registered yet
+    if existing:
+        return str(existing[0].version), False
     with tempfile.TemporaryDirectory() as tmp:
         local = c.download_artifacts(run_id, "checkpoint", tmp)
         files = sorted(Path(local).rglob("*.pt"))
@@ -434,10 +444,12 @@ def register_best_model(uri: str, run_id: str, run_cfg: Any, data_dir: str, name
         with mlflow.start_run(run_id=run_id):
             # "pickle": `glintru recommend` needs the model object (last_hidden, item_embeddings), which
             # the default traced "pt2" format does not keep; load such models only from trusted stores.
+            # Explicit requirements: MLflow's inference of them took ~10 s per call here.
             info = mlflow.pytorch.log_model(
-                model, name="model", registered_model_name=name, serialization_format="pickle"
+                model, name="model", registered_model_name=name, serialization_format="pickle",
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"glintru=={glintru.__version__}"],
             )
-        return str(getattr(info, "registered_model_version", "") or "1")
+        return str(getattr(info, "registered_model_version", "") or "1"), True
 
 
 def mlflow_ui_hint(uri: str) -> str:
