@@ -2,6 +2,8 @@
 
     python benchmarks/trial_overhead.py --data data/ml-1m                       # the README's main job
     python benchmarks/trial_overhead.py --data data/ml-1m --profile quick --workers 2 --num-samples 4
+    python benchmarks/trial_overhead.py --data data/ml-1m --num-samples 1 --max-epochs 1 --set max_train_samples=0 \
+        --out benchmarks/results/trial_overhead_full_epoch.json          # one trial, one full epoch
 
 Runs the real `glintru tune` command (local Ray, a fresh sqlite MLflow store and storage path in a
 temporary directory) and reads back what every trial recorded about itself
@@ -40,6 +42,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int)
     ap.add_argument("--num-samples", type=int)
     ap.add_argument("--max-epochs", type=int)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fixed config override (glintru tune --set)")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
 
@@ -49,6 +52,8 @@ def main() -> None:
         for flag, value in (("--workers", args.workers), ("--num-samples", args.num_samples), ("--max-epochs", args.max_epochs)):
             if value is not None:
                 cmd += [flag, str(value)]
+        for kv in args.set:
+            cmd += ["--set", kv]
         load_before = os.getloadavg()
         t0 = time.time()
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
