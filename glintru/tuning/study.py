@@ -333,7 +333,7 @@ def overhead_line(timings: list[dict[str, float]]) -> str | None:
 
 def summarise(s: StudySettings, space: SearchSpace, grid: Any, out_dir: Path, register_name: str | None) -> StudyOutcome:
     """Best trial table, best config file and trials.csv (local, first), then MLflow: every trial's
-    run brought up to date, the parent's summary and (optionally) model registration.
+    run brought up to date, the parent's summary, the best model logged and registered.
 
     If MLflow is unavailable the local outputs are already written and the error says how to log
     the rest (``--resume`` on the finished study syncs MLflow without training anything)."""
