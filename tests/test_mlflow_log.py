@@ -217,14 +217,10 @@ def test_best_effort_passes_through_a_working_call_and_real_bugs():
 def test_single_train_with_mlflow_down_keeps_the_run_and_exits_1(tmp_path, monkeypatch, capsys):
     """`glintru train --mlflow-uri` against a server that is not there: the run trains and is saved,
     then one clear error (exit 1) says where it is and how to log it later."""
-    import socket
-
     from glintru.cli import main
     from glintru.tuning.smoke import write_synthetic_dataset
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # nothing listens here
+    port = _closed_port()
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     data = write_synthetic_dataset(tmp_path / "data", n_users=16, n_items=24)
     out = tmp_path / "run"
@@ -236,6 +232,34 @@ def test_single_train_with_mlflow_down_keeps_the_run_and_exits_1(tmp_path, monke
     assert err[-1].startswith("error: --mlflow-uri: MLflow is unavailable (")
     assert f"the run finished and is saved in {out}" in err[-1]
     assert (out / "best.pt").exists() and (out / "history.json").exists()
+
+
+def test_distributed_train_with_mlflow_down_stops_before_ray_starts(tmp_path, monkeypatch, capsys):
+    """`glintru train --workers 2 --mlflow-uri <dead>`: one error line, exit 1, and no Ray started."""
+    import ray
+
+    from glintru.cli import main
+    from glintru.tuning.smoke import write_synthetic_dataset
+
+    port = _closed_port()
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    data = write_synthetic_dataset(tmp_path / "data", n_users=16, n_items=24)
+    was_running = ray.is_initialized()
+    code = main(["train", "--data", str(data), "--model", "gru4rec", "--workers", "2", "--out", str(tmp_path / "run"),
+                 "--mlflow-uri", f"http://127.0.0.1:{port}", "--set", "num_negatives=10"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[-1].startswith(f"error: --mlflow-uri http://127.0.0.1:{port}: MLflow is unavailable (")
+    assert err[-1].endswith("Nothing was trained.")
+    assert ray.is_initialized() == was_running  # failed before Ray
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # nothing listens here once the socket is closed
 
 
 def test_trials_table_shows_where_the_time_went_and_the_overhead_line():

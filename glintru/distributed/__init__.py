@@ -40,18 +40,26 @@ def train_with_ray(args: argparse.Namespace, run_cfg: RunConfig) -> dict[str, fl
     out.mkdir(parents=True, exist_ok=True)
     storage = str(_arg(args, "storage_path", default=str(out / "ray")))
     name = f"train-{out.name}"
-    init_ray(_arg(args, "address"), _arg(args, "num_cpus"), min_cpus=workers)
     mlf = None
     uri = _arg(args, "mlflow_uri")
-    if uri is not None or _arg(args, "experiment") is not None:
+    if uri is not None or _arg(args, "experiment") is not None:  # before Ray starts: a dead MLflow fails fast
         uri = mlflow_log.resolve_tracking_uri(uri)
-        exp_id = mlflow_log.ensure_experiment(uri, _arg(args, "experiment", default=mlflow_log.DEFAULT_EXPERIMENT))
-        run_id, _ = mlflow_log.get_or_create_run(
-            uri, exp_id, {mlflow_log.ROLE: "train", mlflow_log.RUN_NAME: out.name}, run_name=out.name,
-            extra_tags={"glintru.workers": str(workers)},
-        )
-        mlflow_log.log_params(uri, run_id, run_cfg.to_flat())
+        try:
+            exp_id = mlflow_log.ensure_experiment(uri, _arg(args, "experiment", default=mlflow_log.DEFAULT_EXPERIMENT))
+            run_id, _ = mlflow_log.get_or_create_run(
+                uri, exp_id, {mlflow_log.ROLE: "train", mlflow_log.RUN_NAME: out.name}, run_name=out.name,
+                extra_tags={"glintru.workers": str(workers)},
+            )
+            mlflow_log.log_params(uri, run_id, run_cfg.to_flat())
+        except mlflow_log.unavailable_errors() as exc:
+            from glintru.errors import MlflowUnavailable
+
+            raise MlflowUnavailable(
+                f"--mlflow-uri {uri}: MLflow is unavailable ({mlflow_log.first_line(exc)}); start the tracking "
+                "server or choose another --mlflow-uri. Nothing was trained."
+            ) from None
         mlf = {"uri": uri, "run_id": run_id}
+    init_ray(_arg(args, "address"), _arg(args, "num_cpus"), min_cpus=workers)
     try:
         result = run_trainer(
             run_cfg.to_flat(), args.data, name=name, storage_path=storage, workers=workers, use_gpu=use_gpu,
