@@ -8,6 +8,8 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Callable
 
@@ -88,3 +90,23 @@ def run_until_exit(
                 proc.wait()
                 kill_all(tree)
     return (None if timed_out else proc.returncode), log.read_text()[-3000:]
+
+
+def wait_for_http(url: str, proc: subprocess.Popen, what: str, timeout_s: float = 180,
+                  expect: bytes | None = None, any_status: bool = False) -> None:
+    """Poll ``url`` until it answers (with body ``expect`` if given; any HTTP status if
+    ``any_status``, e.g. 401 from an authenticated server); raise if ``proc`` exits or time runs out."""
+    deadline = time.time() + timeout_s  # servers start in ~7-15 s idle; far more on a loaded machine
+    while True:
+        try:
+            body = urllib.request.urlopen(url, timeout=2).read()
+            if expect is None or body == expect:
+                return
+        except urllib.error.HTTPError:
+            if any_status:
+                return
+        except OSError:
+            pass
+        if time.time() > deadline or proc.poll() is not None:
+            raise RuntimeError(f"{what} did not serve {url} within {timeout_s:.0f} s (exit code {proc.poll()})")
+        time.sleep(0.2)

@@ -14,28 +14,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from proc_helpers import free_port, run_until_exit, stop_tree
+from proc_helpers import free_port, run_until_exit, stop_tree, wait_for_http
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def _wait_for_dashboard(url: str, head: subprocess.Popen, timeout_s: float = 180) -> None:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline and head.poll() is None:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except urllib.error.HTTPError:  # 401 without a token: the server is up
-            return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"`ray start --head` did not serve {url} within {timeout_s:.0f} s (exit code {head.poll()})")
 
 
 def test_tune_pipeline_smoke_test_runs_as_a_ray_job_on_a_running_cluster(tmp_path):
@@ -50,7 +34,8 @@ def test_tune_pipeline_smoke_test_runs_as_a_ray_job_on_a_running_cluster(tmp_pat
         env=env, stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT,
     )
     try:
-        _wait_for_dashboard(f"http://127.0.0.1:{dashboard}/api/version", head)
+        # 401 without a token means the server is up.
+        wait_for_http(f"http://127.0.0.1:{dashboard}/api/version", head, "`ray start --head`", any_status=True)
         code, tail = run_until_exit(
             [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--",
              sys.executable, str(ROOT / "pipelines" / "tune.py"), "--smoke-test", "--address", "auto",

@@ -3,7 +3,6 @@ all-reduced validation metrics are those of the synchronised weights."""
 
 from __future__ import annotations
 
-import socket
 import sys
 from pathlib import Path
 
@@ -13,14 +12,9 @@ import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).parent))
 from engine_fixtures import cyclic_sequences, make_dataset  # noqa: E402
+from proc_helpers import free_port  # noqa: E402
 
 N_ITEMS = 20
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
@@ -49,7 +43,7 @@ def _worker(rank: int, port: int, out: str) -> None:
 
 
 def test_two_ranks_agree_and_cover_every_user(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"result{r}.pt", weights_only=True) for r in (0, 1))
     assert r0["test"] == r1["test"] and r0["test"]["test/n_users"] == 9.0  # users of both shards
     drop = ("train/targets_per_s", "train/s")

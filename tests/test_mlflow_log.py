@@ -6,6 +6,7 @@ import pytest
 
 from glintru.errors import UserError
 from glintru.tuning import mlflow_log
+from proc_helpers import free_port
 
 
 def test_default_uri_is_absolute_sqlite_in_cwd(tmp_path, monkeypatch):
@@ -147,7 +148,7 @@ def test_study_driver_syncs_a_trial_mlflow_missed_from_its_work_dir(tmp_path):
     directory: params, every epoch, final metrics, timing, artifacts; a second sync adds nothing."""
     import json
 
-    from glintru.tuning.study import sync_trial
+    from glintru.tuning.study import sync_trial, trial_history
 
     s, uri, exp, work = _study_with_work_dir(tmp_path, "t1")
     history = [{"epoch": 1.0, "train/loss": 2.0, "valid/full/ndcg@10": 0.1}, {"epoch": 2.0, "train/loss": 1.5, "valid/full/ndcg@10": 0.2}]
@@ -157,7 +158,7 @@ def test_study_driver_syncs_a_trial_mlflow_missed_from_its_work_dir(tmp_path):
     result = _Result({"hidden_size": 16, "__trial_index__": 0}, {"epoch": 2.0, "test/full/ndcg@10": 0.3, "wall_s": 20.0, "trial_id": "t1"})
     c = mlflow_log.client(uri)
     for _ in range(2):
-        run = sync_trial(s, "t1", result, {"counts": {}})
+        run = sync_trial(s, "t1", result, trial_history(s, "t1", result), {"counts": {}})
     (only,) = c.search_runs([exp])
     assert only.info.run_id == run and only.info.status == "FINISHED"
     assert only.data.tags[mlflow_log.TRIAL_ID] == "t1" and only.data.tags[mlflow_log.PARENT] == "p"
@@ -171,11 +172,12 @@ def test_study_driver_syncs_a_trial_mlflow_missed_from_its_work_dir(tmp_path):
 def test_sync_of_an_errored_trial_logs_its_epochs_but_no_artifacts(tmp_path):
     import json
 
-    from glintru.tuning.study import sync_trial
+    from glintru.tuning.study import sync_trial, trial_history
 
     s, uri, exp, work = _study_with_work_dir(tmp_path, "t2")
     (work / "history.json").write_text(json.dumps([{"epoch": 1.0, "train/loss": 2.0}]))
-    run = sync_trial(s, "t2", _Result({"hidden_size": 16}, {}, error=RuntimeError("worker died")), None)
+    errored = _Result({"hidden_size": 16}, {}, error=RuntimeError("worker died"))
+    run = sync_trial(s, "t2", errored, trial_history(s, "t2", errored), None)
     c = mlflow_log.client(uri)
     assert c.get_run(run).info.status == "FAILED"
     assert [m.step for m in c.get_metric_history(run, "train/loss")] == [1]
@@ -220,7 +222,7 @@ def test_single_train_with_mlflow_down_keeps_the_run_and_exits_1(tmp_path, monke
     from glintru.cli import main
     from glintru.tuning.smoke import write_synthetic_dataset
 
-    port = _closed_port()
+    port = free_port()  # nothing listens on it once its probe socket is closed
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     data = write_synthetic_dataset(tmp_path / "data", n_users=16, n_items=24)
     out = tmp_path / "run"
@@ -241,7 +243,7 @@ def test_distributed_train_with_mlflow_down_stops_before_ray_starts(tmp_path, mo
     from glintru.cli import main
     from glintru.tuning.smoke import write_synthetic_dataset
 
-    port = _closed_port()
+    port = free_port()  # nothing listens on it once its probe socket is closed
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     data = write_synthetic_dataset(tmp_path / "data", n_users=16, n_items=24)
     was_running = ray.is_initialized()
@@ -252,14 +254,6 @@ def test_distributed_train_with_mlflow_down_stops_before_ray_starts(tmp_path, mo
     assert err[-1].startswith(f"error: --mlflow-uri http://127.0.0.1:{port}: MLflow is unavailable (")
     assert err[-1].endswith("Nothing was trained.")
     assert ray.is_initialized() == was_running  # failed before Ray
-
-
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]  # nothing listens here once the socket is closed
 
 
 def test_trials_table_shows_where_the_time_went_and_the_overhead_line():

@@ -15,29 +15,15 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from glintru.tuning.smoke import write_synthetic_dataset
-from proc_helpers import descendants, free_port, kill_all, run_until_exit, stop_tree
+from proc_helpers import descendants, free_port, kill_all, run_until_exit, stop_tree, wait_for_http
 
 PY = sys.executable
 N_TRIALS = 3
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 180) -> None:
-    deadline = time.time() + timeout_s  # ~7-15 s idle; far more on a loaded machine
-    while True:
-        try:
-            if urllib.request.urlopen(f"{url}/health", timeout=2).read() == b"OK":
-                return
-        except OSError:
-            pass
-        if time.time() > deadline or proc.poll() is not None:
-            raise RuntimeError(f"mlflow server did not become healthy within {timeout_s:.0f} s (exit code {proc.poll()})")
-        time.sleep(0.2)
 
 
 def _start_server(root: Path, port: int) -> subprocess.Popen:
@@ -86,7 +72,7 @@ def _check_study_survives_kill_and_mlflow_outage(tmp_path: Path, mlflow_server: 
     finished_before_kill: list[str] = []
     tree: set[int] = set()
     try:
-        _wait_healthy(mlflow_server, server_proc)
+        wait_for_http(f"{mlflow_server}/health", server_proc, "mlflow server", expect=b"OK")
         deadline = time.time() + 300
         while time.time() < deadline and first.poll() is None:
             tree |= descendants(first.pid)
@@ -143,7 +129,7 @@ def _check_study_survives_kill_and_mlflow_outage(tmp_path: Path, mlflow_server: 
 
     # 3. MLflow back (same store, same address): --resume logs what it missed, trains nothing again.
     server_box.append(_start_server(tmp_path, port))
-    _wait_healthy(mlflow_server, server_box[-1])
+    wait_for_http(f"{mlflow_server}/health", server_box[-1], "mlflow server", expect=b"OK")
     code, tail = run_until_exit([PY, "-m", "glintru.cli", "tune", "--resume", str(exp_dir), "--register-name", "kr-best"],
                                  env, tmp_path / "third.log", tmp_path, 300)
     assert code == 0, tail

@@ -85,18 +85,14 @@ def run(args: argparse.Namespace) -> int:
     write_config(out / "config.yaml", run_cfg.to_flat())
     result = fit(run_cfg, data, out, device=args.device, resume_from=resume_from, progress=not args.quiet)
     if args.mlflow_uri is not None or args.experiment is not None:
-        from glintru.errors import MlflowUnavailable
-        from glintru.tuning.mlflow_log import first_line, log_train_run, unavailable_errors
+        from glintru.tuning.mlflow_log import log_train_run, unavailable_after_run, unavailable_errors
 
         extra = {"experiment": args.experiment} if args.experiment is not None else {}
         try:
             log_train_run(args.mlflow_uri, run_cfg, result, data, out, **extra)
         except unavailable_errors() as exc:
             print_table(final_metrics(result), out)
-            raise MlflowUnavailable(
-                f"--mlflow-uri: MLflow is unavailable ({first_line(exc)}); the run finished and is saved in {out}. "
-                "Once MLflow is back, the same command logs it (the run resumes from its final checkpoint)"
-            ) from None
+            raise unavailable_after_run(exc, out) from None
     print_table(final_metrics(result), out)
     return 0
 

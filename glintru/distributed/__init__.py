@@ -52,12 +52,7 @@ def train_with_ray(args: argparse.Namespace, run_cfg: RunConfig) -> dict[str, fl
             )
             mlflow_log.log_params(uri, run_id, run_cfg.to_flat())
         except mlflow_log.unavailable_errors() as exc:
-            from glintru.errors import MlflowUnavailable
-
-            raise MlflowUnavailable(
-                f"--mlflow-uri {uri}: MLflow is unavailable ({mlflow_log.first_line(exc)}); start the tracking "
-                "server or choose another --mlflow-uri. Nothing was trained."
-            ) from None
+            raise mlflow_log.unavailable_at_start(uri, exc) from None
         mlf = {"uri": uri, "run_id": run_id}
     init_ray(_arg(args, "address"), _arg(args, "num_cpus"), min_cpus=workers)
     try:
@@ -87,10 +82,5 @@ def train_with_ray(args: argparse.Namespace, run_cfg: RunConfig) -> dict[str, fl
             )
             mlflow_log.end_run(mlf["uri"], mlf["run_id"])
         except mlflow_log.unavailable_errors() as exc:
-            from glintru.errors import MlflowUnavailable
-
-            raise MlflowUnavailable(
-                f"MLflow at {mlf['uri']} is unavailable ({mlflow_log.first_line(exc)}); the run finished and is saved "
-                f"in {out}. Once MLflow is back, the same command logs it (the run resumes from its final checkpoint)"
-            ) from None
+            raise mlflow_log.unavailable_after_run(exc, out) from None
     return final

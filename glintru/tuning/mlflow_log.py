@@ -37,6 +37,8 @@ from glintru.errors import UserError
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
+    from glintru.errors import MlflowUnavailable
+
 ROLE = "glintru.role"
 STUDY = "glintru.study"
 TRIAL_ID = "glintru.trial_id"
@@ -98,6 +100,26 @@ class BestEffort:
 def first_line(exc: BaseException, limit: int = 300) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
+def unavailable_at_start(uri: str, exc: BaseException) -> "MlflowUnavailable":
+    """The error for an MLflow that is down before anything was trained (`train --workers`, `tune`)."""
+    from glintru.errors import MlflowUnavailable
+
+    return MlflowUnavailable(
+        f"--mlflow-uri {uri}: MLflow is unavailable ({first_line(exc)}); start the tracking server "
+        "or choose another --mlflow-uri. Nothing was trained."
+    )
+
+
+def unavailable_after_run(exc: BaseException, out: str | Path) -> "MlflowUnavailable":
+    """The error for an MLflow that is down when a finished `glintru train` run is logged."""
+    from glintru.errors import MlflowUnavailable
+
+    return MlflowUnavailable(
+        f"--mlflow-uri: MLflow is unavailable ({first_line(exc)}); the run finished and is saved in {out}. "
+        "Once MLflow is back, the same command logs it (the run resumes from its final checkpoint)"
+    )
 
 
 def default_tracking_uri(cwd: str | Path | None = None) -> str:
@@ -364,12 +386,10 @@ def log_train_run(
     exp_id = ensure_experiment(uri, experiment)
     name = run_name or Path(out_dir).resolve().name
     run_id, _ = get_or_create_run(uri, exp_id, {ROLE: "train", RUN_NAME: name}, run_name=name)
-    log_params(uri, run_id, run_cfg.to_flat())
-    log_history(uri, run_id, list(result.history))  # epochs not logged yet only: a re-run after an outage
     best = Path(out_dir) / "best.pt"
-    log_run_outputs(
+    sync_run(  # only what is not logged yet: a re-run after an outage completes the run
         uri, run_id, run_cfg.to_flat(), getattr(data, "manifest", None), list(result.history),
-        dict(result.test_metrics), run_cfg.train.valid_metric, best if best.exists() else None,
+        dict(result.test_metrics), run_cfg.train.valid_metric, best if best.exists() else None, finished=True,
     )
     end_run(uri, run_id)
     return run_id

@@ -287,7 +287,9 @@ def partial_timing(result: Any, history: list[dict[str, float]]) -> dict[str, fl
     return out
 
 
-def sync_trial(s: StudySettings, trial_id: str, result: Any, manifest: dict[str, Any] | None) -> str:
+def sync_trial(
+    s: StudySettings, trial_id: str, result: Any, history: list[dict[str, float]], manifest: dict[str, Any] | None
+) -> str:
     """Bring trial ``trial_id``'s MLflow run up to date from what was trained (its run is created if
     MLflow was down when the trial started), close it, and return its run id. Idempotent."""
     uri = s.tracking_uri
@@ -297,7 +299,6 @@ def sync_trial(s: StudySettings, trial_id: str, result: Any, manifest: dict[str,
     )
     params = {k: v for k, v in dict(result.config or {}).items() if not k.startswith("_")}
     run_cfg = build_config(s.model, {**s.base_flat, **params, "max_epochs": s.max_epochs}, source=f"trial {trial_id}")
-    history = trial_history(s, trial_id, result)
     finished = result.error is None and bool(history)
     best = Path(s.experiment_path) / "work" / trial_id / "best.pt"
     mlflow_log.sync_run(
@@ -345,7 +346,8 @@ def summarise(s: StudySettings, space: SearchSpace, grid: Any, out_dir: Path, re
     results = [r for r in grid]
     ok = [r for r in results if r.error is None and r.metrics and s.metric in r.metrics]
     ids = [str((r.metrics or {}).get("trial_id") or Path(r.path).name) for r in results]
-    timings = {tid: read_timing(s, tid) or partial_timing(r, trial_history(s, tid, r)) for r, tid in zip(results, ids)}
+    histories = {tid: trial_history(s, tid, r) for r, tid in zip(results, ids)}
+    timings = {tid: read_timing(s, tid) or partial_timing(r, histories[tid]) for r, tid in zip(results, ids)}
     best_cfg = cfg_path = None
     params: dict[str, Any] = {}
     best_metrics: dict[str, float] = {}
@@ -371,7 +373,7 @@ def summarise(s: StudySettings, space: SearchSpace, grid: Any, out_dir: Path, re
     manifest = load_prepared(s.data_dir).manifest
     try:
         for r, tid in zip(results, ids):
-            sync_trial(s, tid, r, manifest)
+            sync_trial(s, tid, r, histories[tid], manifest)
         uri, parent = s.tracking_uri, s.parent_run_id
         if not ok:
             mlflow_log.end_run(uri, parent, "FAILED")
@@ -532,10 +534,7 @@ def run_study(
         exp_id = mlflow_log.ensure_experiment(uri, name)
         parent, _ = mlflow_log.get_or_create_run(uri, exp_id, {mlflow_log.ROLE: "study", mlflow_log.STUDY: name}, run_name=name)
     except mlflow_log.unavailable_errors() as exc:
-        raise MlflowUnavailable(
-            f"--mlflow-uri {uri}: MLflow is unavailable ({mlflow_log.first_line(exc)}); start the tracking server "
-            "or choose another --mlflow-uri. Nothing was trained."
-        ) from None
+        raise mlflow_log.unavailable_at_start(uri, exc) from None
     init_ray(address, num_cpus, min_cpus=opts["workers"] * cpus_per_worker)
     try:
         mc = max_concurrent or max_concurrent_trials(opts["workers"], cpus_per_worker, use_gpu, ray.cluster_resources())
