@@ -1,31 +1,30 @@
-"""Accuracy comparison: GLINT-RU against SASRec, NARM and GRU4Rec under one data split and protocol.
+"""Reproduction at convergence: GLINT-RU, its ablation and the baselines under one protocol.
 
-    python benchmarks/reproduce.py --data-root /work/shared/data                 # the whole grid
-    python benchmarks/reproduce.py --data-root DIR --datasets amazon-beauty --models glintru sasrec
-    python benchmarks/reproduce.py --data-root DIR --budget-file my_budget.yaml --jobs 2
-    python benchmarks/reproduce.py --table-only                                   # rebuild accuracy.md
-    nohup python benchmarks/reproduce.py --data-root DIR > benchmarks/work/reproduce.log 2>&1 &
+    python benchmarks/reproduce.py --data-root DATA --plan ablation --datasets amazon-beauty
+    python benchmarks/reproduce.py --data-root DATA --plan models --datasets amazon-beauty --seeds 1 2 3
+    python benchmarks/reproduce.py --data-root DATA --plan models --models sasrec --tuned benchmarks/tuned
+    python benchmarks/reproduce.py --report            # rebuild benchmarks/results/reproduction.md
+    nohup python benchmarks/reproduce.py ... > benchmarks/work/reproduce.log 2>&1 &
 
-For each dataset (the files under ``--data-root``: ``ml-1m/ml-1m.seq.txt``,
-``amazon-beauty/Beauty.txt``, ``amazon-video-games/Video_Games.txt``; read, never copied) the
-script prepares it once into ``--work-dir`` (outside git), then trains every model with the
-engine (:func:`glintru.engine.fit`: early stopping on validation full-ranking NDCG@10, best
-epoch's weights tested) and writes one JSON per run to ``--results-dir``
-(``<dataset>__<model>.json``). A run whose JSON exists is skipped, so an interrupted grid resumes
-where it stopped. ``accuracy.md`` is regenerated from all JSON files at the end.
+``DATA`` holds ``ml-1m/ml-1m.seq.txt``, ``amazon-beauty/Beauty.txt`` and
+``amazon-video-games/Video_Games.txt``; they are read, prepared once into ``--work-dir`` (outside
+git) and never copied into the repository.
 
-Models: ``glintru`` (causal, every position a target), ``glintru_official`` (official, non-causal
-mode, last-position objective), ``sasrec`` (causal, every position, full-softmax cross-entropy),
-``narm`` (last position: it is not causal), ``gru4rec`` (causal, every position).
+Protocol (every run, every model): d = 128, window 50 on the Amazon datasets and 200 on ML-1M,
+batch 128, Adam at lr 1e-3 unless a tuned configuration says otherwise, early stopping on
+validation full-ranking NDCG@10 with patience 10, at most 200 epochs, no wall-time cap. The pop100
+protocol selects its own epoch on validation pop100 NDCG@10 (``fit(also_select=...)``). Each run
+writes ``benchmarks/results/runs/<dataset>/<name>__seed<k>.json`` (contract fields: ``dataset``,
+``model``, ``seed``, ``config``, ``stopped``, ``best_epoch``, ``epochs``, ``metrics``,
+``train_s``, ``wall_s``; plus the per-epoch history with the GLINT-RU diagnostics, the pop100
+selection, the inference latency per user and the machine). A run whose JSON exists is skipped; an
+interrupted run resumes from its last epoch checkpoint.
 
-Budget: every model on a dataset gets the same settings (:data:`DEFAULT_BUDGET`, changed with
-``--budget-file`` or ``--set``): the same d, window, batch size, learning rate, epoch limit,
-patience and training-time cap (``max_time_s``: training time, checked after each epoch, so a run
-may overshoot by one epoch), and for last-position objectives a cap on prefixes per epoch
-(``max_train_samples``; the engine applies it to all-position windows too, but the default caps
-exceed every dataset's window count) so that an epoch stays short enough to validate often. Each run uses
-``--threads`` torch threads (1 by default: see /work/shared/docs/perf-notes.md on threading) and at
-most ``--jobs`` runs go at once, each in its own process.
+Plans: ``ablation`` (GLINT-RU variants: attention normaliser none / count / kernel, the GRU
+expert alone, the attention expert alone, kernel size 1) and ``models`` (GLINT-RU and the
+baselines, with ``--tuned DIR`` holding ``<dataset>__<model>.yaml`` files of tuned flat keys,
+e.g. ``best_config.yaml`` of a ``glintru tune`` study). Each run uses ``--threads`` torch threads
+and at most ``--jobs`` runs go at once, one process each.
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -42,99 +42,53 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
 DATASETS: dict[str, str] = {
     "ml-1m": "ml-1m/ml-1m.seq.txt",
     "amazon-beauty": "amazon-beauty/Beauty.txt",
     "amazon-video-games": "amazon-video-games/Video_Games.txt",
 }
-MODELS = ("glintru", "glintru_official", "sasrec", "narm", "gru4rec")
-# Objective each model trains with (the config presets of glintru/config.py).
-OBJECTIVES = {
-    "glintru": "all positions (causal)",
-    "glintru_official": "last position (official, non-causal)",
-    "sasrec": "all positions (causal)",
-    "narm": "last position",
-    "gru4rec": "all positions (causal)",
+PROTOCOL: dict[str, dict[str, Any]] = {
+    "*": {"hidden_size": 128, "embedding_size": 128, "batch_size": 128, "lr": 1e-3, "max_epochs": 200,
+          "patience": 10, "valid_metric": "valid/full/ndcg@10", "eval_batch_size": 512},
+    "ml-1m": {"max_len": 200},
+    "amazon-beauty": {"max_len": 50},
+    "amazon-video-games": {"max_len": 50},
 }
-
-# Budget per dataset: flat config keys (glintru/config.py). "*" applies to every dataset. A key is
-# given to a model only where it is one of that model's keys (embedding_size: NARM and GRU4Rec).
-DEFAULT_BUDGET: dict[str, dict[str, Any]] = {
-    "*": {
-        "hidden_size": 64, "embedding_size": 64, "batch_size": 128, "lr": 1e-3,
-        "max_epochs": 30, "patience": 3, "eval_batch_size": 512, "seed": 666,
-    },
-    "ml-1m": {"max_len": 200, "max_time_s": 480.0, "max_train_samples": 16384},
-    "amazon-beauty": {"max_len": 50, "max_time_s": 240.0, "max_train_samples": 32768},
-    "amazon-video-games": {"max_len": 50, "max_time_s": 240.0, "max_train_samples": 32768},
+POP_METRIC = "valid/pop100/ndcg@10"
+# name -> (model, overrides). Baselines train on every position unless said.
+MODEL_RUNS: dict[str, tuple[str, dict[str, Any]]] = {
+    "glintru": ("glintru", {}),
+    "sasrec": ("sasrec", {}),
+    "sasrec_1block": ("sasrec_1block", {}),
+    "narm": ("narm", {"objective": "all_positions"}),
+    "gru4rec": ("gru4rec", {}),
 }
-METRIC_COLUMNS = [(p, m) for p in ("full", "pop100") for m in ("hr", "ndcg", "mrr")]
+ABLATION_RUNS: dict[str, tuple[str, dict[str, Any]]] = {
+    "glintru-norm_none": ("glintru", {"attn_norm": "none"}),
+    "glintru-norm_count": ("glintru", {"attn_norm": "count"}),
+    "glintru-norm_kernel": ("glintru", {"attn_norm": "kernel"}),
+    "glintru-gru_only": ("glintru", {"experts": "gru"}),
+    "glintru-attn_only": ("glintru", {"experts": "attention"}),
+    "glintru-kernel1": ("glintru", {"kernel_size": 1}),
+}
+PLANS = {"models": MODEL_RUNS, "ablation": ABLATION_RUNS}
 
 
-# ---------------------------------------------------------------------------------------------
-# Budget and configuration
-# ---------------------------------------------------------------------------------------------
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on (CPU model as ``lscpu`` names it)."""
+    import torch
 
-
-def load_budget(path: str | None, sets: list[str] | None) -> dict[str, dict[str, Any]]:
-    """The default budget, updated by a YAML/JSON file (same shape) and then by ``--set KEY=VALUE``.
-
-    ``--set`` items may be prefixed with a dataset (``ml-1m:max_time_s=600``); unprefixed ones
-    apply to every dataset.
-    """
-    from glintru.config import parse_set_args
-    from glintru.errors import UserError
-
-    budget = {k: dict(v) for k, v in DEFAULT_BUDGET.items()}
-    if path:
-        import yaml
-
-        p = Path(path)
-        if not p.is_file():
-            raise UserError(f"{p}: budget file not found")
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
-            raise UserError(f"{p}: expected a mapping of dataset name (or '*') to a mapping of config keys")
-        for ds, over in raw.items():
-            if ds != "*" and ds not in DATASETS:
-                raise UserError(f"{p}: unknown dataset {ds!r}; choose '*' or one of {', '.join(DATASETS)}")
-            budget.setdefault(ds, {}).update(over)
-    for item in sets or []:
-        ds, _, kv = item.rpartition(":") if ":" in item.split("=", 1)[0] else ("*", "", item)
-        if ds != "*" and ds not in DATASETS:
-            raise UserError(f"--set {item!r}: unknown dataset {ds!r}")
-        for name in ([ds] if ds != "*" else list(budget)):  # unprefixed: every dataset, over its own value
-            budget.setdefault(name, {}).update(parse_set_args([kv]))
-    known = set().union(*(_keys(m) for m in MODELS))
-    for ds, over in budget.items():
-        unknown = sorted(set(over) - known)
-        if unknown:
-            raise UserError(f"budget for {ds!r}: unknown config key(s) {', '.join(unknown)}")
-    return budget
-
-
-def _keys(model: str) -> set[str]:
-    from glintru.config import config_keys
-
-    return config_keys(model)
-
-
-def dataset_budget(budget: dict[str, dict[str, Any]], dataset: str) -> dict[str, Any]:
-    """The flat keys that hold for ``dataset`` (``*`` then the dataset's own)."""
-    return {**budget.get("*", {}), **budget.get(dataset, {})}
-
-
-def run_config(model: str, ds_budget: dict[str, Any]) -> Any:
-    """The validated :class:`~glintru.config.RunConfig` of ``model`` under a dataset budget."""
-    from glintru.config import build_config
-
-    keys = _keys(model)
-    return build_config(model, {k: v for k, v in ds_budget.items() if k in keys}, source="budget")
-
-
-# ---------------------------------------------------------------------------------------------
-# Runs
-# ---------------------------------------------------------------------------------------------
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
 
 
 def prepare_dataset(data_root: Path, dataset: str, work_dir: Path) -> Path:
@@ -153,164 +107,118 @@ def prepare_dataset(data_root: Path, dataset: str, work_dir: Path) -> Path:
     return out
 
 
-def result_path(results_dir: Path, dataset: str, model: str, variant: str = "") -> Path:
-    return results_dir / f"{dataset}__{model}{variant}.json"
+def tuned_overrides(tuned_dir: Path | None, dataset: str, name: str) -> dict[str, Any]:
+    """Flat keys of ``<tuned_dir>/<dataset>__<name>.yaml`` (``model`` and epoch limits dropped), or {}."""
+    if tuned_dir is None:
+        return {}
+    from glintru.config import load_config_file
+
+    p = tuned_dir / f"{dataset}__{name}.yaml"
+    if not p.is_file():
+        return {}
+    _, flat = load_config_file(p)
+    for k in ("max_epochs", "patience", "max_time_s", "max_train_samples", "seed"):
+        flat.pop(k, None)
+    return flat
 
 
-def machine() -> dict[str, Any]:
-    """What the numbers were measured on."""
+def run_spec(dataset: str, name: str, model: str, overrides: dict[str, Any], seed: int) -> Any:
+    """The validated RunConfig of one run: protocol, then the run's overrides, then the seed."""
+    from glintru.config import build_config, config_keys
+
+    keys = config_keys(model)
+    flat = {k: v for k, v in {**PROTOCOL["*"], **PROTOCOL[dataset]}.items() if k in keys}
+    flat.update(overrides)
+    flat["seed"] = seed
+    return build_config(model, flat, source=f"{dataset}/{name}")
+
+
+def result_path(results_dir: Path, dataset: str, name: str, seed: int) -> Path:
+    return results_dir / "runs" / dataset / f"{name}__seed{seed}.json"
+
+
+def latency_ms_per_user(model: Any, data: Any, max_len: int, users: int = 200) -> float:
+    """Median wall time (ms) to encode one user's test input window and rank the whole catalogue
+    (top-10), one user at a time, over the first ``users`` test users."""
+    import numpy as np
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "torch": torch.__version__,
-            "python": platform.python_version(), "os": platform.platform()}
+    model.eval()
+    emb = model.item_embeddings()[1:]
+    u, end, _ = data.eval_examples("test")
+    times = []
+    with torch.inference_mode():
+        for i in range(min(users, len(u))):
+            start = max(int(data.offsets[u[i]]), int(end[i]) - max_len)
+            x = torch.from_numpy(data.items[start : end[i]].astype(np.int64)).view(1, -1)
+            width = max_len if model.needs_full_window else x.shape[1]
+            x = torch.nn.functional.pad(x, (0, width - x.shape[1]))
+            t0 = time.perf_counter()
+            h = model.last_hidden(x, torch.tensor([end[i] - start]))
+            (h @ emb.T).topk(10)
+            times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1000.0)
 
 
-def run_one(dataset: str, model: str, data_dir: str, ds_budget: dict[str, Any], work_dir: str,
-            results_dir: str, threads: int, jobs: int, variant: str = "") -> dict[str, Any]:
-    """Train one model on one prepared dataset and write its JSON; runs in a child process.
-
-    ``variant`` (e.g. ``"_lastpos"``) is appended to the run's file and directory names.
-    """
-    import numpy as np
+def run_one(dataset: str, name: str, model: str, overrides: dict[str, Any], seed: int, data_dir: str,
+            work_dir: str, results_dir: str, threads: int, jobs: int) -> dict[str, Any]:
+    """Train one run (resuming from its last checkpoint) and write its JSON; runs in a child process."""
     import torch
 
     from glintru.data.dataset import load_prepared
     from glintru.engine import fit
-    from glintru.models import build_model
+    from glintru.engine.checkpoint import list_checkpoints
 
     torch.set_num_threads(threads)
-    run_cfg = run_config(model, ds_budget)
+    run_cfg = run_spec(dataset, name, model, overrides, seed)
     data = load_prepared(data_dir)
-    params = sum(p.numel() for p in build_model(run_cfg, data.n_items).parameters())
-    out_dir = Path(work_dir) / "runs" / dataset / f"{model}{variant}"
-    if out_dir.exists():  # a run interrupted before its JSON was written starts afresh
-        import shutil
-
-        shutil.rmtree(out_dir)
-    t0 = time.perf_counter()
-    elapsed: list[float] = []
-    log = Path(work_dir) / "logs" / f"{dataset}__{model}{variant}.log"
+    out_dir = Path(work_dir) / "runs" / dataset / f"{name}__seed{seed}"
+    ckpts = list_checkpoints(out_dir)
+    log = Path(work_dir) / "logs" / f"{dataset}__{name}__seed{seed}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     load0 = os.getloadavg()[0]
-    with log.open("w") as fh:
+    t0 = time.perf_counter()
+    with log.open("a") as fh:
 
         def on_epoch_end(metrics: dict[str, float], _ckpt: Path | None) -> None:
-            elapsed.append(time.perf_counter() - t0)
-            fh.write(json.dumps({"elapsed_s": round(elapsed[-1], 1), **metrics}) + "\n")
+            fh.write(json.dumps({"elapsed_s": round(time.perf_counter() - t0, 1), **metrics}) + "\n")
             fh.flush()
 
-        result = fit(run_cfg, data, out_dir, on_epoch_end=on_epoch_end, progress=False)
-    history = [{**h, "elapsed_s": e} for h, e in zip(result.history, elapsed)]
-    n_train_targets = int(np.maximum(data.train_lengths() - 1, 0).sum())
+        result = fit(run_cfg, data, out_dir, on_epoch_end=on_epoch_end, progress=False,
+                     resume_from=ckpts[-1] if ckpts else None, also_select=(POP_METRIC,))
+    import glintru.engine.loop as loop
+
+    best_model, _ = loop.load_best_model(out_dir / "best.pt", data.n_items)
+    params = sum(p.numel() for p in best_model.parameters())
+    latency = latency_ms_per_user(best_model, data, run_cfg.train.max_len)
+    pop = result.selected.get(POP_METRIC, {})
+    metrics = dict(result.test_metrics)
+    for k, v in pop.get("test", {}).items():  # pop100 numbers at pop100's own best epoch
+        if "/pop" in k:
+            metrics[k] = v
     record = {
-        "dataset": dataset,
-        "model": model,
-        "objective": run_cfg.train.objective,
-        "metrics": {**result.best_metrics, **result.test_metrics},
-        "budget": {**{k: v for k, v in ds_budget.items() if k in _keys(model)}, "torch_threads": threads,
-                   "parallel_runs": jobs},
-        "wall_s": round(result.wall_s, 2),
-        "train_s": round(result.train_s, 2),
-        "epochs": len(result.history),
-        "best_epoch": result.best_epoch,
-        "stopped": result.stopped,
-        "params": int(params),
-        "config": run_cfg.to_flat(),
-        "history": history,
-        "dataset_counts": data.manifest["counts"],
-        "train_targets_all_positions": n_train_targets,
-        "machine": {**machine(), "loadavg_1min_start": round(load0, 2), "loadavg_1min_end": round(os.getloadavg()[0], 2)},
+        "dataset": dataset, "model": model, "name": name, "seed": seed,
+        "config": run_cfg.to_flat(), "overrides": overrides,
+        "stopped": result.stopped, "best_epoch": result.best_epoch, "epochs": len(result.history),
+        "best_epoch_pop100": pop.get("best_epoch"),
+        "metrics": metrics,
+        "metrics_full_selected": {**result.best_metrics, **result.test_metrics},
+        "metrics_pop100_selected": {**pop.get("valid", {}), **pop.get("test", {})},
+        "train_s": round(result.train_s, 2), "wall_s": round(result.wall_s, 2),
+        "resumed": bool(ckpts),
+        "latency_ms_per_user": round(latency, 3), "params": int(params),
+        "history": result.history,
+        "machine": {**machine(), "parallel_runs": jobs, "loadavg_1min_start": round(load0, 2),
+                    "loadavg_1min_end": round(os.getloadavg()[0], 2)},
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    path = result_path(Path(results_dir), dataset, model, variant)
+    path = Path(result_path(Path(results_dir), dataset, name, seed))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=False) + "\n")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
     tmp.replace(path)
+    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # best.pt stays
     return record
-
-
-# ---------------------------------------------------------------------------------------------
-# Table
-# ---------------------------------------------------------------------------------------------
-
-
-def load_results(results_dir: Path) -> list[dict[str, Any]]:
-    """Every run JSON in ``results_dir`` (files named ``<dataset>__<model>.json``)."""
-    out = []
-    for p in sorted(results_dir.glob("*__*.json")):
-        rec = json.loads(p.read_text())
-        if rec.get("dataset") in DATASETS and rec.get("model") in MODELS:
-            out.append(rec)
-    return out
-
-
-def _fmt_budget(b: dict[str, Any]) -> str:
-    keys = ("hidden_size", "max_len", "batch_size", "lr", "max_epochs", "patience", "max_time_s",
-            "max_train_samples", "torch_threads", "parallel_runs")
-    return ", ".join(f"{k}={b[k]:g}" if isinstance(b[k], float) else f"{k}={b[k]}" for k in keys if k in b)
-
-
-def accuracy_table(records: list[dict[str, Any]]) -> str:
-    """Markdown: per dataset, test and validation HR/NDCG/MRR@10 (full, pop100) per model; best in bold."""
-    lines = [
-        "# Accuracy (generated by `python benchmarks/reproduce.py --table-only` from the JSON files here)",
-        "",
-        "Leave-one-out split; full ranking over every item and pop100 (target vs 100 negatives drawn by",
-        "popularity); metrics @10 in %, best per column in bold. `wall s` = training + every validation",
-        "+ test, on a shared 2-core CPU. The budget line is the same for every model on a dataset.",
-        "`max_train_samples` caps the samples drawn per epoch: prefixes for last-position objectives,",
-        "windows for all-position ones (ML-1M has 8,619 windows, Beauty 22,512, Video Games 24,631 at",
-        "these lengths, so the cap only shortens last-position epochs). `stopped`: max_time_s = the",
-        "training-time cap ended the run (checked after each epoch), patience = early stopping.",
-    ]
-    by_ds: dict[str, list[dict[str, Any]]] = {}
-    for r in records:
-        by_ds.setdefault(r["dataset"], []).append(r)
-    for ds in DATASETS:
-        recs = sorted(by_ds.get(ds, []), key=lambda r: MODELS.index(r["model"]))
-        if not recs:
-            continue
-        budgets = {_fmt_budget({k: v for k, v in r["budget"].items() if k != "embedding_size"}) for r in recs}
-        lines += ["", f"## {ds}", "", "Budget: " + " | ".join(sorted(budgets)), ""]
-        for split in ("test", "valid"):
-            cols = [f"{split}/{p}/{m}@10" for p, m in METRIC_COLUMNS]
-            best = {c: max(r["metrics"].get(c, float("-inf")) for r in recs) for c in cols}
-            head = ["model", "objective"] + [f"{split} {p} {m.upper() if m == 'hr' else m.upper()}@10" for p, m in METRIC_COLUMNS]
-            if split == "test":
-                head += ["epochs (best)", "stopped", "wall s", "params"]
-            lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-            for r in recs:
-                cells = [r["model"], OBJECTIVES[r["model"]]]
-                for c in cols:
-                    v = r["metrics"].get(c)
-                    s = "n/a" if v is None else f"{100 * v:.2f}"
-                    cells.append(f"**{s}**" if v is not None and v == best[c] else s)
-                if split == "test":
-                    cells += [f"{r['epochs']} ({r.get('best_epoch', '?')})", r.get("stopped", ""),
-                              f"{r['wall_s']:.0f}", f"{r['params']:,}"]
-                lines.append("| " + " | ".join(cells) + " |")
-            lines.append("")
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def write_table(results_dir: Path) -> Path:
-    path = results_dir / "accuracy.md"
-    path.write_text(accuracy_table(load_results(results_dir)))
-    return path
-
-
-# ---------------------------------------------------------------------------------------------
-# Main
-# ---------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -318,67 +226,74 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-root", help="directory holding ml-1m/, amazon-beauty/, amazon-video-games/")
-    ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    ap.add_argument("--budget-file", help="YAML/JSON: {'*' | dataset: {flat config key: value}}")
-    ap.add_argument("--set", action="append", metavar="[DATASET:]KEY=VALUE", help="budget override")
+    ap.add_argument("--plan", choices=list(PLANS), default="models")
+    ap.add_argument("--datasets", nargs="+", default=["amazon-beauty"], choices=list(DATASETS))
+    ap.add_argument("--runs", nargs="+", help="run names of the plan (default: all of it)")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[1])
+    ap.add_argument("--tuned", help="directory of <dataset>__<name>.yaml tuned configurations")
+    ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="override for every run of this call")
     ap.add_argument("--work-dir", default=str(ROOT / "benchmarks" / "work"), help="prepared data, run dirs, logs")
-    ap.add_argument("--results-dir", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--results-dir", default=str(RESULTS))
     ap.add_argument("--jobs", type=int, default=2, help="runs at once, one process each")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    ap.add_argument("--force", action="store_true", help="rerun runs whose JSON exists")
-    ap.add_argument("--table-only", action="store_true", help="only regenerate accuracy.md from the JSON files")
+    ap.add_argument("--report", action="store_true", help="only rebuild the report from the JSON files")
     ap.add_argument("--dry-run", action="store_true", help="print the runs and their configs, train nothing")
     args = ap.parse_args(argv)
     try:
         results_dir = Path(args.results_dir)
-        if args.table_only:
-            print(write_table(results_dir))
+        if args.report:
+            from report import write_report  # benchmarks/report.py
+
+            print(write_report(results_dir))
             return 0
         if not args.data_root:
             raise UserError("--data-root: required (a directory with ml-1m/, amazon-beauty/, amazon-video-games/)")
-        budget = load_budget(args.budget_file, args.set)
-        work_dir = Path(args.work_dir)
+        from glintru.config import parse_set_args
+
+        plan = PLANS[args.plan]
+        names = args.runs or list(plan)
+        unknown = [n for n in names if n not in plan]
+        if unknown:
+            raise UserError(f"--runs: unknown run(s) {', '.join(unknown)} in plan {args.plan}; choose from {', '.join(plan)}")
+        extra = parse_set_args(args.set)
+        tuned = Path(args.tuned) if args.tuned else None
         todo = []
         for ds in args.datasets:
-            ds_budget = dataset_budget(budget, ds)
-            for model in args.models:
-                cfg = run_config(model, ds_budget)  # validate every config before training anything
-                if result_path(results_dir, ds, model).is_file() and not args.force:
-                    print(f"skip {ds} {model}: {result_path(results_dir, ds, model)} exists", flush=True)
-                    continue
-                todo.append((ds, model, ds_budget))
-                if args.dry_run:
-                    print(ds, model, json.dumps(cfg.to_flat()))
+            for name in names:
+                model, over = plan[name]
+                over = {**tuned_overrides(tuned, ds, name), **over, **extra}
+                for seed in args.seeds:
+                    cfg = run_spec(ds, name, model, over, seed)  # validate before training anything
+                    if result_path(results_dir, ds, name, seed).is_file():
+                        print(f"skip {ds} {name} seed {seed}: JSON exists", flush=True)
+                        continue
+                    todo.append((ds, name, model, over, seed))
+                    if args.dry_run:
+                        print(ds, name, seed, json.dumps(cfg.to_flat()))
         if args.dry_run or not todo:
-            write_table(results_dir)
             return 0
+        work_dir = Path(args.work_dir)
         data_dirs = {ds: str(prepare_dataset(Path(args.data_root), ds, work_dir)) for ds in {t[0] for t in todo}}
-        # longest budgets first: the last runs to start are the short ones
-        todo.sort(key=lambda t: -float(t[2].get("max_time_s", 0.0)))
         ctx = get_context("spawn")
+        failed = 0
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx, max_tasks_per_child=1) as pool:
-            futs = {
-                pool.submit(run_one, ds, model, data_dirs[ds], b, str(work_dir), str(results_dir), args.threads,
-                            args.jobs): (ds, model)
-                for ds, model, b in todo
-            }
+            futs = {pool.submit(run_one, ds, name, model, over, seed, data_dirs[ds], str(work_dir), str(results_dir),
+                                args.threads, args.jobs): (ds, name, seed)
+                    for ds, name, model, over, seed in todo}
             print(f"{time.strftime('%H:%M:%S')} started {len(futs)} runs, {args.jobs} at once", flush=True)
-            failed = 0
             for fut in as_completed(futs):
-                ds, model = futs[fut]
+                ds, name, seed = futs[fut]
                 try:
                     rec = fut.result()
                 except Exception as exc:  # noqa: BLE001 -- one failed run must not stop the grid
                     failed += 1
-                    print(f"{time.strftime('%H:%M:%S')} FAILED {ds} {model}: {type(exc).__name__}: {exc}", flush=True)
+                    print(f"{time.strftime('%H:%M:%S')} FAILED {ds} {name} seed {seed}: {type(exc).__name__}: {exc}", flush=True)
                     continue
                 m = rec["metrics"]
-                print(f"{time.strftime('%H:%M:%S')} done {ds} {model}: test full NDCG@10 "
-                      f"{m['test/full/ndcg@10']:.4f}, pop100 NDCG@10 {m['test/pop100/ndcg@10']:.4f}, "
-                      f"{rec['epochs']} epochs ({rec['stopped']}), {rec['wall_s']:.0f} s", flush=True)
-                write_table(results_dir)
-        write_table(results_dir)
+                print(f"{time.strftime('%H:%M:%S')} done {ds} {name} seed {seed}: test full NDCG@10 "
+                      f"{m['test/full/ndcg@10']:.4f} HR@10 {m['test/full/hr@10']:.4f}, pop100 NDCG@10 "
+                      f"{m['test/pop100/ndcg@10']:.4f}; {rec['epochs']} epochs (best {rec['best_epoch']}, "
+                      f"{rec['stopped']}), {rec['wall_s']:.0f} s", flush=True)
         return 1 if failed else 0
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -386,4 +301,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     sys.exit(main())

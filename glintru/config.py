@@ -37,9 +37,12 @@ class GlintRUConfig:
     """
 
     hidden_size: int = 128  # d: embedding size = hidden size (official code requires equality)
-    n_heads: int = 8  # heads of the linear-attention expert
+    n_heads: int = 0  # heads of the linear-attention expert; 0 = hidden_size // head_dim
+    head_dim: int = 16  # head width when n_heads = 0 (official shapes: d=128/8 heads, d=64/4 heads)
+    attn_norm: str = "none"  # causal attention normaliser: "none" | "count" | "kernel" (docs/model.md)
     kernel_size: int = 3  # k of both temporal convolutions (official: hard-coded 3)
     mixing_init: float = 0.5  # GRU expert's initial share p of the expert mix (Eq. 10), 0 < p < 1
+    experts: str = "both"  # "both" (Eq. 10's learnable mix) | "gru" | "attention" (one expert, weight 1; ablation)
     causal: bool = True
     light: bool = False  # "Light GLINT-RU": no gated MLP block
     gru_bias: bool = False  # official: nn.GRU(bias=False)
@@ -114,29 +117,39 @@ class TrainConfig:
     max_time_s: float = 0.0  # stop training after this much wall time (checked per epoch); 0 = no limit
 
 
-MODEL_CONFIGS: dict[str, type] = {
-    "glintru": GlintRUConfig,
-    "glintru_official": GlintRUConfig,
-    "sasrec": SASRecConfig,
-    "narm": NARMConfig,
-    "gru4rec": GRU4RecConfig,
-}
+@dataclass(frozen=True)
+class ModelSpec:
+    """One row of the model table: everything the project knows about a model name.
 
-# Presets: a model name may change defaults of its model config and of TrainConfig.
-# glintru_official = the official code's behaviour and protocol (paper-notes 1b, 2, 3).
-MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "glintru": {},
-    "glintru_official": {"causal": False},
-    "sasrec": {},
-    "narm": {},
-    "gru4rec": {},
-}
-TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
-    "glintru": {},
-    "glintru_official": {"objective": "last_position"},
-    "sasrec": {},
-    "narm": {"objective": "last_position"},
-    "gru4rec": {},
+    ``config_cls``: its hyperparameter dataclass; ``impl``: ``"module:Class"`` built by
+    :func:`glintru.models.build_model` (imported lazily, so this module stays torch-free);
+    ``model_defaults`` / ``train_defaults``: preset values that differ from the dataclasses'
+    defaults; ``summary``: one line for ``--help`` and the docs.
+    """
+
+    config_cls: type
+    impl: str
+    summary: str
+    model_defaults: Mapping[str, Any] = field(default_factory=dict)
+    train_defaults: Mapping[str, Any] = field(default_factory=dict)
+
+
+MODELS: dict[str, ModelSpec] = {
+    "glintru": ModelSpec(GlintRUConfig, "glintru.models.glintru:GlintRU", "GLINT-RU, causal, every position a target"),
+    "glintru_official": ModelSpec(
+        GlintRUConfig, "glintru.models.glintru:GlintRU",
+        "GLINT-RU as the official code runs it: non-causal, last position, no attention normaliser",
+        model_defaults={"causal": False, "attn_norm": "none"}, train_defaults={"objective": "last_position"},
+    ),
+    "sasrec": ModelSpec(SASRecConfig, "glintru.models.sasrec:SASRec", "SASRec, 2 blocks (Kang & McAuley 2018)"),
+    "sasrec_1block": ModelSpec(
+        SASRecConfig, "glintru.models.sasrec:SASRec",
+        "SASRec, 1 block with a 128-wide feed-forward (the official GLINT-RU runner's setting)",
+        model_defaults={"n_layers": 1, "inner_size": 128},
+    ),
+    "narm": ModelSpec(NARMConfig, "glintru.models.narm:NARM", "NARM (Li et al. 2017), one target per prefix by default",
+                      train_defaults={"objective": "last_position"}),
+    "gru4rec": ModelSpec(GRU4RecConfig, "glintru.models.gru4rec:GRU4Rec", "GRU4Rec (Hidasi et al. 2016)"),
 }
 
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -172,18 +185,18 @@ class RunConfig:
 
 
 def model_names() -> list[str]:
-    return list(MODEL_CONFIGS)
+    return list(MODELS)
 
 
 def config_keys(model: str) -> set[str]:
     """All flat keys valid for ``model`` (its model fields plus TrainConfig fields)."""
     _check_model(model)
-    return {f.name for f in fields(MODEL_CONFIGS[model])} | {f.name for f in fields(TrainConfig)}
+    return {f.name for f in fields(MODELS[model].config_cls)} | {f.name for f in fields(TrainConfig)}
 
 
 def _check_model(model: str) -> None:
-    if model not in MODEL_CONFIGS:
-        raise UserError(f"unknown model '{model}'; choose one of: {', '.join(MODEL_CONFIGS)}")
+    if model not in MODELS:
+        raise UserError(f"unknown model '{model}'; choose one of: {', '.join(MODELS)}")
 
 
 def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
@@ -233,6 +246,18 @@ def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
     raise AssertionError(f"unsupported field type for {name}")
 
 
+ATTN_NORMS = ("none", "count", "kernel")
+EXPERTS = ("both", "gru", "attention")
+
+
+def attention_heads(m: Any) -> int:
+    """Heads of an attention block: ``n_heads``, or for GLINT-RU with ``n_heads = 0``,
+    ``hidden_size // head_dim`` (heads 16 wide by default, as in both official shapes)."""
+    if isinstance(m, GlintRUConfig) and m.n_heads == 0:
+        return max(1, m.hidden_size // max(1, m.head_dim))
+    return m.n_heads
+
+
 def check_model_config(m: Any, source: str, n_items: int = 1, max_len: int = 1) -> None:
     """Raise a UserError naming the first impossible model hyperparameter.
 
@@ -248,12 +273,23 @@ def check_model_config(m: Any, source: str, n_items: int = 1, max_len: int = 1) 
     if max_len < 1:
         raise UserError(f"{source}: max_len must be >= 1, got {max_len}")
     for name in ("hidden_size", "embedding_size", "n_heads", "n_layers", "inner_size", "kernel_size"):
+        if name == "n_heads" and isinstance(m, GlintRUConfig):
+            continue  # 0 is allowed: derived from head_dim (checked below)
         if hasattr(m, name) and getattr(m, name) < 1:
             raise bad(name, f"must be >= 1, got {getattr(m, name)}")
     for f in fields(m):
         if f.name.endswith("dropout") and not 0.0 <= getattr(m, f.name) < 1.0:
             raise bad(f.name, f"must be in [0, 1), got {getattr(m, f.name)}")
-    if hasattr(m, "n_heads") and m.hidden_size % m.n_heads != 0:
+    if isinstance(m, GlintRUConfig):
+        if m.n_heads < 0:
+            raise bad("n_heads", f"must be >= 1, or 0 to derive it from head_dim, got {m.n_heads}")
+        if m.n_heads == 0 and (m.head_dim < 1 or m.hidden_size % m.head_dim != 0):
+            raise bad("head_dim", f"hidden_size {m.hidden_size} is not a multiple of head_dim {m.head_dim} (n_heads = 0 derives the heads from it)")
+        if m.experts not in EXPERTS:
+            raise bad("experts", f"must be one of {', '.join(EXPERTS)}, got {m.experts!r}")
+        if m.attn_norm not in ATTN_NORMS:
+            raise bad("attn_norm", f"must be one of {', '.join(ATTN_NORMS)}, got {m.attn_norm!r}")
+    if hasattr(m, "n_heads") and m.hidden_size % attention_heads(m) != 0:
         raise bad("n_heads", f"hidden_size {m.hidden_size} is not divisible by n_heads {m.n_heads}")
     if isinstance(m, GlintRUConfig):
         if not 0.0 < m.mixing_init < 1.0:
@@ -295,7 +331,7 @@ def _validate(model: str, m: Any, t: TrainConfig, source: str) -> None:
         raise bad("valid_metric", f"protocol {m_.group(1)!r} is not evaluated with these settings; use one of {', '.join(protocols)}")
     if int(m_.group(3)) not in t.topk:
         raise bad("valid_metric", f"K={m_.group(3)} is not in topk {list(t.topk)}")
-    if not model_is_causal(model, m) and t.objective == "all_positions":
+    if not model_is_causal(m) and t.objective == "all_positions":
         raise bad(
             "objective",
             f"model '{model}' is not causal (its output at a position sees later positions), so "
@@ -303,11 +339,12 @@ def _validate(model: str, m: Any, t: TrainConfig, source: str) -> None:
         )
 
 
-def model_is_causal(model: str, m: Any) -> bool:
-    """Whether the model's output at position t depends only on items at positions <= t."""
-    if isinstance(m, GlintRUConfig):
-        return m.causal
-    return model != "narm"
+def model_is_causal(m: Any) -> bool:
+    """Whether the model's output at position t depends only on items at positions <= t.
+
+    Every model is causal except GLINT-RU with ``causal=False`` (the official mode).
+    """
+    return bool(getattr(m, "causal", True))
 
 
 def build_config(model: str, overrides: Mapping[str, Any] | None = None, source: str = "config") -> RunConfig:
@@ -318,7 +355,8 @@ def build_config(model: str, overrides: Mapping[str, Any] | None = None, source:
     _check_model(model)
     overrides = dict(overrides or {})
     overrides.pop("model", None)
-    mcls = MODEL_CONFIGS[model]
+    spec = MODELS[model]
+    mcls = spec.config_cls
     mkeys = {f.name: f for f in fields(mcls)}
     tkeys = {f.name: f for f in fields(TrainConfig)}
     unknown = sorted(k for k in overrides if k not in mkeys and k not in tkeys)
@@ -327,8 +365,8 @@ def build_config(model: str, overrides: Mapping[str, Any] | None = None, source:
             f"{source}: unknown key(s) {', '.join(repr(k) for k in unknown)} for model '{model}'; "
             f"valid keys: {', '.join(sorted(mkeys | tkeys))}"
         )
-    mvals = {**MODEL_DEFAULTS[model]}
-    tvals = {**TRAIN_DEFAULTS[model]}
+    mvals = {**spec.model_defaults}
+    tvals = {**spec.train_defaults}
     for k, v in overrides.items():
         (mvals if k in mkeys else tvals)[k] = v
     m_default, t_default = mcls(), TrainConfig()
@@ -373,8 +411,8 @@ def load_config_file(path: str | Path) -> tuple[str | None, dict[str, Any]]:
     if odd:
         raise UserError(f"{p}: key {str(odd[0])!r}: config keys must be names of config fields (strings)")
     model = data.pop("model", None)
-    if model is not None and model not in MODEL_CONFIGS:
-        raise UserError(f"{p}: field 'model': unknown model {model!r}; choose one of: {', '.join(MODEL_CONFIGS)}")
+    if model is not None and model not in MODELS:
+        raise UserError(f"{p}: field 'model': unknown model {model!r}; choose one of: {', '.join(MODELS)}")
     return model, data
 
 

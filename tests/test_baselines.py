@@ -44,7 +44,7 @@ def test_shapes_attributes_and_zero_padding_row(name):
     assert emb.shape == (N_ITEMS + 1, 16)
     assert emb is model.item_embedding.weight  # tied with the input embedding
     assert torch.count_nonzero(emb[0]) == 0 and torch.count_nonzero(emb[1:]) > 0
-    assert model.causal is (name != "narm")
+    assert model.causal is True  # NARM's forward is exact at every prefix
     assert model.needs_full_window is False
 
 
@@ -267,6 +267,19 @@ def test_invalid_sizes_raise_user_error(name, n_items, max_len, word):
         cls(cfg, n_items=n_items, max_len=max_len)
 
 
-def test_narm_all_positions_objective_is_refused():
+def test_all_positions_objective_allowed_for_causal_models_only():
+    assert build_config("narm", {"objective": "all_positions"}).train.objective == "all_positions"
+    assert build_config("narm").train.objective == "last_position"  # the preset keeps NARM's usual objective
     with pytest.raises(UserError, match="field 'objective'"):
-        build_config("narm", {"objective": "all_positions"})
+        build_config("glintru", {"causal": False, "objective": "all_positions"})
+
+
+def test_sasrec_1block_preset():
+    cfg = build_config("sasrec_1block").model_cfg
+    assert (cfg.n_layers, cfg.inner_size) == (1, 128)
+    assert build_config("sasrec").model_cfg.n_layers == 2
+
+
+def test_glintru_official_preset_uses_the_official_attention():
+    cfg = build_config("glintru_official")
+    assert (cfg.model_cfg.causal, cfg.model_cfg.attn_norm, cfg.train.objective) == (False, "none", "last_position")

@@ -327,3 +327,24 @@ def test_progress_lines_on_stderr(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("epoch 1 loss ") and "targets/s" in err and "valid/full/ndcg@10" in err
 
+
+
+def test_also_select_tests_each_metric_at_its_own_best_epoch_and_survives_resume(tmp_path):
+    data = dataset()
+    cfg = tiny_cfg("glintru", max_epochs=4, num_negatives=5, patience=0)
+    pop = "valid/pop5/ndcg@10"
+    full = fit(cfg, data, tmp_path / "full", progress=False, also_select=(pop,))
+    sel = full.selected[pop]
+    assert sel["best_epoch"] == 1 + int(np.argmax([h[pop] for h in full.history]))
+    assert sel["valid"][pop] == max(h[pop] for h in full.history)
+    # equivalent: a run that selects on that metric alone tests the same epoch's weights
+    alone = fit(tiny_cfg("glintru", max_epochs=4, num_negatives=5, patience=0, valid_metric=pop), data,
+                tmp_path / "alone", progress=False)
+    assert alone.best_epoch == sel["best_epoch"] and alone.test_metrics == sel["test"]
+    # a run resumed mid-way selects the same epoch with the same numbers
+    fit(tiny_cfg("glintru", max_epochs=2, num_negatives=5, patience=0), data, tmp_path / "part", progress=False,
+        also_select=(pop,))
+    resumed = fit(cfg, data, tmp_path / "part", progress=False, also_select=(pop,),
+                  resume_from=tmp_path / "part" / "checkpoints" / "epoch_0002")
+    assert resumed.selected[pop] == sel
+    assert resumed.test_metrics == full.test_metrics

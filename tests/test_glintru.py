@@ -143,7 +143,7 @@ def test_temporal_conv_padding_modes():
 
 def test_official_attention_matches_the_formula():
     """Official mode: LN(x + Linear(Q (K^T V) / sqrt(d_h))) per head, Q/K = L2-normalised elu, no mask."""
-    model = make(causal=False)
+    model = make(causal=False, attn_norm="none")
     att = model.attention
     x = torch.randn(2, 5, 16)
     d_h = 4
@@ -248,8 +248,10 @@ def test_dropout_keeps_a_fraction_one_minus_p_and_rescales():
     "field,value",
     [
         ("hidden_size", 0),
-        ("n_heads", 0),
+        ("n_heads", -1),
         ("n_heads", 3),  # 16 % 3 != 0
+        ("attn_norm", "softmax"),
+        ("experts", "neither"),
         ("kernel_size", 0),
         ("mixing_init", 0.0),
         ("mixing_init", 1.0),
@@ -274,3 +276,144 @@ def test_invalid_hyperparameter_raises_user_error_naming_field(field, value):
 def test_invalid_sizes_raise_user_error(n_items, max_len, word):
     with pytest.raises(UserError, match=word):
         GlintRU(TINY, n_items=n_items, max_len=max_len)
+
+
+# ------------------------------------------------------------------------------------------------
+# Attention normaliser (attn_norm), head width rule, single-expert ablation, diagnostics
+# ------------------------------------------------------------------------------------------------
+
+NORMS = ["none", "count", "kernel"]
+
+
+def _attention_by_hand(att, x: torch.Tensor, items: torch.Tensor, norm: str) -> torch.Tensor:
+    """Causal attention expert written as explicit sums over s <= t (real items only)."""
+    B, N, d = x.shape
+    h = att.n_heads
+    d_h = d // h
+    q = F.elu(att.query(x)).view(B, N, h, d_h)
+    k = F.elu(att.key(x)).view(B, N, h, d_h)
+    if norm == "kernel":
+        q, k = q + 1, k + 1
+    else:
+        q = q / q.norm(dim=-1, keepdim=True) / math.sqrt(d_h)
+        k = k / k.norm(dim=-1, keepdim=True)
+    v = att.value(x).view(B, N, h, d_h)
+    out = torch.zeros(B, N, h, d_h)
+    for b in range(B):
+        for t in range(N):
+            s_ok = [s for s in range(t + 1) if items[b, s] != 0]
+            w = torch.stack([(q[b, t] * k[b, s]).sum(-1) for s in s_ok])  # [S, h]
+            num = (w.unsqueeze(-1) * v[b, s_ok]).sum(0)  # [h, d_h]
+            if norm == "count":
+                num = num / len(s_ok)
+            elif norm == "kernel":
+                num = num / w.sum(0).unsqueeze(-1)
+            out[b, t] = num
+    return att.norm(x + att.out(out.reshape(B, N, d)))
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_causal_attention_normaliser_matches_explicit_sums(norm):
+    model = make(attn_norm=norm)
+    att = model.attention
+    items = right_pad(random_items(2, 7), [7, 4])
+    x = model.item_embedding(items)
+    mask = (items != 0).unsqueeze(-1).float()
+    got = att(x, mask)
+    expected = _attention_by_hand(att, x, items, norm)
+    real = items != 0
+    torch.testing.assert_close(got[real], expected[real], rtol=1e-4, atol=1e-5)
+
+
+def test_count_normaliser_keeps_the_attention_sum_bounded_on_long_histories():
+    """Without a normaliser the causal sum grows with the position; divided by the count it does not."""
+    items = random_items(1, 200, seed=4)
+    norms = {}
+    for norm in ("none", "count"):
+        model = make(attn_norm=norm)
+        x, mask = model._embed(items)
+        att = model.attention
+        raw = att.mix(att._queries(x), *att._keys_values(x, mask), mask).transpose(1, 2).flatten(2)[0]
+        norms[norm] = raw.norm(dim=-1)  # [N]
+    assert norms["none"][150:].mean() > 20 * norms["none"][:5].mean()
+    assert norms["count"][150:].mean() < 2 * norms["count"][:5].mean()
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("kernel_size", [1, 3])
+def test_every_normaliser_is_causal_and_right_padding_invariant(norm, kernel_size):
+    model = make(attn_norm=norm, kernel_size=kernel_size)
+    items = random_items(2, 12)
+    h = model(items)
+    changed = items.clone()
+    changed[:, 6:] = changed[:, 6:] % N_ITEMS + 1
+    torch.testing.assert_close(model(changed)[:, :6], h[:, :6], rtol=0, atol=1e-5)
+    padded = torch.cat([items, torch.zeros(2, 5, dtype=torch.long)], dim=1)
+    torch.testing.assert_close(model(padded)[:, :12], h, rtol=0, atol=1e-5)
+    left = torch.cat([torch.zeros(2, 3, dtype=torch.long), items], dim=1)
+    torch.testing.assert_close(model(left)[:, 3:], h, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("causal", [True, False])
+def test_every_normaliser_last_hidden_equals_gathered_forward(norm, causal, monkeypatch):
+    model = make(attn_norm=norm, causal=causal)
+    monkeypatch.setattr(GlintRU, "ROW_CHUNK", 2)
+    lengths = torch.tensor([10, 1, 2, 7, 9])
+    items = right_pad(random_items(5, 10), lengths.tolist())
+    torch.testing.assert_close(model.last_hidden(items, lengths), gather_last(model(items), lengths), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_every_normaliser_chunked_equals_quadratic(norm, monkeypatch):
+    """The chunked causal sums (windows longer than one chunk) equal one masked quadratic form."""
+    import glintru.models.glintru as g
+
+    model = make(attn_norm=norm)
+    items = right_pad(random_items(2, 75, seed=5), [75, 40])
+    chunked = model(items)
+    monkeypatch.setattr(g, "causal_linear_attention",
+                        lambda q, k, v, chunk=32: torch.tril(q @ k.transpose(-1, -2)) @ v)
+    torch.testing.assert_close(model(items), chunked, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("d,heads", [(128, 8), (64, 4), (32, 2), (16, 1)])
+def test_heads_follow_hidden_size_sixteen_wide(d, heads):
+    model = GlintRU(GlintRUConfig(hidden_size=d), n_items=N_ITEMS, max_len=10)
+    assert model.attention.n_heads == heads
+    explicit = GlintRU(GlintRUConfig(hidden_size=d, n_heads=1), n_items=N_ITEMS, max_len=10)
+    assert explicit.attention.n_heads == 1  # an explicit n_heads wins over head_dim
+
+
+def test_head_dim_must_divide_hidden_size():
+    with pytest.raises(UserError, match="'head_dim'"):
+        GlintRU(GlintRUConfig(hidden_size=24, head_dim=16), n_items=N_ITEMS, max_len=10)
+
+
+@pytest.mark.parametrize("expert,unused", [("gru", "attention."), ("attention", "gru_expert.")])
+def test_single_expert_ignores_the_other_expert(expert, unused):
+    model = make(experts=expert)
+    items = random_items(2, 6)
+    h = model(items)
+    lengths = torch.tensor([6, 3])
+    torch.testing.assert_close(model.last_hidden(items, lengths), gather_last(h, lengths), rtol=0, atol=1e-5)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith(unused) and not name.startswith("attention.norm"):
+                p.add_(1.0)
+    torch.testing.assert_close(model(items), h)
+    w = model.mixing_weights()
+    assert w.tolist() == ([1.0, 0.0] if expert == "gru" else [0.0, 1.0])
+
+
+def test_diagnostics_report_mixing_weights_and_expert_norms():
+    model = make(mixing_init=0.3)
+    items = right_pad(random_items(3, 8), [8, 5, 2])
+    diag = model.diagnostics(items)
+    assert diag["mix_gru"] == pytest.approx(0.3) and diag["mix_attn"] == pytest.approx(0.7)
+    with torch.no_grad():
+        x, mask = model._embed(items)
+        y = model.gru_expert(x, mask)
+    real = items != 0
+    assert diag["gru_out_norm"] == pytest.approx(float(y[real].norm(dim=-1).mean()), rel=1e-5)
+    assert diag["attn_out_norm"] > 0 and diag["attn_sum_norm"] > 0

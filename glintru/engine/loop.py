@@ -38,6 +38,7 @@ from glintru.engine.loss import SequenceLoss
 from glintru.errors import UserError
 
 # Settings a resumed run may change: they do not affect the numbers of the epochs already done.
+DIAG_SAMPLES = 256  # training windows the per-epoch model diagnostics are computed on
 RESUMABLE_CHANGES = frozenset({"max_epochs", "patience", "max_time_s", "eval_batch_size", "compile"})
 
 
@@ -52,6 +53,8 @@ class FitResult:
     wall_s: float = 0.0
     train_s: float = 0.0
     stopped: str = ""  # "max_epochs" | "patience" | "max_time_s"
+    # ``also_select``: {metric: {"best_epoch": int, "valid": {...}, "test": {...}}}, each metric's own best epoch
+    selected: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -131,6 +134,7 @@ def fit(
     on_epoch_end: Callable[[dict[str, float], Path | None], None] | None = None,
     resume_from: Path | None = None,
     progress: bool = True,
+    also_select: tuple[str, ...] = (),
 ) -> FitResult:
     """Train ``run_cfg`` on ``data``, evaluate, checkpoint into ``out_dir``; see the module docstring.
 
@@ -138,6 +142,9 @@ def fit(
     ``all_reduce_sum`` sums float64 tensors over ranks (exact metric and loss reduction).
     Rank 0 writes ``out_dir/checkpoints/epoch_NNNN/``, ``out_dir/best.pt``, ``out_dir/history.json``
     and, at the end, ``out_dir/metrics.json`` (best validation + test metrics, best_epoch, wall_s).
+    ``also_select``: further validation metrics (e.g. ``valid/pop100/ndcg@10``) that each select
+    their own best epoch, whose weights are tested at the end (``FitResult.selected``), so every
+    protocol is reported at the epoch its own validation metric picks.
     """
     from glintru.engine.evaluate import evaluate, negatives_for
     from glintru.models import build_model
@@ -157,6 +164,8 @@ def fit(
     best: dict[str, Any] = {"epoch": 0, "value": -math.inf, "metrics": {}}
     best_state: dict[str, Any] | None = None
     start_epoch, train_s, stopped = 1, 0.0, ""
+    side = {m: {"epoch": 0, "value": -math.inf, "metrics": {}, "state": None}
+            for m in dict.fromkeys(also_select) if m != cfg.valid_metric}
     if resume_from is not None:
         ckpt = load_checkpoint(Path(resume_from), map_location=device)
         _check_resume_config(run_cfg, ckpt["config"], Path(resume_from))
@@ -168,6 +177,9 @@ def fit(
         start_epoch = int(ckpt["epoch"]) + 1
         train_s = float(ckpt.get("train_s", 0.0))
         stopped = _stop_reason(cfg, int(ckpt["epoch"]), int(best["epoch"]), train_s)  # limits may have changed
+        for m, saved in (ckpt.get("also_best") or {}).items():
+            if m in side:
+                side[m] = dict(saved)
 
     encoder = torch.compile(model) if cfg.compile else model
     loss_module: nn.Module = SequenceLoss(model, cfg.loss_chunk, encoder=encoder)
@@ -180,6 +192,7 @@ def fit(
     items = data.items
     negatives = negatives_for(data, "valid", cfg)
     meter = _Progress(progress and rank == 0)
+    diag_batch = make_batch(items, samples, np.arange(min(DIAG_SAMPLES, len(samples))), width=width)["items"]
 
     epoch = start_epoch
     while not stopped and epoch <= cfg.max_epochs:
@@ -224,6 +237,7 @@ def fit(
             evaluate(model, data, "valid", cfg, negatives=negatives, rank=rank, world_size=world_size,
                      device=device, all_reduce_sum=all_reduce_sum)
         )
+        metrics.update(_diagnostics(model, diag_batch, device))
         history.append(metrics)
         value = metrics[cfg.valid_metric]
         if value > best["value"]:
@@ -231,6 +245,10 @@ def fit(
             best_state = _state_on_cpu(model.state_dict())
             if rank == 0:
                 save_best(out_dir, best_state, flat, epoch, dict(metrics))
+        for m, sel in side.items():
+            if metrics[m] > sel["value"]:
+                side[m] = {"epoch": epoch, "value": metrics[m], "metrics": dict(metrics),
+                           "state": _state_on_cpu(model.state_dict())}
         stopped = _stop_reason(cfg, epoch, best["epoch"], train_s)
         ckpt_dir = None
         if rank == 0:
@@ -239,7 +257,7 @@ def fit(
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "metrics": metrics, "history": history, "best": best,
                 "best_model": None if best["epoch"] == epoch else best_state,
-                "stopped": stopped, "train_s": train_s,
+                "stopped": stopped, "train_s": train_s, "also_best": side,
             })
             _write_json(out_dir / "history.json", history)
         meter.epoch(metrics, cfg.valid_metric)
@@ -254,12 +272,37 @@ def fit(
         save_best(out_dir, best_state, flat, best["epoch"], dict(best["metrics"]))
     test = evaluate(model, data, "test", cfg, negatives=negatives_for(data, "test", cfg), rank=rank,
                     world_size=world_size, device=device, all_reduce_sum=all_reduce_sum)
+    selected = {}
+    for m, sel in side.items():  # each further metric's own best epoch, tested with its weights
+        model.load_state_dict(sel["state"])
+        selected[m] = {
+            "best_epoch": sel["epoch"],
+            "valid": {k: v for k, v in sel["metrics"].items() if k.startswith("valid/")},
+            "test": evaluate(model, data, "test", cfg, negatives=negatives_for(data, "test", cfg), rank=rank,
+                             world_size=world_size, device=device, all_reduce_sum=all_reduce_sum),
+        }
+    if side:
+        model.load_state_dict(best_state)
     wall_s = time.perf_counter() - t0
     result = FitResult(best["epoch"], {k: v for k, v in best["metrics"].items() if k.startswith("valid/")},
-                       test, history, wall_s, train_s, stopped or "max_epochs")
+                       test, history, wall_s, train_s, stopped or "max_epochs", selected)
     if rank == 0:
         _write_json(out_dir / "metrics.json", final_metrics(result))
     return result
+
+
+def _diagnostics(model: nn.Module, items: torch.Tensor, device: torch.device) -> dict[str, float]:
+    """``diag/*`` values of models that have a ``diagnostics(items)`` method (GLINT-RU: its expert
+    mix), computed in eval mode on a fixed batch of training windows; {} for other models."""
+    probe = getattr(model, "diagnostics", None)
+    if probe is None:
+        return {}
+    was_training = model.training
+    model.eval()
+    try:
+        return {f"diag/{k}": v for k, v in probe(items.to(device)).items()}
+    finally:
+        model.train(was_training)
 
 
 def _stop_reason(cfg: TrainConfig, epoch: int, best_epoch: int, train_s: float) -> str:

@@ -1,7 +1,8 @@
 """Sequential recommenders with one interface, chosen by name: see docs/architecture.md.
 
-``build_model(run_cfg, n_items)`` returns a :class:`SequentialRecommender`; the registry maps the
-model names of :mod:`glintru.config` to classes (``glintru`` and ``glintru_official`` share one).
+``build_model(run_cfg, n_items)`` returns a :class:`SequentialRecommender`; the model table
+(:data:`glintru.config.MODELS`) maps each name to its class (``glintru`` and ``glintru_official``
+share one, as do ``sasrec`` and ``sasrec_1block``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import importlib
 import torch
 from torch import nn
 
-from glintru.config import RunConfig
+from glintru.config import MODELS, RunConfig
 
 
 class SequentialRecommender(nn.Module):
@@ -33,20 +34,12 @@ class SequentialRecommender(nn.Module):
         raise NotImplementedError
 
 
-_REGISTRY = {
-    "glintru": ("glintru.models.glintru", "GlintRU"),
-    "glintru_official": ("glintru.models.glintru", "GlintRU"),
-    "sasrec": ("glintru.models.sasrec", "SASRec"),
-    "narm": ("glintru.models.narm", "NARM"),
-    "gru4rec": ("glintru.models.gru4rec", "GRU4Rec"),
-}
-
-
 def build_model(run_cfg: RunConfig, n_items: int) -> SequentialRecommender:
     """Instantiate the model named by ``run_cfg.model`` for a catalogue of ``n_items`` items.
 
-    Model classes take ``(cfg, n_items, max_len)``; ``max_len`` sizes positional embeddings.
+    The class comes from the model table (:data:`glintru.config.MODELS`). Model classes take
+    ``(cfg, n_items, max_len)``; ``max_len`` sizes positional embeddings.
     """
-    module_name, cls_name = _REGISTRY[run_cfg.model]
+    module_name, cls_name = MODELS[run_cfg.model].impl.split(":")
     cls = getattr(importlib.import_module(module_name), cls_name)
     return cls(run_cfg.model_cfg, n_items=n_items, max_len=run_cfg.train.max_len)

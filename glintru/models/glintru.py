@@ -64,7 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glintru.config import GlintRUConfig, check_model_config
+from glintru.config import GlintRUConfig, attention_heads, check_model_config
 from glintru.models import SequentialRecommender
 
 
@@ -145,7 +145,7 @@ class DenseSelectiveGRU(nn.Module):
 
 
 def causal_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int = 32) -> torch.Tensor:
-    """out_t = sum_{s <= t} (q_t . k_s) v_s for [B, h, N, d_h] inputs -> [B, h, N, d_h].
+    """out_t = sum_{s <= t} (q_t . k_s) v_s for q, k [B, h, N, d_h], v [B, h, N, d_v] -> [B, h, N, d_v].
 
     Chunked form: the window is cut into chunks of <= ``chunk`` positions; within a chunk the masked
     quadratic form tril(Q K^T) V, across chunks the running state sum_s k_s^T v_s (d_h x d_h) of
@@ -156,29 +156,37 @@ def causal_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, c
     n = -(-N // chunk)  # chunks
     c = -(-N // n)  # balanced chunk length <= chunk
     pad = n * c - N
-    qc, kc, vc = (F.pad(t, (0, 0, 0, pad)).view(B, h, n, c, d_h) for t in (q, k, v))
+    qc, kc, vc = (F.pad(t, (0, 0, 0, pad)).view(B, h, n, c, t.shape[-1]) for t in (q, k, v))
     future = torch.ones(c, c, dtype=torch.bool, device=q.device).triu_(1)
     out = (qc @ kc.transpose(-1, -2)).masked_fill_(future, 0.0) @ vc  # within chunks, [B, h, n, c, d_h]
     if n > 1:
         kv = kc.transpose(-1, -2) @ vc  # [B, h, n, d_h, d_h] per chunk
         out = out + qc @ (kv.cumsum(2) - kv)  # earlier chunks: exclusive running sum
-    return out.view(B, h, n * c, d_h)[:, :, :N]
+    return out.view(B, h, n * c, v.shape[-1])[:, :, :N]
 
 
 class LinearAttention(nn.Module):
-    """Multi-head linear attention, Eq. 2, as the official code runs it (paper-notes 1b item 4).
+    """Multi-head linear attention, Eq. 2, as the official code runs it, plus a causal normaliser.
 
-    A'(Q, K, V) = X1(elu(Q)) (X2(elu(K))^T V) / sqrt(d_h) per head, with X1/X2 the L2 normalisation
-    of each query/key over the head dimension; then Linear, Dropout, residual and LayerNorm.
-    Causal mode: the output at t sums over s <= t only, with padding keys masked out (see
-    :func:`causal_linear_attention` for the chunked computation).
+    ``attn_norm="none"`` (the official form): A'(Q, K, V)_t = sum_s (q_t . k_s) v_s with
+    q = X1(elu(Q W_Q)) / sqrt(d_h), k = X2(elu(K W_K)) and X1/X2 the L2 normalisation of each query /
+    key over the head dimension. ``"count"``: the same sum divided by the number of real items it
+    runs over (positions <= t in causal mode, the whole window N in official mode), so its scale no
+    longer grows with the position. ``"kernel"``: phi = elu + 1 feature maps without L2
+    normalisation, divided by sum_s phi(q_t) . phi(k_s) (Katharopoulos et al., ICML 2020), a
+    departure from Eq. 2. Then Linear, Dropout, residual and LayerNorm (official code, not in Eq. 2).
+    Causal mode: the output at t sums over s <= t only, padding keys masked out
+    (:func:`causal_linear_attention` computes the sums chunk by chunk).
     """
+
+    EPS = 1e-6  # floor of the kernel normaliser (reached only before the first real item)
 
     def __init__(self, cfg: GlintRUConfig) -> None:
         super().__init__()
         d = cfg.hidden_size
-        self.n_heads = cfg.n_heads
+        self.n_heads = attention_heads(cfg)
         self.causal = cfg.causal
+        self.attn_norm = cfg.attn_norm
         self.query = nn.Linear(d, d)
         self.key = nn.Linear(d, d)
         self.value = nn.Linear(d, d)
@@ -190,30 +198,48 @@ class LinearAttention(nn.Module):
         B, N, d = t.shape
         return t.view(B, N, self.n_heads, d // self.n_heads).transpose(1, 2)
 
+    def _features(self, t: torch.Tensor) -> torch.Tensor:
+        """Query / key features [B, N, d] -> [B, h, N, d_h]: X(elu(.)) per head, or elu + 1 (kernel)."""
+        t = F.elu(self._heads(t))
+        return t + 1.0 if self.attn_norm == "kernel" else F.normalize(t, dim=-1)
+
     def _keys_values(self, x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        k = F.normalize(F.elu(self.key(x)).view(*x.shape[:2], self.n_heads, -1), dim=-1)  # X2(elu(K))
+        k = self._features(self.key(x))  # X2(elu(K)), [B, h, N, d_h]
         if mask is not None:
-            k = k * mask.unsqueeze(-1)  # padding keys leave every sum
-        k = k.flatten(2)
-        return self._heads(k), self._heads(self.value(x))  # [B, h, N, d_h] each
+            k = k * mask.unsqueeze(1)  # padding keys leave every sum
+        return k, self._heads(self.value(x))
 
     def _queries(self, x: torch.Tensor) -> torch.Tensor:
-        d_h = x.shape[-1] // self.n_heads
-        q = F.normalize(F.elu(self.query(x)).view(*x.shape[:2], self.n_heads, d_h), dim=-1)  # X1(elu(Q))
-        return self._heads(q.flatten(2) * (1.0 / math.sqrt(d_h)))
+        q = self._features(self.query(x))  # X1(elu(Q))
+        if self.attn_norm == "kernel":  # the normaliser cancels any scale
+            return q
+        return q * (1.0 / math.sqrt(q.shape[-1]))
 
     def _finish(self, a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.dropout(self.out(a)) + x)  # official: own Linear, Dropout, Add & Norm
+
+    def mix(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Eq. (2) with the configured normaliser: q, k, v [B, h, N, d_h], mask [B, N, 1] -> [B, h, N, d_h]."""
+        N = k.shape[2]  # keys summed over in official mode
+        if self.causal:
+            if self.attn_norm == "kernel":  # numerator and sum_s phi(q_t).phi(k_s) in one pass: v gets a ones column
+                num = causal_linear_attention(q, k, F.pad(v, (0, 1), value=1.0))
+                return num[..., :-1] / num[..., -1:].clamp(min=self.EPS)
+            a = causal_linear_attention(q, k, v)  # Eq. (2), causal: sum over s <= t
+            if self.attn_norm == "count":  # real items at positions <= t
+                return a / mask.cumsum(1).clamp(min=1.0).unsqueeze(1)
+            return a
+        a = q @ (k.transpose(-1, -2) @ v)  # Eq. (2): Q (K^T V), all N positions
+        if self.attn_norm == "kernel":
+            return a / (q @ k.sum(2).unsqueeze(-1)).clamp(min=self.EPS)
+        return a / N if self.attn_norm == "count" else a
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """``x`` [B, N, d], ``mask`` [B, N, 1] or None -> [B, N, d]."""
         B, N, d = x.shape
         q = self._queries(x)
         k, v = self._keys_values(x, mask)
-        if self.causal:
-            a = causal_linear_attention(q, k, v)  # Eq. (2), causal: sum over s <= t
-        else:
-            a = q @ (k.transpose(-1, -2) @ v)  # Eq. (2): Q (K^T V), all N positions, [B, h, N, d_h]
+        a = self.mix(q, k, v, mask)
         return self._finish(a.transpose(1, 2).reshape(B, N, d), x)
 
     def forward_at(self, x: torch.Tensor, mask: torch.Tensor | None, pos: torch.Tensor) -> torch.Tensor:
@@ -223,11 +249,16 @@ class LinearAttention(nn.Module):
         q = self._queries(x_t)  # [B, h, 1, d_h]
         k, v = self._keys_values(x, mask)
         if self.causal:
-            scores = q @ k.transpose(-1, -2)  # [B, h, 1, N]
             future = torch.arange(N, device=x.device).view(1, N) > pos.view(B, 1)  # [B, N]
-            a = scores.masked_fill_(future.view(B, 1, 1, N), 0.0) @ v  # Eq. (2), s <= t
+            scores = (q @ k.transpose(-1, -2)).masked_fill_(future.view(B, 1, 1, N), 0.0)  # [B, h, 1, N]
+            a = scores @ v  # Eq. (2), s <= t
+            if self.attn_norm == "kernel":
+                a = a / scores.sum(-1, keepdim=True).clamp(min=self.EPS)
+            elif self.attn_norm == "count":
+                seen = mask.squeeze(-1).masked_fill(future, 0.0).sum(1).clamp(min=1.0)  # [B]
+                a = a / seen.view(B, 1, 1, 1)
         else:
-            a = q @ (k.transpose(-1, -2) @ v)  # Eq. (2)
+            a = self.mix(q, k, v, None)
         return self._finish(a.transpose(1, 2).reshape(B, 1, d), x_t).squeeze(1)
 
 
@@ -265,6 +296,7 @@ class GlintRU(SequentialRecommender):
         self.attention = LinearAttention(cfg)
         p = cfg.mixing_init  # GRU expert's initial share; [GRU, attention] as the official code orders them
         self.mixing_logits = nn.Parameter(torch.tensor([math.log(p), math.log(1.0 - p)]))
+        self.experts = cfg.experts
         self.data_gate = nn.Linear(d, d)  # delta_2 of Eq. 11 (official dense2)
         self.dense = nn.Linear(d, d)  # official extra Linear after the gate (deviation 3)
         self.dense_dropout = Dropout(cfg.dense_dropout)
@@ -291,18 +323,28 @@ class GlintRU(SequentialRecommender):
             nn.init.xavier_uniform_(module.weight_hh_l0)
 
     def mixing_weights(self) -> torch.Tensor:
-        """[GRU share, attention share], Eq. 10's alpha: softmax of the learnable logits."""
-        return torch.softmax(self.mixing_logits, dim=0)
+        """[GRU share, attention share], Eq. 10's alpha: softmax of the learnable logits, or fixed at
+        [1, 0] / [0, 1] when ``experts`` keeps one expert (ablation)."""
+        if self.experts == "both":
+            return torch.softmax(self.mixing_logits, dim=0)
+        one = self.mixing_logits.new_tensor([1.0, 0.0] if self.experts == "gru" else [0.0, 1.0])
+        return one.detach()
 
     def _embed(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = self.emb_dropout(self.item_embedding(items))  # E, [B, N, d]
         mask = (items != 0).unsqueeze(-1).to(x.dtype) if self.causal else None  # [B, N, 1]
         return x, mask
 
-    def _head(self, x: torch.Tensor, y: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """Everything after the experts, position-wise: E, Y, A' [..., d] -> R [..., d]."""
+    def _head(self, x: torch.Tensor, y: torch.Tensor | None, a: torch.Tensor | None) -> torch.Tensor:
+        """Everything after the experts, position-wise: E, Y, A' [..., d] -> R [..., d].
+        (Y or A' is None when ``experts`` keeps only the other one.)"""
         w = self.mixing_weights()
-        m = w[0] * y + w[1] * a  # Eq. (10)
+        if self.experts == "gru":
+            m = y
+        elif self.experts == "attention":
+            m = a
+        else:
+            m = w[0] * y + w[1] * a  # Eq. (10)
         z = F.gelu(self.data_gate(x)) * m  # Eq. (11)
         h = self.norm(self.dense_dropout(self.dense(z)) + x)  # Dropout, Add & LayerNorm
         if self.mlp is None:
@@ -314,8 +356,8 @@ class GlintRU(SequentialRecommender):
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         """``items`` [B, N] item ids, 0 = padding -> hidden states [B, N, d]."""
         x, mask = self._embed(items)
-        y = self.gru_expert(x, mask)  # Eq. 5-9
-        a = self.attention(x, mask)  # Eq. 2
+        y = self.gru_expert(x, mask) if self.experts != "attention" else None  # Eq. 5-9
+        a = self.attention(x, mask) if self.experts != "gru" else None  # Eq. 2
         return self._head(x, y, a)
 
     def last_hidden(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -339,6 +381,27 @@ class GlintRU(SequentialRecommender):
             a = self.attention.forward_at(x, mask, pos)
         x_t = x[torch.arange(B, device=x.device), pos]
         return self._head(x_t, y, a)
+
+    @torch.no_grad()
+    def diagnostics(self, items: torch.Tensor) -> dict[str, float]:
+        """What the expert mix does on ``items`` [B, N] (call in eval mode): the mixing weights of
+        Eq. (10) and the mean L2 norm, over real positions, of each expert's output (Y of Eq. 8, A'
+        after its Linear and LayerNorm) and of the raw attention sum of Eq. (2) before them."""
+        x, mask = self._embed(items)
+        real = items != 0  # [B, N]
+        y = self.gru_expert(x, mask)
+        att = self.attention
+        q = att._queries(x)
+        k, v = att._keys_values(x, mask)
+        raw = att.mix(q, k, v, mask).transpose(1, 2).flatten(2)  # [B, N, d]
+        a = att._finish(raw, x)
+        w = self.mixing_weights()
+        return {
+            "mix_gru": float(w[0]), "mix_attn": float(w[1]),
+            "gru_out_norm": float(y[real].norm(dim=-1).mean()),
+            "attn_out_norm": float(a[real].norm(dim=-1).mean()),
+            "attn_sum_norm": float(raw[real].norm(dim=-1).mean()),
+        }
 
     def item_embeddings(self) -> torch.Tensor:
         """Tied output embeddings [n_items + 1, d]; row 0 (padding) is zero and never scored.

@@ -8,15 +8,15 @@ embedding. (Paper sections cited by name: "global encoder", "local encoder", "de
 
 Read-out paths:
 
-* ``last_hidden(items, lengths)`` is the model's real path: one session state per row, read at the
-  last real item, attention over the row's real items (padding masked). The engine trains NARM with
-  the ``last_position`` objective (one sample per prefix) and evaluates it through this method.
+* ``last_hidden(items, lengths)``: one session state per row, read at the last real item,
+  attention over the row's real items (padding masked). The ``last_position`` objective (one
+  sample per prefix, the default) and evaluation use it.
 * ``forward(items)`` returns, at every position t, the session state of the prefix items[:, :t+1]
   computed exactly (attention query from h_t, keys j <= t only): so ``forward(x)[:, t]`` equals
-  ``last_hidden`` of the prefix ending at t. It costs O(N^2 * hidden_size) per row, computed in
-  chunks of query positions (recomputed in backward through activation checkpointing), and is
-  meant for analysis and tests. ``causal`` stays False: NARM's natural unit is the whole session,
-  and the configuration (``glintru.config.model_is_causal``) forbids ``all_positions`` training for it.
+  ``last_hidden`` of the prefix ending at t. The model is therefore causal and may train with
+  ``objective=all_positions`` (every prefix of a window in one pass). It costs O(N^2 * hidden_size)
+  per row, computed in chunks of query positions (recomputed in backward through activation
+  checkpointing).
 
 Choices and deviations:
 
@@ -42,7 +42,7 @@ from glintru.models import SequentialRecommender
 class NARM(SequentialRecommender):
     """NARM: ``last_hidden(items [B, N], lengths [B]) -> [B, embedding_size]`` (the real path)."""
 
-    causal = False
+    causal = True  # forward(x)[:, t] is exactly the state of the prefix ending at t
     needs_full_window = False
     CHUNK_ELEMENTS = 1 << 22  # forward: at most this many elements in one [B, T, N, hidden] block
 
