@@ -107,6 +107,15 @@ class TrainConfig:
     precision: str = "fp32"  # "fp32" | "bf16" (autocast)
     compile: bool = False  # torch.compile the model
     loss_chunk: int = 4096  # rows of logits computed at once in the full-softmax cross-entropy
+    # Training loss: "ce" = full-softmax cross-entropy over the whole catalogue (exact; its cost per
+    # target grows with the catalogue: the default, right below ~10^5 items); "sampled_softmax" =
+    # cross-entropy over the target and num_negatives_train items shared by the batch, with log-Q
+    # correction; "gbce" = gSASRec's generalised BCE (Petrov & Macdonald, RecSys 2023) on uniform
+    # negatives. docs/model.md, "Training losses".
+    loss: str = "ce"
+    num_negatives_train: int = 256  # negatives per batch for sampled_softmax / gbce
+    loss_sampling: str = "popularity"  # sampled_softmax negatives: "popularity" (training counts) | "uniform"
+    gbce_t: float = 0.75  # gBCE calibration t in [0, 1] (0 = plain BCE)
     eval_batch_size: int = 512
     num_negatives: int = 100  # sampled evaluation: 100 negatives = the official "pop100"
     negative_sampling: str = "popularity"  # "popularity" | "uniform"
@@ -156,6 +165,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "objective": ("all_positions", "last_position"),
     "precision": ("fp32", "bf16"),
     "negative_sampling": ("popularity", "uniform"),
+    "loss": ("ce", "sampled_softmax", "gbce"),
+    "loss_sampling": ("popularity", "uniform"),
 }
 
 
@@ -308,12 +319,14 @@ def _validate(model: str, m: Any, t: TrainConfig, source: str) -> None:
     for name, choices in _CHOICES.items():
         if getattr(t, name) not in choices:
             raise bad(name, f"must be one of {', '.join(choices)}, got {getattr(t, name)!r}")
-    positive = ("max_len", "batch_size", "max_epochs", "loss_chunk", "eval_batch_size")
+    positive = ("max_len", "batch_size", "max_epochs", "loss_chunk", "eval_batch_size", "num_negatives_train")
     for name in positive:
         if getattr(t, name) < 1:
             raise bad(name, f"must be >= 1, got {getattr(t, name)}")
     if not t.lr > 0:
         raise bad("lr", f"must be > 0, got {t.lr}")
+    if not 0.0 <= t.gbce_t <= 1.0:
+        raise bad("gbce_t", f"must be in [0, 1], got {t.gbce_t}")
     for name in ("weight_decay", "grad_clip", "max_time_s"):
         if getattr(t, name) < 0:
             raise bad(name, f"must be >= 0, got {getattr(t, name)}")

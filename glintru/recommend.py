@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from glintru.config import config_from_flat
+from glintru.engine.scoring import history_mask_coords, score_blocks
 from glintru.errors import UserError
 
 MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
@@ -272,24 +273,17 @@ def top_k_from_histories(
             pos = torch.arange(width, device=device)  # [W]
             idx = (start.view(-1, 1) + pos).clamp(max=len(values_t) - 1)  # [B, W]
             x = torch.where(pos < w.view(-1, 1), values_t[idx], 0)  # [B, W] right-padded
-            scores = model.last_hidden(x, w).float() @ emb.T  # [B, n_items]
+            h = model.last_hidden(x, w)  # [B, d]
+            seen = None
             if not include_seen:
-                seen_lens = lens[rows]
-                r = torch.repeat_interleave(torch.arange(len(rows), device=device), torch.from_numpy(seen_lens).to(device))
-                flat = _ragged_arange(offsets[rows], seen_lens)  # positions of every seen item
-                scores[r, values_t[torch.from_numpy(flat).to(device)] - 1] = -torch.inf
-            top = torch.topk(scores, k, dim=1)  # [B, k]
-            top_items = (top.indices + 1).to(torch.int32)
-            top_items[torch.isneginf(top.values)] = 0
-            out_items[rows] = top_items.cpu().numpy()
-            out_scores[rows] = top.values.cpu().numpy()
+                seen = history_mask_coords(values_t, offsets[rows], offsets[rows + 1], device)
+            for part, scores in score_blocks(h, emb, mask=seen):  # [rows, n_items], seen items at -inf
+                top = torch.topk(scores, k, dim=1)  # [rows, k]
+                top_items = (top.indices + 1).to(torch.int32)
+                top_items[torch.isneginf(top.values)] = 0
+                out_items[rows[part]] = top_items.cpu().numpy()
+                out_scores[rows[part]] = top.values.cpu().numpy()
     return out_items, out_scores
-
-
-def _ragged_arange(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
-    """Concatenation of ``arange(starts[i], starts[i] + lens[i])`` over i, without a Python loop."""
-    seg_begin = np.cumsum(lens) - lens
-    return np.repeat(starts - seg_begin, lens) + np.arange(int(lens.sum()), dtype=np.int64)
 
 
 class RecommendActor:

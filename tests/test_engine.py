@@ -4,6 +4,7 @@ checkpoints and resume, on tiny in-memory datasets with the real causal models."
 from __future__ import annotations
 
 import itertools
+import math
 import json
 from pathlib import Path
 
@@ -348,3 +349,83 @@ def test_also_select_tests_each_metric_at_its_own_best_epoch_and_survives_resume
                   resume_from=tmp_path / "part" / "checkpoints" / "epoch_0002")
     assert resumed.selected[pop] == sel
     assert resumed.test_metrics == full.test_metrics
+
+
+# ------------------------------------------------------------------ sampled training losses
+
+
+def test_sampled_softmax_with_every_item_as_negative_equals_full_softmax_under_uniform_q():
+    """Uniform q cancels; with each other item drawn exactly once the loss is the full softmax."""
+    from glintru.engine.loss import sampled_softmax_ce
+
+    g = torch.Generator().manual_seed(0)
+    emb = torch.randn(N_ITEMS + 1, 8, generator=g)
+    h = torch.randn(5, 8, generator=g)
+    targets = torch.tensor([1, 4, 7, 20, 3])
+    negatives = torch.arange(1, N_ITEMS + 1)  # every item once; the target column is masked
+    log_q = torch.full((N_ITEMS,), -math.log(N_ITEMS))
+    full = full_softmax_ce(h, emb, targets, chunk=64)
+    torch.testing.assert_close(sampled_softmax_ce(h, emb, targets, negatives, log_q), full)
+
+
+def test_log_q_correction_by_hand():
+    from glintru.engine.loss import sampled_softmax_ce
+
+    h = torch.tensor([[1.0, 0.0]])
+    emb = torch.tensor([[0.0, 0.0], [2.0, 0.0], [1.0, 1.0], [0.0, 3.0]])  # items 1..3
+    log_q = torch.log(torch.tensor([0.5, 0.25, 0.25]))
+    loss = sampled_softmax_ce(h, emb, torch.tensor([1]), torch.tensor([2, 2, 1]), log_q)
+    pos = 2.0 - math.log(0.5)
+    neg = 1.0 - math.log(0.25)  # item 2 drawn twice; item 1 (the target) masked
+    expected = math.log(math.exp(pos) + 2 * math.exp(neg)) - pos
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("t,beta", [(0.0, 1.0), (1.0, 2 / 19)])
+def test_gbce_by_hand(t, beta):
+    from glintru.engine.loss import gbce_loss
+
+    g = torch.Generator().manual_seed(1)
+    emb = torch.randn(N_ITEMS + 1, 4, generator=g)
+    h = torch.randn(3, 4, generator=g)
+    targets = torch.tensor([2, 5, 9])
+    negatives = torch.tensor([5, 11])  # alpha = 2 / 19; item 5 is row 1's own target: dropped there
+    got = gbce_loss(h, emb, targets, negatives, N_ITEMS, t)
+    total = 0.0
+    for r in range(3):
+        s_pos = float(h[r] @ emb[targets[r]])
+        total += -beta * math.log(1 / (1 + math.exp(-s_pos)))
+        for j in negatives.tolist():
+            if j != int(targets[r]):
+                total += -math.log(1 - 1 / (1 + math.exp(-float(h[r] @ emb[j]))))
+    assert got.item() == pytest.approx(total / 3, rel=1e-5)
+
+
+def test_popularity_sampler_follows_training_counts():
+    from glintru.engine.loss import NegativeSampler
+
+    counts = torch.tensor([0, 97, 1, 1, 1])  # index 0 = padding; add-one smoothing: 98, 2, 2, 2
+    sampler = NegativeSampler(4, counts, "popularity")
+    torch.manual_seed(0)
+    draws = sampler.draw(20000, torch.device("cpu"))
+    assert draws.min() >= 1 and draws.max() <= 4
+    share = (draws == 1).float().mean().item()
+    assert abs(share - 98 / 104) < 0.01
+    torch.testing.assert_close(sampler.log_q.exp().sum(), torch.tensor(1.0))
+
+
+@pytest.mark.parametrize("loss", ["sampled_softmax", "gbce"])
+def test_sampled_losses_train_seeded_and_resume_identically(tmp_path, loss):
+    data = dataset()
+    cfg = tiny_cfg("glintru", max_epochs=3, loss=loss, num_negatives_train=8)
+    full = fit(cfg, data, tmp_path / "full", progress=False)
+    assert full.history[-1]["train/loss"] < full.history[0]["train/loss"]
+    fit(tiny_cfg("glintru", max_epochs=1, loss=loss, num_negatives_train=8), data, tmp_path / "part", progress=False)
+    resumed = fit(cfg, data, tmp_path / "part", progress=False, resume_from=tmp_path / "part" / "checkpoints" / "epoch_0001")
+    assert_same_run(full, resumed, tmp_path / "full", tmp_path / "part")
+
+
+def test_train_item_counts_exclude_validation_and_test_items():
+    data = make_dataset([[1, 2, 3, 4], [2, 5, 6]], n_items=6)
+    # training parts: [1, 2] and [2]; 3, 4, 5, 6 are validation / test items
+    assert data.train_item_counts().tolist() == [0, 1, 2, 0, 0, 0, 0]

@@ -186,6 +186,21 @@ def test_batched_evaluation_matches_one_user_at_a_time_with_truncated_window(spl
     assert widths == sorted(widths) and min(widths) < cfg.max_len
 
 
+@pytest.mark.parametrize("exclude_history", [False, True])
+def test_bounded_score_blocks_do_not_change_results(monkeypatch, exclude_history):
+    """A score budget of a few rows (what a 10^6-item catalogue gets) gives the same numbers."""
+    import glintru.engine.scoring as scoring
+
+    data = random_dataset()
+    cfg = TrainConfig(topk=(1, 5, 10), num_negatives=3, max_len=6, exclude_history=exclude_history)
+    negatives = negatives_for(data, "test", cfg)
+    model = IntegerBagModel(data.n_items)
+    whole = evaluate(model, data, "test", cfg, negatives=negatives)
+    monkeypatch.setattr(scoring, "SCORE_BUDGET", 3 * data.n_items)
+    assert scoring.rows_per_block(data.n_items) == 3  # 3 rows per block
+    assert evaluate(model, data, "test", cfg, negatives=negatives) == whole
+
+
 def test_batch_size_does_not_change_results():
     data = random_dataset()
     cfg = TrainConfig(topk=(1, 5, 10), num_negatives=3, max_len=6)

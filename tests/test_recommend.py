@@ -123,6 +123,23 @@ def test_batched_top_k_equals_the_engines_scoring_per_user(model_name, include_s
         assert items[0].tolist() == [12, 0, 0, 0] and np.isneginf(scores[0, 1:]).all()
 
 
+@pytest.mark.parametrize("include_seen", [False, True])
+def test_top_k_in_small_score_blocks_equals_one_block(monkeypatch, include_seen):
+    """Bounded memory for large catalogues: scoring 2 rows at a time gives the same lists."""
+    import glintru.engine.scoring as scoring
+
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg("glintru"), N_ITEMS).eval()
+    seqs = sequences()
+    offsets = np.concatenate([[0], np.cumsum([len(s) for s in seqs])])
+    values = np.concatenate(seqs)
+    whole = top_k_from_histories(model, offsets, values, k=4, max_len=MAX_LEN, include_seen=include_seen)
+    monkeypatch.setattr(scoring, "SCORE_BUDGET", 2 * N_ITEMS)  # 2 rows per block
+    blocks = top_k_from_histories(model, offsets, values, k=4, max_len=MAX_LEN, include_seen=include_seen)
+    np.testing.assert_array_equal(blocks[0], whole[0])
+    np.testing.assert_array_equal(blocks[1], whole[1])
+
+
 def test_window_is_the_last_max_len_items():
     torch.manual_seed(0)
     model = build_model(tiny_cfg(), N_ITEMS).eval()

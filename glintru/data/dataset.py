@@ -20,6 +20,15 @@ ITEMS = "items.parquet"
 FORMAT_VERSION = 1
 
 
+def ragged_arange(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(starts[i], starts[i] + lens[i])`` over i, without a Python loop."""
+    starts = np.asarray(starts, dtype=np.int64)
+    lens = np.asarray(lens, dtype=np.int64)
+    total = int(lens.sum())
+    seg_begin = np.cumsum(lens) - lens  # where each segment starts in the output
+    return np.repeat(starts - seg_begin, lens) + np.arange(total, dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class PreparedDataset:
     """A prepared dataset: per-user chronological item sequences, items remapped to 1..n_items."""
@@ -68,6 +77,12 @@ class PreparedDataset:
         else:
             raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
         return users, end, self.items[end].astype(np.int64)
+
+    def train_item_counts(self) -> np.ndarray:
+        """Interactions per item index in the training part only (validation and test items
+        excluded): [n_items + 1], index 0 = 0. Feeds the training-loss negative sampler."""
+        idx = ragged_arange(self.offsets[:-1], self.train_lengths())
+        return np.bincount(self.items[idx], minlength=self.n_items + 1)
 
     def item_counts(self) -> np.ndarray:
         """Interactions per item index over the whole dataset: [n_items + 1], index 0 = 0."""

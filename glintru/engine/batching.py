@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from glintru.data.dataset import PreparedDataset
+from glintru.data.dataset import PreparedDataset, ragged_arange
 
 OBJECTIVES = ("all_positions", "last_position")
 
@@ -50,13 +50,6 @@ class Samples:
         return int(self.n.sum() if idx is None else self.n[idx].sum())
 
 
-def _ragged_arange(lens: np.ndarray) -> np.ndarray:
-    """``concatenate([arange(l) for l in lens])`` without a Python loop."""
-    total = int(lens.sum())
-    seg_begin = np.cumsum(lens) - lens
-    return np.arange(total, dtype=np.int64) - np.repeat(seg_begin, lens)
-
-
 def training_samples(data: PreparedDataset, objective: str, max_len: int) -> Samples:
     """Every training sample of ``objective`` with windows of at most ``max_len`` input items."""
     if objective not in OBJECTIVES:
@@ -69,12 +62,12 @@ def training_samples(data: PreparedDataset, objective: str, max_len: int) -> Sam
     if objective == "all_positions":
         n_win = -(-n_targets // max_len)  # ceil: windows per user
         user = np.repeat(np.arange(len(t_len)), n_win)
-        j = _ragged_arange(n_win)  # window number counted from the end
+        j = ragged_arange(np.zeros_like(n_win), n_win)  # window number counted from the end
         t_end = t_len[user] - j * max_len  # exclusive end of the window's targets (in s coordinates)
         t_begin = np.maximum(1, t_end - max_len)
         return Samples(objective, first[user] + t_begin - 1, t_end - t_begin)
     user = np.repeat(np.arange(len(t_len)), n_targets)
-    i = _ragged_arange(n_targets) + 1  # target position in s, 1..T-1
+    i = ragged_arange(np.zeros_like(n_targets), n_targets) + 1  # target position in s, 1..T-1
     begin = np.maximum(0, i - max_len)
     return Samples(objective, first[user] + begin, i - begin)
 

@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from glintru.config import TrainConfig
-from glintru.data.dataset import PreparedDataset
+from glintru.data.dataset import PreparedDataset, ragged_arange
+from glintru.engine.scoring import history_mask_coords, score_blocks
 from glintru.errors import UserError
 from glintru.metrics import (
     METRIC_NAMES,
@@ -76,7 +77,7 @@ def negatives_for(data: PreparedDataset, split: str, train_cfg: TrainConfig) -> 
     starts = data.offsets[users]
     lens = end - starts + 1  # history + target
     ex_offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-    ex_items = data.items[_ragged_arange(starts, lens)]
+    ex_items = data.items[ragged_arange(starts, lens)]
     popularity = train_cfg.negative_sampling == "popularity"
     return sample_negatives(
         data.n_items,
@@ -164,14 +165,18 @@ def evaluate(
                 x = _window_batch(items_t, start_t[lo:hi], lens, width)  # [B, width]
                 with autocast:
                     h = inner.last_hidden(x, lens)  # [B, d]
-                scores = h.float() @ emb.T  # [B, n_items], fp32 so bf16 rounding makes no ties
                 target = target_t[lo:hi]
                 exclude = None
                 if train_cfg.exclude_history:
-                    exclude = _history_coords(items_t, first[lo:hi], e[lo:hi], device)
-                hist_full += rank_histogram(full_ranks(scores, target, exclude), max_k)
-                if neg_t is not None:
-                    hist_sampled += rank_histogram(sampled_ranks(scores, target, neg_t[lo:hi]), max_k)
+                    exclude = history_mask_coords(items_t, first[lo:hi], e[lo:hi], device)
+                for part, scores in score_blocks(h, emb):  # [rows, n_items] blocks of bounded size
+                    ex = None
+                    if exclude is not None:
+                        sel = (exclude[0] >= part.start) & (exclude[0] < part.stop)
+                        ex = (exclude[0][sel] - part.start, exclude[1][sel] + 1)
+                    hist_full += rank_histogram(full_ranks(scores, target[part], ex), max_k)
+                    if neg_t is not None:
+                        hist_sampled += rank_histogram(sampled_ranks(scores, target[part], neg_t[lo:hi][part]), max_k)
     finally:
         inner.train(was_training)
 
@@ -205,20 +210,3 @@ def _window_batch(items: torch.Tensor, start: torch.Tensor, lens: torch.Tensor, 
     idx = (start.view(-1, 1) + pos).clamp(max=len(items) - 1)  # [B, W]
     real = pos < lens.view(-1, 1)  # [B, W]
     return torch.where(real, items[idx].long(), 0)
-
-
-def _history_coords(
-    items: torch.Tensor, first: np.ndarray, end: np.ndarray, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(rows, items)`` of every item before each row's target (the whole history, not just the window)."""
-    lens = end - first
-    rows = torch.repeat_interleave(torch.arange(len(lens), device=device), torch.from_numpy(lens).to(device))
-    flat = torch.from_numpy(_ragged_arange(first, lens)).to(device)
-    return rows, items[flat].long()
-
-
-def _ragged_arange(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
-    """Concatenation of ``arange(starts[i], starts[i] + lens[i])`` over i, without a Python loop."""
-    total = int(lens.sum())
-    seg_begin = np.cumsum(lens) - lens  # where each segment starts in the output
-    return np.repeat(starts - seg_begin, lens) + np.arange(total, dtype=np.int64)

@@ -34,7 +34,7 @@ from glintru.config import RunConfig, TrainConfig, config_from_flat
 from glintru.data.dataset import PreparedDataset
 from glintru.engine.batching import epoch_batches, make_batch, training_samples
 from glintru.engine.checkpoint import FORMAT_VERSION, load_checkpoint, save_best, save_checkpoint
-from glintru.engine.loss import SequenceLoss
+from glintru.engine.loss import make_sequence_loss
 from glintru.errors import UserError
 
 # Settings a resumed run may change: they do not affect the numbers of the epochs already done.
@@ -182,7 +182,7 @@ def fit(
                 side[m] = dict(saved)
 
     encoder = torch.compile(model) if cfg.compile else model
-    loss_module: nn.Module = SequenceLoss(model, cfg.loss_chunk, encoder=encoder)
+    loss_module: nn.Module = make_sequence_loss(model, cfg, data.n_items, data.train_item_counts(), encoder=encoder)
     if wrap_model is not None:
         loss_module = wrap_model(loss_module)
     samples = training_samples(data, cfg.objective, cfg.max_len)

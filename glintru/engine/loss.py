@@ -1,4 +1,5 @@
-"""Full-softmax next-item cross-entropy (paper Eq. 13), chunked so the logits never all exist at once.
+"""Training losses: full-softmax next-item cross-entropy (paper Eq. 13), chunked so the logits never
+all exist at once, and two sampled losses for large catalogues (``TrainConfig.loss``).
 
 Scores are ``h @ E[1:].T`` over items 1..n (the padding row is dropped; target t is class t-1).
 Rows are processed ``chunk`` at a time, so at most [chunk, n_items] logits exist at once. Two
@@ -16,6 +17,8 @@ form saves about a quarter of the step's arithmetic.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -102,6 +105,71 @@ def full_softmax_ce(
     return total / rows
 
 
+class NegativeSampler:
+    """Draws the negatives a batch shares: items 1..n with probability q (training popularity, or
+    uniform), i.i.d. with replacement through a CDF search (O(M log n) for M draws, any catalogue).
+
+    Draws use torch's global generator, which the engine seeds per epoch, so runs stay reproducible
+    and resumable.
+    """
+
+    def __init__(self, n_items: int, counts: torch.Tensor | None, mode: str) -> None:
+        if mode == "uniform" or counts is None:
+            w = torch.ones(n_items, dtype=torch.float64)
+        else:
+            w = counts[1:].to(torch.float64) + 1.0  # add-one: items unseen in training stay drawable
+        self.log_q = torch.log(w / w.sum()).float()  # [n_items], log draw probability of item i + 1
+        self.cdf = torch.cumsum(w / w.sum(), 0)
+        self.cdf[-1] = 1.0
+        self.n_items = n_items
+
+    def draw(self, m: int, device: torch.device) -> torch.Tensor:
+        """[m] int64 items in 1..n_items."""
+        u = torch.rand(m, dtype=torch.float64)
+        return (torch.searchsorted(self.cdf, u, right=True).clamp(max=self.n_items - 1) + 1).to(device)
+
+
+def sampled_softmax_ce(h: torch.Tensor, item_emb: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor,
+                       log_q: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of each row's target against the batch's shared negatives, log-Q corrected.
+
+    logit(i) = h . e_i - log q_i for the target and every negative (Bengio & Senecal 2008; Yi et al.,
+    RecSys 2019); a negative equal to the row's target is masked out. With uniform q the correction
+    is a constant and cancels.
+
+    Args:
+        h: [R, d] hidden states; item_emb: [n_items + 1, d]; targets: [R] in 1..n_items;
+        negatives: [M] in 1..n_items; log_q: [n_items] log draw probabilities (item i + 1 at i).
+    """
+    h = h.float()
+    pos = (h * item_emb[targets].float()).sum(-1) - log_q[targets - 1]  # [R]
+    neg = h @ item_emb[negatives].float().T - log_q[negatives - 1]  # [R, M]
+    neg = neg.masked_fill(negatives.view(1, -1) == targets.view(-1, 1), -torch.inf)
+    logits = torch.cat([pos.unsqueeze(1), neg], dim=1)  # [R, 1 + M]
+    return (torch.logsumexp(logits, dim=1) - pos).mean()
+
+
+def gbce_loss(h: torch.Tensor, item_emb: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor,
+              n_items: int, t: float) -> torch.Tensor:
+    """gBCE (Petrov & Macdonald, "gSASRec", RecSys 2023, Eq. 7-10), mean over rows.
+
+    loss = -beta * log sigmoid(s+) - sum_j log(1 - sigmoid(s-_j)), with the sampling rate
+    alpha = M / (n_items - 1) and beta = alpha * (t * (1 - 1/alpha) + 1/alpha): t = 0 is plain BCE
+    (beta = 1), t = 1 fully calibrates the positive for the negatives it was not compared with.
+    Negatives are uniform and shared by the batch (gSASRec draws them per sequence); one equal to the
+    row's target is dropped.
+    """
+    h = h.float()
+    m = negatives.numel()
+    alpha = m / max(1, n_items - 1)
+    beta = alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
+    pos = (h * item_emb[targets].float()).sum(-1)  # [R]
+    neg = h @ item_emb[negatives].float().T  # [R, M]
+    hit = negatives.view(1, -1) == targets.view(-1, 1)
+    neg_term = F.logsigmoid(-neg).masked_fill(hit, 0.0).sum(1)  # log(1 - sigmoid(s)) = logsigmoid(-s)
+    return (-beta * F.logsigmoid(pos) - neg_term).mean()
+
+
 class SequenceLoss(nn.Module):
     """``forward(batch) -> loss``: the model plus its training loss in one module, so DDP can wrap it.
 
@@ -112,11 +180,17 @@ class SequenceLoss(nn.Module):
     ``torch.compile`` wrapper); ``model`` holds the parameters and ``item_embeddings``.
     """
 
-    def __init__(self, model: nn.Module, chunk: int, encoder: nn.Module | None = None) -> None:
+    def __init__(self, model: nn.Module, chunk: int, encoder: nn.Module | None = None, loss: str = "ce",
+                 sampler: NegativeSampler | None = None, num_negatives: int = 0, gbce_t: float = 0.75) -> None:
         super().__init__()
         self.model = model
         self.encoder = encoder if encoder is not None else model
         self.chunk = chunk
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        if loss != "ce" and (sampler is None or num_negatives < 1):
+            raise ValueError(f"loss {loss!r} needs a sampler and num_negatives >= 1")
+        self.loss, self.sampler, self.num_negatives, self.gbce_t = loss, sampler, num_negatives, gbce_t
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         items, targets = batch["items"], batch["targets"]  # [B, N], [B, N] or [B]
@@ -126,4 +200,26 @@ class SequenceLoss(nn.Module):
             rows, tgt = h[real], targets[real]  # [R, d], [R]
         else:
             rows, tgt = self.model.last_hidden(items, batch["lengths"]), targets  # [B, d], [B]
-        return full_softmax_ce(rows, self.model.item_embeddings(), tgt, self.chunk)
+        emb = self.model.item_embeddings()
+        if self.loss == "ce":
+            return full_softmax_ce(rows, emb, tgt, self.chunk)
+        negatives = self.sampler.draw(self.num_negatives, rows.device)  # [M], shared by the batch
+        if self.loss == "sampled_softmax":
+            return sampled_softmax_ce(rows, emb, tgt, negatives, self.sampler.log_q.to(rows.device))
+        return gbce_loss(rows, emb, tgt, negatives, self.sampler.n_items, self.gbce_t)
+
+
+LOSSES = ("ce", "sampled_softmax", "gbce")
+
+
+def make_sequence_loss(model: nn.Module, train_cfg: Any, n_items: int, train_counts: Any,
+                       encoder: nn.Module | None = None) -> SequenceLoss:
+    """The engine's loss module for ``train_cfg.loss``: ``train_counts`` [n_items + 1] (training
+    interactions per item) feed the popularity sampler of ``sampled_softmax``; gBCE samples uniformly."""
+    sampler = None
+    if train_cfg.loss != "ce":
+        mode = train_cfg.loss_sampling if train_cfg.loss == "sampled_softmax" else "uniform"
+        counts = torch.as_tensor(train_counts) if train_counts is not None else None
+        sampler = NegativeSampler(n_items, counts, mode)
+    return SequenceLoss(model, train_cfg.loss_chunk, encoder=encoder, loss=train_cfg.loss, sampler=sampler,
+                        num_negatives=train_cfg.num_negatives_train, gbce_t=train_cfg.gbce_t)
