@@ -304,8 +304,6 @@ class RecommendActor:
         self.k, self.max_len, self.include_seen = k, max_len, include_seen
 
     def __call__(self, batch: Any) -> Any:
-        import pyarrow as pa
-
         col = batch.column("items").combine_chunks()
         offsets = col.offsets.to_numpy().astype(np.int64)
         values = col.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]
@@ -313,17 +311,25 @@ class RecommendActor:
         items, scores = top_k_from_histories(
             self.model, offsets, values, k=self.k, max_len=self.max_len, include_seen=self.include_seen, device=self.device
         )
-        n_valid = (items > 0).sum(axis=1)  # [B]; a list is shorter only if too few unseen items exist
-        list_offsets = np.concatenate([[0], np.cumsum(n_valid)]).astype(np.int32)
-        keep = items > 0
-        ids = pa.array(self.item_ids[items[keep]].tolist(), pa.string())
-        return pa.table(
-            {
-                "user_id": batch.column("user_id"),
-                "item_ids": pa.ListArray.from_arrays(pa.array(list_offsets), ids),
-                "scores": pa.ListArray.from_arrays(pa.array(list_offsets), pa.array(scores[keep], pa.float32())),
-            }
-        )
+        return recs_table(batch.column("user_id"), items, scores, self.item_ids)
+
+
+def recs_table(user_ids: Any, items: np.ndarray, scores: np.ndarray, item_ids: np.ndarray) -> Any:
+    """The output schema: ``user_id``, ``item_ids`` (original ids, best first), ``scores``; item 0
+    (fewer unseen items than k) is dropped, so such a list is shorter."""
+    import pyarrow as pa
+
+    n_valid = (items > 0).sum(axis=1)  # [B]
+    list_offsets = np.concatenate([[0], np.cumsum(n_valid)]).astype(np.int32)
+    keep = items > 0
+    ids = pa.array(item_ids[items[keep]].tolist(), pa.string())
+    return pa.table(
+        {
+            "user_id": user_ids if isinstance(user_ids, (pa.Array, pa.ChunkedArray)) else pa.array(user_ids, pa.string()),
+            "item_ids": pa.ListArray.from_arrays(pa.array(list_offsets), ids),
+            "scores": pa.ListArray.from_arrays(pa.array(list_offsets), pa.array(scores[keep], pa.float32())),
+        }
+    )
 
 
 # --------------------------------------------------------------------------------------------

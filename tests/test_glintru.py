@@ -417,3 +417,50 @@ def test_diagnostics_report_mixing_weights_and_expert_norms():
     real = items != 0
     assert diag["gru_out_norm"] == pytest.approx(float(y[real].norm(dim=-1).mean()), rel=1e-5)
     assert diag["attn_out_norm"] > 0 and diag["attn_sum_norm"] > 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Streaming inference: step(state, item) equals forward
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("kernel_size", [1, 2, 3])
+@pytest.mark.parametrize("experts", ["both", "gru", "attention"])
+def test_stepping_through_a_history_equals_forward(norm, kernel_size, experts):
+    model = make(attn_norm=norm, kernel_size=kernel_size, experts=experts)
+    items = random_items(3, 11)
+    with torch.no_grad():
+        h = model(items)  # [3, 11, 16]
+        state = model.empty_state(3)
+        for t in range(11):
+            state, hidden = model.step(state, items[:, t])
+            torch.testing.assert_close(hidden, h[:, t], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(state["hidden"], h[:, -1], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("gru_bias", [False, True])
+def test_state_of_a_prefix_then_steps_equals_forward(norm, gru_bias):
+    """init_state over right-padded prefixes of different lengths, then one step per row."""
+    model = make(attn_norm=norm, gru_bias=gru_bias, kernel_size=3)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "bias" in name and "gru" in name:
+                p.add_(0.1)  # biased GRU: left padding would drift; the state must not
+    items = random_items(3, 9)
+    lengths = torch.tensor([5, 1, 8])
+    with torch.no_grad():
+        h = model(items)
+        state = model.init_state(right_pad(items, lengths.tolist()), lengths)
+        torch.testing.assert_close(state["hidden"], gather_last(h, lengths), rtol=1e-4, atol=1e-5)
+        nxt = items[torch.arange(3), lengths]
+        state, hidden = model.step(state, nxt)
+        torch.testing.assert_close(hidden, h[torch.arange(3), lengths], rtol=1e-4, atol=1e-5)
+        state, hidden = model.step(state, items[torch.arange(3), lengths + 1 - (lengths == 8).long()])
+    assert state["count"].tolist() == [7.0, 3.0, 10.0]
+
+
+def test_streaming_is_refused_in_official_mode():
+    with pytest.raises(ValueError, match="causal"):
+        make(causal=False).empty_state(2)

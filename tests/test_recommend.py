@@ -293,3 +293,59 @@ def test_an_mlflow_model_uri_loads_with_max_len_from_its_run(tmp_path, monkeypat
     assert np.array_equal(got, want)
     with pytest.raises(UserError, match="cannot load the MLflow model"):
         load_model("runs:/0123456789abcdef/model", tracking_uri=uri)
+
+
+# ------------------------------------------------------------------ incremental mode (streaming states)
+
+
+def _recs(path: Path) -> dict[str, list[str]]:
+    t = pq.read_table(path)
+    return dict(zip(t.column("user_id").to_pylist(), t.column("item_ids").to_pylist()))
+
+
+def test_incremental_mode_equals_batch_scoring_of_the_extended_histories(trained, tmp_path, capsys):
+    """--save-state, then --state + --events: the new lists are those of the histories with the
+    events appended, scored from scratch (histories short enough to stay inside the window)."""
+    model, run_cfg, seqs, data, best = trained
+    states = tmp_path / "states.pt"
+    base = ["recommend", "--model", str(best), "--data", str(data), "--k", "3"]
+    assert main(base + ["--out", str(tmp_path / "all.parquet"), "--save-state", str(states)]) == 0, capsys.readouterr().err
+    before = _recs(tmp_path / "all.parquet")
+    for u in (2, 3, 7):  # within the window, the initial lists equal the batch mode's
+        assert before[f"u-{3 * u + 1}"] == [f"movie-{7 * i}" for i in reference_top_k(model, seqs[u], 3, MAX_LEN, False)[0]]
+    events = tmp_path / "new.csv"
+    events.write_text("user_id,item_id\nu-13,movie-21\nu-16,movie-14\nu-13,movie-7\nnewcomer,movie-84\n")
+    out = tmp_path / "new.parquet"
+    rc = main(base + ["--state", str(states), "--events", str(events), "--out", str(out), "--save-state", str(states)])
+    assert rc == 0, capsys.readouterr().err
+    assert "4 events, 3 users" in capsys.readouterr().out
+    after = _recs(out)
+    assert set(after) == {"u-13", "u-16", "newcomer"}
+    extended = {"u-13": seqs[4] + [3, 1], "u-16": seqs[5] + [2], "newcomer": [12]}  # all within the window
+    for user, hist in extended.items():
+        ref = reference_top_k(model, hist, 3, MAX_LEN, include_seen=False)[0]
+        assert after[user] == [f"movie-{7 * i}" for i in ref], user
+    # the saved states continue: one more event for u-13 equals scoring its history from scratch
+    events.write_text("u-13 movie-35\n")
+    assert main(base + ["--state", str(states), "--events", str(events), "--out", str(out)]) == 0
+    hist = extended["u-13"] + [5]
+    assert _recs(out)["u-13"] == [f"movie-{7 * i}" for i in reference_top_k(model, hist, 3, MAX_LEN, False)[0]]
+
+
+def test_incremental_mode_bad_inputs(trained, tmp_path, capsys):
+    model, run_cfg, seqs, data, best = trained
+    out = str(tmp_path / "r.parquet")
+    base = ["recommend", "--model", str(best), "--data", str(data), "--out", out]
+    events = tmp_path / "e.csv"
+    events.write_text("u-1,movie-7\nu-1,no-such-item\n")
+    assert f"{events}, line 2: item 'no-such-item' is not in the model's catalogue" in _error_of(base + ["--events", str(events)], capsys)
+    events.write_text("u-1 movie-7 extra\n")
+    assert "line 1: expected 'user_id,item_id'" in _error_of(base + ["--events", str(events)], capsys)
+    bogus = tmp_path / "bogus.pt"
+    bogus.write_bytes(b"not torch")
+    events.write_text("u-1,movie-7\n")
+    assert "not a glintru state file" in _error_of(base + ["--state", str(bogus), "--events", str(events)], capsys)
+    official = save_best(tmp_path / "official", build_model(tiny_cfg("glintru_official"), N_ITEMS), tiny_cfg("glintru_official"))
+    assert "needs a causal GLINT-RU" in _error_of(["recommend", "--model", str(official), "--data", str(data), "--out", out,
+                                                    "--events", str(events)], capsys)
+    assert not Path(out).exists()

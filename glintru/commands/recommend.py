@@ -4,6 +4,11 @@
     glintru recommend --model runs/glintru/checkpoints/epoch_0007/checkpoint.pt --data DIR --out recs.parquet
     glintru recommend --model models:/glintru/1 --mlflow-uri http://127.0.0.1:5000 --data DIR --out recs.parquet
 
+Incremental mode (causal GLINT-RU only; :mod:`glintru.streaming`):
+
+    glintru recommend --model RUN --data DIR --out recs.parquet --save-state states.pt
+    glintru recommend --model RUN --data DIR --state states.pt --events new.csv --out new.parquet --save-state states.pt
+
 See :mod:`glintru.recommend` for the model sources, the scoring and the output schema.
 """
 
@@ -11,28 +16,54 @@ from __future__ import annotations
 
 import argparse
 
+INCREMENTAL_HELP = (
+    "incremental mode (causal GLINT-RU): --save-state FILE stores every user's recurrent state "
+    "(GRU state, convolution inputs, attention sums); --state FILE --events CSV then applies new "
+    "'user_id,item_id' events in O(d^2) per event, without re-reading histories, and writes the new "
+    "top-K of the users they touched"
+)
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="checkpoint file, run directory, or MLflow model URI (models:/NAME/VERSION, runs:/ID/model)")
-    p.add_argument("--data", required=True, help="prepared dataset directory the model was trained on")
+    p.add_argument("--model", required=True, help="checkpoint file, run directory, or MLflow model URI (models:/NAME/VERSION, models:/NAME@ALIAS, runs:/ID/model)")
+    p.add_argument("--data", required=True, help="prepared dataset directory (or s3:// URI) the model was trained on")
     p.add_argument("--out", required=True, help="output parquet file (written atomically)")
     p.add_argument("--k", type=int, default=10, help="items per user (default 10)")
     p.add_argument("--workers", type=int, default=1, help="Ray Data scoring actors (default 1)")
     p.add_argument("--batch-size", type=int, default=1024, help="users per scoring batch (default 1024)")
     p.add_argument("--include-seen", action="store_true", help="keep items the user already interacted with")
-    p.add_argument("--use-gpu", action="store_true", help="one GPU per scoring actor")
+    p.add_argument("--gpu", "--use-gpu", dest="gpu", action="store_true",
+                   help="score on GPUs: one per scoring actor (--use-gpu is an old spelling)")
     p.add_argument("--max-len", type=int, help="input window (default: the model's max_len)")
     p.add_argument("--mlflow-uri", help="tracking URI for an MLflow model URI (default MLFLOW_TRACKING_URI)")
     p.add_argument("--address", help="Ray cluster address (e.g. auto); default: a local Ray")
     p.add_argument("--num-cpus", type=int, help="logical CPUs of a local Ray (never sent to a cluster)")
+    inc = p.add_argument_group("incremental mode", INCREMENTAL_HELP)
+    inc.add_argument("--save-state", metavar="FILE", help="write every user's streaming state to FILE (after --events if given)")
+    inc.add_argument("--state", metavar="FILE", help="streaming states written by an earlier --save-state")
+    inc.add_argument("--events", metavar="CSV", help="new events, one 'user_id,item_id' per line, oldest first")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.save_state or args.state or args.events:
+        from glintru.errors import UserError
+        from glintru.streaming import recommend_incremental
+
+        if args.gpu or args.workers != 1:
+            raise UserError("--gpu and --workers apply to batch mode; incremental mode runs in this process on CPU")
+        res = recommend_incremental(
+            args.model, args.data, args.out, state=args.state, events=args.events, save_state=args.save_state,
+            k=args.k, include_seen=args.include_seen, max_len=args.max_len, tracking_uri=args.mlflow_uri,
+        )
+        rate = f", {res.n_events / res.step_s:,.0f} events/s" if res.n_events and res.step_s > 0 else ""
+        print(f"{res.n_events} events, {res.n_users} users -> {res.out}{rate}, {res.wall_s:.1f} s in all"
+              + (f"; states saved to {args.save_state}" if args.save_state else ""))
+        return 0
     from glintru.recommend import recommend
 
     res = recommend(
         args.model, args.data, args.out, k=args.k, workers=args.workers, include_seen=args.include_seen,
-        batch_size=args.batch_size, use_gpu=args.use_gpu, max_len=args.max_len, tracking_uri=args.mlflow_uri,
+        batch_size=args.batch_size, use_gpu=args.gpu, max_len=args.max_len, tracking_uri=args.mlflow_uri,
         address=args.address, num_cpus=args.num_cpus,
     )
     print(f"{res.n_users} users -> {res.out} ({res.users_per_s:.0f} users/s scoring, {res.wall_s:.1f} s in all)")

@@ -262,6 +262,22 @@ class LinearAttention(nn.Module):
         return self._finish(a.transpose(1, 2).reshape(B, 1, d), x_t).squeeze(1)
 
 
+def _gru_cell(gru: nn.GRU, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """One step of a single-layer ``nn.GRU`` with its own weights: [B, d_in], [B, d] -> [B, d].
+
+    PyTorch's GRU equations (gates r, z, n in that order): r = sigma(W_ir x + b_ir + W_hr h + b_hr),
+    z = sigma(W_iz x + b_iz + W_hz h + b_hz), n = tanh(W_in x + b_in + r * (W_hn h + b_hn)),
+    h' = (1 - z) * n + z * h (the paper's Eq. 1)."""
+    gi = F.linear(x, gru.weight_ih_l0, getattr(gru, "bias_ih_l0", None))  # [B, 3d]
+    gh = F.linear(h, gru.weight_hh_l0, getattr(gru, "bias_hh_l0", None))
+    i_r, i_z, i_n = gi.chunk(3, dim=-1)
+    h_r, h_z, h_n = gh.chunk(3, dim=-1)
+    r = torch.sigmoid(i_r + h_r)
+    z = torch.sigmoid(i_z + h_z)
+    n = torch.tanh(i_n + r * h_n)
+    return (1.0 - z) * n + z * h
+
+
 class GatedMLP(nn.Module):
     """Gated MLP block, Eq. 12: R = (GeLU(delta_3(Z)) * (Z W + b)) W_o + b_o; [..., d] -> [..., d]."""
 
@@ -402,6 +418,97 @@ class GlintRU(SequentialRecommender):
             "attn_out_norm": float(a[real].norm(dim=-1).mean()),
             "attn_sum_norm": float(raw[real].norm(dim=-1).mean()),
         }
+
+    # --------------------------------------------------------------------------------------------
+    # Streaming inference (causal mode): the state after t events determines the output after event
+    # t + 1 in O(d^2) work, whatever t is. Stepping through a history equals ``forward`` (tested).
+    # --------------------------------------------------------------------------------------------
+
+    def _check_streamable(self) -> None:
+        if not self.causal:
+            raise ValueError("streaming needs causal=True: official mode looks ahead and over the whole window")
+
+    def init_state(self, items: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The streaming state after each row's history ``items[b, :lengths[b]]`` ([B, N] right-padded).
+
+        Keys (all [B, ...] tensors): ``gru`` [B, d] GRU state h_t; ``conv_in`` / ``conv_out``
+        [B, k-1, d] the last k-1 inputs of each causal temporal convolution (zeros before the first
+        item, like the left padding); ``kv`` [B, h, d_h, d_h] = sum_s k_s^T v_s and ``ksum``
+        [B, h, d_h] = sum_s k_s (the linear attention's running sums); ``count`` [B] real items so
+        far; ``hidden`` [B, d] the model output after the last item (zeros for an empty history).
+        Computed in parallel over the window (no Python loop over positions); eval mode expected.
+        """
+        self._check_streamable()
+        B, N = items.shape
+        d = self.cfg.hidden_size
+        k = self.gru_expert.conv_in.kernel_size[0]
+        att = self.attention
+        real = torch.arange(N, device=items.device).view(1, N) < lengths.view(B, 1)  # [B, N]
+        items = items.masked_fill(~real, 0)
+        x, mask = self._embed(items)  # mask [B, N, 1]
+        ge = self.gru_expert
+        u = ge.input_proj(x) * mask
+        c, h_seq = ge.recurrent(x, mask)
+        g = ge.gated(c, h_seq) * mask
+        pos = (lengths - 1).clamp(min=0)
+        rows = torch.arange(B, device=items.device)
+        h_last = torch.where((lengths > 0).view(B, 1), h_seq[rows, pos], torch.zeros_like(h_seq[:, 0]))
+        back = pos.view(B, 1) - torch.arange(k - 2, -1, -1, device=items.device).view(1, -1)  # [B, k-1], oldest first
+        ok = ((back >= 0) & (back < lengths.view(B, 1))).to(x.dtype).unsqueeze(-1)
+        take = back.clamp(min=0).unsqueeze(-1).expand(B, k - 1, d)
+        keys, values = att._keys_values(x, mask)  # [B, h, N, d_h], padding keys zero
+        hidden = self.last_hidden(items, lengths.clamp(min=1)) * (lengths > 0).to(x.dtype).view(B, 1)
+        return {
+            "gru": h_last,
+            "conv_in": u.gather(1, take) * ok,
+            "conv_out": g.gather(1, take) * ok,
+            "kv": keys.transpose(-1, -2) @ values,
+            "ksum": keys.sum(2),
+            "count": lengths.to(x.dtype),
+            "hidden": hidden,
+        }
+
+    def empty_state(self, batch: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        """The state of ``batch`` empty histories."""
+        items = torch.zeros(batch, 1, dtype=torch.long, device=device)
+        return self.init_state(items, torch.zeros(batch, dtype=torch.long, device=device))
+
+    def step(self, state: dict[str, torch.Tensor], items: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """One new event per row: ``items`` [B] (ids >= 1) -> (new state, hidden [B, d]).
+
+        The same equations as ``forward`` at one position: Eq. 5 and 8's causal convolutions read
+        the stored last k-1 inputs, the GRU (Eq. 1) advances one step, and Eq. 2's causal sums are
+        updated by k_t^T v_t. Scores are ``hidden @ item_embeddings()[1:].T`` (Eq. 13).
+        """
+        self._check_streamable()
+        ge, att = self.gru_expert, self.attention
+        B = items.shape[0]
+        d = self.cfg.hidden_size
+        x = self.emb_dropout(self.item_embedding(items))  # [B, d]
+        u = ge.input_proj(x)
+        win_in = torch.cat([state["conv_in"], u.unsqueeze(1)], dim=1)  # [B, k, d], oldest first
+        k = win_in.shape[1]
+        c = F.linear(win_in.transpose(1, 2).reshape(B, d * k), ge.conv_in.weight.reshape(d, d * k), ge.conv_in.bias)  # Eq. (5)
+        h = _gru_cell(ge.gru, c, state["gru"])  # Eq. (1)
+        g = ge.gated(c, h)  # Eq. (9)
+        win_out = torch.cat([state["conv_out"], g.unsqueeze(1)], dim=1)
+        y = F.linear(win_out.transpose(1, 2).reshape(B, d * k), ge.conv_out.weight.reshape(d, d * k), ge.conv_out.bias)  # Eq. (8)
+        x1 = x.unsqueeze(1)  # [B, 1, d]
+        q = att._queries(x1)  # [B, h, 1, d_h]
+        key, value = att._keys_values(x1, None)  # [B, h, 1, d_h]
+        kv = state["kv"] + key.transpose(-1, -2) @ value  # [B, h, d_h, d_h]
+        ksum = state["ksum"] + key.squeeze(2)
+        count = state["count"] + 1.0
+        a = q @ kv  # Eq. (2): sum over s <= t
+        if att.attn_norm == "kernel":
+            a = a / (q @ ksum.unsqueeze(-1)).clamp(min=att.EPS)
+        elif att.attn_norm == "count":
+            a = a / count.view(B, 1, 1, 1)
+        a = att._finish(a.transpose(1, 2).reshape(B, 1, d), x1).squeeze(1)
+        hidden = self._head(x, y if self.experts != "attention" else None, a if self.experts != "gru" else None)
+        new = {"gru": h, "conv_in": win_in[:, 1:], "conv_out": win_out[:, 1:], "kv": kv, "ksum": ksum,
+               "count": count, "hidden": hidden}
+        return new, hidden
 
     def item_embeddings(self) -> torch.Tensor:
         """Tied output embeddings [n_items + 1, d]; row 0 (padding) is zero and never scored.
