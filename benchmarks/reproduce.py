@@ -186,9 +186,9 @@ def run_one(dataset: str, name: str, model: str, overrides: dict[str, Any], seed
 
         result = fit(run_cfg, data, out_dir, on_epoch_end=on_epoch_end, progress=False,
                      resume_from=ckpts[-1] if ckpts else None, also_select=(POP_METRIC,))
-    import glintru.engine.loop as loop
+    from glintru.loading import load_model
 
-    best_model, _ = loop.load_best_model(out_dir / "best.pt", data.n_items)
+    best_model = load_model(out_dir / "best.pt").model
     params = sum(p.numel() for p in best_model.parameters())
     latency = latency_ms_per_user(best_model, data, run_cfg.train.max_len)
     pop = result.selected.get(POP_METRIC, {})

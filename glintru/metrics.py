@@ -9,7 +9,7 @@ Every metric is a function of the target's 0-based *rank* r among the candidates
 
 A K larger than the number of candidates is allowed: every target then counts as a hit.
 
-Two candidate sets are used (paper-notes section 3):
+Two candidate sets are used (docs/model.md, "Evaluation protocol"):
 
 * **full ranking**: every item 1..n_items is a candidate (index 0, padding, never is). A score row
   has n_items columns and column j holds item j + 1. Items the user has already interacted with

@@ -13,15 +13,8 @@ from an object-store copy of the weights and keeps it on its CPU or GPU. Batches
 order and are streamed by the driver into one parquet file, written to a temporary name and renamed,
 so ``--out`` is either the complete result or absent.
 
-Model sources (:func:`load_model`):
-
-* a checkpoint file (``best.pt`` or ``checkpoints/epoch_NNNN/checkpoint.pt``): read with
-  ``torch.load(weights_only=True)``, which cannot execute code; the flat config stored in it (or in
-  ``config.json`` next to it) rebuilds the model;
-* a run directory of ``glintru train``: its ``best.pt``, else its latest epoch checkpoint;
-* an MLflow model URI (``models:/name/version``, ``runs:/<run id>/model``): loaded with
-  ``mlflow.pytorch.load_model``, which *unpickles* the model. Only load MLflow models from a
-  tracking server you trust.
+Model sources: a checkpoint file, a run directory or an MLflow model URI, all read without
+unpickling code (:func:`glintru.loading.load_model`).
 
 Output parquet schema: ``user_id: string`` (original id), ``item_ids: list<string>`` (original item
 ids, best first), ``scores: list<float32>``; one row per user, in the order of ``sequences.parquet``.
@@ -29,12 +22,8 @@ ids, best first), ``scores: list<float32>``; one row per user, in the order of `
 
 from __future__ import annotations
 
-import json
 import os
-import pickle
-import re
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,176 +32,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from glintru.config import config_from_flat
 from glintru.engine.scoring import history_mask_coords, score_blocks
 from glintru.errors import UserError
-
-MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
-CHECKPOINT_STATE_KEYS = ("model", "model_state", "state_dict")
-CHECKPOINT_CONFIG_KEYS = ("config", "flat_config")
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """A model ready to score: in eval mode on the CPU, with the window length it was trained with."""
-
-    model: nn.Module
-    max_len: int
-    n_items: int
-    source: str
-
-
-# --------------------------------------------------------------------------------------------
-# Loading
-# --------------------------------------------------------------------------------------------
-
-
-def is_mlflow_uri(spec: str) -> bool:
-    return spec.startswith(MLFLOW_SCHEMES)
-
-
-def load_model(spec: str | Path, *, max_len: int | None = None, tracking_uri: str | None = None) -> LoadedModel:
-    """Load a trained model from a checkpoint file, a run directory or an MLflow model URI.
-
-    ``max_len`` overrides the window length (needed only for an MLflow model whose run has no
-    ``max_len`` param). Every failure a user can cause is a :class:`UserError` naming the source.
-    """
-    text = str(spec)
-    if is_mlflow_uri(text):
-        return _load_mlflow(text, max_len, tracking_uri)
-    path = Path(text)
-    if path.is_dir():
-        return _load_run_dir(path, max_len)
-    if path.is_file():
-        return load_checkpoint_file(path, max_len=max_len)
-    raise UserError(
-        f"--model {text}: no such file or directory (expected a checkpoint file, a run directory or an "
-        f"MLflow model URI starting with {', '.join(MLFLOW_SCHEMES)})"
-    )
-
-
-def _latest_epoch_checkpoint(run_dir: Path) -> Path | None:
-    epochs = sorted((run_dir / "checkpoints").glob("epoch_*/checkpoint.pt"))
-    return epochs[-1] if epochs else None
-
-
-def _load_run_dir(run_dir: Path, max_len: int | None) -> LoadedModel:
-    best = run_dir / "best.pt"
-    if best.is_file():
-        return load_checkpoint_file(best, max_len=max_len)
-    latest = _latest_epoch_checkpoint(run_dir)
-    if latest is None:
-        raise UserError(f"--model {run_dir}: no best.pt and no checkpoints/epoch_*/checkpoint.pt; is it a glintru run directory?")
-    return load_checkpoint_file(latest, max_len=max_len)
-
-
-def _strip_prefixes(state: dict[str, Any]) -> dict[str, Any]:
-    """Drop the ``module.`` (DDP) and ``_orig_mod.`` (torch.compile) prefixes a wrapper adds."""
-    out = dict(state)
-    for prefix in ("module.", "_orig_mod."):
-        if out and all(k.startswith(prefix) for k in out):
-            out = {k[len(prefix) :]: v for k, v in out.items()}
-    return out
-
-
-def _checkpoint_parts(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
-    """``(state_dict, flat config or None)`` of a loaded checkpoint object."""
-    if not isinstance(obj, dict):
-        raise UserError(f"{path}: not a glintru checkpoint (expected a dict, got {type(obj).__name__})")
-    state = next((obj[k] for k in CHECKPOINT_STATE_KEYS if isinstance(obj.get(k), dict)), None)
-    if state is None:
-        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-            state = obj  # a bare state_dict
-        else:
-            raise UserError(f"{path}: no model weights in the checkpoint (looked for keys {', '.join(CHECKPOINT_STATE_KEYS)})")
-    flat = next((obj[k] for k in CHECKPOINT_CONFIG_KEYS if isinstance(obj.get(k), dict)), None)
-    return _strip_prefixes(state), flat
-
-
-def _sidecar_config(path: Path) -> dict[str, Any] | None:
-    """``config.json`` next to the checkpoint, or in the run directory above ``checkpoints/``."""
-    for cand in (path.parent / "config.json", path.parent.parent.parent / "config.json"):
-        if cand.is_file():
-            try:
-                data = json.loads(cand.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise UserError(f"{cand}: not a valid JSON config ({exc})") from None
-            if isinstance(data, dict):
-                return data
-    return None
-
-
-def _n_items_from_state(state: dict[str, torch.Tensor]) -> int | None:
-    """Catalogue size from the item embedding table ``[n_items + 1, d]`` (row 0 = padding)."""
-    for key, value in state.items():
-        if re.search(r"(^|\.)item_embedding\.weight$", key) and isinstance(value, torch.Tensor) and value.dim() == 2:
-            return int(value.shape[0]) - 1
-    return None
-
-
-def load_checkpoint_file(path: str | Path, *, max_len: int | None = None) -> LoadedModel:
-    """Build a model from a checkpoint file read with ``torch.load(weights_only=True)``."""
-    from glintru.models import build_model
-
-    p = Path(path)
-    try:
-        with warnings.catch_warnings():  # garbage input makes the unpickler warn before it fails
-            warnings.simplefilter("ignore", UserWarning)
-            obj = torch.load(p, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"{p}: checkpoint file not found") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError) as exc:
-        # Truncated or corrupt zip: RuntimeError/EOFError; garbage, or a pickle holding anything but
-        # tensors and plain containers (weights_only refuses to build it): UnpicklingError.
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "empty file"
-        raise UserError(f"{p}: cannot read the checkpoint (corrupt, truncated or not a weights-only torch file): {first}") from None
-    state, flat = _checkpoint_parts(obj, p)
-    flat = flat or _sidecar_config(p)
-    if flat is None:
-        raise UserError(f"{p}: the checkpoint holds no config and there is no config.json beside it; cannot rebuild the model")
-    if max_len is not None:
-        flat = {**flat, "max_len": max_len}
-    run_cfg = config_from_flat(flat, source=f"{p}: config")
-    n_items = obj.get("n_items") if isinstance(obj.get("n_items"), int) else _n_items_from_state(state)
-    if n_items is None:
-        raise UserError(f"{p}: cannot tell the catalogue size (no n_items and no item_embedding.weight)")
-    model = build_model(run_cfg, int(n_items))
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise UserError(f"{p}: the weights do not fit a '{run_cfg.model}' model with this config: {first}") from None
-    model.eval()
-    return LoadedModel(model=model, max_len=run_cfg.train.max_len, n_items=int(n_items), source=str(p))
-
-
-def _load_mlflow(uri: str, max_len: int | None, tracking_uri: str | None) -> LoadedModel:
-    """``mlflow.pytorch.load_model`` (pickle: trusted stores only); ``max_len`` from the run's params."""
-    import mlflow
-    import mlflow.pytorch
-    from mlflow.exceptions import MlflowException
-
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-    try:
-        model = mlflow.pytorch.load_model(uri, map_location="cpu")
-    except (MlflowException, OSError) as exc:
-        raise UserError(f"--model {uri}: cannot load the MLflow model: {str(exc).splitlines()[0]}") from None
-    if not isinstance(model, nn.Module) or not hasattr(model, "item_embeddings") or not hasattr(model, "last_hidden"):
-        raise UserError(f"--model {uri}: not a glintru sequential recommender (got {type(model).__name__})")
-    if max_len is None:
-        try:
-            run_id = mlflow.models.get_model_info(uri).run_id
-            raw = mlflow.tracking.MlflowClient().get_run(run_id).data.params.get("max_len") if run_id else None
-        except MlflowException:
-            raw = None
-        if raw is None:
-            raise UserError(f"--model {uri}: the model's run has no max_len param; pass --max-len")
-        max_len = int(raw)
-    model.eval()
-    n_items = int(model.item_embeddings().shape[0]) - 1
-    return LoadedModel(model=model.cpu(), max_len=int(max_len), n_items=n_items, source=uri)
-
+from glintru.loading import load_model
 
 # --------------------------------------------------------------------------------------------
 # Scoring

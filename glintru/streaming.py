@@ -255,7 +255,8 @@ def recommend_incremental(model_spec: str, data_dir: str | Path, out: str | Path
     dataset's initial states) and writes the lists of the users the events touched.
     """
     from glintru.data.dataset import load_prepared
-    from glintru.recommend import check_k, check_output_path, item_id_table, load_model, recs_table
+    from glintru.loading import load_model
+    from glintru.recommend import check_k, check_output_path, item_id_table, recs_table
 
     t0 = time.perf_counter()
     out_path = check_output_path(out)

@@ -1,15 +1,19 @@
-"""MLflow tracking for `glintru tune` and `glintru train`: one study parent, one child run per trial.
+"""MLflow tracking for `glintru train` (one process or Ray Train) and `glintru tune` (one study
+parent, one child run per trial). It sits beside the engine: commands, the Ray Train worker and the
+Tune driver all log through it, and a run's outputs reach it as one :class:`RunRecord`.
 
 Runs are found again by tag, never by an in-memory map, so a resumed study reuses its parent run
-and every trial's run instead of opening duplicates (ray-stack-notes P10):
+and every trial's run instead of opening duplicates:
 
 * study parent: ``glintru.role=study``, ``glintru.study=<experiment name>``
 * trial child:  ``glintru.role=trial``, ``glintru.study=<name>``, ``glintru.trial_id=<Tune trial id>``,
   ``mlflow.parentRunId=<parent run id>``
 * single training: ``glintru.role=train``, ``glintru.run_name=<name>``
 
-Tracking URIs are always absolute (P7): the default is ``sqlite:///<abs cwd>/mlflow.db`` with
-artifacts in ``<abs cwd>/mlruns``, created on the driver with an explicit artifact location (P8), so
+Tracking URIs are always absolute (Tune runs each trial in its own working directory, so a relative
+URI would scatter one store per trial): the default is ``sqlite:///<abs cwd>/mlflow.db`` with
+artifacts in ``<abs cwd>/mlruns``, created on the driver with an explicit artifact location (an
+experiment created by a remote worker would otherwise point its artifacts at that worker's disk), so
 ``mlflow ui`` started in that directory shows everything with no extra set-up.
 
 MLflow outages never stop training. Inside a trial every call goes through :class:`BestEffort`:
@@ -29,8 +33,9 @@ import json
 import math
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from glintru.errors import UserError
 
@@ -123,7 +128,7 @@ def unavailable_after_run(exc: BaseException, out: str | Path) -> "MlflowUnavail
 
 
 def default_tracking_uri(cwd: str | Path | None = None) -> str:
-    """``sqlite:///<abs cwd>/mlflow.db`` (absolute: a relative URI scatters one db per trial, P7)."""
+    """``sqlite:///<abs cwd>/mlflow.db`` (absolute: a relative URI scatters one db per trial)."""
     return f"sqlite:///{Path(cwd or os.getcwd()).resolve() / 'mlflow.db'}"
 
 
@@ -169,14 +174,15 @@ def client(tracking_uri: str) -> "MlflowClient":
 
 
 def ensure_experiment(tracking_uri: str, name: str) -> str:
-    """Id of experiment ``name``, created (on the driver, P8) with an explicit artifact location."""
+    """Id of experiment ``name``, created (on the driver) with an explicit artifact location."""
     c = client(tracking_uri)
     exp = c.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             raise UserError(f"MLflow experiment '{name}' is deleted; restore it in the UI or choose --experiment")
         return exp.experiment_id
-    return c.create_experiment(name, artifact_location=default_artifact_location(tracking_uri))
+    return c.create_experiment(name, artifact_location=default_artifact_location(tracking_uri),
+                               tags={EXPERIMENT_KIND[0]: EXPERIMENT_KIND[1]})
 
 
 def _filter(tags: Mapping[str, str]) -> str:
@@ -241,12 +247,6 @@ def log_metrics(tracking_uri: str, run_id: str, metrics: Mapping[str, float], st
         client(tracking_uri).log_batch(run_id, metrics=items)
 
 
-def set_tags(tracking_uri: str, run_id: str, tags: Mapping[str, Any]) -> None:
-    c = client(tracking_uri)
-    for k, v in tags.items():
-        c.set_tag(run_id, k, str(v))
-
-
 def end_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
     client(tracking_uri).set_terminated(run_id, status)
 
@@ -288,19 +288,52 @@ def artifact_names(tracking_uri: str, run_id: str) -> set[str]:
 
 
 END_OF_RUN_ARTIFACTS = ("config.yaml", "manifest.json", "learning_curve.png", "checkpoint")
+FINAL_EXTRA_METRICS = ("best_epoch", "wall_s", "train_s")
 
 
-def log_run_outputs(
-    tracking_uri: str,
-    run_id: str,
-    flat_config: Mapping[str, Any],
-    manifest: Mapping[str, Any] | None,
-    history: list[Mapping[str, float]],
-    test_metrics: Mapping[str, float],
-    valid_metric: str,
-    checkpoint: str | Path | None,
-) -> None:
-    """End-of-run artifacts: resolved config, dataset manifest, learning curve, final checkpoint,
+@dataclass(frozen=True)
+class RunRecord:
+    """What a trained run left behind, in the form MLflow logging needs; built once per run.
+
+    ``final_metrics``: test metrics plus ``best_epoch``, ``wall_s``, ``train_s`` (other keys are
+    ignored); ``checkpoint``: the best weights (``best.pt``) or None; ``finished``: the run ended
+    (only then are its end-of-run artifacts and test metrics logged).
+    """
+
+    flat_config: Mapping[str, Any]
+    manifest: Mapping[str, Any] | None
+    history: list[Mapping[str, float]]
+    final_metrics: Mapping[str, float]
+    valid_metric: str
+    checkpoint: Path | None = None
+    finished: bool = True
+
+    @classmethod
+    def from_run_dir(cls, run_dir: str | Path, run_cfg: Any, manifest: Mapping[str, Any] | None,
+                     final_metrics: Mapping[str, float] | None = None, finished: bool = True) -> "RunRecord":
+        """From a run directory of the engine (``history.json``, ``best.pt``, ``metrics.json``);
+        ``final_metrics`` defaults to its ``metrics.json``."""
+        d = Path(run_dir)
+        history = json.loads((d / "history.json").read_text(encoding="utf-8")) if (d / "history.json").exists() else []
+        if final_metrics is None:
+            m = d / "metrics.json"
+            final_metrics = json.loads(m.read_text(encoding="utf-8")) if m.exists() else {}
+        best = d / "best.pt"
+        return cls(run_cfg.to_flat(), manifest, history, dict(final_metrics), run_cfg.train.valid_metric,
+                   best if best.exists() else None, finished)
+
+    @property
+    def step(self) -> int:
+        """The last epoch (the step of the end-of-run metrics)."""
+        return int(self.history[-1]["epoch"]) if self.history else 0
+
+    @property
+    def test_metrics(self) -> dict[str, float]:
+        return {k: v for k, v in self.final_metrics.items() if k.startswith("test/")}
+
+
+def log_run_outputs(tracking_uri: str, run_id: str, record: RunRecord) -> None:
+    """End-of-run artifacts: resolved config, dataset manifest, learning curve, best checkpoint,
     and the test metrics (logged at the last epoch's step).
 
     Idempotent, so it can run again after a kill, a restart or a re-reported finished run: an
@@ -310,20 +343,20 @@ def log_run_outputs(
 
     have = artifact_names(tracking_uri, run_id)
     logged = client(tracking_uri).get_run(run_id).data.metrics
-    step = int(history[-1]["epoch"]) if history else 0
-    log_metrics(tracking_uri, run_id, {k: v for k, v in test_metrics.items() if mlflow_metric_name(k) not in logged}, step)
-    if checkpoint is not None and Path(checkpoint).exists() and "checkpoint" not in have:
-        log_artifact(tracking_uri, run_id, checkpoint, "checkpoint")
+    log_metrics(tracking_uri, run_id, {k: v for k, v in record.test_metrics.items() if mlflow_metric_name(k) not in logged},
+                record.step)
+    if record.checkpoint is not None and Path(record.checkpoint).exists() and "checkpoint" not in have:
+        log_artifact(tracking_uri, run_id, record.checkpoint, "checkpoint")
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        if history and "learning_curve.png" not in have:
-            learning_curve_png(history, t / "learning_curve.png", valid_metric)
+        if record.history and "learning_curve.png" not in have:
+            learning_curve_png(record.history, t / "learning_curve.png", record.valid_metric)
             log_artifact(tracking_uri, run_id, t / "learning_curve.png")
         if "config.yaml" not in have:
-            (t / "config.yaml").write_text(yaml.safe_dump(dict(flat_config), sort_keys=False), encoding="utf-8")
+            (t / "config.yaml").write_text(yaml.safe_dump(dict(record.flat_config), sort_keys=False), encoding="utf-8")
             log_artifact(tracking_uri, run_id, t / "config.yaml")
-        if manifest is not None and "manifest.json" not in have:
-            (t / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        if record.manifest is not None and "manifest.json" not in have:
+            (t / "manifest.json").write_text(json.dumps(record.manifest, indent=2), encoding="utf-8")
             log_artifact(tracking_uri, run_id, t / "manifest.json")
 
 
@@ -341,33 +374,19 @@ def log_history(tracking_uri: str, run_id: str, history: list[Mapping[str, float
     return len(missing)
 
 
-def sync_run(
-    tracking_uri: str,
-    run_id: str,
-    flat_config: Mapping[str, Any],
-    manifest: Mapping[str, Any] | None,
-    history: list[Mapping[str, float]],
-    final_metrics: Mapping[str, float],
-    valid_metric: str,
-    checkpoint: str | Path | None,
-    finished: bool,
-) -> None:
+def sync_run(tracking_uri: str, run_id: str, record: RunRecord) -> None:
     """Bring a run up to date with what was trained, whatever MLflow missed: params, per-epoch
-    metrics, the final (test, timing) metrics and, for a ``finished`` run, the end-of-run artifacts.
+    metrics, the final (test, timing) metrics and, for a finished run, the end-of-run artifacts.
     Idempotent: nothing already in the run is logged again."""
-    log_params(tracking_uri, run_id, flat_config)
-    log_history(tracking_uri, run_id, history)
-    if not finished:
+    log_params(tracking_uri, run_id, record.flat_config)
+    log_history(tracking_uri, run_id, record.history)
+    if not record.finished:
         return
     logged = client(tracking_uri).get_run(run_id).data.metrics
-    extra = {k: v for k, v in final_metrics.items() if k in FINAL_EXTRA_METRICS and k not in logged}
+    extra = {k: v for k, v in record.final_metrics.items() if k in FINAL_EXTRA_METRICS and k not in logged}
     if extra:
-        log_metrics(tracking_uri, run_id, extra, int(history[-1]["epoch"]) if history else 0)
-    test = {k: v for k, v in final_metrics.items() if k.startswith("test/")}
-    log_run_outputs(tracking_uri, run_id, flat_config, manifest, history, test, valid_metric, checkpoint)
-
-
-FINAL_EXTRA_METRICS = ("best_epoch", "wall_s", "train_s")
+        log_metrics(tracking_uri, run_id, extra, record.step)
+    log_run_outputs(tracking_uri, run_id, record)
 
 
 def log_train_run(
@@ -387,22 +406,55 @@ def log_train_run(
     name = run_name or Path(out_dir).resolve().name
     run_id, _ = get_or_create_run(uri, exp_id, {ROLE: "train", RUN_NAME: name}, run_name=name)
     best = Path(out_dir) / "best.pt"
-    sync_run(  # only what is not logged yet: a re-run after an outage completes the run
-        uri, run_id, run_cfg.to_flat(), getattr(data, "manifest", None), list(result.history),
-        dict(result.test_metrics), run_cfg.train.valid_metric, best if best.exists() else None, finished=True,
-    )
+    record = RunRecord(run_cfg.to_flat(), getattr(data, "manifest", None), list(result.history),
+                       {**result.test_metrics, "best_epoch": result.best_epoch, "wall_s": result.wall_s,
+                        "train_s": result.train_s}, run_cfg.train.valid_metric, best if best.exists() else None)
+    sync_run(uri, run_id, record)  # only what is not logged yet: a re-run after an outage completes the run
     end_run(uri, run_id)
     return run_id
 
 
-def terminate_stale_runs(tracking_uri: str, experiment_id: str, study: str, keep: Iterable[str]) -> int:
-    """Mark RUNNING trial runs of ``study`` not in ``keep`` as KILLED (a crash left them open)."""
+def set_tags(tracking_uri: str, run_id: str, tags: Mapping[str, Any]) -> None:
+    """Tags hold values that may change between resumes (MLflow params never change)."""
+    from mlflow.entities import RunTag
+
+    items = [RunTag(k, str(v)) for k, v in tags.items()]
+    if items:
+        client(tracking_uri).log_batch(run_id, tags=items)
+
+
+def manifest_digest(manifest: Mapping[str, Any]) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def log_dataset_input(tracking_uri: str, run_id: str, manifest: Mapping[str, Any], source: str) -> None:
+    """Record the prepared dataset as the run's MLflow dataset input (name = its directory's name,
+    digest = of its manifest, profile = its counts), once per run."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    digest = manifest_digest(manifest)
     c = client(tracking_uri)
-    keep = set(keep)
-    runs = c.search_runs([experiment_id], filter_string=_filter({ROLE: "trial", STUDY: study}) + " and attributes.status = 'RUNNING'")
-    n = 0
-    for r in runs:
-        if r.info.run_id not in keep:
-            c.set_terminated(r.info.run_id, "KILLED")
-            n += 1
-    return n
+    have = c.get_run(run_id).inputs.dataset_inputs or []
+    if any(d.dataset.digest == digest for d in have):
+        return
+    name = str(source).rstrip("/").rsplit("/", 1)[-1] or "data"
+    dataset = Dataset(name=name, digest=digest, source_type="glintru-prepared", source=json.dumps({"uri": str(source)}),
+                      profile=json.dumps(dict(manifest.get("counts", {})), default=str))
+    c.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])])
+
+
+def log_timing(tracking_uri: str, run_id: str, timing: Mapping[str, float]) -> None:
+    """Where a trial's time went, as tags ``ray.trial_s`` ... (one value per run: not metric charts)
+    and a ``trial_timing.json`` artifact."""
+    set_tags(tracking_uri, run_id, {k.replace("/", "."): f"{v:.1f}" for k, v in timing.items()})
+    if "trial_timing.json" in artifact_names(tracking_uri, run_id):
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "trial_timing.json"
+        path.write_text(json.dumps(dict(timing), indent=2), encoding="utf-8")
+        log_artifact(tracking_uri, run_id, path)
+
+
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # the UI opens on training runs

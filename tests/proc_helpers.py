@@ -1,5 +1,5 @@
 """Process helpers for tests that start real servers and drivers (mlflow server, `ray start`,
-`glintru tune`) and must leave nothing behind, even when they kill them (ray-stack-notes P6)."""
+`glintru tune`) and must leave nothing behind, even when they kill them (a killed Ray driver leaves its raylet, GCS and workers running)."""
 
 from __future__ import annotations
 

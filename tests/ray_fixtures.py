@@ -1,33 +1,14 @@
-"""Shared Ray pieces for the Ray tests: one local Ray per test session, and per-worker functions
-that the tests run under Ray Train (pickled by value so workers need not import this file)."""
+"""Per-worker functions that the Ray tests run under Ray Train (pickled by value so workers need not
+import this file); the local Ray itself is the ``ray_local`` fixture of conftest.py."""
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
-import pytest
 from ray import cloudpickle
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-os.environ.setdefault("RAY_COLOR_PREFIX", "0")
-os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-
-
-@pytest.fixture(scope="session")
-def ray_local():
-    """A private local Ray with 5 logical CPUs (2 Train workers + trial drivers fit on 2 cores)."""
-    import ray
-
-    from glintru.distributed.trainer import start_local_ray
-
-    if not ray.is_initialized():
-        start_local_ray(5, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
 
 def tiny_run_cfg(**overrides):
     from glintru.config import build_config

@@ -5,11 +5,13 @@
         python pipelines/tune.py --smoke-test --address auto
 
 This is also CI's run of `pipelines/tune.py --smoke-test`: the real entry script, joining a running
-cluster with `--address auto` (it must not pass num_cpus there, ray-stack-notes P5), a trial on 2
+cluster with `--address auto` (it must not pass num_cpus there: Ray refuses resource arguments when connecting), a trial on 2
 Ray Train workers, and the job's exit status reported back by `ray job submit`.
 """
 
 from __future__ import annotations
+
+import pytest
 
 import os
 import subprocess
@@ -17,6 +19,8 @@ import sys
 from pathlib import Path
 
 from proc_helpers import free_port, run_until_exit, stop_tree, wait_for_http
+
+pytestmark = pytest.mark.slow  # subprocess studies, Ray clusters or servers: minutes
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -1,4 +1,5 @@
 """Ray Train (V2) data parallelism: exact metric reduction, and workers spread over several nodes."""
+# Every test here starts Ray: all slow (see conftest.py).
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from ray_fixtures import ddp_step_fn_per_worker, eval_fn_per_worker, tiny_run_cfg
 
-sys.path.insert(0, str(Path(__file__).parent))
-from ray_fixtures import ddp_step_fn_per_worker, eval_fn_per_worker, ray_local, tiny_run_cfg  # noqa: E402,F401
+from glintru.tuning.smoke import write_synthetic_dataset
 
-from glintru.tuning.smoke import write_synthetic_dataset  # noqa: E402
+pytestmark = pytest.mark.slow
 
 
 def test_two_workers_give_the_single_process_validation_metrics(ray_local, tmp_path):
@@ -81,7 +82,7 @@ def test_glintru_train_workers_contract_logs_one_complete_mlflow_run(tmp_path):
     import json
     import subprocess
 
-    from glintru.tuning import mlflow_log
+    from glintru import tracking
 
     data = write_synthetic_dataset(tmp_path / "data", n_users=16, n_items=24)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -93,11 +94,11 @@ def test_glintru_train_workers_contract_logs_one_complete_mlflow_run(tmp_path):
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    c = mlflow_log.client(uri)
-    (run,) = c.search_runs([c.get_experiment_by_name(mlflow_log.DEFAULT_EXPERIMENT).experiment_id])
-    assert run.info.status == "FINISHED" and run.data.tags[mlflow_log.ROLE] == "train"
+    c = tracking.client(uri)
+    (run,) = c.search_runs([c.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT).experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags[tracking.ROLE] == "train"
     assert {"kernel_size", "hidden_size", "mixing_init"} <= set(run.data.params) and run.data.params["hidden_size"] == "16"
     assert [m.step for m in c.get_metric_history(run.info.run_id, "epoch")] == [1, 2]
     assert "test/full/ndcg_at_10" in run.data.metrics
-    assert set(mlflow_log.END_OF_RUN_ARTIFACTS) <= mlflow_log.artifact_names(uri, run.info.run_id)
+    assert set(tracking.END_OF_RUN_ARTIFACTS) <= tracking.artifact_names(uri, run.info.run_id)
     assert (out / "best.pt").exists() and len(json.loads((out / "history.json").read_text())) == 2

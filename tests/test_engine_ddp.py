@@ -3,16 +3,14 @@ all-reduced validation metrics are those of the synchronised weights."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-sys.path.insert(0, str(Path(__file__).parent))
-from engine_fixtures import cyclic_sequences, make_dataset  # noqa: E402
-from proc_helpers import free_port  # noqa: E402
+from engine_fixtures import cyclic_sequences, make_dataset
+from proc_helpers import free_port
 
 N_ITEMS = 20
 

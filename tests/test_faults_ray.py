@@ -9,6 +9,8 @@ Expected (docs/operating.md): Ray Train restarts the worker group (``FailureConf
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import sys
 import threading
@@ -16,11 +18,12 @@ import time
 from pathlib import Path
 
 import ray.cloudpickle
-import pytest
 import torch
 
 from glintru.config import build_config
 from glintru.tuning.smoke import write_synthetic_dataset
+
+pytestmark = pytest.mark.slow  # Ray clusters and killed workers: minutes
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import this file
 
@@ -67,6 +70,7 @@ def instrumented_worker(marks: Path, fault: str):
         import ray.train
 
         import glintru.distributed.trainer as trainer
+        import glintru.engine as engine
         from glintru.engine import fit as real_fit
 
         rank = ray.train.get_context().get_world_rank()
@@ -98,7 +102,7 @@ def instrumented_worker(marks: Path, fault: str):
             return real_fit(run_cfg, data, out_dir, wrap_model=lambda m: wrap_model(_Fault(m, hook)),
                             on_epoch_end=on_end, resume_from=resume_from, **kw)
 
-        trainer._engine_fit = lambda: fit
+        engine.fit = fit  # run_engine looks fit up when it runs: this worker process trains through the wrapper
         trainer.train_fn_per_worker(config)
 
     return worker
@@ -123,17 +127,7 @@ def last_epoch_checkpoint(run_storage: Path) -> int:
     return int(load_checkpoint(found[-1])["epoch"])
 
 
-@pytest.fixture()
-def local_ray():
-    """The session's private local Ray (5 logical CPUs), started again if another test shut it down."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=5, log_to_driver=False)
-    return ray
-
-
-def test_worker_killed_mid_epoch_restarts_from_the_last_checkpoint(local_ray, tmp_path):
+def test_worker_killed_mid_epoch_restarts_from_the_last_checkpoint(ray_local, tmp_path):
     from glintru.distributed.trainer import run_trainer
 
     data = write_synthetic_dataset(tmp_path / "data")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+pytestmark = pytest.mark.slow  # subprocess studies, Ray clusters or servers: minutes
 
 ROOT = Path(__file__).resolve().parents[1]
 

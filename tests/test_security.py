@@ -22,7 +22,7 @@ import yaml
 
 from glintru.config import load_config_file
 from glintru.errors import UserError
-from glintru.recommend import load_model
+from glintru.loading import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted(p for d in ("glintru", "pipelines", "benchmarks") for p in (ROOT / d).rglob("*.py"))
@@ -120,6 +120,7 @@ def test_a_checkpoint_carrying_code_is_refused_and_nothing_runs(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_local_ray_dashboard_binds_to_localhost():
     code = (
         "import ray\n"

@@ -5,46 +5,46 @@ import os
 import pytest
 
 from glintru.errors import UserError
-from glintru.tuning import mlflow_log
+from glintru import tracking
 from proc_helpers import free_port
 
 
 def test_default_uri_is_absolute_sqlite_in_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    uri = mlflow_log.resolve_tracking_uri(None)
+    uri = tracking.resolve_tracking_uri(None)
     assert uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
-    assert mlflow_log.default_artifact_location(uri) == (tmp_path.resolve() / "mlruns").as_uri()
+    assert tracking.default_artifact_location(uri) == (tmp_path.resolve() / "mlruns").as_uri()
 
 
 def test_uri_precedence_and_relative_sqlite_made_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
-    assert mlflow_log.resolve_tracking_uri(None) == "http://127.0.0.1:5999"
-    assert mlflow_log.resolve_tracking_uri("sqlite:///rel/m.db") == f"sqlite:///{tmp_path.resolve()}/rel/m.db"
-    assert mlflow_log.default_artifact_location("http://127.0.0.1:5999") is None
+    assert tracking.resolve_tracking_uri(None) == "http://127.0.0.1:5999"
+    assert tracking.resolve_tracking_uri("sqlite:///rel/m.db") == f"sqlite:///{tmp_path.resolve()}/rel/m.db"
+    assert tracking.default_artifact_location("http://127.0.0.1:5999") is None
     with pytest.raises(UserError, match="--mlflow-uri"):
-        mlflow_log.resolve_tracking_uri("mlflow.db")
+        tracking.resolve_tracking_uri("mlflow.db")
 
 
 def test_metric_names_are_mlflow_safe():
     from mlflow.utils.validation import validate_param_and_metric_name
 
-    name = mlflow_log.mlflow_metric_name("valid/full/ndcg@10")
+    name = tracking.mlflow_metric_name("valid/full/ndcg@10")
     assert name == "valid/full/ndcg_at_10"
     assert validate_param_and_metric_name(name)
 
 
 def test_run_is_found_again_by_tag_not_duplicated(tmp_path):
     uri = f"sqlite:///{tmp_path}/m.db"
-    exp = mlflow_log.ensure_experiment(uri, "e")
-    assert mlflow_log.ensure_experiment(uri, "e") == exp
-    tags = {mlflow_log.ROLE: "trial", mlflow_log.STUDY: "s", mlflow_log.TRIAL_ID: "abc_00001"}
-    run_a, created_a = mlflow_log.get_or_create_run(uri, exp, tags, run_name="trial-abc")
-    mlflow_log.end_run(uri, run_a, "KILLED")
-    run_b, created_b = mlflow_log.get_or_create_run(uri, exp, tags, run_name="trial-abc")
-    other, _ = mlflow_log.get_or_create_run(uri, exp, {**tags, mlflow_log.TRIAL_ID: "abc_00002"}, run_name="x")
-    c = mlflow_log.client(uri)
+    exp = tracking.ensure_experiment(uri, "e")
+    assert tracking.ensure_experiment(uri, "e") == exp
+    tags = {tracking.ROLE: "trial", tracking.STUDY: "s", tracking.TRIAL_ID: "abc_00001"}
+    run_a, created_a = tracking.get_or_create_run(uri, exp, tags, run_name="trial-abc")
+    tracking.end_run(uri, run_a, "KILLED")
+    run_b, created_b = tracking.get_or_create_run(uri, exp, tags, run_name="trial-abc")
+    other, _ = tracking.get_or_create_run(uri, exp, {**tags, tracking.TRIAL_ID: "abc_00002"}, run_name="x")
+    c = tracking.client(uri)
     assert (created_a, created_b, run_b) == (True, False, run_a)
     assert other != run_a
     assert c.get_run(run_a).info.status == "RUNNING"  # re-opened on resume
@@ -53,13 +53,13 @@ def test_run_is_found_again_by_tag_not_duplicated(tmp_path):
 
 def test_params_once_and_metrics_per_epoch(tmp_path):
     uri = f"sqlite:///{tmp_path}/m.db"
-    exp = mlflow_log.ensure_experiment(uri, "e")
-    run, _ = mlflow_log.get_or_create_run(uri, exp, {mlflow_log.ROLE: "train"}, run_name="r")
-    mlflow_log.log_params(uri, run, {"kernel_size": 5, "topk": [5, 10]})
-    mlflow_log.log_params(uri, run, {"kernel_size": 5, "lr": 0.001})  # after a resume: no conflict
+    exp = tracking.ensure_experiment(uri, "e")
+    run, _ = tracking.get_or_create_run(uri, exp, {tracking.ROLE: "train"}, run_name="r")
+    tracking.log_params(uri, run, {"kernel_size": 5, "topk": [5, 10]})
+    tracking.log_params(uri, run, {"kernel_size": 5, "lr": 0.001})  # after a resume: no conflict
     for epoch, v in ((1, 0.1), (2, 0.2)):
-        mlflow_log.log_metrics(uri, run, {"epoch": epoch, "valid/full/ndcg@10": v, "note": "x"}, step=epoch)
-    c = mlflow_log.client(uri)
+        tracking.log_metrics(uri, run, {"epoch": epoch, "valid/full/ndcg@10": v, "note": "x"}, step=epoch)
+    c = tracking.client(uri)
     assert c.get_run(run).data.params == {"kernel_size": "5", "topk": "[5, 10]", "lr": "0.001"}
     hist = c.get_metric_history(run, "valid/full/ndcg_at_10")
     assert [(m.step, m.value) for m in hist] == [(1, 0.1), (2, 0.2)]
@@ -67,19 +67,19 @@ def test_params_once_and_metrics_per_epoch(tmp_path):
 
 def test_run_outputs_are_logged_as_artifacts(tmp_path):
     uri = f"sqlite:///{tmp_path}/m.db"
-    exp = mlflow_log.ensure_experiment(uri, "e")
-    run, _ = mlflow_log.get_or_create_run(uri, exp, {mlflow_log.ROLE: "train"}, run_name="r")
+    exp = tracking.ensure_experiment(uri, "e")
+    run, _ = tracking.get_or_create_run(uri, exp, {tracking.ROLE: "train"}, run_name="r")
     ckpt = tmp_path / "best.pt"
     ckpt.write_bytes(b"weights")
     history = [{"epoch": 1, "train/loss": 2.0, "valid/full/ndcg@10": 0.1}, {"epoch": 2, "train/loss": 1.5, "valid/full/ndcg@10": 0.2}]
-    mlflow_log.log_run_outputs(uri, run, {"model": "glintru", "lr": 0.1}, {"counts": {"n_items": 3}}, history,
-                               {"test/full/ndcg@10": 0.25}, "valid/full/ndcg@10", ckpt)
-    c = mlflow_log.client(uri)
+    tracking.log_run_outputs(uri, run, tracking.RunRecord({"model": "glintru", "lr": 0.1}, {"counts": {"n_items": 3}},
+                                                          history, {"test/full/ndcg@10": 0.25}, "valid/full/ndcg@10", ckpt))
+    c = tracking.client(uri)
     names = {a.path for a in c.list_artifacts(run)} | {a.path for a in c.list_artifacts(run, "checkpoint")}
     assert names >= {"config.yaml", "manifest.json", "learning_curve.png", "checkpoint/best.pt"}
     assert [(m.step, m.value) for m in c.get_metric_history(run, "test/full/ndcg_at_10")] == [(2, 0.25)]
     png = tmp_path / "lc.png"
-    mlflow_log.learning_curve_png(history, png, "valid/full/ndcg@10")
+    tracking.learning_curve_png(history, png, "valid/full/ndcg@10")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert os.path.exists(tmp_path / "mlruns")
 
@@ -88,23 +88,23 @@ def test_run_outputs_complete_a_cut_off_upload_and_are_idempotent(tmp_path):
     """A kill after config.yaml and manifest.json (the symptom seen after a kill + resume): logging
     again adds the learning curve and checkpoint, keeps what is there, and logs no metric twice."""
     uri = f"sqlite:///{tmp_path}/m.db"
-    exp = mlflow_log.ensure_experiment(uri, "e")
-    run, _ = mlflow_log.get_or_create_run(uri, exp, {mlflow_log.ROLE: "trial"}, run_name="r")
-    c = mlflow_log.client(uri)
+    exp = tracking.ensure_experiment(uri, "e")
+    run, _ = tracking.get_or_create_run(uri, exp, {tracking.ROLE: "trial"}, run_name="r")
+    c = tracking.client(uri)
     first = tmp_path / "first"
     first.mkdir()
     (first / "config.yaml").write_text("lr: 0.1\n")
     (first / "manifest.json").write_text("{}")
     c.log_artifact(run, str(first / "config.yaml"))
     c.log_artifact(run, str(first / "manifest.json"))
-    mlflow_log.log_metrics(uri, run, {"test/full/ndcg@10": 0.25}, step=2)
+    tracking.log_metrics(uri, run, {"test/full/ndcg@10": 0.25}, step=2)
     ckpt = tmp_path / "best.pt"
     ckpt.write_bytes(b"weights")
     history = [{"epoch": 1, "train/loss": 2.0, "valid/full/ndcg@10": 0.1}, {"epoch": 2, "train/loss": 1.5, "valid/full/ndcg@10": 0.2}]
     for _ in range(2):
-        mlflow_log.log_run_outputs(uri, run, {"model": "glintru", "lr": 0.1}, {"counts": {}}, history,
-                                   {"test/full/ndcg@10": 0.25}, "valid/full/ndcg@10", ckpt)
-    assert mlflow_log.artifact_names(uri, run) == set(mlflow_log.END_OF_RUN_ARTIFACTS)
+        tracking.log_run_outputs(uri, run, tracking.RunRecord({"model": "glintru", "lr": 0.1}, {"counts": {}}, history,
+                                                              {"test/full/ndcg@10": 0.25}, "valid/full/ndcg@10", ckpt))
+    assert tracking.artifact_names(uri, run) == set(tracking.END_OF_RUN_ARTIFACTS)
     assert [a.path for a in c.list_artifacts(run, "checkpoint")] == ["checkpoint/best.pt"]
     assert [(m.step, m.value) for m in c.get_metric_history(run, "test/full/ndcg_at_10")] == [(2, 0.25)]
     local = c.download_artifacts(run, "config.yaml", str(tmp_path / "dl"))
@@ -119,13 +119,14 @@ class _Result:
 
 
 def _settings(tmp_path, uri, exp, data):
-    from glintru.tuning.study import StudySettings
+    from glintru.tuning.settings import StudySettings
 
     return StudySettings(
         name="kr", storage_path=str(tmp_path / "rr"), data_dir=str(data), search_space="x.yaml", model="glintru",
-        base_flat={"max_len": 8}, num_samples=1, max_epochs=2, workers=1, cpus_per_worker=1.0, use_gpu=False,
-        grace_period=1, seed=0, metric="valid/full/ndcg@10", tracking_uri=uri, mlflow_experiment_id=exp,
-        parent_run_id="p", max_concurrent=1,
+        base_flat={"max_len": 8}, num_samples=1, max_epochs=2, workers=1, cpus_per_worker=1.0, gpus_per_worker=0.0,
+        grace_period=1, seed=0, metric="valid/full/ndcg@10", tracking_uri=uri, mlflow_experiment="e",
+        mlflow_experiment_id=exp, parent_run_id="p", register_name="data-glintru", max_concurrent=1,
+        optuna_storage=f"sqlite:///{tmp_path}/optuna.db",
     )
 
 
@@ -136,7 +137,7 @@ def _study_with_work_dir(tmp_path, trial_id):
 
     data = write_synthetic_dataset(tmp_path / "data", n_users=8, n_items=12)
     uri = f"sqlite:///{tmp_path}/m.db"
-    exp = mlflow_log.ensure_experiment(uri, "e")
+    exp = tracking.ensure_experiment(uri, "e")
     work = tmp_path / "rr" / "kr" / "work" / trial_id
     work.mkdir(parents=True)
     return _settings(tmp_path, uri, exp, data), uri, exp, work
@@ -148,7 +149,7 @@ def test_study_driver_syncs_a_trial_mlflow_missed_from_its_work_dir(tmp_path):
     directory: params, every epoch, final metrics, timing, artifacts; a second sync adds nothing."""
     import json
 
-    from glintru.tuning.study import sync_trial, trial_history
+    from glintru.tuning.summary import read_timing, sync_trial, trial_history
 
     s, uri, exp, work = _study_with_work_dir(tmp_path, "t1")
     history = [{"epoch": 1.0, "train/loss": 2.0, "valid/full/ndcg@10": 0.1}, {"epoch": 2.0, "train/loss": 1.5, "valid/full/ndcg@10": 0.2}]
@@ -156,32 +157,36 @@ def test_study_driver_syncs_a_trial_mlflow_missed_from_its_work_dir(tmp_path):
     (work / "best.pt").write_bytes(b"weights")
     (work / "trial_timing.json").write_text(json.dumps({"ray/trial_s": 30.0, "ray/fit_s": 20.0, "ray/overhead_s": 10.0}))
     result = _Result({"hidden_size": 16, "__trial_index__": 0}, {"epoch": 2.0, "test/full/ndcg@10": 0.3, "wall_s": 20.0, "trial_id": "t1"})
-    c = mlflow_log.client(uri)
+    c = tracking.client(uri)
     for _ in range(2):
-        run = sync_trial(s, "t1", result, trial_history(s, "t1", result), {"counts": {}})
+        run = sync_trial(s, "t1", result, trial_history(s, "t1", result), {"counts": {"n_items": 12}},
+                         read_timing(s, "t1"))
     (only,) = c.search_runs([exp])
     assert only.info.run_id == run and only.info.status == "FINISHED"
-    assert only.data.tags[mlflow_log.TRIAL_ID] == "t1" and only.data.tags[mlflow_log.PARENT] == "p"
+    assert only.data.tags[tracking.TRIAL_ID] == "t1" and only.data.tags[tracking.PARENT] == "p"
     assert only.data.params["hidden_size"] == "16" and only.data.params["max_len"] == "8"
     assert [(m.step, m.value) for m in c.get_metric_history(run, "valid/full/ndcg_at_10")] == [(1, 0.1), (2, 0.2)]
     assert [(m.step, m.value) for m in c.get_metric_history(run, "test/full/ndcg_at_10")] == [(2, 0.3)]
-    assert [(m.step, m.value) for m in c.get_metric_history(run, "ray/overhead_s")] == [(2, 10.0)]
-    assert mlflow_log.artifact_names(uri, run) == set(mlflow_log.END_OF_RUN_ARTIFACTS)
+    assert only.data.tags["ray.overhead_s"] == "10.0"  # one value per run: a tag, not a metric chart
+    assert "ray/overhead_s" not in only.data.metrics
+    assert tracking.artifact_names(uri, run) == set(tracking.END_OF_RUN_ARTIFACTS) | {"trial_timing.json"}
+    (ds,) = c.get_run(run).inputs.dataset_inputs  # the prepared dataset, logged once
+    assert ds.dataset.name == "data" and ds.dataset.digest == tracking.manifest_digest({"counts": {"n_items": 12}})
 
 
 def test_sync_of_an_errored_trial_logs_its_epochs_but_no_artifacts(tmp_path):
     import json
 
-    from glintru.tuning.study import sync_trial, trial_history
+    from glintru.tuning.summary import sync_trial, trial_history
 
     s, uri, exp, work = _study_with_work_dir(tmp_path, "t2")
     (work / "history.json").write_text(json.dumps([{"epoch": 1.0, "train/loss": 2.0}]))
     errored = _Result({"hidden_size": 16}, {}, error=RuntimeError("worker died"))
-    run = sync_trial(s, "t2", errored, trial_history(s, "t2", errored), None)
-    c = mlflow_log.client(uri)
+    run = sync_trial(s, "t2", errored, trial_history(s, "t2", errored), None, {})
+    c = tracking.client(uri)
     assert c.get_run(run).info.status == "FAILED"
     assert [m.step for m in c.get_metric_history(run, "train/loss")] == [1]
-    assert mlflow_log.artifact_names(uri, run) == set()
+    assert tracking.artifact_names(uri, run) == set()
 
 
 def test_best_effort_warns_once_then_stops_calling(capsys):
@@ -195,7 +200,7 @@ def test_best_effort_warns_once_then_stops_calling(capsys):
         calls.append((uri, run_id, args))
         raise MlflowException("API request to http://127.0.0.1:9/api/2.0/mlflow/runs/log-batch failed: Connection refused")
 
-    t = mlflow_log.BestEffort("http://127.0.0.1:9", "r1", "trial t1")
+    t = tracking.BestEffort("http://127.0.0.1:9", "r1", "trial t1")
     assert t.call(failing, {"epoch": 1}, 1) is False
     assert t.call(failing, {"epoch": 2}, 2) is False
     assert calls == [("http://127.0.0.1:9", "r1", ({"epoch": 1}, 1))]
@@ -203,13 +208,13 @@ def test_best_effort_warns_once_then_stops_calling(capsys):
     assert len(err) == 1
     assert err[0].startswith("warning: trial t1: MLflow at http://127.0.0.1:9 is unavailable (API request to")
     assert "training continues" in err[0] and "glintru tune --resume" in err[0]
-    assert mlflow_log.BestEffort("u", None, "x").call(failing) is False  # no run: never calls
+    assert tracking.BestEffort("u", None, "x").call(failing) is False  # no run: never calls
     assert len(calls) == 1
 
 
 def test_best_effort_passes_through_a_working_call_and_real_bugs():
     seen = []
-    t = mlflow_log.BestEffort("u", "r", "x")
+    t = tracking.BestEffort("u", "r", "x")
     assert t.call(lambda uri, run_id, v: seen.append((uri, run_id, v)), 3) is True
     assert seen == [("u", "r", 3)] and not t.offline
     with pytest.raises(KeyError):  # not an MLflow/connection error: a bug, not swallowed
@@ -257,8 +262,7 @@ def test_distributed_train_with_mlflow_down_stops_before_ray_starts(tmp_path, mo
 
 
 def test_trials_table_shows_where_the_time_went_and_the_overhead_line():
-    from glintru.tuning.plots import trials_table
-    from glintru.tuning.study import overhead_line, trial_timing
+    from glintru.tuning.summary import overhead_line, trial_timing, trials_table
 
     t = trial_timing(started=100.0, fit_started=102.5, ended=130.0, final={"wall_s": 21.0, "train_s": 15.0})
     assert t == {"ray/trial_s": 30.0, "ray/setup_s": 2.5, "ray/fit_s": 21.0, "ray/train_s": 15.0, "ray/overhead_s": 9.0}
@@ -281,7 +285,7 @@ def test_trials_table_shows_where_the_time_went_and_the_overhead_line():
 
 
 def test_a_stopped_trial_gets_tunes_wall_time_and_its_training_loop_time():
-    from glintru.tuning.study import partial_timing
+    from glintru.tuning.summary import partial_timing
 
     history = [{"epoch": 1.0, "train/s": 2.5}, {"epoch": 2.0, "train/s": 3.0}]
     stopped = _Result({}, {"time_total_s": 21.0, "epoch": 2.0})

@@ -6,7 +6,8 @@ import pytest
 
 from glintru.errors import UserError
 from glintru.tuning.space import load_search_space, search_space_dir, to_tune_space
-from glintru.tuning.study import experiment_name, max_concurrent_trials
+from glintru.distributed.capacity import Capacity, check_placeable, from_autoscaler_config, max_concurrent_trials
+from glintru.tuning.settings import experiment_name
 
 SHIPPED = sorted(search_space_dir().glob("*.yaml"))
 
@@ -31,7 +32,7 @@ def test_glintru_space_searches_the_papers_three_knobs():
 
 
 def test_kernel_size_is_categorical_for_optuna():
-    # ray-stack-notes P11: qrandint maps to different sets in Ray and Optuna; choice is exact.
+    # qrandint maps to different value sets in Ray and in Optuna; choice is exact.
     from optuna.distributions import CategoricalDistribution, FloatDistribution
     from ray.tune.search.optuna import OptunaSearch
 
@@ -82,15 +83,50 @@ def test_experiment_name_is_deterministic_and_depends_on_options():
     assert a != experiment_name(space, "/other", {"num_samples": 4})
 
 
+def cap(cpus: float, gpus: float = 0.0, node_cpus: float | None = None, node_gpus: float | None = None) -> Capacity:
+    return Capacity(cpus, gpus, cpus if node_cpus is None else node_cpus, gpus if node_gpus is None else node_gpus, "test")
+
+
 @pytest.mark.parametrize(
-    "workers, cpw, gpu, resources, expected",
+    "workers, cpw, gpw, capacity, expected",
     [
-        (2, 1.0, False, {"CPU": 3.0}, 1),  # 2 x 1 + 0.01 = 2.01 per trial
-        (2, 1.0, False, {"CPU": 4.0}, 1),  # 4 / 2.01 = 1.99
-        (2, 1.0, False, {"CPU": 8.0}, 3),  # 8 / 2.01 = 3.98
-        (1, 1.0, False, {"CPU": 1.0}, 1),  # never below 1: an autoscaler may add nodes
-        (2, 1.0, True, {"CPU": 64.0, "GPU": 4.0}, 2),  # GPUs bind: 4 // 2
+        (2, 1.0, 0.0, cap(3.0), 1),  # Ray Train trial: 2 x 1 + 0.01 = 2.01 per trial
+        (2, 1.0, 0.0, cap(8.0), 3),  # 8 / 2.01 = 3.98
+        (1, 1.0, 0.0, cap(8.0), 8),  # in-process trial: 1 CPU each
+        (1, 1.0, 0.0, cap(0.5), 1),  # never below 1
+        (2, 1.0, 1.0, cap(64.0, 4.0), 2),  # GPUs bind: 4 // 2
+        (1, 1.0, 0.5, cap(16.0, 1.0), 2),  # two trials share one GPU
     ],
 )
-def test_max_concurrent_trials(workers, cpw, gpu, resources, expected):
-    assert max_concurrent_trials(workers, cpw, gpu, resources) == expected
+def test_max_concurrent_trials(workers, cpw, gpw, capacity, expected):
+    assert max_concurrent_trials(workers, cpw, gpw, capacity) == expected
+
+
+def test_capacity_from_an_autoscaler_config_counts_workers_at_their_maximum():
+    """A CPU head and GPU workers that autoscale from zero: concurrency is sized by the maximum."""
+    config = {
+        "max_workers": 3, "head_node_type": "head",
+        "available_node_types": {
+            "head": {"resources": {"CPU": 4}, "min_workers": 0, "max_workers": 0},
+            "gpu": {"resources": {"CPU": 8, "GPU": 1}, "min_workers": 0, "max_workers": 4},
+        },
+    }
+    c = from_autoscaler_config(config, "cfg")
+    assert (c.cpus, c.gpus, c.node_cpus, c.node_gpus) == (4 + 3 * 8, 3.0, 8.0, 1.0)  # global max_workers = 3
+    assert max_concurrent_trials(1, 1.0, 0.5, c) == 6  # 3 GPUs / 0.5
+
+
+@pytest.mark.parametrize(
+    "workers, cpw, gpw, capacity, option",
+    [
+        (1, 1.0, 1.0, cap(8.0, 0.0), "--gpu: the cluster has no GPU"),
+        (1, 1.0, 2.0, cap(16.0, 2.0, node_gpus=1.0), "--gpus-per-worker 2: no node has that many GPUs"),
+        (2, 1.0, 1.0, cap(16.0, 1.0), "--workers 2 x --gpus-per-worker 1 = 2 GPUs per trial"),
+        (4, 1.0, 0.0, cap(2.0), "--workers 4 x --cpus-per-worker 1 = 4.01 CPUs per trial"),
+        (1, 4.0, 0.0, cap(8.0, node_cpus=2.0), "--cpus-per-worker 4: no node has that many CPUs"),
+    ],
+)
+def test_requests_that_can_never_be_placed_are_refused(workers, cpw, gpw, capacity, option):
+    with pytest.raises(UserError, match=option.replace("+", r"\+")):
+        check_placeable(workers, cpw, gpw, capacity)
+    check_placeable(1, 1.0, 0.0, cap(1.0))  # a request that fits passes

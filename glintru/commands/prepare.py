@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--source", metavar="PATH", help="local interaction file (or ml-1m.zip)")
     src.add_argument("--dataset", choices=["ml-1m"], help="download a known dataset into the cache")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory (must be absent or empty)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory or s3://BUCKET/PATH, gs://... (must be absent or empty)")
     p.add_argument("--format", default="auto", metavar="NAME", help=f"auto (default) or one of: {', '.join(FORMATS)}")
     p.add_argument("--user-col", help="csv/parquet: user column name (recbole: override user_id)")
     p.add_argument("--item-col", help="csv/parquet: item column name (recbole: override item_id)")
@@ -34,15 +34,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from glintru.data.download import fetch, resolve
     from glintru.data.prepare import FilterOptions, check_output, prepare
     from glintru.data.readers import ReadOptions
     from glintru.errors import UserError
-    from pathlib import Path
 
     if len(args.sep) != 1:
         raise UserError(f"--sep: expected one character, got {args.sep!r}")
-    check_output(Path(args.out), args.overwrite)
+    check_output(args.out, args.overwrite)
     if args.dataset:
         _, url, _ = resolve(args.dataset, args.url, args.sha256)
         source = fetch(args.dataset, args.cache_dir, args.url, args.sha256)

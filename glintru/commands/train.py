@@ -36,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 is best on a busy machine)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint (its config)")
     p.add_argument("--quiet", action="store_true", help="no progress output on stderr")
-    # ---- Ray / MLflow hooks (filled in by glintru.distributed and glintru.tuning.mlflow_log) ----
+    # ---- Ray / MLflow hooks (filled in by glintru.distributed and glintru.tracking) ----
     p.add_argument("--workers", type=int, help="N >= 1: train with N Ray Train workers instead of in this process")
     p.add_argument("--mlflow-uri", help="log the run to this MLflow tracking URI")
     p.add_argument("--experiment", help="MLflow experiment name")
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     write_config(out / "config.yaml", run_cfg.to_flat())
     result = fit(run_cfg, data, out, device=args.device, resume_from=resume_from, progress=not args.quiet)
     if args.mlflow_uri is not None or args.experiment is not None:
-        from glintru.tuning.mlflow_log import log_train_run, unavailable_after_run, unavailable_errors
+        from glintru.tracking import log_train_run, unavailable_after_run, unavailable_errors
 
         extra = {"experiment": args.experiment} if args.experiment is not None else {}
         try:

@@ -90,10 +90,21 @@ class PreparedDataset:
 
 
 def load_prepared(path: str | Path) -> PreparedDataset:
-    """Read ``DIR/manifest.json`` and ``DIR/sequences.parquet``; clear errors if either is bad."""
+    """Read ``DIR/manifest.json`` and ``DIR/sequences.parquet``; clear errors if either is bad.
+
+    ``path`` may be an object-store URI (``s3://bucket/prefix``): the dataset is then copied once
+    per machine into a local cache (:func:`glintru.storage.local_copy`) and read from there.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from glintru import storage
+
+    if storage.is_remote(path):
+        try:
+            path = storage.local_copy(str(path), [SEQUENCES, ITEMS, MANIFEST], MANIFEST)
+        except FileNotFoundError:
+            raise UserError(f"--data {path}: no {MANIFEST} there; create the dataset with `glintru prepare --out {path}`") from None
     root = Path(path)
     if not root.is_dir():
         raise UserError(f"{root}: prepared dataset directory not found (create it with `glintru prepare`)")

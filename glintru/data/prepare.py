@@ -245,8 +245,16 @@ def write_prepared(prep: Prepared, manifest: dict[str, Any], out: Path, overwrit
             shutil.rmtree(old, ignore_errors=True)
 
 
-def check_output(out: Path, overwrite: bool) -> None:
-    """Refuse a file, or a non-empty directory unless ``overwrite``."""
+def check_output(out: str | Path, overwrite: bool) -> None:
+    """Refuse a file, or a non-empty directory unless ``overwrite`` (local path or object-store URI)."""
+    from glintru import storage
+
+    if storage.is_remote(out):
+        names = storage.list_names(str(out), "--out")
+        if names and not overwrite:
+            raise UserError(f"--out {out}: exists and is not empty; pass --overwrite to replace it")
+        return
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
@@ -271,9 +279,10 @@ def prepare(
 
     ``source_label`` is recorded as the source path (default: ``source`` as given).
     """
+    from glintru import storage
+
     read_opts = read_opts or ReadOptions()
     filters = filters or FilterOptions()
-    out = Path(out)
     check_output(out, overwrite)
     inter = read_interactions(source, fmt, read_opts)
     prep = preprocess(inter, filters, where=str(source))
@@ -290,5 +299,10 @@ def prepare(
         used = {k: v for k, v in vars(read_opts).items() if v is not None and (k != "sep" or inter.fmt == "csv")}
         options.update(used)
     manifest = build_manifest(prep, src, options)
-    write_prepared(prep, manifest, out, overwrite)
+    if storage.is_remote(out):  # written locally, then uploaded with the manifest last
+        with tempfile.TemporaryDirectory(prefix="glintru-prepare-") as tmp:
+            write_prepared(prep, manifest, Path(tmp) / "d")
+            storage.upload_dir(Path(tmp) / "d", str(out), [SEQUENCES, ITEMS, MANIFEST])
+        return manifest
+    write_prepared(prep, manifest, Path(out), overwrite)
     return manifest

@@ -32,7 +32,7 @@ def train_with_ray(args: argparse.Namespace, run_cfg: RunConfig) -> dict[str, fl
     import ray
 
     from glintru.distributed.trainer import init_ray, run_trainer
-    from glintru.tuning import mlflow_log
+    from glintru import tracking
 
     workers = int(args.workers)
     use_gpu = bool(_arg(args, "gpu", "use_gpu", default=False)) or _arg(args, "device") == "cuda"
@@ -43,16 +43,16 @@ def train_with_ray(args: argparse.Namespace, run_cfg: RunConfig) -> dict[str, fl
     mlf = None
     uri = _arg(args, "mlflow_uri")
     if uri is not None or _arg(args, "experiment") is not None:  # before Ray starts: a dead MLflow fails fast
-        uri = mlflow_log.resolve_tracking_uri(uri)
+        uri = tracking.resolve_tracking_uri(uri)
         try:
-            exp_id = mlflow_log.ensure_experiment(uri, _arg(args, "experiment", default=mlflow_log.DEFAULT_EXPERIMENT))
-            run_id, _ = mlflow_log.get_or_create_run(
-                uri, exp_id, {mlflow_log.ROLE: "train", mlflow_log.RUN_NAME: out.name}, run_name=out.name,
+            exp_id = tracking.ensure_experiment(uri, _arg(args, "experiment", default=tracking.DEFAULT_EXPERIMENT))
+            run_id, _ = tracking.get_or_create_run(
+                uri, exp_id, {tracking.ROLE: "train", tracking.RUN_NAME: out.name}, run_name=out.name,
                 extra_tags={"glintru.workers": str(workers)},
             )
-            mlflow_log.log_params(uri, run_id, run_cfg.to_flat())
-        except mlflow_log.unavailable_errors() as exc:
-            raise mlflow_log.unavailable_at_start(uri, exc) from None
+            tracking.log_params(uri, run_id, run_cfg.to_flat())
+        except tracking.unavailable_errors() as exc:
+            raise tracking.unavailable_at_start(uri, exc) from None
         mlf = {"uri": uri, "run_id": run_id}
     init_ray(_arg(args, "address"), _arg(args, "num_cpus"), min_cpus=workers)
     try:
@@ -62,25 +62,19 @@ def train_with_ray(args: argparse.Namespace, run_cfg: RunConfig) -> dict[str, fl
         )
     except Exception:
         if mlf:
-            mlflow_log.end_run(mlf["uri"], mlf["run_id"], "FAILED")
+            tracking.end_run(mlf["uri"], mlf["run_id"], "FAILED")
         raise
     finally:
         if ray.is_initialized() and _arg(args, "address") is None:
             ray.shutdown()
     final = dict(result.metrics or {})
     if mlf:  # rank 0 logged as it went; log whatever an MLflow outage made it miss, then close the run
-        import json
-
         from glintru.data.dataset import load_prepared
 
-        hist = out / "history.json"
         try:
-            mlflow_log.sync_run(
-                mlf["uri"], mlf["run_id"], run_cfg.to_flat(), load_prepared(args.data).manifest,
-                json.loads(hist.read_text(encoding="utf-8")) if hist.exists() else [], final,
-                run_cfg.train.valid_metric, out / "best.pt" if (out / "best.pt").exists() else None, finished=True,
-            )
-            mlflow_log.end_run(mlf["uri"], mlf["run_id"])
-        except mlflow_log.unavailable_errors() as exc:
-            raise mlflow_log.unavailable_after_run(exc, out) from None
+            record = tracking.RunRecord.from_run_dir(out, run_cfg, load_prepared(args.data).manifest, final)
+            tracking.sync_run(mlf["uri"], mlf["run_id"], record)
+            tracking.end_run(mlf["uri"], mlf["run_id"])
+        except tracking.unavailable_errors() as exc:
+            raise tracking.unavailable_after_run(exc, out) from None
     return final

@@ -21,6 +21,7 @@ import math
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -51,15 +52,9 @@ HISTORY = "history.json"  # per-epoch metrics, next to FINAL_METRICS (for the le
 def _log_end_of_run(uri: str, run_id: str, run_cfg: Any, manifest: Any, final_dir: Path, final: dict[str, float]) -> None:
     """Log (again, idempotently) the end-of-run MLflow artifacts of a finished run from its final
     checkpoint directory: learning curve from ``history.json``, ``best.pt``, config, manifest, test metrics."""
-    from glintru.tuning import mlflow_log
+    from glintru import tracking
 
-    hist_path, best = final_dir / HISTORY, final_dir / "best.pt"
-    history = json.loads(hist_path.read_text(encoding="utf-8")) if hist_path.exists() else []
-    mlflow_log.log_run_outputs(
-        uri, run_id, run_cfg.to_flat(), manifest, history,
-        {k: v for k, v in final.items() if k.startswith("test/")}, run_cfg.train.valid_metric,
-        best if best.exists() else None,
-    )
+    tracking.log_run_outputs(uri, run_id, tracking.RunRecord.from_run_dir(final_dir, run_cfg, manifest, final))
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
@@ -90,69 +85,61 @@ def _quiet_report_log() -> None:
     logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
 
 
-def _engine_fit() -> Callable[..., Any]:
-    """``glintru.engine.fit``, or the ``module:function`` named by ``GLINTRU_FIT_TARGET`` (a test seam
-    that lets the Ray plumbing be exercised with a stand-in with the same signature)."""
-    import importlib
+@dataclass(frozen=True)
+class Hooks:
+    """How :func:`run_engine` talks to the Ray library it runs under (Ray Train or Ray Tune).
 
-    target = os.environ.get("GLINTRU_FIT_TARGET", "glintru.engine:fit")
-    module, fn = target.split(":")
-    return getattr(importlib.import_module(module), fn)
+    ``report(metrics, checkpoint_dir or None)``; ``get_checkpoint() -> a Ray Checkpoint or None``.
+    """
+
+    report: Callable[[dict[str, float], Path | None], None]
+    get_checkpoint: Callable[[], Any]
 
 
-def train_fn_per_worker(config: dict[str, Any]) -> None:
-    """Run the engine's ``fit`` on this worker's shard of users under Ray Train."""
-    import ray.train
-    import ray.train.torch
+def run_engine(config: dict[str, Any], hooks: Hooks, *, rank: int = 0, world_size: int = 1,
+               device: torch.device | None = None, wrap_model: Callable[..., Any] | None = None,
+               reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+    """The engine's ``fit`` on this process's shard, reporting every epoch (with rank 0's
+    checkpoint) and a final report carrying the test metrics and a small checkpoint (best weights,
+    history, final metrics). Shared by the Ray Train worker and the single-process Tune trial.
 
+    A restored run resumes from its latest checkpoint; a run whose final checkpoint exists reports
+    the same final result again without training (its driver was killed after the final report).
+    """
+    from glintru import tracking
     from glintru.data.dataset import load_prepared
-    from glintru.tuning import mlflow_log
+    from glintru.engine import fit
 
-    fit = _engine_fit()
-
-    ctx = ray.train.get_context()
-    rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
     run_cfg = config_from_flat(config["flat"], source="train loop config")
     data = load_prepared(config["data_dir"])
-    device = ray.train.torch.get_device() if config.get("use_gpu") else torch.device("cpu")
+    device = device or torch.device("cpu")
     mlf = config.get("mlflow") if rank == 0 else None
-    tracker = None
-    if mlf:
-        tracker = mlflow_log.BestEffort(mlf["uri"], mlf["run_id"], f"run {mlf['run_id']} (rank 0)")
-    _quiet_report_log()
+    tracker = tracking.BestEffort(mlf["uri"], mlf["run_id"], f"run {mlf['run_id']} (rank 0)") if mlf else None
 
     def on_epoch_end(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
         numbers = _report_metrics(metrics)
         if tracker is not None:
-            tracker.call(mlflow_log.log_metrics, numbers, int(numbers["epoch"]))
-        if rank == 0 and checkpoint_dir is not None:
-            ray.train.report(numbers, checkpoint=ray.train.Checkpoint.from_directory(str(checkpoint_dir)))
-        else:
-            ray.train.report(numbers)
+            tracker.call(tracking.log_metrics, numbers, int(numbers["epoch"]))
+        hooks.report(numbers, checkpoint_dir if rank == 0 else None)
 
     with tempfile.TemporaryDirectory(prefix="glintru-worker-") as tmp:
         work = Path(config.get("work_dir") or Path(tmp) / "run")
         if config.get("work_dir"):
             work = work / f"rank{rank}" if rank else work
         resume_from = None
-        ckpt = ray.train.get_checkpoint()
+        ckpt = hooks.get_checkpoint()
         if ckpt is not None:
             resume_from = Path(ckpt.to_directory(str(Path(tmp) / "resume")))
             if (resume_from / FINAL_METRICS).exists():
-                # The run had already finished (e.g. its Tune driver was killed after the final
-                # report): report the same final result again instead of training anything.
                 final = json.loads((resume_from / FINAL_METRICS).read_text(encoding="utf-8"))
                 if tracker is not None:  # the kill may have landed during the end-of-run upload: finish it (idempotent)
                     tracker.call(_log_end_of_run, run_cfg, data.manifest, resume_from, final)
-                if rank == 0:
-                    ray.train.report(final, checkpoint=ray.train.Checkpoint.from_directory(str(resume_from)))
-                else:
-                    ray.train.report(final)
+                hooks.report(final, resume_from if rank == 0 else None)
                 return
         result = fit(
-            run_cfg, data, work, device=device, rank=rank, world_size=world_size,
-            wrap_model=ray.train.torch.prepare_model, all_reduce_sum=all_reduce_sum,
-            on_epoch_end=on_epoch_end, resume_from=resume_from, progress=bool(config.get("progress", False)),
+            run_cfg, data, work, device=device, rank=rank, world_size=world_size, wrap_model=wrap_model,
+            all_reduce_sum=reduce, on_epoch_end=on_epoch_end, resume_from=resume_from,
+            progress=bool(config.get("progress", False)),
         )
         final = {
             **_report_metrics(result.history[-1] if result.history else {}),
@@ -163,28 +150,45 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
             "train_s": float(result.train_s),
         }  # no "done" key: Tune reserves it and would end the trial before its driver closes the MLflow run
         if tracker is not None:
-            best = work / "best.pt"
+            tracker.call(tracking.log_run_outputs, tracking.RunRecord.from_run_dir(work, run_cfg, data.manifest, final))
             tracker.call(
-                mlflow_log.log_run_outputs, run_cfg.to_flat(), data.manifest, list(result.history),
-                dict(result.test_metrics), run_cfg.train.valid_metric, best if best.exists() else None,
-            )
-            tracker.call(
-                mlflow_log.log_metrics,
+                tracking.log_metrics,
                 {"best_epoch": result.best_epoch, "wall_s": result.wall_s, "train_s": result.train_s},
                 int(final.get("epoch", 0)),
             )
         if rank == 0:
-            # Ray Train V2 keeps only metrics that come with a checkpoint in Result.metrics, so the
-            # final report carries a small checkpoint: the best weights and the final metrics.
+            # Ray keeps only metrics that come with a checkpoint in Result.metrics, so the final
+            # report carries a small checkpoint: the best weights and the final metrics.
             final_dir = Path(tmp) / "final"
             final_dir.mkdir()
             (final_dir / FINAL_METRICS).write_text(json.dumps(final, indent=2), encoding="utf-8")
             (final_dir / HISTORY).write_text(json.dumps(list(result.history), indent=2), encoding="utf-8")
             if (work / "best.pt").exists():
                 shutil.copy2(work / "best.pt", final_dir / "best.pt")
-            ray.train.report(final, checkpoint=ray.train.Checkpoint.from_directory(str(final_dir)))
+            hooks.report(final, final_dir)
         else:
-            ray.train.report(final)
+            hooks.report(final, None)
+
+
+def train_fn_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train's per-worker function: :func:`run_engine` on this worker's shard of users."""
+    import ray.train
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    _quiet_report_log()
+
+    def report(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
+        if checkpoint_dir is not None:
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(checkpoint_dir)))
+        else:
+            ray.train.report(metrics)
+
+    run_engine(
+        config, Hooks(report, ray.train.get_checkpoint), rank=ctx.get_world_rank(), world_size=ctx.get_world_size(),
+        device=ray.train.torch.get_device() if config.get("use_gpu") else torch.device("cpu"),
+        wrap_model=ray.train.torch.prepare_model, reduce=all_reduce_sum,
+    )
 
 
 def run_trainer(
@@ -194,33 +198,41 @@ def run_trainer(
     name: str,
     storage_path: str,
     workers: int,
-    use_gpu: bool = False,
+    gpus_per_worker: float = 0.0,
     cpus_per_worker: float = 1.0,
     work_dir: str | Path | None = None,
     mlflow: dict[str, str] | None = None,
     callbacks: Sequence[Any] = (),
     max_failures: int = 1,
+    max_preemption_failures: int = 3,
     progress: bool = False,
     log_level: str = "WARNING",
     worker_fn: Callable[[dict[str, Any]], None] = train_fn_per_worker,
 ) -> Any:
-    """Build and fit a ``TorchTrainer`` (gloo on CPU, nccl on GPU); returns the ``ray.train.Result``.
+    """The one Ray Train driver: build and fit a ``TorchTrainer`` (gloo on CPU, nccl on GPU);
+    returns the ``ray.train.Result``. Used by ``glintru train --workers N`` and by every
+    multi-worker Tune trial.
 
     ``name`` must be deterministic (``train-<trial_id>`` in a study): re-running with the same
-    ``name`` and ``storage_path`` resumes from that run's latest checkpoint. ``log_level`` is Ray
+    ``name`` and ``storage_path`` resumes from that run's latest checkpoint. ``gpus_per_worker``
+    may be a fraction (several workers or trials share a GPU). ``max_preemption_failures``: node
+    preemptions (spot instances) tolerated on top of ``max_failures``. ``log_level`` is Ray
     Train's console level (its INFO lines repeat what glintru prints; failures are warnings).
     """
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from glintru import storage
+
     for key, value in RAY_TRAIN_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)  # set here, Ray Train passes it on to the controller and workers
-    resources = {"CPU": cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
+    use_gpu = gpus_per_worker > 0
+    resources = {"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if use_gpu else {})}
     trainer = TorchTrainer(
         worker_fn,
         train_loop_config={
             "flat": dict(flat),
-            "data_dir": str(Path(data_dir).resolve()),
+            "data_dir": storage.absolute(data_dir),
             "work_dir": str(work_dir) if work_dir else None,
             "use_gpu": use_gpu,
             "mlflow": mlflow,
@@ -232,7 +244,7 @@ def run_trainer(
             name=name,
             storage_path=storage_path,
             callbacks=list(callbacks),
-            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            failure_config=ray.train.FailureConfig(max_failures=max_failures, max_preemption_failures=max_preemption_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             logging_config=ray.train.LoggingConfig(log_level=log_level),
         ),
@@ -244,7 +256,7 @@ def init_ray(address: str | None, num_cpus: int | None, min_cpus: float = 0) -> 
     """Connect to a cluster or start a private local Ray.
 
     With ``address`` (``--address auto`` under ``ray submit``, or ``RAY_ADDRESS``) this connects and
-    never passes ``num_cpus`` (ray-stack-notes P5). Otherwise it starts a new local Ray
+    never passes ``num_cpus`` (Ray refuses resource arguments when connecting). Otherwise it starts a new local Ray
     (``address="local"``, so a ``ray start`` cluster elsewhere on the machine is left alone) with
     ``num_cpus`` logical CPUs, default ``max(cores, min_cpus + 1)``: one trial's workers plus the
     Tune driver then fit even on a 2-core machine (oversubscription is fine for small models).
@@ -274,7 +286,7 @@ def start_local_ray(num_cpus: int, **kwargs: Any) -> None:
     placement group) looks the cluster up through the State API. With no address it auto-detects,
     which fails when another Ray instance runs on the same machine ("Found multiple active Ray
     instances") or before the dashboard has registered; the placement group then leaks and the next
-    trial waits forever for CPUs (ray-stack-notes P1). So the dashboard gets a known free port and
+    trial waits forever for CPUs. So the dashboard gets a known free port and
     ``RAY_API_SERVER_ADDRESS`` points at it in the environment every Ray process inherits.
     """
     import socket

@@ -8,6 +8,6 @@ worker may reuse: :mod:`~glintru.engine.batching` (samples, length-aware sharded
 This package never imports Ray or MLflow.
 """
 
-from glintru.engine.loop import FitResult, final_metrics, fit, load_best_model
+from glintru.engine.loop import FitResult, final_metrics, fit
 
-__all__ = ["FitResult", "final_metrics", "fit", "load_best_model"]
+__all__ = ["FitResult", "final_metrics", "fit"]

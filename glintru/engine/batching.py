@@ -10,7 +10,7 @@ of input items, 1..max_len). The model reads ``items[start:start + n]`` (right-p
   predicts ``s[T-2L:T-L]`` from ``s[T-2L-1:T-L-1]`` and so on, the first window possibly shorter.
   Consecutive windows' inputs overlap by one item, and every item except ``s[0]`` is a target
   exactly once.
-- ``last_position`` (RecBole's data augmentation, paper-notes section 2): one sample per prefix,
+- ``last_position`` (RecBole's data augmentation, used by the official code): one sample per prefix,
   input = the last L items before ``s[i]``, target = ``s[i]`` = ``items[start + n]``, i = 1..T-1.
 
 Batches are length-aware: samples are shuffled, stably sorted by ``n`` and chunked into global

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from glintru.config import RunConfig, TrainConfig, config_from_flat
+from glintru.config import RunConfig, TrainConfig
 from glintru.data.dataset import PreparedDataset
 from glintru.engine.batching import epoch_batches, make_batch, training_samples
 from glintru.engine.checkpoint import FORMAT_VERSION, load_checkpoint, save_best, save_checkpoint
@@ -323,21 +323,6 @@ def final_metrics(result: FitResult) -> dict[str, float]:
         "best_epoch": result.best_epoch, "epochs": len(result.history),
         "wall_s": round(result.wall_s, 3), "train_s": round(result.train_s, 3),
     }
-
-
-def load_best_model(path: Path, n_items: int, device: str | torch.device = "cpu") -> tuple[nn.Module, RunConfig]:
-    """Rebuild the model saved in a ``best.pt`` (or a checkpoint) with its configuration."""
-    from glintru.models import build_model
-
-    path = Path(path)
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-        run_cfg = config_from_flat(state["config"], source=str(path))
-    except (RuntimeError, EOFError, OSError, KeyError, TypeError) as exc:
-        raise UserError(f"{path}: cannot read model weights ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-    model = build_model(run_cfg, n_items).to(device)
-    model.load_state_dict(state["model"])
-    return model, run_cfg
 
 
 def _write_json(path: Path, obj: Any) -> None:

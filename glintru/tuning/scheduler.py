@@ -8,7 +8,7 @@ still recorded by ASHA for later comparisons).
 
 A stop at an earlier rung reaches the Train workers asynchronously: on tiny data a trial stopped
 at epoch ``k`` may already have trained (and logged to MLflow) later epochs and be killed during
-its upload. ``glintru.tuning.study.sync_trial`` completes such runs at the end.
+its upload. ``glintru.tuning.summary.sync_trial`` completes such runs at the end.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ A search-space file is data, checked against :mod:`glintru.config` when it is lo
     fixed:                         # flat config keys held constant in every trial (optional)
       max_len: 50
     params:                        # flat config keys searched by Optuna
-      kernel_size: {choice: [1, 3, 5, 7, 9]}     # categorical (ray-stack-notes P11: not qrandint)
+      kernel_size: {choice: [1, 3, 5, 7, 9]}     # categorical (qrandint maps to other values in Optuna)
       mixing_init: {uniform: [0.05, 0.95]}       # GRU expert share p, open interval (clarifications)
       lr: {loguniform: [1.0e-4, 1.0e-2]}
       n_layers: {randint: [1, 4]}                # integers low..high-1, like tune.randint

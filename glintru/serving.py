@@ -1,0 +1,53 @@
+"""The MLflow pyfunc recommender of a registered glintru model ("models from code").
+
+``glintru tune`` registers its best model by logging this file as the model's code, the trial's
+weights-only ``best.pt`` as an artifact and the ``glintru`` package as code: loading runs this
+file (the project's own code), never unpickles an object, and works with
+``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``::
+
+    import mlflow
+    model = mlflow.pyfunc.load_model("models:/ml-1m-glintru@champion")
+    model.predict(pandas.DataFrame({"items": [[12, 7, 301], [5]]}))      # item indices, oldest first
+    # -> DataFrame: "items" (top-k item indices, best first) and "scores", one row per input row
+
+``glintru recommend --model models:/NAME@champion`` uses the same loader
+(:func:`glintru.loading.load_model`) and maps indices back to the dataset's item ids.
+"""
+
+from __future__ import annotations
+
+import mlflow.pyfunc
+
+TOP_K = 10
+
+
+class GlintruRecommender(mlflow.pyfunc.PythonModel):
+    """Top-k over the whole catalogue for each input history (the last ``max_len`` items are read)."""
+
+    def load_context(self, context):  # noqa: ANN001 -- MLflow inspects these signatures: no type hints
+        from glintru.loading import load_checkpoint_file
+
+        self.loaded = load_checkpoint_file(context.artifacts["checkpoint"])
+        config = context.model_config or {}
+        self.k = int(config.get("k", TOP_K))
+
+    def predict(self, context, model_input, params=None):  # noqa: ANN001
+        import numpy as np
+        import pandas as pd
+
+        from glintru.recommend import top_k_from_histories
+
+        histories = [list(map(int, h)) for h in model_input["items"]]
+        if not histories or min(len(h) for h in histories) < 1:
+            raise ValueError("every row of 'items' needs at least one item index")
+        k = int((params or {}).get("k", self.k))
+        offsets = np.concatenate([[0], np.cumsum([len(h) for h in histories])]).astype(np.int64)
+        items, scores = top_k_from_histories(
+            self.loaded.model, offsets, np.concatenate([np.asarray(h, dtype=np.int64) for h in histories]),
+            k=min(k, self.loaded.n_items), max_len=self.loaded.max_len,
+        )
+        return pd.DataFrame({"items": [r[r > 0].tolist() for r in items],
+                             "scores": [s[np.isfinite(s)].tolist() for s in scores]})
+
+
+mlflow.models.set_model(GlintruRecommender())

@@ -1,0 +1,194 @@
+"""Local paths and object-store URIs (``s3://``, ``gs://``, ...) behind one small interface.
+
+Everything that reads or writes a file the user names goes through here: the prepared dataset
+(``glintru prepare --out s3://...``, ``--data s3://...``), the study's settings and timing files
+next to Ray Tune's state, and local outputs written atomically (a temporary name, then a rename, so
+a reader never sees half a file). Object stores are reached with pyarrow's filesystems, which
+take their credentials and endpoint from the usual places (``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3``, an instance profile,
+``GOOGLE_APPLICATION_CREDENTIALS``).
+
+A remote prepared dataset is copied once per machine into a cache keyed by its manifest's digest
+(:func:`local_copy`): every Ray worker then reads local parquet files, and a node that hosts several
+workers or trials downloads the dataset once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from glintru.errors import UserError
+
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+
+
+def is_remote(path: str | Path) -> bool:
+    """True for a URI with a scheme other than ``file://`` (``s3://bucket/key``, ``gs://...``)."""
+    m = _SCHEME.match(str(path))
+    return bool(m) and m.group(1).lower() != "file"
+
+
+def absolute(path: str | Path) -> str:
+    """A URI unchanged; a local path made absolute (Ray workers and Tune trials run elsewhere)."""
+    return str(path) if is_remote(path) else str(Path(path).resolve())
+
+
+def join(base: str, *parts: str) -> str:
+    """``base/part/...`` for a local path or a URI (no trailing slash doubling)."""
+    return "/".join([str(base).rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def filesystem(uri: str, option: str) -> tuple[Any, str]:
+    """``(pyarrow FileSystem, path inside it)`` for ``uri``; a UserError naming ``option`` if the
+    scheme is unknown or the filesystem cannot be set up."""
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+
+    try:
+        return pafs.FileSystem.from_uri(str(uri))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
+        scheme = _SCHEME.match(str(uri))
+        name = scheme.group(1) if scheme else "?"
+        raise UserError(f"{option} {uri}: unknown or unsupported filesystem '{name}' ({_first(exc)}); "
+                        "use a local path, s3://BUCKET/PATH or gs://BUCKET/PATH") from None
+    except OSError as exc:
+        raise UserError(f"{option} {uri}: cannot open the filesystem ({_first(exc)})") from None
+
+
+def _first(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def read_bytes(uri_or_path: str | Path, option: str = "--data") -> bytes:
+    """The whole file; FileNotFoundError if it does not exist, a UserError if it cannot be read."""
+    if not is_remote(uri_or_path):
+        return Path(uri_or_path).read_bytes()
+    import pyarrow.fs as pafs
+
+    fs, path = filesystem(str(uri_or_path), option)
+    try:
+        info = fs.get_file_info(path)
+    except OSError as exc:
+        raise UserError(f"{option} {uri_or_path}: cannot reach the object store ({_first(exc)})") from None
+    if info.type != pafs.FileType.File:
+        raise FileNotFoundError(str(uri_or_path))
+    try:
+        with fs.open_input_stream(path) as f:
+            return f.read()
+    except OSError as exc:
+        raise UserError(f"{option} {uri_or_path}: cannot read ({_first(exc)})") from None
+
+
+def read_text(uri_or_path: str | Path, option: str = "--data") -> str:
+    return read_bytes(uri_or_path, option).decode("utf-8")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write a local file under a temporary sibling name, then rename it over ``path``; a failed
+    write (e.g. a full disk) removes the temporary file and raises OSError."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.tmp-", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_text(uri_or_path: str | Path, text: str, option: str = "--storage-path") -> None:
+    """Write a small text file locally (atomically) or to an object store (one PUT, atomic there)."""
+    if not is_remote(uri_or_path):
+        atomic_write_text(uri_or_path, text)
+        return
+    fs, path = filesystem(str(uri_or_path), option)
+    try:
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with fs.open_output_stream(path) as f:
+            f.write(text.encode("utf-8"))
+    except OSError as exc:
+        raise UserError(f"{option} {uri_or_path}: cannot write ({_first(exc)})") from None
+
+
+def exists(uri_or_path: str | Path, option: str = "--storage-path") -> bool:
+    if not is_remote(uri_or_path):
+        return Path(uri_or_path).exists()
+    import pyarrow.fs as pafs
+
+    fs, path = filesystem(str(uri_or_path), option)
+    try:
+        return fs.get_file_info(path).type != pafs.FileType.NotFound
+    except OSError as exc:
+        raise UserError(f"{option} {uri_or_path}: cannot reach the object store ({_first(exc)})") from None
+
+
+def upload_dir(local_dir: Path, uri: str, names: list[str], option: str = "--out") -> None:
+    """Copy the files ``names`` of ``local_dir`` to ``uri/<name>``, in the given order (put the
+    file that marks completeness, e.g. the manifest, last)."""
+    fs, path = filesystem(uri, option)
+    try:
+        fs.create_dir(path, recursive=True)
+        for name in names:
+            with open(local_dir / name, "rb") as src, fs.open_output_stream(f"{path.rstrip('/')}/{name}") as dst:
+                shutil.copyfileobj(src, dst, length=1 << 20)
+    except OSError as exc:
+        raise UserError(f"{option} {uri}: cannot write ({_first(exc)})") from None
+
+
+def list_names(uri: str, option: str) -> list[str]:
+    """Names directly under a remote directory ([] if it does not exist)."""
+    import pyarrow.fs as pafs
+
+    fs, path = filesystem(uri, option)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    except OSError as exc:
+        raise UserError(f"{option} {uri}: cannot reach the object store ({_first(exc)})") from None
+    return [i.base_name for i in infos]
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("GLINTRU_CACHE_DIR") or Path.home() / ".cache" / "glintru")
+
+
+def local_copy(uri: str, files: list[str], manifest_name: str, option: str = "--data") -> Path:
+    """A local directory holding ``files`` of the remote directory ``uri``, downloaded once per
+    machine into ``<cache>/datasets/<digest of the manifest>``; concurrent callers on one machine
+    each download into a temporary directory and the first rename wins."""
+    manifest = read_bytes(join(uri, manifest_name), option)
+    digest = hashlib.sha256(manifest).hexdigest()[:16]
+    final = cache_root() / "datasets" / digest
+    if (final / manifest_name).is_file():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{digest}.tmp-", dir=final.parent))
+    try:
+        for name in files:
+            if name == manifest_name:
+                continue
+            try:
+                (tmp / name).write_bytes(read_bytes(join(uri, name), option))
+            except FileNotFoundError:
+                raise UserError(f"{option} {uri}: {name} is missing; re-run `glintru prepare --out {uri}`") from None
+        (tmp / manifest_name).write_bytes(manifest)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if not (final / manifest_name).is_file():  # not a lost race: a real failure
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final

@@ -1,0 +1,37 @@
+"""Shared fixtures and test selection.
+
+``ray_local``: one private local Ray per test session (5 logical CPUs: two Ray Train workers and the
+trial drivers fit on a 2-core machine), started again if a test shut it down. Tests that use it,
+and modules marked ``pytestmark = pytest.mark.slow`` (real servers, subprocess studies, Ray
+clusters), are *slow*: ``pytest -m "not slow"`` runs the rest in about two minutes; CI runs all.
+Helpers shared by several test files live in plain modules beside this file (``model_helpers``,
+``engine_fixtures``, ``proc_helpers``, ``ray_fixtures``), imported by name.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+
+SLOW_FIXTURES = {"ray_local"}
+
+
+@pytest.fixture()
+def ray_local():
+    import ray
+
+    from glintru.distributed.trainer import start_local_ray
+
+    if not ray.is_initialized():
+        start_local_ray(5, log_to_driver=False)
+    return ray
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

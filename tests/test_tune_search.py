@@ -1,0 +1,100 @@
+"""The Optuna searcher behind Tune (states it reports, start-up size, first point), the signal
+handling of a study, and the console reporter, driven directly (no Ray cluster)."""
+
+from __future__ import annotations
+
+import signal
+
+import optuna
+import pytest
+
+from glintru.tuning import search
+from glintru.tuning.space import load_search_space, search_space_dir
+
+
+def _searcher(tmp_path, num_samples=8, points=()):
+    s = search.make_searcher("st", f"sqlite:///{tmp_path}/o.db", 0, num_samples, list(points))
+    from ray import tune
+
+    s.set_search_properties("valid/full/ndcg@10", "max", {"lr": tune.loguniform(1e-4, 1e-2)})
+    return s
+
+
+def test_asha_stopped_trials_are_pruned_finished_ones_complete_failed_ones_fail(tmp_path):
+    s = _searcher(tmp_path)
+    for tid in ("a", "b", "c"):
+        assert "lr" in s.suggest(tid)
+    for epoch, value in ((1, 0.1), (2, 0.2)):
+        s.on_trial_result("a", {"epoch": epoch, "valid/full/ndcg@10": value, "training_iteration": 9})
+        s.on_trial_result("b", {"epoch": epoch, "valid/full/ndcg@10": value / 2})
+    s.on_trial_result("b", {"epoch": 2, "valid/full/ndcg@10": 0.1})  # a restored trial re-reports: ignored
+    s.on_trial_complete("a", {"epoch": 2, "valid/full/ndcg@10": 0.2, "test/full/ndcg@10": 0.3})  # ran to its end
+    s.on_trial_complete("b", {"epoch": 2, "valid/full/ndcg@10": 0.1})  # stopped by ASHA: no final report
+    s.on_trial_complete("c", {"epoch": 1, "valid/full/ndcg@10": 0.5}, error=True)
+    study = search.load_study("st", f"sqlite:///{tmp_path}/o.db")
+    a, b, c = study.trials
+    assert (a.state, a.value, a.intermediate_values) == (optuna.trial.TrialState.COMPLETE, 0.2, {1: 0.1, 2: 0.2})
+    assert b.state == optuna.trial.TrialState.PRUNED and b.intermediate_values == {1: 0.05, 2: 0.1}
+    assert c.state == optuna.trial.TrialState.FAIL
+
+
+@pytest.mark.parametrize("n, startup", [(1, 1), (4, 1), (8, 2), (20, 5), (100, 10)])
+def test_startup_trials_follow_the_budget(n, startup):
+    assert search.startup_trials(n) == startup
+
+
+def test_the_paper_configuration_is_the_first_point_and_stays_inside_the_space(tmp_path):
+    space = load_search_space(search_space_dir() / "glintru.yaml")
+    point = search.paper_point(space, dict(space.fixed))
+    assert point["kernel_size"] == 3 and point["hidden_size"] == 128 and point["mixing_init"] == 0.5
+    assert point["lr"] == pytest.approx(1e-3)
+    quick = load_search_space(search_space_dir() / "quick.yaml")  # hidden_size choices 32, 64: 128 is not one
+    assert search.paper_point(quick, dict(quick.fixed))["hidden_size"] in (32, 64)
+
+
+def test_importances_need_enough_finished_trials_and_name_their_method(tmp_path):
+    study = optuna.create_study(direction="maximize")
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1), "y": optuna.distributions.FloatDistribution(0, 1)}
+    for i in range(search.MIN_IMPORTANCE_TRIALS - 1):
+        study.add_trial(optuna.trial.create_trial(params={"x": i / 10, "y": 0.5}, distributions=dist, value=i / 10))
+    assert search.importances(study) is None
+    study.add_trial(optuna.trial.create_trial(params={"x": 0.9, "y": 0.1}, distributions=dist, value=0.9))
+    values, method = search.importances(study)
+    assert method == "PED-ANOVA" and set(values) == {"x", "y"}
+    paths = search.write_plots(study, "m", tmp_path)
+    assert [p.name for p in paths] == ["optimization_history.png", "parallel_coordinate.png", "param_importance.png"]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)
+
+
+def test_first_signal_asks_tune_to_stop_second_stops_at_once(monkeypatch):
+    from glintru.tuning import driver
+
+    sent = []
+    monkeypatch.setattr(driver.os, "kill", lambda pid, sig: sent.append(sig))
+    monkeypatch.setenv("TUNE_DISABLE_SIGINT_HANDLER", "0")  # restored after the test
+    with driver._Signals() as signals:
+        handler = signal.getsignal(signal.SIGINT)
+        assert signal.getsignal(signal.SIGTERM) == handler
+        handler(signal.SIGTERM, None)
+        assert signals.received == signal.SIGTERM and sent == [signal.SIGUSR1]
+        with pytest.raises(KeyboardInterrupt):
+            handler(signal.SIGINT, None)
+    assert signal.getsignal(signal.SIGINT) != handler  # restored
+
+
+def test_console_reporter_lines_and_table():
+    from glintru.tuning.driver import ConsoleReporter
+
+    class T:
+        def __init__(self, tid, status, config):
+            self.trial_id, self.status, self.config = tid, status, config
+
+    r = ConsoleReporter("valid/full/ndcg@10", ["lr"], 3)
+    a, b = T("a", "RUNNING", {"lr": 0.001}), T("b", "TERMINATED", {"lr": 0.01})
+    line = r.line(a, {"epoch": 1, "valid/full/ndcg@10": 0.25, "train/loss": 6.5, "train/s": 1.5})
+    assert line.endswith("trial a epoch 1/3  valid/full/ndcg@10 0.2500  loss 6.5000  1.5s")
+    r.line(b, {"epoch": 1, "valid/full/ndcg@10": 0.1})
+    table = r.table([a, b]).splitlines()
+    assert table[0].split() == ["trial", "lr", "epoch", "valid/full/ndcg@10", "state"]
+    assert table[1].split() == ["a", "0.001", "1", "0.2500", "RUNNING"]
+    assert table[2].endswith("STOPPED (ASHA)")  # ended without its final report
