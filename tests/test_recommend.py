@@ -262,27 +262,41 @@ def test_a_run_trained_by_the_engine_is_scored_like_the_engine_scores_it(tmp_pat
         np.testing.assert_allclose(scores[u, : len(ref_items)], ref_scores, rtol=1e-5, atol=1e-6)
 
 
-def test_an_mlflow_model_uri_loads_with_max_len_from_its_run(tmp_path, monkeypatch):
+def test_a_registered_model_loads_by_alias_with_pickle_refused_and_scores_like_the_checkpoint(tmp_path, monkeypatch):
+    """The registry's pyfunc (weights-only best.pt + code): `models:/NAME@champion` and
+    `runs:/ID/model` load with MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false; a pickled MLflow PyTorch
+    model is refused with one clear error."""
     import mlflow
     import mlflow.pytorch
+
+    from glintru.tuning.registry import register_best_model
 
     torch.manual_seed(0)
     run_cfg = tiny_cfg()
     model = build_model(run_cfg, N_ITEMS).eval()
+    best = save_best(tmp_path / "run", model, run_cfg)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # set_tracking_uri writes the variable too; pytest restores it
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
     mlflow.set_tracking_uri(uri)
     exp = mlflow.create_experiment("rec", artifact_location=(tmp_path / "mlruns").as_uri())
     with mlflow.start_run(experiment_id=exp) as run:
-        mlflow.log_param("max_len", MAX_LEN)
-        mlflow.pytorch.log_model(model, name="model", serialization_format="pickle")
-    loaded = load_model(f"runs:/{run.info.run_id}/model", tracking_uri=uri)
-    assert loaded.max_len == MAX_LEN and loaded.n_items == N_ITEMS
+        pass
+    version, new, champion = register_best_model(uri, run.info.run_id, best, "rec", "valid/full/ndcg@10", 0.2, "s")
+    assert (version, new, champion) == ("1", True, True)
+    assert register_best_model(uri, run.info.run_id, best, "rec", "valid/full/ndcg@10", 0.2, "s") == ("1", False, True)
     seqs = sequences()
     offsets = np.concatenate([[0], np.cumsum([len(s) for s in seqs])])
-    got, _ = top_k_from_histories(loaded.model, offsets, np.concatenate(seqs), k=3, max_len=loaded.max_len)
     want, _ = top_k_from_histories(model, offsets, np.concatenate(seqs), k=3, max_len=MAX_LEN)
-    assert np.array_equal(got, want)
+    for spec in ("models:/rec@champion", "models:/rec/1", f"runs:/{run.info.run_id}/model"):
+        loaded = load_model(spec, tracking_uri=uri)
+        assert loaded.max_len == MAX_LEN and loaded.n_items == N_ITEMS
+        got, _ = top_k_from_histories(loaded.model, offsets, np.concatenate(seqs), k=3, max_len=loaded.max_len)
+        assert np.array_equal(got, want), spec
+    with mlflow.start_run(experiment_id=exp) as pickled:
+        mlflow.pytorch.log_model(model, name="model", serialization_format="pickle")
+    with pytest.raises(UserError, match="not a model registered by glintru|cannot load the MLflow model"):
+        load_model(f"runs:/{pickled.info.run_id}/model", tracking_uri=uri)
     with pytest.raises(UserError, match="cannot load the MLflow model"):
         load_model("runs:/0123456789abcdef/model", tracking_uri=uri)
 

@@ -2,8 +2,8 @@
 
 * Checkpoints are read only with ``torch.load(..., weights_only=True)`` (no code runs on load).
 * No pickle/marshal/eval of user files; YAML only through ``yaml.safe_load``.
-* The only unpickling loader, ``mlflow.pytorch.load_model``, is reached only from
-  ``glintru.recommend`` for a model URI the user passes (documented: trusted stores only).
+* MLflow models are loaded only as glintru's own "models from code" pyfunc, in ``glintru.loading``,
+  with ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` forced to false (no MLflow flavour that unpickles).
 * Servers the project starts (the local Ray dashboard) bind to 127.0.0.1.
 * No credentials in tracked files; docs/operating.md says where they go.
 """
@@ -71,7 +71,7 @@ FORBIDDEN = {
     "pickle.load", "pickle.loads", "pickle.Unpickler", "cloudpickle.load", "cloudpickle.loads", "marshal.load",
     "marshal.loads", "dill.load", "dill.loads", "joblib.load", "shelve.open", "pandas.read_pickle", "pd.read_pickle",
     "yaml.load", "yaml.unsafe_load", "yaml.full_load", "yaml.load_all", "yaml.unsafe_load_all", "yaml.full_load_all",
-    "eval", "exec", "compile", "__import__", "mlflow.pyfunc.load_model", "torch.jit.load",
+    "eval", "exec", "compile", "__import__", "mlflow.pytorch.load_model", "torch.jit.load",
 }
 
 
@@ -82,11 +82,11 @@ def test_no_unsafe_deserialisation_or_eval():
     assert not bad, f"unsafe loaders or eval: {bad}"
 
 
-def test_mlflow_model_unpickling_only_in_recommend_for_user_uris():
-    where = {f for f, name, _ in CALLS if name == "mlflow.pytorch.load_model"}
-    assert where <= {"glintru/recommend.py"}
-    doc = (ROOT / "glintru" / "recommend.py").read_text()
-    assert "trust" in doc  # the module documents that MLflow models are pickled
+def test_mlflow_models_load_only_through_the_loader_with_pickle_refused():
+    where = {f for f, name, _ in CALLS if name == "mlflow.pyfunc.load_model"}
+    assert where == {"glintru/loading.py"}
+    text = (ROOT / "glintru" / "loading.py").read_text()
+    assert 'os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"' in text
 
 
 def test_yaml_python_tags_are_refused_not_executed(tmp_path):

@@ -64,7 +64,7 @@ def test_default_run_dir_is_deterministic(tmp_path, data_dir, monkeypatch):
         (["--model", "nope"], "unknown model 'nope'"),
         (["--model", "gru4rec", "--set", "lrr=0.1"], "unknown key(s) 'lrr'"),
         (["--model", "gru4rec", "--set", "lr=-1"], "field 'lr': must be > 0"),
-        (["--model", "narm", "--set", "objective=all_positions"], "field 'objective'"),
+        (["--model", "glintru_official", "--set", "objective=all_positions"], "field 'objective'"),
         (["--model", "gru4rec", "--threads", "0"], "--threads: must be >= 1"),
         (["--model", "gru4rec", "--resume", "nowhere"], "nowhere/config.yaml: not found"),
         ([], "--model: required"),
