@@ -40,7 +40,7 @@ class GlintRUConfig:
     hidden_size: int = 128  # d: embedding size = hidden size (official code requires equality)
     n_heads: int = 0  # heads of the linear-attention expert; 0 = hidden_size // head_dim
     head_dim: int = 16  # head width when n_heads = 0 (official shapes: d=128/8 heads, d=64/4 heads)
-    attn_norm: str = "none"  # causal attention normaliser: "none" | "count" | "kernel" (docs/model.md)
+    attn_norm: str = "kernel"  # attention normaliser: "none" | "count" | "kernel" (docs/model.md, section 4)
     kernel_size: int = 3  # k of both temporal convolutions (official: hard-coded 3)
     mixing_init: float = 0.5  # GRU expert's initial share p of the expert mix (Eq. 10), 0 < p < 1
     experts: str = "both"  # "both" (Eq. 10's learnable mix) | "gru" | "attention" (one expert, weight 1; ablation)

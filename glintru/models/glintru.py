@@ -1,59 +1,32 @@
-"""GLINT-RU: Gated Lightweight Intelligent Recurrent Units (Zhang et al., KDD 2025, arXiv 2406.10244).
+"""GLINT-RU: Gated Lightweight Intelligent Recurrent Units (Zhang et al., KDD 2025).
 
-One layer, read top-down like the paper (paper-notes section 1; equation numbers follow reading order):
-item embedding (no positional embedding) -> expert mixing block [dense selective GRU (Eq. 5-9) in
-parallel with multi-head linear attention (Eq. 2), mixed by learnable softmax weights (Eq. 10),
-data-aware GeLU gate (Eq. 11)] -> Dropout -> Add & LayerNorm -> gated MLP (Eq. 12) -> Dropout ->
-Add & LayerNorm -> tied-embedding scores (Eq. 13).
+Paper: doi 10.1145/3690624.3709304, arXiv 2406.10244; official code: github.com/szhang-cityu/GLINT-RU.
+docs/model.md gives the equations as implemented, every deviation from the paper and from the
+official code, and the options below; comments carry its equation numbers (``# Eq. (n)``).
+
+One layer, read top-down like the paper: item embedding (no positional embedding) -> expert mixing
+block [dense selective GRU (Eq. 5-9) in parallel with multi-head linear attention (Eq. 2), mixed by
+learnable softmax weights (Eq. 10), data-aware GeLU gate (Eq. 11)] -> Dropout -> Add & LayerNorm ->
+gated MLP (Eq. 12) -> Dropout -> Add & LayerNorm -> tied-embedding scores (Eq. 13).
 
 Two modes (``GlintRUConfig.causal``):
 
 * ``causal=True``: both temporal convolutions are causal (left padding k-1) and the linear attention
   at position t sums only over positions s <= t. Padding tokens (id 0) are masked: the sequence is
   zeroed at padding positions before each temporal operation (conv in, GRU, conv out) and padding
-  keys are zeroed in the attention sums. Hence the output at a real position depends only on the
-  real items at positions <= t: right padding never changes it; left padding does not change it
-  either when ``gru_bias=False`` (the default), because a bias-free GRU fed zeros from a zero state
-  stays exactly at zero. With ``gru_bias=True`` the GRU state drifts during leading padding steps
-  (tanh(b_hn) != 0), so left padding changes the outputs; right padding still does not.
+  keys are zeroed in the attention sums. The output at a real position depends only on the real
+  items at positions <= t: right padding never changes it; left padding does not either when
+  ``gru_bias=False`` (the default), because a bias-free GRU fed zeros from a zero state stays at zero.
+  This mode also streams: :meth:`GlintRU.step` applies one event to a stored state.
 * ``causal=False`` ("official" mode): symmetric convolution padding and attention over the whole
-  padded window (padding included, no mask, no normaliser) as the official code executes
-  (paper-notes 1b, items 2-3). Outputs depend on the amount of right padding, so the engine feeds
-  exactly ``max_len`` positions (``needs_full_window``).
+  padded window (padding included, no mask) as the official code executes it. Outputs depend on the
+  amount of right padding, so the engine feeds exactly ``max_len`` positions (``needs_full_window``).
 
-Deviations from the paper (paper-notes 1b) that follow the official code:
-
-1. The attention expert is multi-head, divides by sqrt(d_h), and has its own output Linear, Dropout
-   and residual + LayerNorm (1b item 4). Eq. 2 has none of these.
-2. The selective gate is a bottleneck MLP d -> gate_ratio*d -> d with SiLU and Dropout (1b item 6).
-3. An extra Linear ("dense", 1b item 9) follows the data-aware gate of Eq. 11.
-4. One LayerNorm is shared by both Add & Norm steps when ``shared_layernorm`` (1b item 10).
-5. The GRU has no bias by default (``gru_bias``, 1b item 5).
-6. Mixing weights: logits initialised at (log p, log(1-p)) with p = ``mixing_init`` the GRU
-   expert's share; softmax recomputed every forward (1b item 8; Eq. 10 writes a recursion).
-
-Deviations from the official code:
-
-7. ``causal=True`` (the default) is not in the official code: causal convolutions, causal masked
-   linear attention, padding masked (see above). Like the official sum it has no normaliser, so
-   the attention output's scale grows with the number of real positions before t.
-8. The padding embedding row is kept at zero (the official xavier init overwrites it with a random
-   vector). Scores drop the padding column, so that row never receives a gradient.
-9. Kernel size, dropouts, gate bottleneck ratio, GRU bias, heads and the light variant are config
-   fields instead of hard-coded values (1b items 1, 6, 7). For an even kernel size k the symmetric
-   ("official") padding is (k-1)//2 on the left and k//2 on the right (PyTorch's ``padding='same'``
-   convention), so the length stays N.
-10. q and k are L2-normalised with ``F.normalize`` (norm clamped at 1e-12) instead of a plain
-    division, so an all-zero head vector gives zeros instead of NaN.
-11. In ``causal=False`` mode the padding embedding is zero (item 8), so the padding positions that
-    the convolutions and the attention see contribute only the layers' biases, not a random vector.
-12. With ``gru_bias=True`` the GRU biases keep PyTorch's default init (the official init only
-    touches the weights, 1b item 5). Conv1d and LayerNorm keep PyTorch defaults as officially.
-13. Dropout masks are drawn with ``torch.rand`` (same distribution as ``nn.Dropout``, a different
-    random stream, 2.5x faster on CPU).
-
-Without the item embedding the official-compatible configuration (defaults with causal=False,
-d=128, 8 heads, kernel 3) has exactly the official 395,586 parameters with the official shapes.
+Options beyond the official code: the attention normaliser ``attn_norm`` (none / count / kernel),
+16-wide heads by default (``head_dim``), one expert only (``experts``, ablation), and the dropouts,
+kernel size, gate ratio, GRU bias and light variant as config fields. Without the item embedding the
+official-compatible configuration (``causal=False``, ``attn_norm="none"``, d=128, 8 heads, kernel 3)
+has exactly the official 395,586 parameters with the official shapes.
 """
 
 from __future__ import annotations
@@ -304,7 +277,7 @@ class GlintRU(SequentialRecommender):
         self.cfg = cfg
         self.causal = cfg.causal
         self.needs_full_window = not cfg.causal
-        # No positional embedding: the GRU carries order (paper-notes 1, item embedding layer).
+        # No positional embedding: the GRU carries order (the paper's item embedding layer).
         self.item_embedding = nn.Embedding(n_items + 1, d, padding_idx=0)  # Eq. (3)-(4)
         self.emb_dropout = Dropout(cfg.emb_dropout)
         # Expert mixing block.
@@ -314,7 +287,7 @@ class GlintRU(SequentialRecommender):
         self.mixing_logits = nn.Parameter(torch.tensor([math.log(p), math.log(1.0 - p)]))
         self.experts = cfg.experts
         self.data_gate = nn.Linear(d, d)  # delta_2 of Eq. 11 (official dense2)
-        self.dense = nn.Linear(d, d)  # official extra Linear after the gate (deviation 3)
+        self.dense = nn.Linear(d, d)  # the official extra Linear after the gate (docs/model.md, section 2)
         self.dense_dropout = Dropout(cfg.dense_dropout)
         self.norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
         # Gated MLP block (absent in the light variant).
@@ -329,7 +302,7 @@ class GlintRU(SequentialRecommender):
         if isinstance(module, nn.Embedding):
             nn.init.xavier_normal_(module.weight)
             with torch.no_grad():
-                module.weight[0].zero_()  # deviation 8
+                module.weight[0].zero_()  # padding row stays zero (docs/model.md, section 3)
         elif isinstance(module, nn.Linear):
             nn.init.xavier_uniform_(module.weight)
             if module.bias is not None:
