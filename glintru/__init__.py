@@ -5,4 +5,4 @@ a plain-PyTorch training engine and (in :mod:`glintru.distributed` / :mod:`glint
 Ray Train / Ray Tune / MLflow glue. The core imports neither Ray nor MLflow.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -264,7 +264,8 @@ EXPERTS = ("both", "gru", "attention")
 
 def attention_heads(m: Any) -> int:
     """Heads of an attention block: ``n_heads``, or for GLINT-RU with ``n_heads = 0``,
-    ``hidden_size // head_dim`` (heads 16 wide by default, as in both official shapes)."""
+    ``max(1, hidden_size // head_dim)`` (heads 16 wide by default, as in both official shapes; one
+    head when hidden_size < head_dim)."""
     if isinstance(m, GlintRUConfig) and m.n_heads == 0:
         return max(1, m.hidden_size // max(1, m.head_dim))
     return m.n_heads
@@ -295,8 +296,9 @@ def check_model_config(m: Any, source: str, n_items: int = 1, max_len: int = 1) 
     if isinstance(m, GlintRUConfig):
         if m.n_heads < 0:
             raise bad("n_heads", f"must be >= 1, or 0 to derive it from head_dim, got {m.n_heads}")
-        if m.n_heads == 0 and (m.head_dim < 1 or m.hidden_size % m.head_dim != 0):
-            raise bad("head_dim", f"hidden_size {m.hidden_size} is not a multiple of head_dim {m.head_dim} (n_heads = 0 derives the heads from it)")
+        if m.n_heads == 0 and (m.head_dim < 1 or m.hidden_size % attention_heads(m) != 0):
+            raise bad("head_dim", f"hidden_size {m.hidden_size} does not split into hidden_size // head_dim = "
+                      f"{attention_heads(m)} equal heads; set n_heads or another head_dim")
         if m.experts not in EXPERTS:
             raise bad("experts", f"must be one of {', '.join(EXPERTS)}, got {m.experts!r}")
         if m.attn_norm not in ATTN_NORMS:

@@ -168,6 +168,7 @@ def local_copy(uri: str, files: list[str], manifest_name: str, option: str = "--
     """A local directory holding ``files`` of the remote directory ``uri``, downloaded once per
     machine into ``<cache>/datasets/<digest of the manifest>``; concurrent callers on one machine
     each download into a temporary directory and the first rename wins."""
+    filesystem(uri, option)  # an unknown scheme is named as the user wrote it
     manifest = read_bytes(join(uri, manifest_name), option)
     digest = hashlib.sha256(manifest).hexdigest()[:16]
     final = cache_root() / "datasets" / digest

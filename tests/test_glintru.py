@@ -385,9 +385,10 @@ def test_heads_follow_hidden_size_sixteen_wide(d, heads):
     assert explicit.attention.n_heads == 1  # an explicit n_heads wins over head_dim
 
 
-def test_head_dim_must_divide_hidden_size():
+def test_head_dim_must_split_hidden_size_into_equal_heads():
+    assert GlintRU(GlintRUConfig(hidden_size=8), n_items=N_ITEMS, max_len=10).attention.n_heads == 1  # d < head_dim
     with pytest.raises(UserError, match="'head_dim'"):
-        GlintRU(GlintRUConfig(hidden_size=24, head_dim=16), n_items=N_ITEMS, max_len=10)
+        GlintRU(GlintRUConfig(hidden_size=56, head_dim=16), n_items=N_ITEMS, max_len=10)  # 56 // 16 = 3 heads
 
 
 @pytest.mark.parametrize("expert,unused", [("gru", "attention."), ("attention", "gru_expert.")])

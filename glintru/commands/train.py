@@ -26,17 +26,19 @@ from glintru.errors import UserError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", help="prepared dataset directory (glintru prepare); required unless --smoke-test")
+    p.add_argument("--data", help="prepared dataset directory or s3://BUCKET/PATH (glintru prepare); required unless --smoke-test")
     p.add_argument("--model", help=f"one of: {', '.join(model_names())} (default: the --config file's model)")
     p.add_argument("--config", help="flat YAML/JSON config file (e.g. a run's config.yaml)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, repeatable")
     p.add_argument("--max-epochs", type=int, help="shorthand for --set max_epochs=E")
     p.add_argument("--out", help="run directory (default: runs/<model>-<hash of config and data>)")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to train (default cpu)")
+    p.add_argument("--gpu", action="store_true", help="train on a GPU (with --workers: one per worker, or --gpus-per-worker)")
+    p.add_argument("--device", choices=("cpu", "cuda"), help=argparse.SUPPRESS)  # old spelling: --device cuda = --gpu
+    p.add_argument("--gpus-per-worker", type=float, help="--workers with --gpu: GPUs per worker (default 1; fractions share a GPU)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 is best on a busy machine)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint (its config)")
     p.add_argument("--quiet", action="store_true", help="no progress output on stderr")
-    # ---- Ray / MLflow hooks (filled in by glintru.distributed and glintru.tracking) ----
+    # ---- Ray Train and MLflow ----
     p.add_argument("--workers", type=int, help="N >= 1: train with N Ray Train workers instead of in this process")
     p.add_argument("--mlflow-uri", help="log the run to this MLflow tracking URI")
     p.add_argument("--experiment", help="MLflow experiment name")
@@ -58,8 +60,13 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers: must be >= 1, got {args.workers}")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available")
+    args.gpu = bool(args.gpu or args.device == "cuda")
+    if args.gpus_per_worker is not None and (args.workers is None or not args.gpu or args.gpus_per_worker <= 0):
+        raise UserError("--gpus-per-worker: needs --workers and --gpu, and must be > 0")
+    if args.gpu and args.workers is None and not torch.cuda.is_available():
+        # Only for a run in this process: with --workers the workers may be on other (GPU) nodes,
+        # and the cluster check happens once Ray is up.
+        raise UserError("--gpu: no CUDA device is available on this machine (use --workers to train on a cluster's GPUs)")
     if args.smoke_test:
         return _smoke_test(args)
     if args.data is None:
@@ -71,11 +78,9 @@ def run(args: argparse.Namespace) -> int:
     args.out = str(out)
     make_run_dir(out)  # an unwritable --out fails here, before any training or Ray
 
-    if args.workers is not None:  # Ray Train: glintru.distributed owns this path
-        from glintru.distributed import train_with_ray
-
+    if args.workers is not None:
         write_config(out / "config.yaml", run_cfg.to_flat())
-        print_table(train_with_ray(args, run_cfg), out)
+        print_table(train_with_ray(args, run_cfg, out), out)
         return 0
 
     if resume_from is None:
@@ -83,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         if resume_from is not None and not args.quiet:
             print(f"resuming from {resume_from}", file=sys.stderr)
     write_config(out / "config.yaml", run_cfg.to_flat())
-    result = fit(run_cfg, data, out, device=args.device, resume_from=resume_from, progress=not args.quiet)
+    result = fit(run_cfg, data, out, device="cuda" if args.gpu else "cpu", resume_from=resume_from, progress=not args.quiet)
     if args.mlflow_uri is not None or args.experiment is not None:
         from glintru.tracking import log_train_run, unavailable_after_run, unavailable_errors
 
@@ -95,6 +100,59 @@ def run(args: argparse.Namespace) -> int:
             raise unavailable_after_run(exc, out) from None
     print_table(final_metrics(result), out)
     return 0
+
+
+def train_with_ray(args: argparse.Namespace, run_cfg: Any, out: Path) -> dict[str, float]:
+    """``--workers N``: the run on N Ray Train workers (:func:`glintru.distributed.trainer.run_trainer`);
+    returns the final metrics. The Train run is named after the run directory, so re-running the
+    same command resumes from its latest checkpoint. With ``--mlflow-uri`` / ``--experiment`` the
+    MLflow run is opened before Ray starts (a dead server fails at once), rank 0 logs every epoch,
+    and whatever an outage made it miss is logged at the end."""
+    import ray
+
+    from glintru import storage, tracking
+    from glintru.data.dataset import load_prepared
+    from glintru.distributed.capacity import check_placeable, cluster_capacity
+    from glintru.distributed.trainer import init_ray, run_trainer
+
+    gpus = (args.gpus_per_worker or 1.0) if args.gpu else 0.0
+    mlf = None
+    if args.mlflow_uri is not None or args.experiment is not None:
+        uri = tracking.resolve_tracking_uri(args.mlflow_uri)
+        try:
+            exp_id = tracking.ensure_experiment(uri, args.experiment or tracking.DEFAULT_EXPERIMENT)
+            run_id, _ = tracking.get_or_create_run(
+                uri, exp_id, {tracking.ROLE: "train", tracking.RUN_NAME: out.name}, run_name=out.name,
+                extra_tags={"glintru.workers": str(args.workers)},
+            )
+            tracking.log_params(uri, run_id, run_cfg.to_flat())
+        except tracking.unavailable_errors() as exc:
+            raise tracking.unavailable_at_start(uri, exc) from None
+        mlf = {"uri": uri, "run_id": run_id}
+    init_ray(args.address, args.num_cpus, min_cpus=args.workers)
+    try:
+        check_placeable(args.workers, 1.0, gpus, cluster_capacity())
+        result = run_trainer(
+            run_cfg.to_flat(), storage.absolute(args.data), name=f"train-{out.name}",
+            storage_path=args.storage_path or str(out / "ray"), workers=args.workers, gpus_per_worker=gpus,
+            work_dir=out, mlflow=mlf, progress=not args.quiet,
+        )
+    except Exception:
+        if mlf:
+            tracking.end_run(mlf["uri"], mlf["run_id"], "FAILED")
+        raise
+    finally:
+        if ray.is_initialized() and args.address is None:
+            ray.shutdown()
+    final = dict(result.metrics or {})
+    if mlf:
+        try:
+            record = tracking.RunRecord.from_run_dir(out, run_cfg, load_prepared(args.data).manifest, final)
+            tracking.sync_run(mlf["uri"], mlf["run_id"], record)
+            tracking.end_run(mlf["uri"], mlf["run_id"])
+        except tracking.unavailable_errors() as exc:
+            raise tracking.unavailable_after_run(exc, out) from None
+    return final
 
 
 SMOKE_SETTINGS = {"hidden_size": 16, "n_heads": 2, "max_len": 16, "batch_size": 16, "eval_batch_size": 64,

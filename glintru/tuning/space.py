@@ -75,8 +75,11 @@ class SearchSpace:
 
 
 def search_space_dir() -> Path:
-    """``search_spaces/`` of a source checkout (the repository root holds ``glintru/``)."""
-    return Path(__file__).resolve().parents[2] / "search_spaces"
+    """The shipped search spaces: the package ``glintru.search_spaces`` (``search_spaces/`` of the
+    repository, installed inside the package by pyproject.toml; a wheel install has it too)."""
+    from importlib import resources
+
+    return Path(str(resources.files("glintru.search_spaces")))
 
 
 def resolve_profile(name: str) -> Path:
