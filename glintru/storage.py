@@ -90,19 +90,56 @@ def read_text(uri_or_path: str | Path, option: str = "--data") -> str:
     return read_bytes(uri_or_path, option).decode("utf-8")
 
 
+def write_error(path: str | Path, exc: BaseException) -> UserError:
+    """One line for a failed write: names the file, says "no space left on device" for a full disk
+    (torch.save reports that as a RuntimeError from its zip writer), and how to go on."""
+    import errno
+
+    text = str(exc)
+    full = getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in text
+    if not full:  # torch.save reports a full disk as a RuntimeError of its stream writer
+        try:
+            full = shutil.disk_usage(Path(path).parent).free < (1 << 20)
+        except OSError:
+            pass
+    why = "no space left on device" if full else (getattr(exc, "strerror", None) or _first(exc))
+    return UserError(f"{path}: cannot write ({why}); nothing half-written was kept. Free space (or fix the path) "
+                     "and run the same command again: it continues from the last complete checkpoint")
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write a local file under a temporary sibling name, then rename it over ``path``; a failed
-    write (e.g. a full disk) removes the temporary file and raises OSError."""
+    write (e.g. a full disk) removes the temporary file and raises a UserError naming ``path``."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.tmp-", dir=p.parent)
+    tmp = None
     try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.tmp-", dir=p.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as exc:
+        raise write_error(p, exc) from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary sibling, then rename: ``path`` is the complete file or the old
+    one; a failed write removes the partial file and raises a UserError naming ``path``."""
+    import torch
+
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, p)
+    except (OSError, RuntimeError) as exc:  # torch.save's stream writer fails with RuntimeError
+        raise write_error(p, exc) from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -193,3 +230,44 @@ def local_copy(uri: str, files: list[str], manifest_name: str, option: str = "--
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+LOCK_FILE = ".glintru.lock"
+
+
+class DirectoryLock:
+    """An exclusive lock on a local directory for the life of one command (``with`` block).
+
+    ``flock`` on ``DIR/.glintru.lock``: the kernel releases it when the process ends, however it
+    ends, so a killed command never leaves it stuck. The holder writes its pid and host into the
+    file; a second command on the same directory fails at once with a UserError naming both.
+    """
+
+    def __init__(self, directory: str | Path, what: str) -> None:
+        self.directory, self.what, self.fd = Path(directory), what, None
+
+    def __enter__(self) -> "DirectoryLock":
+        import fcntl
+        import socket
+
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise write_error(self.directory / LOCK_FILE, exc) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise UserError(f"{self.directory}: in use by another {self.what} ({holder}); wait for it to end, "
+                            "or give another directory") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # releases the lock
+            self.fd = None

@@ -106,3 +106,66 @@ def test_unwritable_recommend_output_fails_before_scoring(tmp_path, data_dir, ca
     assert main(["train", "--data", str(data_dir), *TINY, "--max-epochs", "1", "--out", str(run)]) == 0
     err = one_line_error(["recommend", "--model", str(run), "--data", str(data_dir), "--out", str(blocker / "r.parquet")], capsys)
     assert "--out" in err and str(blocker) in err
+
+
+# ------------------------------------------------------------------ a full disk, and two commands on one directory
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A 3 MB tmpfs (the machine's tests run as root, as CI does); unmounted afterwards."""
+    import subprocess
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_disk_is_one_error_line_leaves_no_partial_file_and_the_run_resumes(tmp_path, small_disk, capsys):
+    import subprocess
+
+    data = write_synthetic_dataset(tmp_path / "data", n_users=40, n_items=3000)
+    run = small_disk / "run"
+    # d = 256: best.pt (about 9 MB) cannot fit on the 3 MB disk.
+    argv = ["train", "--data", str(data), "--model", "glintru", "--set", "hidden_size=256", "--set", "max_len=8",
+            "--set", "batch_size=16", "--set", "num_negatives=10", "--max-epochs", "2", "--out", str(run),
+            "--threads", "1", "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {run / 'best.pt'}: cannot write (no space left on device)"), err
+    assert "\n" not in err and "Traceback" not in err
+    leftovers = [p.name for p in run.rglob("*") if "tmp" in p.name]
+    assert leftovers == []  # the partial file was removed: the disk is as free as before the write
+    subprocess.run(["mount", "-o", "remount,size=512m", str(small_disk)], check=True)  # space freed
+    assert main(argv) == 0, capsys.readouterr().err
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
+
+
+def test_a_second_command_on_a_run_directory_in_use_refuses_at_once(tmp_path, data_dir, capsys):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom glintru.storage import DirectoryLock\n"
+         "DirectoryLock(sys.argv[1], 'glintru train').__enter__()\nprint('locked', flush=True)\ntime.sleep(120)\n",
+         str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert main(["train", "--data", str(data_dir), *TINY, "--max-epochs", "1", "--out", str(run)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (f"error: {run}: in use by another glintru train (pid {holder.pid} on {os.uname().nodename}); "
+                       "wait for it to end, or give another directory")
+        assert not (run / "checkpoints").exists()
+        os.kill(holder.pid, signal.SIGKILL)  # a killed holder leaves no stuck lock
+        holder.wait()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+    assert main(["train", "--data", str(data_dir), *TINY, "--max-epochs", "1", "--out", str(run)]) == 0

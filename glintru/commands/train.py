@@ -52,7 +52,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from glintru.data.dataset import load_prepared
-    from glintru.engine import final_metrics, fit
 
     if args.threads is not None:
         if args.threads < 1:
@@ -77,6 +76,14 @@ def run(args: argparse.Namespace) -> int:
         out = Path("runs") / f"{run_cfg.model}-{run_hash(run_cfg.to_flat(), data.manifest)}"
     args.out = str(out)
     make_run_dir(out)  # an unwritable --out fails here, before any training or Ray
+    from glintru.storage import DirectoryLock
+
+    with DirectoryLock(out, "glintru train"):  # two commands on one run directory: the second refuses
+        return _train(args, run_cfg, data, out, resume_from)
+
+
+def _train(args: argparse.Namespace, run_cfg: Any, data: Any, out: Path, resume_from: Path | None) -> int:
+    from glintru.engine import final_metrics, fit
 
     if args.workers is not None:
         write_config(out / "config.yaml", run_cfg.to_flat())
@@ -240,7 +247,9 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 def write_config(path: Path, flat: dict[str, Any]) -> None:
     import yaml
 
-    path.write_text(yaml.safe_dump(flat, sort_keys=False), encoding="utf-8")
+    from glintru.storage import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(flat, sort_keys=False))
 
 
 def print_table(metrics: dict[str, Any], out: Path) -> None:

@@ -37,12 +37,18 @@ def epoch_dir(out_dir: Path, epoch: int) -> Path:
 
 def save_checkpoint(out_dir: Path, state: dict[str, Any], keep: int = 2) -> Path:
     """Write ``state`` as the checkpoint of ``state["epoch"]``; keep the newest ``keep`` epochs."""
+    from glintru.storage import write_error
+
     final = epoch_dir(out_dir, int(state["epoch"]))
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    torch.save(state, tmp / CHECKPOINT_FILE)
-    (tmp / "config.json").write_text(json.dumps(state["config"], indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    try:
+        tmp.mkdir(parents=True)
+        torch.save(state, tmp / CHECKPOINT_FILE)
+        (tmp / "config.json").write_text(json.dumps(state["config"], indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    except (OSError, RuntimeError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk stays as free as it was
+        raise write_error(final / CHECKPOINT_FILE, exc) from None
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     for old in list_checkpoints(out_dir)[:-keep] if keep > 0 else []:
@@ -80,8 +86,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 
 def save_best(out_dir: Path, model_state: dict[str, Any], config: dict[str, Any], epoch: int, metrics: dict) -> Path:
     """``out_dir/best.pt``: ``{"model", "config", "epoch", "metrics"}`` (weights_only-loadable)."""
+    from glintru.storage import atomic_torch_save
+
     path = Path(out_dir) / "best.pt"
-    tmp = path.with_name("best.pt.tmp")
-    torch.save({"model": model_state, "config": config, "epoch": epoch, "metrics": metrics}, tmp)
-    os.replace(tmp, path)
+    atomic_torch_save({"model": model_state, "config": config, "epoch": epoch, "metrics": metrics}, path)
     return path

@@ -326,6 +326,6 @@ def final_metrics(result: FitResult) -> dict[str, float]:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    from glintru.storage import atomic_write_text
+
+    atomic_write_text(path, json.dumps(obj, indent=1) + "\n")

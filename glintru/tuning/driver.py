@@ -309,12 +309,8 @@ def run_study(
     verbose: bool = False,
 ) -> StudyOutcome:
     """Start a new study (or continue the one with the same deterministic name) and summarise it."""
-    import ray
-
     from glintru.config import build_config
     from glintru.data.dataset import load_prepared
-    from glintru.distributed.capacity import check_placeable, cluster_capacity, max_concurrent_trials
-    from glintru.distributed.trainer import init_ray
 
     _quiet_ray(verbose)
     space = load_search_space(search_space)
@@ -339,6 +335,31 @@ def run_study(
     if study_exists(exp_path):
         print(f"experiment {exp_path} exists; continuing it (same as --resume {exp_path})")
         return resume_study(exp_path, address=address, num_cpus=num_cpus, out_dir=out_dir, verbose=verbose)
+    with _study_lock(exp_path):
+        return _new_study(space, data_abs, base, metric, opts, name, store, uri, exp_path, cpus_per_worker,
+                          gpus_per_worker, max_concurrent, address, num_cpus, register_name, mlflow_experiment,
+                          optuna_storage, out_dir, search_space, verbose)
+
+
+def _study_lock(exp_path: str) -> Any:
+    """Two `glintru tune` commands on one (local) experiment directory: the second refuses at once."""
+    import contextlib
+
+    if storage.is_remote(exp_path):
+        return contextlib.nullcontext()
+    return storage.DirectoryLock(exp_path, "glintru tune")
+
+
+def _new_study(space: SearchSpace, data_abs: str, base: dict[str, Any], metric: str, opts: dict[str, Any], name: str,
+               store: str, uri: str, exp_path: str, cpus_per_worker: float, gpus_per_worker: float,
+               max_concurrent: int | None, address: str | None, num_cpus: int | None, register_name: str | None,
+               mlflow_experiment: str | None, optuna_storage: str | None, out_dir: str | None, search_space: str,
+               verbose: bool) -> StudyOutcome:
+    import ray
+
+    from glintru.distributed.capacity import check_placeable, cluster_capacity, max_concurrent_trials
+    from glintru.distributed.trainer import init_ray
+
     default_name = f"{dataset_name(data_abs)}-{space.model}"
     mlflow_exp = mlflow_experiment or default_name
     try:  # MLflow must be up to start a study (its parent run id is part of the study's settings)
@@ -349,7 +370,11 @@ def run_study(
     init_ray(address, num_cpus, min_cpus=opts["workers"] * cpus_per_worker)
     try:
         cap = cluster_capacity()
-        check_placeable(opts["workers"], cpus_per_worker, gpus_per_worker, cap)
+        try:
+            check_placeable(opts["workers"], cpus_per_worker, gpus_per_worker, cap)
+        except UserError:
+            tracking.end_run(uri, parent, "FAILED")
+            raise
         mc = max_concurrent or max_concurrent_trials(opts["workers"], cpus_per_worker, gpus_per_worker, cap)
         s = StudySettings(
             name=name, storage_path=store, data_dir=data_abs, search_space=str(Path(search_space).resolve()),
@@ -390,10 +415,8 @@ def resume_study(
 ) -> StudyOutcome:
     """``--resume PATH``: restore Tune (finished trials kept, unfinished/errored resumed, searcher
     state restored) with the same trainable, the same MLflow parent run and the same trial runs."""
-    import ray
     from ray import tune
 
-    from glintru.distributed.trainer import init_ray
 
     exp_path = resolve_storage(experiment_path)
     s = load_settings(exp_path)
@@ -401,6 +424,17 @@ def resume_study(
     if not tune.Tuner.can_restore(s.experiment_path):
         raise UserError(f"--resume {s.experiment_path}: no Ray Tune experiment state to restore there")
     _quiet_ray(verbose)
+    with _study_lock(s.experiment_path):
+        return _resume(s, space, exp_path, address, num_cpus, out_dir, verbose)
+
+
+def _resume(s: StudySettings, space: SearchSpace, exp_path: str, address: str | None, num_cpus: int | None,
+            out_dir: str | None, verbose: bool) -> StudyOutcome:
+    import ray
+    from ray import tune
+
+    from glintru.distributed.trainer import init_ray
+
     init_ray(address, num_cpus, min_cpus=s.workers * s.cpus_per_worker)
     try:
         tracking.BestEffort(s.tracking_uri, s.parent_run_id, f"study {s.name}").call(
