@@ -105,7 +105,7 @@ class TrainConfig:
     patience: int = 10  # epochs without improvement of valid_metric before stopping; 0 = never
     valid_metric: str = "valid/full/ndcg@10"
     seed: int = 666  # official seed
-    precision: str = "fp32"  # "fp32" | "bf16" (autocast)
+    precision: str = "fp32"  # "fp32" | "bf16" (autocast) | "auto" (bf16 where the hardware has fast bf16 matmuls)
     compile: bool = False  # torch.compile the model
     loss_chunk: int = 4096  # rows of logits computed at once in the full-softmax cross-entropy
     # Training loss: "ce" = full-softmax cross-entropy over the whole catalogue (exact; its cost per
@@ -164,7 +164,7 @@ MODELS: dict[str, ModelSpec] = {
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "objective": ("all_positions", "last_position"),
-    "precision": ("fp32", "bf16"),
+    "precision": ("fp32", "bf16", "auto"),
     "negative_sampling": ("popularity", "uniform"),
     "loss": ("ce", "sampled_softmax", "gbce"),
     "loss_sampling": ("popularity", "uniform"),

@@ -429,3 +429,39 @@ def test_train_item_counts_exclude_validation_and_test_items():
     data = make_dataset([[1, 2, 3, 4], [2, 5, 6]], n_items=6)
     # training parts: [1, 2] and [2]; 3, 4, 5, 6 are validation / test items
     assert data.train_item_counts().tolist() == [0, 1, 2, 0, 0, 0, 0]
+
+
+def test_precision_auto_uses_bf16_only_where_it_is_fast(monkeypatch):
+    import glintru.engine.precision as precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(precision, "fast_bf16", lambda device: True)
+    assert precision.resolve_precision("auto", cpu) == "bf16"
+    with precision.autocast_for("auto", cpu):
+        assert torch.is_autocast_enabled("cpu")
+    monkeypatch.setattr(precision, "fast_bf16", lambda device: False)
+    assert precision.resolve_precision("auto", cpu) == "fp32"
+    with precision.autocast_for("auto", cpu):
+        assert not torch.is_autocast_enabled("cpu")
+    assert precision.resolve_precision("bf16", cpu) == "bf16" and precision.resolve_precision("fp32", cpu) == "fp32"
+
+
+@pytest.mark.parametrize("n_items, rows", [(3706, 282), (12101, 86), (1_000_000, 16), (100, 4096)])
+def test_loss_chunks_are_sized_to_the_cache(n_items, rows):
+    from glintru.engine.loss import cache_rows
+
+    assert cache_rows(4096, n_items) == rows  # 2^20 logits per chunk, 16..4096 rows
+
+
+def test_cache_sized_chunks_give_the_loss_and_gradients_of_one_chunk():
+    torch.manual_seed(0)
+    h = torch.randn(300, 8, dtype=torch.float64, requires_grad=True)
+    emb = torch.randn(5001, 8, dtype=torch.float64, requires_grad=True)  # 5,000 items: 209-row chunks
+    t = torch.randint(1, 5001, (300,))
+    full_softmax_ce(h, emb, t, chunk=4096).backward()
+    gh, ge = h.grad.clone(), emb.grad.clone()
+    h.grad = emb.grad = None
+    ref = torch.nn.functional.cross_entropy(h @ emb[1:].T, t - 1)
+    ref.backward()
+    torch.testing.assert_close(gh, h.grad)
+    torch.testing.assert_close(ge, emb.grad)

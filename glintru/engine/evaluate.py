@@ -17,7 +17,6 @@ popularity; otherwise ``pop{N}`` or ``uni{N}``), and ``{split}/n_users``.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Callable
 
 import numpy as np
@@ -26,6 +25,7 @@ from torch import nn
 
 from glintru.config import TrainConfig
 from glintru.data.dataset import PreparedDataset, ragged_arange
+from glintru.engine.precision import autocast_for
 from glintru.engine.scoring import history_mask_coords, score_blocks
 from glintru.errors import UserError
 from glintru.metrics import (
@@ -147,11 +147,7 @@ def evaluate(
     neg_t = torch.from_numpy(negatives[mine]).to(device) if key is not None else None
     hist_full = torch.zeros(max_k, dtype=torch.float64, device=device)
     hist_sampled = torch.zeros(max_k, dtype=torch.float64, device=device)
-    autocast = (
-        torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-        if train_cfg.precision == "bf16"
-        else contextlib.nullcontext()
-    )
+    autocast = autocast_for(train_cfg.precision, device)
 
     was_training = inner.training
     inner.eval()

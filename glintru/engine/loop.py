@@ -16,7 +16,6 @@ averages the gradients, which weighs ranks equally rather than target positions.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
@@ -35,6 +34,7 @@ from glintru.data.dataset import PreparedDataset
 from glintru.engine.batching import epoch_batches, make_batch, training_samples
 from glintru.engine.checkpoint import FORMAT_VERSION, load_checkpoint, save_best, save_checkpoint
 from glintru.engine.loss import make_sequence_loss
+from glintru.engine.precision import autocast_for
 from glintru.errors import UserError
 
 # Settings a resumed run may change: they do not affect the numbers of the epochs already done.
@@ -60,13 +60,6 @@ class FitResult:
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     """Torch seed for the dropout masks of ``epoch`` (1-based) on ``rank``: a pure function."""
     return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
-def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on ``device`` (CPU or CUDA) when ``precision == "bf16"``, else a no-op."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
