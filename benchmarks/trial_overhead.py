@@ -1,6 +1,8 @@
 """Ray's cost per tuning trial: trial wall time vs time inside the engine's training loop.
 
     python benchmarks/trial_overhead.py --data data/ml-1m                       # the README's main job
+    python benchmarks/trial_overhead.py --data data/ml-1m --modes 1 2 --num-samples 2 --max-epochs 1
+        # single-worker trials in the Tune process vs 2-worker Ray Train trials, one run, side by side
     python benchmarks/trial_overhead.py --data data/ml-1m --profile quick --workers 2 --num-samples 4
     python benchmarks/trial_overhead.py --data data/ml-1m --num-samples 1 --max-epochs 1 --set max_train_samples=0 \
         --out benchmarks/results/trial_overhead_full_epoch.json          # one trial, one full epoch
@@ -40,11 +42,50 @@ def main() -> None:
     ap.add_argument("--data", required=True, help="prepared dataset directory (glintru prepare)")
     ap.add_argument("--profile", default="quick")
     ap.add_argument("--workers", type=int)
+    ap.add_argument("--modes", type=int, nargs="+", help="worker counts to compare, one study each, in one run")
     ap.add_argument("--num-samples", type=int)
     ap.add_argument("--max-epochs", type=int)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fixed config override (glintru tune --set)")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
+    if args.modes:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from benchinfo import cpu_model
+
+        results = []
+        for workers in args.modes:
+            args.workers = workers
+            results.append({"workers": workers, **run_study(args)})
+        out = {"benchmark": "trial_overhead", "cpu": cpu_model(), "cpus": os.cpu_count(), "modes": results,
+               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+        print(f"{'workers':>7} {'study_s':>8} {'trial_s':>8} {'fit_s':>7} {'overhead_s':>10}  load")
+        for r in results:
+            med = r["median"]
+            print(f"{r['workers']:>7} {r['study_wall_s']:>8.1f} {med.get('trial_s', float('nan')):>8.1f} "
+                  f"{med.get('fit_s', float('nan')):>7.1f} {med.get('overhead_s', float('nan')):>10.1f}  "
+                  f"{r['load_avg_before'][0]} -> {r['load_avg_after'][0]}")
+        print(f"cpu {out['cpu']}; written to {args.out}")
+        return
+    out = run_study(args)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = Path(args.out).with_suffix(".json.tmp")
+    tmp_out.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp_out, args.out)
+    print(f"study wall time {out['study_wall_s']:.1f} s ({len(out['trials'])} trials); load average before {out['load_avg_before']}")
+    print(f"{'trial':<10} {'epochs':>6} {'trial_s':>8} {'fit_s':>7} {'train_s':>8} {'overhead_s':>10}")
+    for t in out["trials"]:
+        cells = [f"{t[k]:.1f}" if k in t else "-" for k in ("trial_s", "fit_s", "train_s", "overhead_s")]
+        print(f"{t['trial_id']:<10} {t['epochs']:>6} {cells[0]:>8} {cells[1]:>7} {cells[2]:>8} {cells[3]:>10}")
+    if out["summary"]:
+        print(out["summary"])
+    print(f"written to {args.out}")
+
+
+def run_study(args: argparse.Namespace) -> dict:
+    """One `glintru tune` study in a temporary directory; what its trials recorded about their time."""
+    import statistics
 
     with tempfile.TemporaryDirectory(prefix="glintru-overhead-") as tmp:
         cmd = [sys.executable, "-m", "glintru.cli", "tune", "--data", args.data, "--profile", args.profile,
@@ -67,10 +108,12 @@ def main() -> None:
             trials.append({"trial_id": row["trial_id"], "epochs": len(json.loads(hist.read_text())) if hist.exists() else 0,
                            **{k: float(row[k]) for k in ("trial_s", "fit_s", "train_s", "overhead_s") if row.get(k)}})
         summary = next((line for line in proc.stdout.splitlines() if line.startswith("time per trial")), None)
-    out = {
+    timed = [t for t in trials if "overhead_s" in t]
+    return {
         "command": " ".join(cmd[1:]).replace(tmp, "$TMP"),
         "study_wall_s": round(wall, 1),
         "trials": trials,
+        "median": {k: statistics.median(t[k] for t in timed) for k in ("trial_s", "fit_s", "train_s", "overhead_s")} if timed else {},
         "summary": summary,
         "load_avg_before": [round(x, 2) for x in load_before],
         "load_avg_after": [round(x, 2) for x in os.getloadavg()],
@@ -78,18 +121,6 @@ def main() -> None:
         "machine": platform.platform(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = Path(args.out).with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp_out, args.out)
-    print(f"study wall time {wall:.1f} s ({len(trials)} trials); load average before {out['load_avg_before']}")
-    print(f"{'trial':<10} {'epochs':>6} {'trial_s':>8} {'fit_s':>7} {'train_s':>8} {'overhead_s':>10}")
-    for t in trials:
-        cells = [f"{t[k]:.1f}" if k in t else "-" for k in ("trial_s", "fit_s", "train_s", "overhead_s")]
-        print(f"{t['trial_id']:<10} {t['epochs']:>6} {cells[0]:>8} {cells[1]:>7} {cells[2]:>8} {cells[3]:>10}")
-    if summary:
-        print(summary)
-    print(f"written to {args.out}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,207 @@
+"""The reproduction report: tables (mean ± std over seeds), the ablation, learning curves and the two
+efficiency plots, from the run JSON files of ``benchmarks/reproduce.py``.
+
+    python benchmarks/report.py                 # rewrites the generated part of docs/results.md
+
+Everything between ``<!-- report:begin -->`` and ``<!-- report:end -->`` in docs/results.md is
+generated; the text around it is written by hand. Plots go to ``docs/results/``. A GLINT-RU
+ablation run whose configuration equals the ``glintru`` model run's (the default normaliser) counts
+as that run's seed.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+DOC = ROOT / "docs" / "results.md"
+PLOTS = ROOT / "docs" / "results"
+BEGIN, END = "<!-- report:begin -->", "<!-- report:end -->"
+DATASETS = ("amazon-beauty", "amazon-video-games", "ml-1m")
+MODEL_ORDER = ("glintru", "sasrec", "sasrec_1block", "narm", "gru4rec")
+# Published full-ranking HR@10 / NDCG@10 under leave-one-out with CE training (the issue's anchors).
+ANCHORS: dict[str, dict[str, tuple[float, float, str]]] = {
+    "ml-1m": {
+        "sasrec": (0.315, 0.182, "Klenitskiy & Vasilev, RecSys 2023 (3,416 items)"),
+        "gru4rec": (0.294, 0.164, "RecBole runs reported in RecBLR, CIKM 2024"),
+        "narm": (0.284, 0.160, "RecBole runs reported in RecBLR, CIKM 2024"),
+    },
+    "amazon-beauty": {
+        "sasrec": (0.0829, 0.0409, "RecBLR, CIKM 2024 (RecBole)"),
+        "gru4rec": (0.0606, 0.0332, "RecBLR, CIKM 2024 (RecBole)"),
+        "narm": (0.0627, 0.0333, "RecBLR, CIKM 2024 (RecBole)"),
+    },
+}
+ABLATION_ORDER = ("glintru-norm_none", "glintru-norm_count", "glintru-norm_kernel", "glintru-gru_only",
+                  "glintru-attn_only", "glintru-kernel1")
+
+
+def load_runs(results: Path = RESULTS) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted((results / "runs").glob("*/*.json"))]
+
+
+def _same_config(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    skip = {"seed"}
+    return {k: v for k, v in a.items() if k not in skip} == {k: v for k, v in b.items() if k not in skip}
+
+
+def protocol_flat(model: str, dataset: str) -> dict[str, Any]:
+    """The protocol's flat keys of ``model`` on ``dataset`` (reproduce.py's PROTOCOL)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from reproduce import PROTOCOL
+
+    from glintru.config import config_keys
+
+    keys = config_keys(model)
+    return {k: v for k, v in {**PROTOCOL["*"], **PROTOCOL[dataset]}.items() if k in keys}
+
+
+def model_groups(runs: list[dict[str, Any]], dataset: str) -> dict[str, list[dict[str, Any]]]:
+    """Runs of each model name (its seeds); an ablation run with the default configuration counts
+    as a ``glintru`` seed."""
+    from glintru.config import build_config
+
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        if r["dataset"] == dataset and r["name"] in MODEL_ORDER:
+            groups.setdefault(r["name"], []).append(r)
+    default = build_config("glintru", protocol_flat("glintru", dataset)).to_flat()
+    seeds = {r["seed"] for r in groups.get("glintru", [])}
+    for r in runs:
+        if (r["dataset"] == dataset and r["name"].startswith("glintru-") and r["seed"] not in seeds
+                and _same_config(r["config"], default)):
+            groups.setdefault("glintru", []).append(r)
+            seeds.add(r["seed"])
+    return groups
+
+
+def mean_std(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return f"{100 * values[0]:.2f}"
+    return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
+
+
+def model_table(dataset: str, groups: dict[str, list[dict[str, Any]]]) -> list[str]:
+    head = ["model", "seeds", "full HR@10", "full NDCG@10", "pop100 HR@10", "pop100 NDCG@10", "epochs (best)",
+            "train min", "latency ms/user", "published HR@10 / NDCG@10", "ours / published NDCG"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in MODEL_ORDER:
+        rs = sorted(groups.get(name, []), key=lambda r: r["seed"])
+        if not rs:
+            continue
+        m = [r["metrics"] for r in rs]
+        anchor = ANCHORS.get(dataset, {}).get(name.split("_")[0])
+        ndcg = statistics.mean(x["test/full/ndcg@10"] for x in m)
+        cells = [
+            f"`{name}`", ",".join(str(r["seed"]) for r in rs),
+            mean_std([x["test/full/hr@10"] for x in m]), mean_std([x["test/full/ndcg@10"] for x in m]),
+            mean_std([x["test/pop100/hr@10"] for x in m]), mean_std([x["test/pop100/ndcg@10"] for x in m]),
+            ", ".join(f"{r['epochs']} ({r['best_epoch']})" for r in rs),
+            f"{statistics.mean(r['train_s'] for r in rs) / 60:.1f}",
+            f"{statistics.mean(r['latency_ms_per_user'] for r in rs):.2f}",
+            f"{100 * anchor[0]:.2f} / {100 * anchor[1]:.2f}" if anchor else "",
+            f"{ndcg / anchor[1]:.0%}" if anchor else "",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def ablation_table(runs: list[dict[str, Any]], dataset: str) -> list[str]:
+    rs = {r["name"]: r for r in runs if r["dataset"] == dataset and r["name"] in ABLATION_ORDER and r["seed"] == 1}
+    if not rs:
+        return []
+    head = ["variant", "attn_norm", "experts", "kernel", "full HR@10", "full NDCG@10", "pop100 NDCG@10",
+            "epochs (best)", "final mix (GRU share)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in ABLATION_ORDER:
+        if name not in rs:
+            continue
+        r, c, m = rs[name], rs[name]["config"], rs[name]["metrics"]
+        mix = r["history"][r["best_epoch"] - 1].get("diag/mix_gru")
+        lines.append("| " + " | ".join([
+            f"`{name}`", c["attn_norm"], c["experts"], str(c["kernel_size"]), f"{100 * m['test/full/hr@10']:.2f}",
+            f"{100 * m['test/full/ndcg@10']:.2f}", f"{100 * m['test/pop100/ndcg@10']:.2f}",
+            f"{r['epochs']} ({r['best_epoch']})", f"{mix:.2f}" if mix is not None else "",
+        ]) + " |")
+    return lines
+
+
+def plots(runs: list[dict[str, Any]], dataset: str, groups: dict[str, list[dict[str, Any]]]) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    PLOTS.mkdir(parents=True, exist_ok=True)
+    out = []
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in sorted((r for r in runs if r["dataset"] == dataset), key=lambda r: (r["name"], r["seed"])):
+        ep = [h["epoch"] for h in r["history"]]
+        ax.plot(ep, [100 * h["valid/full/ndcg@10"] for h in r["history"]], label=f"{r['name']} s{r['seed']}", lw=1)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("valid full NDCG@10 (%)")
+    ax.set_title(f"{dataset}: learning curves")
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    path = PLOTS / f"curves_{dataset}.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    out.append(f"![learning curves]({path.relative_to(DOC.parent)})")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for name, rs in groups.items():
+        nd = [100 * r["metrics"]["test/full/ndcg@10"] for r in rs]
+        axes[0].scatter([r["train_s"] / 60 for r in rs], nd, label=name)
+        axes[1].scatter([r["latency_ms_per_user"] for r in rs], nd, label=name)
+    axes[0].set_xlabel("training time to convergence (min, 1 CPU thread)")
+    axes[1].set_xlabel("inference latency per user (ms, batch of 1, 1 thread)")
+    for a in axes:
+        a.set_ylabel("test full NDCG@10 (%)")
+        a.legend(fontsize=7)
+    fig.suptitle(f"{dataset}: accuracy against cost")
+    fig.tight_layout()
+    path = PLOTS / f"efficiency_{dataset}.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    out.append(f"![accuracy against cost]({path.relative_to(DOC.parent)})")
+    return out
+
+
+def report(runs: list[dict[str, Any]]) -> str:
+    lines = []
+    for ds in DATASETS:
+        if not any(r["dataset"] == ds for r in runs):
+            lines += [f"### {ds}", "", "No converged run yet.", ""]
+            continue
+        groups = model_groups(runs, ds)
+        cpus = sorted({r["machine"]["cpu"] for r in runs if r["dataset"] == ds})
+        lines += [f"### {ds}", "", f"Measured on: {', '.join(cpus)}; one torch thread per run, two runs at a time.", ""]
+        if groups:
+            lines += ["Models (test metrics in %, the best epoch on each protocol's own validation metric):", ""]
+            lines += model_table(ds, groups) + [""]
+        abl = ablation_table(runs, ds)
+        if abl:
+            lines += ["Ablation (GLINT-RU, seed 1):", ""] + abl + [""]
+        lines += plots(runs, ds, groups) + [""]
+    return "\n".join(lines)
+
+
+def write_report(results: Path = RESULTS) -> Path:
+    text = DOC.read_text(encoding="utf-8")
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{DOC}: no {BEGIN} ... {END} block to fill")
+    before, rest = text.split(BEGIN, 1)
+    _, after = rest.split(END, 1)
+    DOC.write_text(before + BEGIN + "\n" + report(load_runs(results)) + "\n" + END + after, encoding="utf-8")
+    return DOC
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    print(write_report())
