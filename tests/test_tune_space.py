@@ -59,7 +59,7 @@ def _write(tmp_path: Path, text: str) -> Path:
         ("model: glintru\nparams:\n  lr: {normal: [0.0, 0.01]}\n", "params.lr: unknown distribution 'normal'"),
         ("model: glintru\nparams:\n  kernel_size: {choice: []}\n", "params.kernel_size: choice needs a non-empty list"),
         ("model: glintru\nparams:\n  mixing_init: {uniform: [0.0, 1.0]}\n", "params.mixing_init: value 0.0 is not valid"),
-        ("model: glintru\nparams:\n  hidden_size: {choice: [32, 12]}\n", "params.hidden_size: value 12 is not valid"),
+        ("model: glintru\nparams:\n  hidden_size: {choice: [32, 56]}\n", "params.hidden_size: value 56 is not valid"),
         ("model: glintru\nfixed:\n  max_lenn: 5\nparams:\n  lr: {uniform: [0.1, 0.2]}\n", "fixed.max_lenn: unknown config key"),
         ("model: glintru\nparams:\n  lr: {uniform: [0.1, 0.2]}\ntune:\n  num_sample: 3\n", "tune.num_sample: unknown option"),
         ("model: bert4rec\nparams:\n  lr: {uniform: [0.1, 0.2]}\n", "model: expected one of"),
