@@ -48,3 +48,16 @@ def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     print("  ".join(c.ljust(w) for c, w in zip(columns, width)))
     for row in cells:
         print("  ".join(v.ljust(w) for v, w in zip(row, width)))
+
+
+def write_result(path: str | Path, result: dict[str, Any], info: dict[str, Any], columns: list[str]) -> None:
+    """Finish ``info`` (the end load), store it as ``result["machine"]``, write the JSON to ``path``
+    and print the table of ``result["rows"]`` and where it was measured."""
+    import json
+
+    result["machine"] = finish(info)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(result, indent=1) + "\n")
+    print_table(result["rows"], columns)
+    print(f"cpu {info['cpu']}, {info['torch_threads']} thread(s), load {info['loadavg_1min_start']} -> "
+          f"{info['loadavg_1min_end']}; written to {path}")

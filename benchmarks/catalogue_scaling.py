@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchinfo import finish, machine, print_table  # noqa: E402
+from benchinfo import machine, write_result  # noqa: E402
 
 LOSSES = ("ce", "sampled_softmax", "gbce")
 BATCH, WINDOW = 64, 50
@@ -96,11 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
             print(f"{n:>9,} items {loss:<16} {rows[-1]['targets_per_s']:>9,.0f} targets/s  {rows[-1]['peak_rss_mb']:,.0f} MB", flush=True)
     result = {"benchmark": "catalogue_scaling", "d": 128, "batch": BATCH, "window": WINDOW, "num_negatives_train": 256,
-              "rows": rows, "machine": finish(info)}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    print_table(rows, ["n_items", "loss", "targets_per_s", "ms_per_target", "peak_rss_mb", "steps"])
-    print(f"cpu {info['cpu']}, {args.threads} thread(s), load {info['loadavg_1min_start']} -> {result['machine']['loadavg_1min_end']}")
+              "rows": rows}
+    write_result(args.out, result, info, ["n_items", "loss", "targets_per_s", "ms_per_target", "peak_rss_mb", "steps"])
     return 0
 
 

@@ -19,7 +19,6 @@ Also checks that the variants compute the same loss (fp32 ones to 1e-5, bf16 to 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchinfo import finish, machine, print_table  # noqa: E402
+from benchinfo import machine, write_result  # noqa: E402
 
 
 class _PreviousFusedCE(torch.autograd.Function):
@@ -129,11 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                      "first_loss": first[k], "same_loss": abs(first[k] - first["previous"]) <= tol * abs(first["previous"])})
     result = {"benchmark": "step_speed", "shape": {"batch": 128, "window": 200, "d": 128, "n_items": data.n_items},
               "targets_per_step": targets, "rounds": args.rounds, "rows": rows,
-              "cache_rows": loss_mod.cache_rows(cfg.train.loss_chunk, data.n_items), "machine": finish(info)}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    print_table(rows, ["variant", "step_ms", "targets_per_s", "speedup", "first_loss", "same_loss"])
-    print(f"cpu {info['cpu']}, {args.threads} thread(s), load {info['loadavg_1min_start']} -> {result['machine']['loadavg_1min_end']}")
+              "cache_rows": loss_mod.cache_rows(cfg.train.loss_chunk, data.n_items)}
+    write_result(args.out, result, info, ["variant", "step_ms", "targets_per_s", "speedup", "first_loss", "same_loss"])
     return 0
 
 

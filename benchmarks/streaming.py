@@ -15,7 +15,6 @@ ML-1M's 3,706 items; windows of 50, 200 and 1,000 items.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchinfo import finish, machine, print_table  # noqa: E402
+from benchinfo import machine, write_result  # noqa: E402
 
 N_ITEMS = 3706
 
@@ -94,11 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         r["speedup_vs_sasrec"] = base[r["history"]]["latency_ms"] / r["latency_ms"]
     result = {"benchmark": "streaming", "d": 128, "n_items": N_ITEMS, "batch": args.batch, "timed_events": n,
-              "rows": rows, "machine": finish(info)}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    print_table(rows, ["model", "mode", "history", "latency_ms", "events_per_s", "speedup_vs_sasrec"])
-    print(f"cpu {info['cpu']}, {args.threads} thread(s), load {info['loadavg_1min_start']} -> {result['machine']['loadavg_1min_end']}")
+              "rows": rows}
+    write_result(args.out, result, info, ["model", "mode", "history", "latency_ms", "events_per_s", "speedup_vs_sasrec"])
     return 0
 
 

@@ -24,7 +24,6 @@ item is an error naming the line.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ import torch
 from glintru.data.dataset import PreparedDataset, ragged_arange
 from glintru.engine.scoring import history_mask_coords, score_blocks
 from glintru.errors import UserError
+from glintru.storage import atomic_torch_save, atomic_write_bytes
 
 STATE_FORMAT = 1
 STATE_BATCH = 512  # users whose initial state is computed at once
@@ -92,19 +92,11 @@ def save_states(states: UserStates, path: str | Path) -> Path:
     if out.is_dir():
         raise UserError(f"--save-state {out}: is a directory")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        torch.save({
-            "format": STATE_FORMAT, "n_items": states.n_items, "config": states.config, "user_ids": states.user_ids,
-            "state": states.state, "seen_offsets": torch.from_numpy(states.seen_offsets),
-            "seen_items": torch.from_numpy(states.seen_items),
-        }, tmp)
-        os.replace(tmp, out)
-    except OSError as exc:
-        raise UserError(f"--save-state {out}: cannot write ({exc.strerror or exc})") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_torch_save({
+        "format": STATE_FORMAT, "n_items": states.n_items, "config": states.config, "user_ids": states.user_ids,
+        "state": states.state, "seen_offsets": torch.from_numpy(states.seen_offsets),
+        "seen_items": torch.from_numpy(states.seen_items),
+    }, out)
     return out
 
 
@@ -223,17 +215,12 @@ def top_k_from_states(model: torch.nn.Module, states: UserStates, rows: np.ndarr
 
 
 def write_parquet_atomically(table: Any, out: Path) -> None:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, out)
-    except OSError as exc:
-        raise UserError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    atomic_write_bytes(out, sink.getvalue().to_pybytes())
 
 
 @dataclass(frozen=True)

@@ -140,29 +140,23 @@ def write_plots(study: Any, metric: str, out_dir: Any) -> list[Any]:
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        def save(fig: Any, name: str, size: tuple[float, float]) -> None:
+            fig.set_size_inches(*size)
+            fig.tight_layout()
+            fig.savefig(out / name, dpi=100)
+            plt.close(fig)
+            paths.append(out / name)
+
         if done:
-            ax = ovm.plot_optimization_history(study, target_name=metric)
-            ax.figure.set_size_inches(7, 4)
-            ax.figure.tight_layout()
-            ax.figure.savefig(out / "optimization_history.png", dpi=100)
-            plt.close(ax.figure)
-            paths.append(out / "optimization_history.png")
+            save(ovm.plot_optimization_history(study, target_name=metric).figure, "optimization_history.png", (7, 4))
         if len(done) >= 2:
-            ax = ovm.plot_parallel_coordinate(study, target_name=metric)
-            ax.figure.set_size_inches(8, 4)
-            ax.figure.tight_layout()
-            ax.figure.savefig(out / "parallel_coordinate.png", dpi=100)
-            plt.close(ax.figure)
-            paths.append(out / "parallel_coordinate.png")
+            save(ovm.plot_parallel_coordinate(study, target_name=metric).figure, "parallel_coordinate.png", (8, 4))
         imp = importances(study)
         if imp is not None:
             values, method = imp
-            fig, ax = plt.subplots(figsize=(6, 0.5 + 0.45 * len(values)))
+            fig, ax = plt.subplots()
             names = list(values)[::-1]
             ax.barh(names, [values[n] for n in names])
             ax.set_xlabel(f"importance for {metric} ({method}, {len(done)} finished trials)")
-            fig.tight_layout()
-            fig.savefig(out / "param_importance.png", dpi=100)
-            plt.close(fig)
-            paths.append(out / "param_importance.png")
+            save(fig, "param_importance.png", (6, 0.5 + 0.45 * len(values)))
     return paths

@@ -1,0 +1,177 @@
+"""A real multi-host Ray cluster on one Linux machine: each Ray node in its own network namespace.
+
+    sudo python scripts/netns_cluster.py --out /tmp/netns      # needs root (ip netns), Ray installed
+
+The script builds a private network: a bridge in its own namespace (``gr-br``) and one namespace per
+Ray node (``gr-head``, ``gr-w1``..``gr-w3``), each joined to the bridge by a veth pair, with
+addresses 10.231.0.1-4/24 that exist only inside these namespaces (nothing is routed to or from
+the host's network). A Ray head (0 CPUs) starts in ``gr-head`` and three 1-CPU worker nodes in the
+worker namespaces; every node has its own address, unlike ``ray.cluster_utils.Cluster`` whose
+nodes share one.
+
+Then, from the head's namespace, two Ray Train runs of the same tiny GLINT-RU configuration on
+2 workers (4 epochs, a checkpoint every epoch, storage on the shared local disk):
+
+1. undisturbed;
+2. the link of a worker's host is cut (its veth set down) while epoch 3 trains: Ray declares that
+   node dead, Ray Train restarts the worker group on the two nodes left and resumes from the last
+   checkpoint.
+
+It checks that run 2 finished all epochs, that it resumed (a second attempt started from a
+checkpoint), and that its final test metrics equal run 1's. Everything is removed at the end
+(Ray stopped in every namespace, namespaces deleted), also on failure. Writes ``OUT/result.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+NODES = {"gr-head": "10.231.0.1", "gr-w1": "10.231.0.2", "gr-w2": "10.231.0.3", "gr-w3": "10.231.0.4"}
+BRIDGE_NS = "gr-br"
+RAY_ENV = {  # find a dead node in seconds, not the default 30+
+    "RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "1000",
+    "RAY_health_check_failure_threshold": "4", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+    "RAY_COLOR_PREFIX": "0", "RAY_AUTH_MODE": "disabled",
+}
+
+
+def sh(*cmd: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(list(cmd), check=check, capture_output=True, text=True, env=env)
+
+
+def in_ns(ns: str, *cmd: str, **kw) -> subprocess.CompletedProcess:
+    return sh("ip", "netns", "exec", ns, *cmd, **kw)
+
+
+def build_network() -> None:
+    sh("ip", "netns", "add", BRIDGE_NS)
+    in_ns(BRIDGE_NS, "ip", "link", "add", "br0", "type", "bridge")
+    in_ns(BRIDGE_NS, "ip", "link", "set", "br0", "up")
+    in_ns(BRIDGE_NS, "ip", "link", "set", "lo", "up")
+    for i, (ns, ip) in enumerate(NODES.items()):
+        sh("ip", "netns", "add", ns)
+        host, peer = f"grv{i}a", f"grv{i}b"
+        sh("ip", "link", "add", host, "type", "veth", "peer", "name", peer)
+        sh("ip", "link", "set", host, "netns", ns)
+        sh("ip", "link", "set", peer, "netns", BRIDGE_NS)
+        in_ns(BRIDGE_NS, "ip", "link", "set", peer, "master", "br0")
+        in_ns(BRIDGE_NS, "ip", "link", "set", peer, "up")
+        in_ns(ns, "ip", "addr", "add", f"{ip}/24", "dev", host)
+        in_ns(ns, "ip", "link", "set", host, "up")
+        in_ns(ns, "ip", "link", "set", "lo", "up")
+
+
+def teardown() -> None:
+    for ns in NODES:
+        in_ns(ns, sys.executable, "-m", "ray.scripts.scripts", "stop", "--force", check=False)
+    for ns in [*NODES, BRIDGE_NS]:
+        pids = sh("ip", "netns", "pids", ns, check=False).stdout.split()
+        for pid in pids:
+            sh("kill", "-9", pid, check=False)
+        sh("ip", "netns", "delete", ns, check=False)
+
+
+def start_ray(tmp: Path) -> None:
+    env = {**os.environ, **RAY_ENV}
+    ray = [sys.executable, "-m", "ray.scripts.scripts"]
+    in_ns("gr-head", *ray, "start", "--head", "--node-ip-address", NODES["gr-head"], "--port", "6379",
+          "--num-cpus", "0", "--dashboard-host", NODES["gr-head"], "--disable-usage-stats",
+          "--temp-dir", str(tmp / "ray-head"), env=env)
+    for ns in ("gr-w1", "gr-w2", "gr-w3"):
+        in_ns(ns, *ray, "start", "--address", f"{NODES['gr-head']}:6379", "--node-ip-address", NODES[ns],
+              "--num-cpus", "1", "--disable-usage-stats", env=env)
+
+
+DRIVER = r'''
+import json, sys, threading, time, subprocess
+from pathlib import Path
+import ray
+from glintru.config import build_config
+from glintru.distributed.trainer import run_trainer
+from glintru.tuning.smoke import write_synthetic_dataset
+
+out, name, cut = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "cut"
+ray.init(address="10.231.0.1:6379", log_to_driver=False)
+data = write_synthetic_dataset(out / "data", n_users=400, n_items=300) if not (out / "data").exists() else out / "data"
+flat = build_config("glintru", {"hidden_size": 16, "max_len": 20, "batch_size": 32, "eval_batch_size": 128,
+                                "num_negatives": 10, "max_epochs": 4, "patience": 0, "seed": 5}).to_flat()
+done = {}
+
+def cutter():
+    # the history of the run grows one line per epoch; cut a worker host's link during epoch 3
+    hist = out / name / "history.json"
+    while True:
+        try:
+            if len(json.loads(hist.read_text())) >= 2:
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.2)
+    nodes = {n["NodeManagerAddress"]: n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    victim = "10.231.0.2" if "10.231.0.2" in nodes else "10.231.0.3"
+    time.sleep(1.0)
+    subprocess.run(["ip", "link", "set", "grv%db" % (int(victim.rsplit(".", 1)[1]) - 1), "down"], check=True)
+    done["cut"] = victim
+
+if cut:
+    threading.Thread(target=cutter, daemon=True).start()
+t0 = time.time()
+result = run_trainer(flat, str(data), name=name, storage_path=str(out / "ray"), workers=2,
+                     work_dir=str(out / name), max_failures=2)
+print(json.dumps({"name": name, "cut": done.get("cut"), "wall_s": time.time() - t0,
+                  "metrics": {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}}))
+'''
+
+
+def run_driver(tmp: Path, name: str, cut: bool) -> dict:
+    env = {**os.environ, **RAY_ENV}
+    # the driver lives in the head's namespace; the cut runs `ip link` in the bridge's namespace
+    cmd = ["ip", "netns", "exec", "gr-head", sys.executable, "-c", DRIVER.replace(
+        '["ip", "link", "set"', '["ip", "netns", "exec", "gr-br", "ip", "link", "set"'), str(tmp), name, "cut" if cut else "plain"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    if proc.returncode != 0:
+        raise SystemExit(f"driver {name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="/tmp/glintru-netns")
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        raise SystemExit("needs root: network namespaces are made with `ip netns`")
+    out = Path(args.out)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    teardown()  # a previous interrupted run's leftovers
+    t0 = time.time()
+    try:
+        build_network()
+        start_ray(out)
+        plain = run_driver(out, "plain", cut=False)
+        cut = run_driver(out, "cut", cut=True)
+    finally:
+        teardown()
+    history = json.loads((out / "cut" / "history.json").read_text())
+    keys = [k for k in plain["metrics"] if k.startswith("test/")]
+    same = all(abs(plain["metrics"][k] - cut["metrics"][k]) < 1e-9 for k in keys)
+    result = {"plain": plain, "cut": cut, "epochs_cut_run": [int(h["epoch"]) for h in history],
+              "same_test_metrics": same, "wall_s": time.time() - t0,
+              "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    (out / "result.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: result[k] for k in ("epochs_cut_run", "same_test_metrics", "wall_s")}))
+    print(f"cut: {cut['cut']}; test/full/ndcg@10 plain {plain['metrics'].get('test/full/ndcg@10')} "
+          f"cut {cut['metrics'].get('test/full/ndcg@10')}")
+    ok = cut["cut"] is not None and same and result["epochs_cut_run"][-1] == 4
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
