@@ -25,7 +25,28 @@ from glintru.config import build_config, config_keys, load_config_file, model_na
 from glintru.errors import UserError
 
 
+def config_help() -> str:
+    """The epilog of ``glintru train --help``: every config key with its default."""
+    from dataclasses import fields
+
+    from glintru.config import MODELS, TrainConfig
+
+    def keys(cls: type) -> str:
+        return ", ".join(f"{f.name}={f.default!r}" if not isinstance(f.default, tuple) else f"{f.name}={list(f.default)}"
+                         for f in fields(cls))
+
+    seen: dict[type, list[str]] = {}
+    for name, spec in MODELS.items():
+        seen.setdefault(spec.config_cls, []).append(name)
+    parts = [f"model keys ({'/'.join(names)}): {keys(cls)}" for cls, names in seen.items()]
+    return ("config keys for --set KEY=VALUE and --config files (docs/model.md explains them). "
+            f"training keys (every model): {keys(TrainConfig)}. " + ". ".join(parts)
+            + ". Losses: loss=ce (full softmax), sampled_softmax (num_negatives_train shared negatives, "
+            "log-Q corrected), gbce (gSASRec).")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.epilog = config_help()
     p.add_argument("--data", help="prepared dataset directory or s3://BUCKET/PATH (glintru prepare); required unless --smoke-test")
     p.add_argument("--model", help=f"one of: {', '.join(model_names())} (default: the --config file's model)")
     p.add_argument("--config", help="flat YAML/JSON config file (e.g. a run's config.yaml)")
