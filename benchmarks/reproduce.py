@@ -61,6 +61,7 @@ MODEL_RUNS: dict[str, tuple[str, dict[str, Any]]] = {
     "glintru": ("glintru", {}),
     "sasrec": ("sasrec", {}),
     "sasrec_1block": ("sasrec_1block", {}),
+    "sasrec_preln": ("sasrec_preln", {}),
     "narm": ("narm", {"objective": "all_positions"}),
     "gru4rec": ("gru4rec", {}),
 }

@@ -68,6 +68,10 @@ class SASRecConfig:
     hidden_dropout: float = 0.2
     attn_dropout: float = 0.2
     layer_norm_eps: float = 1e-12
+    # "post_ln": RecBole's blocks (LayerNorm after each residual, embedding LayerNorm, GELU);
+    # "pre_ln": the paper's Sec. III-D form (LayerNorm on each sublayer's input, a final LayerNorm,
+    # item embeddings scaled by sqrt(d), no embedding LayerNorm, ReLU).
+    block: str = "post_ln"
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,11 @@ MODELS: dict[str, ModelSpec] = {
         SASRecConfig, "glintru.models.sasrec:SASRec",
         "SASRec, 1 block with a 128-wide feed-forward (the official GLINT-RU runner's setting)",
         model_defaults={"n_layers": 1, "inner_size": 128},
+    ),
+    "sasrec_preln": ModelSpec(
+        SASRecConfig, "glintru.models.sasrec:SASRec",
+        "SASRec, 2 pre-LayerNorm blocks (the paper's Sec. III-D) with a ReLU feed-forward of width d",
+        model_defaults={"block": "pre_ln", "inner_size": 128},
     ),
     "narm": ModelSpec(NARMConfig, "glintru.models.narm:NARM", "NARM (Li et al. 2017), one target per prefix by default",
                       train_defaults={"objective": "last_position"}),
@@ -310,6 +319,8 @@ def check_model_config(m: Any, source: str, n_items: int = 1, max_len: int = 1) 
             raise bad("mixing_init", f"must be in the open interval (0, 1), got {m.mixing_init}")
         if not 0.0 < m.gate_ratio <= 4.0 or int(m.hidden_size * m.gate_ratio) < 1:
             raise bad("gate_ratio", f"must give a bottleneck of >= 1 unit and be <= 4, got {m.gate_ratio}")
+    if isinstance(m, SASRecConfig) and m.block not in ("post_ln", "pre_ln"):
+        raise bad("block", f"must be post_ln or pre_ln, got {m.block!r}")
     if hasattr(m, "layer_norm_eps") and not m.layer_norm_eps > 0:
         raise bad("layer_norm_eps", f"must be > 0, got {m.layer_norm_eps}")
 

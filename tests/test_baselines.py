@@ -22,10 +22,11 @@ torch.set_num_threads(1)
 MAX_LEN = 20
 TINY = {
     "sasrec": (SASRec, SASRecConfig(hidden_size=16, n_layers=2, n_heads=2, inner_size=32)),
+    "sasrec_preln": (SASRec, SASRecConfig(hidden_size=16, n_layers=2, n_heads=2, inner_size=16, block="pre_ln")),
     "narm": (NARM, NARMConfig(hidden_size=12, embedding_size=16, n_layers=1)),
     "gru4rec": (GRU4Rec, GRU4RecConfig(hidden_size=12, embedding_size=16, n_layers=2)),
 }
-CAUSAL = ["sasrec", "gru4rec"]
+CAUSAL = ["sasrec", "sasrec_preln", "gru4rec"]
 
 
 def make(name: str, seed: int = 0, **overrides):

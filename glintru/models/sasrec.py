@@ -21,6 +21,9 @@ Choices (the configuration RecBole uses for its SASRec baseline, re-implemented 
    padding row of the item embedding is then reset to zero (``padding_idx=0`` keeps it there).
 5. Padding (id 0) keys are masked out of every attention row. A padding query attends only to
    itself, so a fully padded prefix (left padding) gives finite values instead of NaN.
+7. ``block="pre_ln"`` (model ``sasrec_preln``) is the form of the strongest public SASRec code and
+   of the paper's Sec. III-D: ``x + Drop(Sublayer(LN(x)))`` with a final LayerNorm, item embeddings
+   scaled by sqrt(d) and no embedding LayerNorm, ReLU in the feed-forward.
 6. Positions are counted from the first real item of the row (``position = cumsum(mask) - 1``,
    clamped at 0 on leading padding), not from the first column. Hence the output at a real position
    is unchanged by right OR left padding; with right padding (the engine's layout) this equals the
@@ -75,16 +78,19 @@ class FeedForward(nn.Module):
         super().__init__()
         self.fc1 = nn.Linear(cfg.hidden_size, cfg.inner_size)
         self.fc2 = nn.Linear(cfg.inner_size, cfg.hidden_size)
+        self.act = F.relu if cfg.block == "pre_ln" else F.gelu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
+        return self.fc2(self.act(self.fc1(x)))
 
 
 class Block(nn.Module):
-    """Self-attention block (Sec. III-C/D), post-LN: LN(x + Drop(Attn(x))), LN(h + Drop(FFN(h)))."""
+    """Self-attention block (Sec. III-C/D): post-LN LN(x + Drop(Attn(x))), LN(h + Drop(FFN(h))), or
+    pre-LN x + Drop(Attn(LN(x))), h + Drop(FFN(LN(h)))."""
 
     def __init__(self, cfg: SASRecConfig) -> None:
         super().__init__()
+        self.pre_ln = cfg.block == "pre_ln"
         self.attn = CausalSelfAttention(cfg)
         self.attn_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.ffn = FeedForward(cfg)
@@ -93,7 +99,12 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor, x_q: torch.Tensor | None = None) -> torch.Tensor:
         """[B, N, d] -> [B, N, d], or [B, T, d] at the query positions ``x_q`` (see CausalSelfAttention)."""
-        h = self.attn_norm((x if x_q is None else x_q) + self.dropout(self.attn(x, allowed, x_q)))
+        residual = x if x_q is None else x_q
+        if self.pre_ln:
+            q = None if x_q is None else self.attn_norm(x_q)
+            h = residual + self.dropout(self.attn(self.attn_norm(x), allowed, q))
+            return h + self.dropout(self.ffn(self.ffn_norm(h)))
+        h = self.attn_norm(residual + self.dropout(self.attn(x, allowed, x_q)))
         return self.ffn_norm(h + self.dropout(self.ffn(h)))
 
 
@@ -111,7 +122,10 @@ class SASRec(SequentialRecommender):
         self.max_len = max_len
         self.item_embedding = nn.Embedding(n_items + 1, d, padding_idx=0)  # M, shared with the output
         self.position_embedding = nn.Embedding(max_len, d)  # P (Sec. III-B)
+        self.pre_ln = cfg.block == "pre_ln"
+        # post-LN: a LayerNorm on the embedding sum; pre-LN: a LayerNorm after the last block instead
         self.emb_norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.emb_scale = d**0.5 if self.pre_ln else 1.0
         self.emb_dropout = nn.Dropout(cfg.hidden_dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.apply(self._init_weights)
@@ -132,7 +146,8 @@ class SASRec(SequentialRecommender):
         B, N = items.shape
         real = items != 0  # [B, N]
         pos = (real.cumsum(1) - 1).clamp(min=0)  # choice 6: counted from the first real item
-        x = self.emb_dropout(self.emb_norm(self.item_embedding(items) + self.position_embedding(pos)))  # M_s + P
+        x = self.item_embedding(items) * self.emb_scale + self.position_embedding(pos)  # M_s + P
+        x = self.emb_dropout(x if self.pre_ln else self.emb_norm(x))
         eye = torch.eye(N, dtype=torch.bool, device=items.device)
         causal = torch.ones(N, N, dtype=torch.bool, device=items.device).tril()  # key j <= query i
         return x, (causal & (real[:, None, :] | eye)).unsqueeze(1)  # choice 5
@@ -142,7 +157,7 @@ class SASRec(SequentialRecommender):
         x, allowed = self._input(items)
         for block in self.blocks:
             x = block(x, allowed)
-        return x
+        return self.emb_norm(x) if self.pre_ln else x  # pre-LN: the final LayerNorm
 
     def last_hidden(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Hidden state at position ``lengths - 1``: [B, N], [B] -> [B, d].
@@ -157,7 +172,8 @@ class SASRec(SequentialRecommender):
             x = block(x, allowed)
         rows, pos = torch.arange(x.size(0), device=x.device), (lengths - 1).clamp(min=0)
         x_t = x[rows, pos].unsqueeze(1)  # [B, 1, d]
-        return self.blocks[-1](x, allowed[rows, :, pos].unsqueeze(2), x_t).squeeze(1)  # mask row [B, 1, 1, N]
+        h = self.blocks[-1](x, allowed[rows, :, pos].unsqueeze(2), x_t).squeeze(1)  # mask row [B, 1, 1, N]
+        return self.emb_norm(h) if self.pre_ln else h
 
     def item_embeddings(self) -> torch.Tensor:
         """Tied output embeddings [n_items + 1, d] (Sec. III-E); row 0 (padding) is zero, never scored."""
