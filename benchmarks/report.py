@@ -133,6 +133,25 @@ def ablation_table(runs: list[dict[str, Any]], dataset: str) -> list[str]:
     return lines
 
 
+def diagnostics_table(groups: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """How the expert mix evolves in the default GLINT-RU run (seed 1): mixing share and output norms."""
+    run = next((r for r in groups.get("glintru", []) if r["seed"] == 1), None)
+    if run is None or "diag/mix_gru" not in run["history"][0]:
+        return []
+    head = ["epoch", "GRU share", "GRU expert output norm", "attention expert output norm", "raw attention sum norm",
+            "valid full NDCG@10"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    n = len(run["history"])
+    for e in sorted({1, 2, 3, 5, 10, run["best_epoch"], n}):
+        if e > n:
+            continue
+        h = run["history"][e - 1]
+        lines.append("| " + " | ".join([str(e), f"{h['diag/mix_gru']:.3f}", f"{h['diag/gru_out_norm']:.2f}",
+                                          f"{h['diag/attn_out_norm']:.2f}", f"{h['diag/attn_sum_norm']:.3f}",
+                                          f"{100 * h['valid/full/ndcg@10']:.2f}"]) + " |")
+    return lines
+
+
 def plots(runs: list[dict[str, Any]], dataset: str, groups: dict[str, list[dict[str, Any]]]) -> list[str]:
     import matplotlib
 
@@ -185,6 +204,10 @@ def report(runs: list[dict[str, Any]]) -> str:
         if groups:
             lines += ["Models (test metrics in %, the best epoch on each protocol's own validation metric):", ""]
             lines += model_table(ds, groups) + [""]
+        diag = diagnostics_table(groups)
+        if diag:
+            lines += ["The expert mix during training (`glintru`, seed 1; norms are means over real positions of a "
+                      "fixed batch of 256 training windows):", ""] + diag + [""]
         abl = ablation_table(runs, ds)
         if abl:
             lines += ["Ablation (GLINT-RU, seed 1):", ""] + abl + [""]

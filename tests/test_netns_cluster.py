@@ -1,0 +1,30 @@
+"""A real multi-host Ray cluster (one network namespace per node, its own address on a private
+bridge): a 2-worker Ray Train run, then the same run with one worker host's link cut mid-epoch,
+which finishes from the last checkpoint on the remaining hosts with the same test metrics.
+The test runs scripts/netns_cluster.py (root, as CI and the development machine run tests)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow  # four Ray nodes and two Train runs: minutes
+
+
+def test_link_cut_mid_epoch_finishes_from_the_last_checkpoint_with_the_same_metrics(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "netns_cluster.py"), "--out", str(tmp_path / "netns")],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "netns" / "result.json").read_text())
+    plain, cut = result["plain"], result["cut"]
+    assert cut["cut"] in ("10.231.0.2", "10.231.0.3") and cut["cut"] not in cut["alive_nodes"]
+    assert plain["alive_nodes"] == ["10.231.0.1", "10.231.0.2", "10.231.0.3", "10.231.0.4"]
+    assert result["epochs_cut_run"] == [1, 2, 3, 4] and result["same_test_metrics"]
+    assert plain["metrics"]["test/full/ndcg@10"] == cut["metrics"]["test/full/ndcg@10"]
+    assert subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.count("gr-") == 0  # cleaned up
