@@ -3,7 +3,7 @@
     python benchmarks/reproduce.py --data-root DATA --plan ablation --datasets amazon-beauty
     python benchmarks/reproduce.py --data-root DATA --plan models --datasets amazon-beauty --seeds 1 2 3
     python benchmarks/reproduce.py --data-root DATA --plan models --models sasrec --tuned benchmarks/tuned
-    python benchmarks/reproduce.py --report            # rebuild benchmarks/results/reproduction.md
+    python benchmarks/report.py                        # the tables and plots of docs/results.md
     nohup python benchmarks/reproduce.py ... > benchmarks/work/reproduce.log 2>&1 &
 
 ``DATA`` holds ``ml-1m/ml-1m.seq.txt``, ``amazon-beauty/Beauty.txt`` and
@@ -237,16 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results-dir", default=str(RESULTS))
     ap.add_argument("--jobs", type=int, default=2, help="runs at once, one process each")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    ap.add_argument("--report", action="store_true", help="only rebuild the report from the JSON files")
     ap.add_argument("--dry-run", action="store_true", help="print the runs and their configs, train nothing")
     args = ap.parse_args(argv)
     try:
         results_dir = Path(args.results_dir)
-        if args.report:
-            from report import write_report  # benchmarks/report.py
-
-            print(write_report(results_dir))
-            return 0
         if not args.data_root:
             raise UserError("--data-root: required (a directory with ml-1m/, amazon-beauty/, amazon-video-games/)")
         from glintru.config import parse_set_args
@@ -302,5 +296,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     sys.exit(main())
