@@ -92,3 +92,29 @@ def test_bad_arguments_exit_2_from_argparse(tmp_path, capsys, argv):
 def test_missing_data_option_is_one_clear_error(capsys):
     assert main(["train", "--model", "gru4rec"]) == 2  # --data is optional only with --smoke-test
     assert capsys.readouterr().err == "error: --data: required (a prepared dataset directory), unless --smoke-test\n"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--gpu"], "--gpu: no CUDA device is available on this machine (use --workers to train on a cluster's GPUs)"),
+    (["--device", "cuda"], "--gpu: no CUDA device is available on this machine"),
+    (["--workers", "1", "--gpus-per-worker", "0.5"], "--gpus-per-worker: needs --workers and --gpu, and must be > 0"),
+])
+def test_gpu_options_without_a_gpu_are_one_error_line(tmp_path, data_dir, capsys, argv, message):
+    if torch.cuda.is_available():
+        pytest.fail("this test expects a machine without CUDA (the project's CPU machines)")
+    code = main(["train", "--data", str(data_dir), "--model", "gru4rec", "--out", str(tmp_path / "run"), *TINY, *argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith(f"error: {message}") and "\n" not in err
+
+
+def test_every_command_has_one_gpu_flag(capsys):
+    import re
+
+    helps = {}
+    for command in ("train", "tune", "recommend"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        helps[command] = capsys.readouterr().out
+        assert re.search(r"--gpu\b(?!-)", helps[command]), command
+    assert "--gpus-per-worker" in helps["tune"]
+    assert "incremental mode" in helps["recommend"] and "--events" in helps["recommend"]
