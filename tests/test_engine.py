@@ -446,17 +446,18 @@ def test_precision_auto_uses_bf16_only_where_it_is_fast(monkeypatch):
     assert precision.resolve_precision("bf16", cpu) == "bf16" and precision.resolve_precision("fp32", cpu) == "fp32"
 
 
-@pytest.mark.parametrize("n_items, rows", [(3706, 282), (12101, 86), (1_000_000, 16), (100, 4096)])
+@pytest.mark.parametrize("n_items, rows", [(3706, 282), (12101, 256), (1_000_000, 256), (100, 4096)])
 def test_loss_chunks_are_sized_to_the_cache(n_items, rows):
     from glintru.engine.loss import cache_rows
 
-    assert cache_rows(4096, n_items) == rows  # 2^20 logits per chunk, 16..4096 rows
+    assert cache_rows(4096, n_items) == rows  # 2^20 logits per chunk, at least 256 rows, at most the chunk
+    assert cache_rows(64, 3706) == 64
 
 
 def test_cache_sized_chunks_give_the_loss_and_gradients_of_one_chunk():
     torch.manual_seed(0)
     h = torch.randn(300, 8, dtype=torch.float64, requires_grad=True)
-    emb = torch.randn(5001, 8, dtype=torch.float64, requires_grad=True)  # 5,000 items: 209-row chunks
+    emb = torch.randn(5001, 8, dtype=torch.float64, requires_grad=True)  # 5,000 items: 256-row chunks
     t = torch.randint(1, 5001, (300,))
     full_softmax_ce(h, emb, t, chunk=4096).backward()
     gh, ge = h.grad.clone(), emb.grad.clone()
