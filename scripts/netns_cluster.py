@@ -30,6 +30,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -80,12 +81,16 @@ def teardown() -> None:
         sh("ip", "netns", "delete", ns, check=False)
 
 
-def start_ray(tmp: Path) -> None:
+def start_ray(temp_dir: Path) -> None:
+    """``temp_dir`` holds Ray's unix sockets: it must be a short path (a socket path has at most
+    107 characters), so not somewhere under a test's long temporary directory."""
     env = {**os.environ, **RAY_ENV}
     ray = [sys.executable, "-m", "ray.scripts.scripts"]
-    in_ns("gr-head", *ray, "start", "--head", "--node-ip-address", NODES["gr-head"], "--port", "6379",
-          "--num-cpus", "0", "--dashboard-host", NODES["gr-head"], "--disable-usage-stats",
-          "--temp-dir", str(tmp / "ray-head"), env=env)
+    started = in_ns("gr-head", *ray, "start", "--head", "--node-ip-address", NODES["gr-head"], "--port", "6379",
+                    "--num-cpus", "0", "--dashboard-host", NODES["gr-head"], "--disable-usage-stats",
+                    "--temp-dir", str(temp_dir), env=env, check=False)
+    if started.returncode != 0:
+        raise SystemExit(f"ray start --head failed:\n{started.stdout[-2000:]}\n{started.stderr[-2000:]}")
     for ns in ("gr-w1", "gr-w2", "gr-w3"):
         in_ns(ns, *ray, "start", "--address", f"{NODES['gr-head']}:6379", "--node-ip-address", NODES[ns],
               "--num-cpus", "1", "--disable-usage-stats", env=env)
@@ -116,8 +121,12 @@ def cutter():
         except (OSError, ValueError):
             pass
         time.sleep(0.2)
-    nodes = {n["NodeManagerAddress"]: n["NodeID"] for n in ray.nodes() if n["Alive"]}
-    victim = "10.231.0.2" if "10.231.0.2" in nodes else "10.231.0.3"
+    # the victim: a worker host that runs a Ray Train worker of this run
+    from ray.util.state import list_actors
+    hosts = {a.node_id for a in list_actors(filters=[("state", "=", "ALIVE")], limit=10000)
+             if "RayTrainWorker" in (a.class_name or "")}
+    ips = sorted(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"] and n["NodeID"] in hosts)
+    victim = next(ip for ip in ips if ip != "10.231.0.1")
     time.sleep(1.0)
     subprocess.run(["ip", "link", "set", "grv%db" % (int(victim.rsplit(".", 1)[1]) - 1), "down"], check=True)
     done["cut"] = victim
@@ -155,13 +164,15 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True)
     teardown()  # a previous interrupted run's leftovers
     t0 = time.time()
+    ray_tmp = Path(tempfile.mkdtemp(prefix="grn-", dir="/tmp"))
     try:
         build_network()
-        start_ray(out)
+        start_ray(ray_tmp)
         plain = run_driver(out, "plain", cut=False)
         cut = run_driver(out, "cut", cut=True)
     finally:
         teardown()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     history = json.loads((out / "cut" / "history.json").read_text())
     keys = [k for k in plain["metrics"] if k.startswith("test/")]
     same = all(abs(plain["metrics"][k] - cut["metrics"][k]) < 1e-9 for k in keys)
