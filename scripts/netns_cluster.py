@@ -41,7 +41,16 @@ RAY_ENV = {  # find a dead node in seconds, not the default 30+
     "RAY_health_check_failure_threshold": "4", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
     "RAY_COLOR_PREFIX": "0", "RAY_AUTH_MODE": "disabled",
     "GLOO_SOCKET_IFNAME": "gr0",  # gloo binds the node's own address, not the hostname's 127.0.x.x
+    # this cluster's State API (Ray Train's placement-group cleaner uses it); never one inherited
+    # from a Ray that the calling process started outside the namespaces
+    "RAY_API_SERVER_ADDRESS": "http://10.231.0.1:8265",
 }
+
+
+def ray_env() -> dict:
+    """The environment of every Ray process and driver here: the caller's, without its Ray address."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
+    return {**env, **RAY_ENV}
 
 
 def sh(*cmd: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -84,7 +93,7 @@ def teardown() -> None:
 def start_ray(temp_dir: Path) -> None:
     """``temp_dir`` holds Ray's unix sockets: it must be a short path (a socket path has at most
     107 characters), so not somewhere under a test's long temporary directory."""
-    env = {**os.environ, **RAY_ENV}
+    env = ray_env()
     ray = [sys.executable, "-m", "ray.scripts.scripts"]
     started = in_ns("gr-head", *ray, "start", "--head", "--node-ip-address", NODES["gr-head"], "--port", "6379",
                     "--num-cpus", "0", "--dashboard-host", NODES["gr-head"], "--disable-usage-stats",
@@ -143,7 +152,7 @@ print(json.dumps({"name": name, "cut": done.get("cut"), "wall_s": time.time() - 
 
 
 def run_driver(tmp: Path, name: str, cut: bool) -> dict:
-    env = {**os.environ, **RAY_ENV}
+    env = ray_env()
     # the driver lives in the head's namespace; the cut runs `ip link` in the bridge's namespace
     cmd = ["ip", "netns", "exec", "gr-head", sys.executable, "-c", DRIVER.replace(
         '["ip", "link", "set"', '["ip", "netns", "exec", "gr-br", "ip", "link", "set"'), str(tmp), name, "cut" if cut else "plain"]

@@ -152,7 +152,9 @@ def sync_trial(s: StudySettings, trial_id: str, result: Any, history: list[dict[
                                            run_name=f"trial-{trial_id}", extra_tags={tracking.PARENT: s.parent_run_id})
     params = {k: v for k, v in dict(result.config or {}).items() if not k.startswith("_")}
     run_cfg = s.trial_config(params, source=f"trial {trial_id}")
-    finished = result.error is None and bool(history) and any(k.startswith("test/") for k in (result.metrics or {}))
+    # A trial that ASHA stopped may still have trained its epochs (the stop reaches it late): its
+    # history and best checkpoint are complete, so its end-of-run artifacts are logged too.
+    finished = result.error is None and bool(history)
     best = Path(s.experiment_path) / "work" / trial_id / "best.pt"
     final = {k: float(v) for k, v in (result.metrics or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     tracking.sync_run(uri, run_id, tracking.RunRecord(
