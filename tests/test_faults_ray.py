@@ -89,8 +89,10 @@ def instrumented_worker(marks: Path, fault: str):
                     once.write_text(str(os.getpid()))
                     time.sleep(REGISTERED_S)  # epoch 2's checkpoint is registered by now
                     os.kill(os.getpid(), signal.SIGKILL)  # mid-epoch 3: the process just dies
-                if fault == "slow" and not (marks / "node-removed").exists():
-                    time.sleep(REGISTERED_S)
+                if fault == "slow":  # hold epoch 3 until the test has removed a node (at most 120 s)
+                    deadline = time.time() + 120
+                    while not (marks / "node-removed").exists() and time.time() < deadline:
+                        time.sleep(0.2)
 
             def on_end(metrics, ckpt_dir):
                 on_epoch_end(metrics, ckpt_dir)  # report (and checkpoint) first, as in production
