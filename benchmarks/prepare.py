@@ -1,7 +1,7 @@
 """Benchmark ``glintru prepare`` on the real sequence files and check their counts.
 
-    python benchmarks/prepare.py --data-root /work/shared/data
-    python benchmarks/prepare.py --data-root /work/shared/data --only ml-1m --repeat 3
+    python benchmarks/prepare.py --data-root DATA
+    python benchmarks/prepare.py --data-root DATA --only ml-1m --repeat 3
 
 Each dataset is prepared in a fresh child process (``python -m glintru.cli prepare``) into a
 temporary directory. Figures per dataset:

@@ -1,7 +1,7 @@
 """Benchmark ``glintru recommend`` (top-K for every user, Ray Data actors) on ML-1M: users per second.
 
-    python benchmarks/recommend.py /work/shared/data/ml-1m/ml-1m.seq.txt
-    python benchmarks/recommend.py /work/shared/data/ml-1m/ml-1m.seq.txt --model runs/ml-1m/glintru --workers 1 2
+    python benchmarks/recommend.py DATA/ml-1m/ml-1m.seq.txt
+    python benchmarks/recommend.py DATA/ml-1m/ml-1m.seq.txt --model runs/ml-1m/glintru --workers 1 2
 
 The sequence file is prepared into a temporary directory (never copied into the repository). Without
 ``--model`` a GLINT-RU with the default configuration (d=128, 8 heads, max_len=200) and seeded random
@@ -37,7 +37,7 @@ OUT = Path(__file__).parent / "results" / "recommend.json"
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("source", help="ML-1M sequence file, e.g. /work/shared/data/ml-1m/ml-1m.seq.txt")
+    ap.add_argument("source", help="ML-1M sequence file, e.g. DATA/ml-1m/ml-1m.seq.txt")
     ap.add_argument("--model", help="trained model (run dir, checkpoint, MLflow URI); default: random default GLINT-RU")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--k", type=int, default=10)

@@ -1,7 +1,7 @@
 """Time-to-quality on Amazon Beauty: all-position GLINT-RU against the last-position objective.
 
     python benchmarks/time_to_quality.py                       # from the accuracy grid's Beauty runs
-    python benchmarks/time_to_quality.py --run --data-root /work/shared/data   # dedicated longer runs
+    python benchmarks/time_to_quality.py --run --data-root DATA   # dedicated longer runs
 
 Question: how much wall time does GLINT-RU trained on every position (causal, ``glintru``) need to
 reach the validation full-ranking NDCG@10 that the last-position objective (official style:
