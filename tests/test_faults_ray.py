@@ -58,8 +58,9 @@ def instrumented_worker(marks: Path, fault: str):
     """A Train worker function: the production one, with ``fit`` instrumented.
 
     ``fault="kill"``: rank 1 SIGKILLs itself 3 s into its first training step of epoch 3 (once).
-    ``fault="slow"``: epoch 3 of the first attempt sleeps 3 s per step, so the test can remove a node
-    while it trains; every rank writes ``rank<r>.node`` (its node id) after each epoch.
+    ``fault="slow"``: epoch 3 of the first attempt never finishes (every rank holds its first step
+    until the group is torn down), so the test removes a node while it trains; every rank writes
+    ``rank<r>.node`` (its node id) after each epoch.
     """
 
     def worker(config: dict) -> None:
@@ -89,9 +90,13 @@ def instrumented_worker(marks: Path, fault: str):
                     once.write_text(str(os.getpid()))
                     time.sleep(REGISTERED_S)  # epoch 2's checkpoint is registered by now
                     os.kill(os.getpid(), signal.SIGKILL)  # mid-epoch 3: the process just dies
-                if fault == "slow":  # hold epoch 3 until the test has removed a node (at most 120 s)
-                    deadline = time.time() + 120
-                    while not (marks / "node-removed").exists() and time.time() < deadline:
+                if fault == "slow":
+                    # Hold epoch 3 of this attempt until Ray Train tears the group down (at most 180 s):
+                    # a worker on a surviving node must not finish epochs while the controller has yet
+                    # to notice the lost node, nor may a worker whose node was removed but whose
+                    # process outlives its raylet for a moment.
+                    deadline = time.time() + 180
+                    while time.time() < deadline:
                         time.sleep(0.2)
 
             def on_end(metrics, ckpt_dir):
@@ -172,7 +177,7 @@ def test_node_removed_mid_run_the_run_finishes_on_the_remaining_nodes(tmp_path):
                 text = f.read_text().split() if f.exists() else []
                 victim = next((n for n in nodes if text[1:] == ["2"] and n.node_id == text[0]), None)
                 if victim is not None:
-                    time.sleep(REGISTERED_S)  # into epoch 3's training (3 s per step in this attempt)
+                    time.sleep(REGISTERED_S)  # into epoch 3's training, which this attempt holds
                     cluster.remove_node(victim, allow_graceful=False)
                     removed.append(victim.node_id)
                     (marks / "node-removed").write_text(victim.node_id)
