@@ -1,0 +1,106 @@
+"""Tune every model of the reproduction with the same budget, using the project's own ``glintru tune``.
+
+    python benchmarks/tune_models.py --data-root DATA --datasets amazon-beauty
+    python benchmarks/tune_models.py --data-root DATA --models glintru sasrec --max-concurrent 2
+    python benchmarks/reproduce.py --data-root DATA --plan models --tuned benchmarks/tuned --seeds 1 2 3
+
+Each model's search space is ``benchmarks/spaces/<model>.yaml``: the same number of trials (8), the
+same ASHA settings (grace 5 epochs, at most 30 epochs a trial), d = 128 fixed, learning rate and the
+model's dropouts searched, plus GLINT-RU's kernel size and mixing initialisation. The study is an
+ordinary ``glintru tune`` study (Ray Tune + Optuna, MLflow in ``<work-dir>/mlflow.db``), so an
+interrupted call resumes when run again. When a study finishes, its best configuration is copied to
+``benchmarks/tuned/<dataset>__<model>.yaml`` (what ``reproduce.py --tuned`` reads) and its trials to
+``benchmarks/results/tuning/<dataset>__<model>.json``. A model whose tuned YAML exists is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from reproduce import DATASETS, machine, prepare_dataset  # noqa: E402
+
+SPACES = ROOT / "benchmarks" / "spaces"
+MODELS = ("glintru", "sasrec", "sasrec_1block", "narm", "gru4rec")
+WINDOW = {"ml-1m": 200}  # Amazon datasets keep the files' window (50)
+
+
+def tune_one(dataset: str, model: str, data_dir: Path, work_dir: Path, tuned_dir: Path, results_dir: Path,
+             max_concurrent: int) -> dict:
+    out = work_dir / "tune-out" / f"{dataset}__{model}"
+    cmd = [sys.executable, "-m", "glintru", "tune", "--search-space", str(SPACES / f"{model}.yaml"),
+           "--data", str(data_dir), "--storage-path", str(work_dir / "tune"),
+           "--mlflow-uri", f"sqlite:///{work_dir / 'mlflow.db'}", "--max-concurrent", str(max_concurrent),
+           "--num-cpus", str(max_concurrent), "--out", str(out)]
+    if dataset in WINDOW:
+        cmd += ["--set", f"max_len={WINDOW[dataset]}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread per trial
+    log = work_dir / "logs" / f"tune__{dataset}__{model}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with log.open("a") as fh:
+        fh.write(f"$ {' '.join(cmd)}\n")
+        fh.flush()
+        rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=work_dir)
+    wall = time.perf_counter() - t0
+    if rc != 0:
+        raise RuntimeError(f"glintru tune exited {rc}; see {log}")
+    tuned_dir.mkdir(parents=True, exist_ok=True)
+    with (out / "trials.csv").open() as fh:
+        trials = list(csv.DictReader(fh))
+    record = {"dataset": dataset, "model": model, "search_space": f"benchmarks/spaces/{model}.yaml",
+              "trials": trials, "wall_s": round(wall, 1), "max_concurrent": max_concurrent,
+              "best_config": (out / "best_config.yaml").read_text(), "machine": machine(),
+              "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    results_dir.mkdir(parents=True, exist_ok=True)
+    tmp = results_dir / f"{dataset}__{model}.json.tmp"
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.replace(results_dir / f"{dataset}__{model}.json")
+    shutil.copyfile(out / "best_config.yaml", tuned_dir / f"{dataset}__{model}.yaml.tmp")
+    (tuned_dir / f"{dataset}__{model}.yaml.tmp").replace(tuned_dir / f"{dataset}__{model}.yaml")
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-root", required=True, help="directory holding ml-1m/, amazon-beauty/, amazon-video-games/")
+    ap.add_argument("--datasets", nargs="+", default=["amazon-beauty"], choices=list(DATASETS))
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--work-dir", default=str(ROOT / "benchmarks" / "work"))
+    ap.add_argument("--tuned-dir", default=str(ROOT / "benchmarks" / "tuned"))
+    ap.add_argument("--results-dir", default=str(ROOT / "benchmarks" / "results" / "tuning"))
+    ap.add_argument("--max-concurrent", type=int, default=2, help="trials at once (one CPU and one thread each)")
+    args = ap.parse_args(argv)
+    work_dir = Path(args.work_dir).resolve()
+    tuned_dir, results_dir = Path(args.tuned_dir), Path(args.results_dir)
+    failed = 0
+    for ds in args.datasets:
+        data_dir = prepare_dataset(Path(args.data_root), ds, work_dir).resolve()
+        for model in args.models:
+            if (tuned_dir / f"{ds}__{model}.yaml").is_file():
+                print(f"skip {ds} {model}: tuned configuration exists", flush=True)
+                continue
+            print(f"{time.strftime('%H:%M:%S')} tuning {ds} {model}", flush=True)
+            try:
+                rec = tune_one(ds, model, data_dir, work_dir, tuned_dir, results_dir, args.max_concurrent)
+            except RuntimeError as exc:
+                failed += 1
+                print(f"{time.strftime('%H:%M:%S')} FAILED {ds} {model}: {exc}", flush=True)
+                continue
+            print(f"{time.strftime('%H:%M:%S')} done {ds} {model}: {len(rec['trials'])} trials, "
+                  f"{rec['wall_s']:.0f} s", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
