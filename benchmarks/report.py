@@ -61,15 +61,23 @@ def protocol_flat(model: str, dataset: str) -> dict[str, Any]:
     return {k: v for k, v in {**PROTOCOL["*"], **PROTOCOL[dataset]}.items() if k in keys}
 
 
+def group_label(name: str, setting: str) -> str:
+    """``glintru`` for the protocol's defaults, ``glintru (tuned)`` for a tuned configuration."""
+    return name if setting == "default" else f"{name} ({setting})"
+
+
 def model_groups(runs: list[dict[str, Any]], dataset: str) -> dict[str, list[dict[str, Any]]]:
-    """Runs of each model name (its seeds); an ablation run with the default configuration counts
-    as a ``glintru`` seed."""
+    """Runs of each model name and setting (its seeds), tuned groups first; an ablation run with the
+    default configuration counts as a seed of the default ``glintru``."""
     from glintru.config import build_config
 
     groups: dict[str, list[dict[str, Any]]] = {}
-    for r in runs:
-        if r["dataset"] == dataset and r["name"] in MODEL_ORDER:
-            groups.setdefault(r["name"], []).append(r)
+    for name in MODEL_ORDER:
+        for setting in ("tuned", "default"):
+            rs = [r for r in runs if r["dataset"] == dataset and r["name"] == name
+                  and r.get("setting", "default") == setting]
+            if rs:
+                groups[group_label(name, setting)] = rs
     default = build_config("glintru", protocol_flat("glintru", dataset)).to_flat()
     seeds = {r["seed"] for r in groups.get("glintru", [])}
     for r in runs:
@@ -92,15 +100,14 @@ def model_table(dataset: str, groups: dict[str, list[dict[str, Any]]]) -> list[s
     head = ["model", "seeds", "full HR@10", "full NDCG@10", "pop100 HR@10", "pop100 NDCG@10", "epochs (best)",
             "train min", "latency ms/user", "published HR@10 / NDCG@10", "ours / published NDCG"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name in MODEL_ORDER:
-        rs = sorted(groups.get(name, []), key=lambda r: r["seed"])
-        if not rs:
-            continue
+    for label, rs in groups.items():
+        rs = sorted(rs, key=lambda r: r["seed"])
         m = [r["metrics"] for r in rs]
-        anchor = ANCHORS.get(dataset, {}).get(name.split("_")[0])
+        anchor = ANCHORS.get(dataset, {}).get(rs[0]["name"].split("_")[0])
         ndcg = statistics.mean(x["test/full/ndcg@10"] for x in m)
         cells = [
-            f"`{name}`", ",".join(str(r["seed"]) for r in rs),
+            f"`{rs[0]['name']}`" + (f" ({rs[0]['setting']})" if rs[0].get("setting", "default") != "default" else ""),
+            ",".join(str(r["seed"]) for r in rs),
             mean_std([x["test/full/hr@10"] for x in m]), mean_std([x["test/full/ndcg@10"] for x in m]),
             mean_std([x["test/pop100/hr@10"] for x in m]), mean_std([x["test/pop100/ndcg@10"] for x in m]),
             ", ".join(f"{r['epochs']} ({r['best_epoch']})" for r in rs),
@@ -110,6 +117,39 @@ def model_table(dataset: str, groups: dict[str, list[dict[str, Any]]]) -> list[s
             f"{ndcg / anchor[1]:.0%}" if anchor else "",
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def load_tuning(results: Path = RESULTS) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted((results / "tuning").glob("*.json"))]
+
+
+def tuning_table(studies: list[dict[str, Any]], dataset: str) -> list[str]:
+    """One row per model's study: trials, epochs, the best trial's validation NDCG@10 and its values."""
+    rows = [s for s in studies if s["dataset"] == dataset]
+    if not rows:
+        return []
+    metric = "valid/full/ndcg@10"
+    head = ["model", "trials", "epochs trained (all trials)", "first trial (defaults) valid NDCG@10",
+            "best valid NDCG@10", "best configuration", "study wall min"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    order = {m: i for i, m in enumerate(MODEL_ORDER)}
+    for st in sorted(rows, key=lambda s: order.get(s["model"], 99)):
+        trials = st["trials"]
+        keys = [k for k in trials[0] if k not in ("trial_id", "epoch", metric) and not k.endswith("_s")]
+        best = max(trials, key=lambda t: float(t[metric]))
+        first = next((t for t in trials if t["trial_id"] == st.get("first_trial")), None)
+
+        def fmt(v: str) -> str:
+            x = float(v)
+            return f"{x:.3g}" if x != int(x) else str(int(x))
+
+        lines.append("| " + " | ".join([
+            f"`{st['model']}`", str(len(trials)), str(sum(int(float(t["epoch"])) for t in trials)),
+            f"{100 * float(first[metric]):.2f}" if first else "",
+            f"{100 * float(best[metric]):.2f}", ", ".join(f"{k}={fmt(best[k])}" for k in keys),
+            f"{st['wall_s'] / 60:.0f}",
+        ]) + " |")
     return lines
 
 
@@ -208,6 +248,11 @@ def report(runs: list[dict[str, Any]]) -> str:
         if diag:
             lines += ["The expert mix during training (`glintru`, seed 1; norms are means over real positions of a "
                       "fixed batch of 256 training windows):", ""] + diag + [""]
+        tun = tuning_table(load_tuning(), ds)
+        if tun:
+            lines += ["Tuning (`benchmarks/tune_models.py`: `glintru tune`, the same budget for every model: 8 "
+                      "trials, ASHA grace 5 epochs, at most 30 epochs; validation full NDCG@10 in %, the value a "
+                      "trial last reported):", ""] + tun + [""]
         abl = ablation_table(runs, ds)
         if abl:
             lines += ["Ablation (GLINT-RU, seed 1):", ""] + abl + [""]

@@ -2,7 +2,8 @@
 
     python benchmarks/reproduce.py --data-root DATA --plan ablation --datasets amazon-beauty
     python benchmarks/reproduce.py --data-root DATA --plan models --datasets amazon-beauty --seeds 1 2 3
-    python benchmarks/reproduce.py --data-root DATA --plan models --models sasrec --tuned benchmarks/tuned
+    python benchmarks/tune_models.py --data-root DATA --datasets amazon-beauty   # writes benchmarks/tuned/
+    python benchmarks/reproduce.py --data-root DATA --plan models --tuned benchmarks/tuned --seeds 1 2 3
     python benchmarks/report.py                        # the tables and plots of docs/results.md
     nohup python benchmarks/reproduce.py ... > benchmarks/work/reproduce.log 2>&1 &
 
@@ -23,7 +24,9 @@ interrupted run resumes from its last epoch checkpoint.
 Plans: ``ablation`` (GLINT-RU variants: attention normaliser none / count / kernel, the GRU
 expert alone, the attention expert alone, kernel size 1) and ``models`` (GLINT-RU and the
 baselines, with ``--tuned DIR`` holding ``<dataset>__<model>.yaml`` files of tuned flat keys,
-e.g. ``best_config.yaml`` of a ``glintru tune`` study). Each run uses ``--threads`` torch threads
+e.g. ``best_config.yaml`` of a ``glintru tune`` study, as ``benchmarks/tune_models.py`` writes them;
+a tuned run is ``<name>__tuned__seed<k>.json`` with ``"setting": "tuned"``, and a model without a
+tuned file is skipped). Each run uses ``--threads`` torch threads
 and at most ``--jobs`` runs go at once, one process each.
 """
 
@@ -134,8 +137,13 @@ def run_spec(dataset: str, name: str, model: str, overrides: dict[str, Any], see
     return build_config(model, flat, source=f"{dataset}/{name}")
 
 
-def result_path(results_dir: Path, dataset: str, name: str, seed: int) -> Path:
-    return results_dir / "runs" / dataset / f"{name}__seed{seed}.json"
+def run_label(name: str, setting: str) -> str:
+    """File stem of a run: ``<name>`` at the protocol's defaults, ``<name>__tuned`` with a tuned config."""
+    return name if setting == "default" else f"{name}__{setting}"
+
+
+def result_path(results_dir: Path, dataset: str, name: str, seed: int, setting: str = "default") -> Path:
+    return results_dir / "runs" / dataset / f"{run_label(name, setting)}__seed{seed}.json"
 
 
 def latency_ms_per_user(model: Any, data: Any, max_len: int, users: int = 200) -> float:
@@ -162,7 +170,7 @@ def latency_ms_per_user(model: Any, data: Any, max_len: int, users: int = 200) -
 
 
 def run_one(dataset: str, name: str, model: str, overrides: dict[str, Any], seed: int, data_dir: str,
-            work_dir: str, results_dir: str, threads: int, jobs: int) -> dict[str, Any]:
+            work_dir: str, results_dir: str, threads: int, jobs: int, setting: str = "default") -> dict[str, Any]:
     """Train one run (resuming from its last checkpoint) and write its JSON; runs in a child process."""
     import torch
 
@@ -173,9 +181,10 @@ def run_one(dataset: str, name: str, model: str, overrides: dict[str, Any], seed
     torch.set_num_threads(threads)
     run_cfg = run_spec(dataset, name, model, overrides, seed)
     data = load_prepared(data_dir)
-    out_dir = Path(work_dir) / "runs" / dataset / f"{name}__seed{seed}"
+    label = run_label(name, setting)
+    out_dir = Path(work_dir) / "runs" / dataset / f"{label}__seed{seed}"
     ckpts = list_checkpoints(out_dir)
-    log = Path(work_dir) / "logs" / f"{dataset}__{name}__seed{seed}.log"
+    log = Path(work_dir) / "logs" / f"{dataset}__{label}__seed{seed}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
@@ -198,7 +207,7 @@ def run_one(dataset: str, name: str, model: str, overrides: dict[str, Any], seed
         if "/pop" in k:
             metrics[k] = v
     record = {
-        "dataset": dataset, "model": model, "name": name, "seed": seed,
+        "dataset": dataset, "model": model, "name": name, "seed": seed, "setting": setting,
         "config": run_cfg.to_flat(), "overrides": overrides,
         "stopped": result.stopped, "best_epoch": result.best_epoch, "epochs": len(result.history),
         "best_epoch_pop100": pop.get("best_epoch"),
@@ -213,7 +222,7 @@ def run_one(dataset: str, name: str, model: str, overrides: dict[str, Any], seed
                     "loadavg_1min_end": round(os.getloadavg()[0], 2)},
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    path = Path(result_path(Path(results_dir), dataset, name, seed))
+    path = Path(result_path(Path(results_dir), dataset, name, seed, setting))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=1) + "\n")
@@ -256,13 +265,18 @@ def main(argv: list[str] | None = None) -> int:
         for ds in args.datasets:
             for name in names:
                 model, over = plan[name]
-                over = {**tuned_overrides(tuned, ds, name), **over, **extra}
+                tuned_flat = tuned_overrides(tuned, ds, name)
+                if tuned is not None and not tuned_flat:
+                    print(f"skip {ds} {name}: no {tuned / f'{ds}__{name}.yaml'}", flush=True)
+                    continue
+                setting = "tuned" if tuned_flat else "default"
+                over = {**tuned_flat, **over, **extra}
                 for seed in args.seeds:
                     cfg = run_spec(ds, name, model, over, seed)  # validate before training anything
-                    if result_path(results_dir, ds, name, seed).is_file():
-                        print(f"skip {ds} {name} seed {seed}: JSON exists", flush=True)
+                    if result_path(results_dir, ds, name, seed, setting).is_file():
+                        print(f"skip {ds} {name} ({setting}) seed {seed}: JSON exists", flush=True)
                         continue
-                    todo.append((ds, name, model, over, seed))
+                    todo.append((ds, name, model, over, seed, setting))
                     if args.dry_run:
                         print(ds, name, seed, json.dumps(cfg.to_flat()))
         if args.dry_run or not todo:
@@ -273,8 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         failed = 0
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx, max_tasks_per_child=1) as pool:
             futs = {pool.submit(run_one, ds, name, model, over, seed, data_dirs[ds], str(work_dir), str(results_dir),
-                                args.threads, args.jobs): (ds, name, seed)
-                    for ds, name, model, over, seed in todo}
+                                args.threads, args.jobs, setting): (ds, run_label(name, setting), seed)
+                    for ds, name, model, over, seed, setting in todo}
             print(f"{time.strftime('%H:%M:%S')} started {len(futs)} runs, {args.jobs} at once", flush=True)
             for fut in as_completed(futs):
                 ds, name, seed = futs[fut]

@@ -35,6 +35,19 @@ MODELS = ("glintru", "sasrec", "sasrec_1block", "narm", "gru4rec")
 WINDOW = {"ml-1m": 200}  # Amazon datasets keep the files' window (50)
 
 
+def first_trial(model: str, trials: list[dict[str, str]]) -> str | None:
+    """The id of the study's first trial: every searched key at its config default (``paper_point``)."""
+    from glintru.tuning.search import paper_point
+    from glintru.tuning.space import load_search_space
+
+    space = load_search_space(SPACES / f"{model}.yaml")
+    point = paper_point(space, dict(space.fixed))
+    for t in trials:
+        if all(abs(float(t[k]) - float(v)) < 1e-9 for k, v in point.items()):
+            return t["trial_id"]
+    return None
+
+
 def tune_one(dataset: str, model: str, data_dir: Path, work_dir: Path, tuned_dir: Path, results_dir: Path,
              max_concurrent: int) -> dict:
     out = work_dir / "tune-out" / f"{dataset}__{model}"
@@ -58,8 +71,9 @@ def tune_one(dataset: str, model: str, data_dir: Path, work_dir: Path, tuned_dir
     tuned_dir.mkdir(parents=True, exist_ok=True)
     with (out / "trials.csv").open() as fh:
         trials = list(csv.DictReader(fh))
+    record_first = first_trial(model, trials)
     record = {"dataset": dataset, "model": model, "search_space": f"benchmarks/spaces/{model}.yaml",
-              "trials": trials, "wall_s": round(wall, 1), "max_concurrent": max_concurrent,
+              "trials": trials, "first_trial": record_first, "wall_s": round(wall, 1), "max_concurrent": max_concurrent,
               "best_config": (out / "best_config.yaml").read_text(), "machine": machine(),
               "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     results_dir.mkdir(parents=True, exist_ok=True)

@@ -121,6 +121,11 @@ class TrainConfig:
     num_negatives_train: int = 256  # negatives per batch for sampled_softmax / gbce
     loss_sampling: str = "popularity"  # sampled_softmax negatives: "popularity" (training counts) | "uniform"
     gbce_t: float = 0.75  # gBCE calibration t in [0, 1] (0 = plain BCE)
+    # How Adam updates the item-embedding table: "dense" (every row, every step: torch.optim.Adam);
+    # "sparse" (only the rows a step touched: torch.optim.SparseAdam, i.e. lazy Adam; needs a sampled
+    # loss, weight_decay 0, grad_clip 0, no compile, one worker); "auto" = sparse exactly when those
+    # hold and the catalogue has >= 100,000 items. docs/model.md, "Training losses".
+    embedding_update: str = "auto"
     eval_batch_size: int = 512
     num_negatives: int = 100  # sampled evaluation: 100 negatives = the official "pop100"
     negative_sampling: str = "popularity"  # "popularity" | "uniform"
@@ -177,6 +182,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "negative_sampling": ("popularity", "uniform"),
     "loss": ("ce", "sampled_softmax", "gbce"),
     "loss_sampling": ("popularity", "uniform"),
+    "embedding_update": ("auto", "dense", "sparse"),
 }
 
 
@@ -358,6 +364,16 @@ def _validate(model: str, m: Any, t: TrainConfig, source: str) -> None:
         raise bad("valid_metric", f"protocol {m_.group(1)!r} is not evaluated with these settings; use one of {', '.join(protocols)}")
     if int(m_.group(3)) not in t.topk:
         raise bad("valid_metric", f"K={m_.group(3)} is not in topk {list(t.topk)}")
+    if t.embedding_update == "sparse":
+        if t.loss == "ce":
+            raise bad("embedding_update", "'sparse' needs a sampled loss (loss=sampled_softmax or gbce): "
+                      "the full softmax touches every row of the table at every step")
+        for name in ("weight_decay", "grad_clip"):
+            if getattr(t, name) > 0:
+                raise bad("embedding_update", f"'sparse' (lazy Adam) does not support {name} > 0; "
+                          f"set {name}=0 or embedding_update=dense")
+        if t.compile:
+            raise bad("embedding_update", "'sparse' does not work with compile=true; use embedding_update=dense")
     if not model_is_causal(m) and t.objective == "all_positions":
         raise bad(
             "objective",

@@ -29,11 +29,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from glintru.config import RunConfig, TrainConfig
+from glintru.config import RunConfig, TrainConfig, build_config
 from glintru.data.dataset import PreparedDataset
 from glintru.engine.batching import epoch_batches, make_batch, training_samples
 from glintru.engine.checkpoint import FORMAT_VERSION, load_checkpoint, save_best, save_checkpoint
 from glintru.engine.loss import make_sequence_loss
+from glintru.engine.optim import make_optimizer
 from glintru.engine.precision import autocast_for
 from glintru.errors import UserError
 
@@ -108,7 +109,9 @@ class _Progress:
 
 def _check_resume_config(run_cfg: RunConfig, saved: dict[str, Any], where: Path) -> None:
     now = run_cfg.to_flat()
-    diff = sorted(k for k in set(now) | set(saved) if now.get(k) != saved.get(k) and k not in RESUMABLE_CHANGES)
+    defaults = build_config(run_cfg.model).to_flat()  # a key newer than the checkpoint: its default matches
+    diff = sorted(k for k in set(now) | set(saved) if now.get(k) != saved.get(k, defaults.get(k))
+                  and k not in RESUMABLE_CHANGES)
     if diff:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff)
         raise UserError(f"{where}: cannot resume with a different configuration ({detail})")
@@ -152,7 +155,7 @@ def fit(
 
     torch.manual_seed(cfg.seed)
     model = build_model(run_cfg, data.n_items).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(model, cfg, data.n_items, world_size)
     history: list[dict[str, float]] = []
     best: dict[str, Any] = {"epoch": 0, "value": -math.inf, "metrics": {}}
     best_state: dict[str, Any] | None = None

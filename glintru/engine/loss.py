@@ -148,7 +148,7 @@ class NegativeSampler:
 
 
 def sampled_softmax_ce(h: torch.Tensor, item_emb: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor,
-                       log_q: torch.Tensor) -> torch.Tensor:
+                       log_q: torch.Tensor, sparse: bool = False) -> torch.Tensor:
     """Mean cross-entropy of each row's target against the batch's shared negatives, log-Q corrected.
 
     logit(i) = h . e_i - log q_i for the target and every negative (Bengio & Senecal 2008; Yi et al.,
@@ -157,32 +157,33 @@ def sampled_softmax_ce(h: torch.Tensor, item_emb: torch.Tensor, targets: torch.T
 
     Args:
         h: [R, d] hidden states; item_emb: [n_items + 1, d]; targets: [R] in 1..n_items;
-        negatives: [M] in 1..n_items; log_q: [n_items] log draw probabilities (item i + 1 at i).
+        negatives: [M] in 1..n_items; log_q: [n_items] log draw probabilities (item i + 1 at i);
+        sparse: the table's gradient as a sparse tensor (rows gathered with ``sparse=True``).
     """
     h = h.float()
-    pos = (h * item_emb[targets].float()).sum(-1) - log_q[targets - 1]  # [R]
-    neg = h @ item_emb[negatives].float().T - log_q[negatives - 1]  # [R, M]
+    pos = (h * F.embedding(targets, item_emb, sparse=sparse).float()).sum(-1) - log_q[targets - 1]  # [R]
+    neg = h @ F.embedding(negatives, item_emb, sparse=sparse).float().T - log_q[negatives - 1]  # [R, M]
     neg = neg.masked_fill(negatives.view(1, -1) == targets.view(-1, 1), -torch.inf)
     logits = torch.cat([pos.unsqueeze(1), neg], dim=1)  # [R, 1 + M]
     return (torch.logsumexp(logits, dim=1) - pos).mean()
 
 
 def gbce_loss(h: torch.Tensor, item_emb: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor,
-              n_items: int, t: float) -> torch.Tensor:
+              n_items: int, t: float, sparse: bool = False) -> torch.Tensor:
     """gBCE (Petrov & Macdonald, "gSASRec", RecSys 2023, Eq. 7-10), mean over rows.
 
     loss = -beta * log sigmoid(s+) - sum_j log(1 - sigmoid(s-_j)), with the sampling rate
     alpha = M / (n_items - 1) and beta = alpha * (t * (1 - 1/alpha) + 1/alpha): t = 0 is plain BCE
     (beta = 1), t = 1 fully calibrates the positive for the negatives it was not compared with.
     Negatives are uniform and shared by the batch (gSASRec draws them per sequence); one equal to the
-    row's target is dropped.
+    row's target is dropped. ``sparse``: as in :func:`sampled_softmax_ce`.
     """
     h = h.float()
     m = negatives.numel()
     alpha = m / max(1, n_items - 1)
     beta = alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
-    pos = (h * item_emb[targets].float()).sum(-1)  # [R]
-    neg = h @ item_emb[negatives].float().T  # [R, M]
+    pos = (h * F.embedding(targets, item_emb, sparse=sparse).float()).sum(-1)  # [R]
+    neg = h @ F.embedding(negatives, item_emb, sparse=sparse).float().T  # [R, M]
     hit = negatives.view(1, -1) == targets.view(-1, 1)
     neg_term = F.logsigmoid(-neg).masked_fill(hit, 0.0).sum(1)  # log(1 - sigmoid(s)) = logsigmoid(-s)
     return (-beta * F.logsigmoid(pos) - neg_term).mean()
@@ -222,9 +223,11 @@ class SequenceLoss(nn.Module):
         if self.loss == "ce":
             return full_softmax_ce(rows, emb, tgt, self.chunk)
         negatives = self.sampler.draw(self.num_negatives, rows.device)  # [M], shared by the batch
+        # A sparse table gradient when the model's embedding is sparse (glintru.engine.optim).
+        sparse = bool(getattr(getattr(self.model, "item_embedding", None), "sparse", False))
         if self.loss == "sampled_softmax":
-            return sampled_softmax_ce(rows, emb, tgt, negatives, self.sampler.log_q.to(rows.device))
-        return gbce_loss(rows, emb, tgt, negatives, self.sampler.n_items, self.gbce_t)
+            return sampled_softmax_ce(rows, emb, tgt, negatives, self.sampler.log_q.to(rows.device), sparse=sparse)
+        return gbce_loss(rows, emb, tgt, negatives, self.sampler.n_items, self.gbce_t, sparse=sparse)
 
 
 LOSSES = ("ce", "sampled_softmax", "gbce")
