@@ -23,7 +23,7 @@ DOC = ROOT / "docs" / "results.md"
 PLOTS = ROOT / "docs" / "results"
 BEGIN, END = "<!-- report:begin -->", "<!-- report:end -->"
 DATASETS = ("amazon-beauty", "amazon-video-games", "ml-1m")
-MODEL_ORDER = ("glintru", "sasrec", "sasrec_preln", "sasrec_1block", "narm", "gru4rec")
+MODEL_ORDER = ("glintru", "sasrec_preln", "sasrec", "sasrec_1block", "narm", "gru4rec")
 # Published full-ranking HR@10 / NDCG@10 under leave-one-out with CE training (the anchors).
 ANCHORS: dict[str, dict[str, tuple[float, float, str]]] = {
     "ml-1m": {

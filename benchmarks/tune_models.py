@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from reproduce import DATASETS, machine, prepare_dataset  # noqa: E402
 
 SPACES = ROOT / "benchmarks" / "spaces"
-MODELS = ("glintru", "sasrec", "sasrec_1block", "narm", "gru4rec")
+MODELS = ("glintru", "sasrec_preln", "narm", "gru4rec", "sasrec_1block", "sasrec")
 WINDOW = {"ml-1m": 200}  # Amazon datasets keep the files' window (50)
 
 
