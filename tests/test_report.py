@@ -1,0 +1,67 @@
+"""The reproduction report (benchmarks/report.py): which runs form a table row, mean ± std over
+seeds computed by hand, tuned runs kept apart from default ones, the tuning table."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+import report  # noqa: E402
+from reproduce import result_path, run_spec  # noqa: E402
+
+
+def run(name: str, seed: int, ndcg: float, setting: str = "default", dataset: str = "amazon-beauty", **over):
+    model = {"glintru-norm_kernel": "glintru"}.get(name, name)
+    cfg = run_spec(dataset, name, model, over, seed).to_flat()
+    return {"dataset": dataset, "name": name, "model": model, "seed": seed, "setting": setting, "config": cfg,
+            "metrics": {"test/full/ndcg@10": ndcg, "test/full/hr@10": 2 * ndcg, "test/pop100/hr@10": 0.3,
+                        "test/pop100/ndcg@10": 0.2},
+            "epochs": 20, "best_epoch": 10, "train_s": 600.0, "latency_ms_per_user": 1.0, "history": []}
+
+
+def test_groups_split_tuned_from_default_and_count_the_default_ablation_run_as_a_seed():
+    runs = [run("glintru", 2, 0.0379), run("glintru-norm_kernel", 1, 0.0397),
+            run("glintru", 1, 0.05, setting="tuned", lr=0.002), run("sasrec", 1, 0.03),
+            run("glintru", 3, 0.1, dataset="ml-1m")]
+    groups = report.model_groups(runs, "amazon-beauty")
+    assert list(groups) == ["glintru (tuned)", "glintru", "sasrec"]
+    assert sorted(r["seed"] for r in groups["glintru"]) == [1, 2]
+    assert [r["seed"] for r in groups["glintru (tuned)"]] == [1]
+
+
+def test_a_changed_ablation_run_is_not_a_seed_of_the_default():
+    runs = [run("glintru", 2, 0.0379), run("glintru-norm_kernel", 1, 0.0397, kernel_size=1)]
+    assert [r["seed"] for r in report.model_groups(runs, "amazon-beauty")["glintru"]] == [2]
+
+
+def test_table_row_mean_and_sample_std_by_hand_and_the_anchor_ratio():
+    groups = {"sasrec": [run("sasrec", 1, 0.03), run("sasrec", 2, 0.04)]}
+    row = report.model_table("amazon-beauty", groups)[2].split(" | ")
+    # mean 3.50 %, sample std sqrt(((3-3.5)^2 + (4-3.5)^2) / 1) = 0.71 %; HR is twice NDCG here
+    assert row[1:4] == ["1,2", "7.00 ± 1.41", "3.50 ± 0.71"]
+    assert row[-1].rstrip(" |") == f"{0.035 / 0.0409:.0%}"
+
+
+def test_tuned_runs_have_their_own_result_file():
+    root = Path("/r")
+    assert result_path(root, "amazon-beauty", "sasrec", 2).name == "sasrec__seed2.json"
+    assert result_path(root, "amazon-beauty", "sasrec", 2, "tuned").name == "sasrec__tuned__seed2.json"
+
+
+def test_tuning_table_best_trial_and_first_trial():
+    trials = [{"trial_id": "a", "lr": "0.001", "kernel_size": "3", "epoch": "30", "valid/full/ndcg@10": "0.045",
+               "trial_s": "900.0"},
+              {"trial_id": "b", "lr": "0.0021", "kernel_size": "5", "epoch": "10", "valid/full/ndcg@10": "0.048",
+               "trial_s": "300.0"}]
+    study = {"dataset": "amazon-beauty", "model": "glintru", "trials": trials, "first_trial": "a", "wall_s": 1200.0}
+    row = report.tuning_table([study], "amazon-beauty")[2].split(" | ")
+    assert row == ["| `glintru`", "2", "40", "4.50", "4.80", "lr=0.0021, kernel_size=5", "20 |"]
+
+
+@pytest.mark.parametrize("values, text", [([], "n/a"), ([0.0397], "3.97"), ([0.02, 0.04], "3.00 ± 1.41")])
+def test_mean_std_format(values, text):
+    assert report.mean_std(values) == text
