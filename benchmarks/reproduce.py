@@ -22,7 +22,9 @@ selection, the inference latency per user and the machine). A run whose JSON exi
 interrupted run resumes from its last epoch checkpoint.
 
 Plans: ``ablation`` (GLINT-RU variants: attention normaliser none / count / kernel, the GRU
-expert alone, the attention expert alone, kernel size 1) and ``models`` (GLINT-RU and the
+expert alone, the attention expert alone, kernel size 1), ``losses`` (GLINT-RU trained with the
+full softmax, the sampled softmax and gBCE: ML-1M and ``amazon-beauty-54k``, the BERT4Rec
+preprocessing of Beauty with 54,542 items, ``amazon-beauty/alternates/bert4rec/beauty.txt``) and ``models`` (GLINT-RU and the
 baselines, with ``--tuned DIR`` holding ``<dataset>__<model>.yaml`` files of tuned flat keys,
 e.g. ``best_config.yaml`` of a ``glintru tune`` study, as ``benchmarks/tune_models.py`` writes them;
 a tuned run is ``<name>__tuned__seed<k>.json`` with ``"setting": "tuned"``, and a model without a
@@ -50,6 +52,8 @@ DATASETS: dict[str, str] = {
     "ml-1m": "ml-1m/ml-1m.seq.txt",
     "amazon-beauty": "amazon-beauty/Beauty.txt",
     "amazon-video-games": "amazon-video-games/Video_Games.txt",
+    # BERT4Rec's preprocessing of Beauty (not 5-core): 54,542 items, for the training-loss comparison
+    "amazon-beauty-54k": "amazon-beauty/alternates/bert4rec/beauty.txt",
 }
 PROTOCOL: dict[str, dict[str, Any]] = {
     "*": {"hidden_size": 128, "embedding_size": 128, "batch_size": 128, "lr": 1e-3, "max_epochs": 200,
@@ -57,6 +61,7 @@ PROTOCOL: dict[str, dict[str, Any]] = {
     "ml-1m": {"max_len": 200},
     "amazon-beauty": {"max_len": 50},
     "amazon-video-games": {"max_len": 50},
+    "amazon-beauty-54k": {"max_len": 50},
 }
 POP_METRIC = "valid/pop100/ndcg@10"
 # name -> (model, overrides). Baselines train on every position unless said.
@@ -76,7 +81,13 @@ ABLATION_RUNS: dict[str, tuple[str, dict[str, Any]]] = {
     "glintru-attn_only": ("glintru", {"experts": "attention"}),
     "glintru-kernel1": ("glintru", {"kernel_size": 1}),
 }
-PLANS = {"models": MODEL_RUNS, "ablation": ABLATION_RUNS}
+# Training losses (glintru.engine.loss) against the full softmax, everything else at the protocol.
+LOSS_RUNS: dict[str, tuple[str, dict[str, Any]]] = {
+    "glintru-loss_ce": ("glintru", {"loss": "ce"}),
+    "glintru-loss_sampled": ("glintru", {"loss": "sampled_softmax"}),
+    "glintru-loss_gbce": ("glintru", {"loss": "gbce"}),
+}
+PLANS = {"models": MODEL_RUNS, "ablation": ABLATION_RUNS, "losses": LOSS_RUNS}
 
 
 def machine() -> dict[str, Any]:

@@ -15,7 +15,7 @@ from reproduce import result_path, run_spec  # noqa: E402
 
 
 def run(name: str, seed: int, ndcg: float, setting: str = "default", dataset: str = "amazon-beauty", **over):
-    model = {"glintru-norm_kernel": "glintru"}.get(name, name)
+    model = "glintru" if name.startswith("glintru") else name
     cfg = run_spec(dataset, name, model, over, seed).to_flat()
     return {"dataset": dataset, "name": name, "model": model, "seed": seed, "setting": setting, "config": cfg,
             "metrics": {"test/full/ndcg@10": ndcg, "test/full/hr@10": 2 * ndcg, "test/pop100/hr@10": 0.3,
@@ -65,3 +65,11 @@ def test_tuning_table_best_trial_and_first_trial():
 @pytest.mark.parametrize("values, text", [([], "n/a"), ([0.0397], "3.97"), ([0.02, 0.04], "3.00 ± 1.41")])
 def test_mean_std_format(values, text):
     assert report.mean_std(values) == text
+
+
+def test_losses_table_row_by_hand():
+    r = run("glintru-loss_sampled", 1, 0.05, loss="sampled_softmax")
+    r["name"] = "glintru-loss_sampled"
+    r["history"] = [{"train/targets_per_s": v} for v in (100.0, 300.0, 200.0)]
+    row = report.losses_table([r], "amazon-beauty")[2].split(" | ")
+    assert row == ["| `sampled_softmax`", "256", "10.00", "5.00", "20.00", "20 (10)", "10.0", "200 |"]
