@@ -11,7 +11,9 @@ targets), d = 128, model forward, loss, backward, Adam. Variants, measured in in
 * ``one-pass``: one exponential per logit, computed in place (``glintru.engine.loss``), 4,096 rows;
 * ``one-pass + cache rows`` (the engine's default now): chunks sized to stay in cache
   (:func:`glintru.engine.loss.cache_rows`, 282 rows at 3,706 items);
-* ``bf16``: the default step under bf16 autocast (``precision=bf16``).
+* ``bf16``: the default step under bf16 autocast (``precision=bf16``);
+* ``compile`` (with ``--compile``): the default step with the model under ``torch.compile``
+  (``compile=true``; its compilation happens in the warm-up step, which is not timed).
 
 Also checks that the variants compute the same loss (fp32 ones to 1e-5, bf16 to 2e-2).
 """
@@ -72,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--compile", action="store_true", help="also time the step with torch.compile")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     info = machine(args.threads)
@@ -84,11 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     def make_step(kind: str):
         torch.manual_seed(0)
         model = build_model(cfg, data.n_items).train()
+        encoder = torch.compile(model) if kind == "compile" else model
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         precision = "bf16" if kind == "bf16" else "fp32"
 
         def loss_fn() -> torch.Tensor:
-            h = model(batch["items"])
+            h = encoder(batch["items"])
             real = batch["targets"] > 0
             rows, tgt = h[real], batch["targets"][real]
             emb = model.item_embeddings()
@@ -109,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return step
 
-    kinds = ["previous", "one-pass", "one-pass + cache rows", "bf16"]
+    kinds = ["previous", "one-pass", "one-pass + cache rows", "bf16"] + (["compile"] if args.compile else [])
     steps = {k: make_step(k) for k in kinds}
     first = {k: steps[k]() for k in kinds}  # warm-up; the first step's loss (same init, same batch)
     times: dict[str, list[float]] = {k: [] for k in kinds}
@@ -123,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for k in kinds:
         med = statistics.median(times[k])
-        tol = 2e-2 if k == "bf16" else 1e-5
+        tol = {"bf16": 2e-2, "compile": 1e-3}.get(k, 1e-5)  # compiled dropout draws its own masks
         rows.append({"variant": k, "step_ms": 1000 * med, "targets_per_s": targets / med, "speedup": base / med,
                      "first_loss": first[k], "same_loss": abs(first[k] - first["previous"]) <= tol * abs(first["previous"])})
     result = {"benchmark": "step_speed", "shape": {"batch": 128, "window": 200, "d": 128, "n_items": data.n_items},
