@@ -131,7 +131,7 @@ def tuning_table(studies: list[dict[str, Any]], dataset: str) -> list[str]:
         return []
     metric = "valid/full/ndcg@10"
     head = ["model", "trials", "epochs trained (all trials)", "first trial (defaults) valid NDCG@10",
-            "best valid NDCG@10", "best configuration", "study wall min"]
+            "best valid NDCG@10", "best configuration", "trial minutes (sum)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     order = {m: i for i, m in enumerate(MODEL_ORDER)}
     for st in sorted(rows, key=lambda s: order.get(s["model"], 99)):
@@ -148,7 +148,7 @@ def tuning_table(studies: list[dict[str, Any]], dataset: str) -> list[str]:
             f"`{st['model']}`", str(len(trials)), str(sum(int(float(t["epoch"])) for t in trials)),
             f"{100 * float(first[metric]):.2f}" if first else "",
             f"{100 * float(best[metric]):.2f}", ", ".join(f"{k}={fmt(best[k])}" for k in keys),
-            f"{st['wall_s'] / 60:.0f}",
+            f"{sum(float(t['trial_s'] or 0) for t in trials) / 60:.0f}",
         ]) + " |")
     return lines
 
