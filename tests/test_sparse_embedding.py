@@ -156,3 +156,25 @@ def test_a_dense_optimizer_state_does_not_load_into_a_sparse_run():
     _, sparse_opt, _, _ = loss_and_grads(run_cfg, "sparse")
     with pytest.raises(ValueError, match="optimizer state is dense, this run's embedding update is sparse"):
         sparse_opt.load_state_dict(dense_opt.state_dict())
+
+
+def test_multi_worker_sparse_runs_are_refused_before_any_worker_starts(tmp_path):
+    from glintru.distributed.trainer import run_trainer
+
+    flat = cfg("glintru", loss="gbce", embedding_update="sparse").to_flat()
+    with pytest.raises(UserError, match=r"embedding_update: 'sparse' runs on one worker \(--workers 2\)"):
+        run_trainer(flat, tmp_path, name="x", storage_path=str(tmp_path), workers=2)
+
+
+def test_a_study_with_sparse_multi_worker_trials_is_refused_before_ray_starts(tmp_path):
+    from engine_fixtures import write_prepared
+    from glintru.tuning.driver import run_study
+
+    data = write_prepared(tmp_path / "data", cyclic_sequences(8, N_ITEMS), N_ITEMS)
+    space = tmp_path / "space.yaml"
+    space.write_text("model: glintru\nfixed: {loss: gbce, embedding_update: sparse}\n"
+                     "params: {lr: {loguniform: [1.0e-4, 1.0e-2]}}\n")
+    with pytest.raises(UserError, match=r"'sparse' runs on one worker per trial \(--workers 2\)"):
+        run_study(data_dir=str(data), search_space=str(space), storage_path=str(tmp_path / "ray"),
+                  mlflow_uri=f"sqlite:///{tmp_path / 'm.db'}", experiment=None, num_samples=2, max_epochs=1,
+                  workers=2, overrides={})
