@@ -178,3 +178,15 @@ def test_a_study_with_sparse_multi_worker_trials_is_refused_before_ray_starts(tm
         run_study(data_dir=str(data), search_space=str(space), storage_path=str(tmp_path / "ray"),
                   mlflow_uri=f"sqlite:///{tmp_path / 'm.db'}", experiment=None, num_samples=2, max_epochs=1,
                   workers=2, overrides={})
+
+
+def test_auto_says_when_it_chose_sparse_updates(tmp_path, capsys, monkeypatch):
+    import glintru.engine.optim as optim
+
+    monkeypatch.setattr(optim, "SPARSE_MIN_ITEMS", N_ITEMS)  # this tiny catalogue counts as large
+    data = make_dataset(cyclic_sequences(8, N_ITEMS), N_ITEMS)
+    fit(cfg("glintru", max_epochs=1, loss="gbce"), data, tmp_path / "a", progress=True)
+    assert "item table: sparse updates" in capsys.readouterr().err
+    assert set(load_checkpoint(tmp_path / "a" / "checkpoints" / "epoch_0001")["optimizer"]) == {"adam", "sparse_adam"}
+    fit(cfg("glintru", max_epochs=1, loss="ce"), data, tmp_path / "b", progress=True)
+    assert "item table" not in capsys.readouterr().err

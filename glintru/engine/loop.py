@@ -188,6 +188,9 @@ def fit(
     items = data.items
     negatives = negatives_for(data, "valid", cfg)
     meter = _Progress(progress and rank == 0)
+    if meter.enabled and optimizer.sparse and cfg.embedding_update == "auto":
+        print(f"item table: sparse updates (lazy Adam on the rows each step touches; embedding_update=auto, "
+              f"{data.n_items:,} items, loss {cfg.loss}); embedding_update=dense keeps Adam", file=sys.stderr, flush=True)
     diag_batch = make_batch(items, samples, np.arange(min(DIAG_SAMPLES, len(samples))), width=width)["items"]
 
     epoch = start_epoch
