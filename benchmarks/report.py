@@ -82,10 +82,11 @@ def model_groups(runs: list[dict[str, Any]], dataset: str) -> dict[str, list[dic
     seeds = {r["seed"] for r in groups.get("glintru", [])}
     for r in runs:
         if (r["dataset"] == dataset and r["name"].startswith("glintru-") and r["seed"] not in seeds
-                and _same_config(r["config"], default)):
+                and _same_config({**default, **r["config"]}, default)):  # keys newer than the run: defaults
             groups.setdefault("glintru", []).append(r)
             seeds.add(r["seed"])
-    return groups
+    order = [group_label(n, st) for n in MODEL_ORDER for st in ("tuned", "default")]
+    return {k: groups[k] for k in order if k in groups}
 
 
 def mean_std(values: list[float]) -> str:
@@ -103,10 +104,10 @@ def model_table(dataset: str, groups: dict[str, list[dict[str, Any]]]) -> list[s
     for label, rs in groups.items():
         rs = sorted(rs, key=lambda r: r["seed"])
         m = [r["metrics"] for r in rs]
-        anchor = ANCHORS.get(dataset, {}).get(rs[0]["name"].split("_")[0])
+        anchor = ANCHORS.get(dataset, {}).get(label.split(" ")[0].split("_")[0])
         ndcg = statistics.mean(x["test/full/ndcg@10"] for x in m)
         cells = [
-            f"`{rs[0]['name']}`" + (f" ({rs[0]['setting']})" if rs[0].get("setting", "default") != "default" else ""),
+            f"`{label}`" if " " not in label else "`{}` {}".format(*label.split(" ", 1)),
             ",".join(str(r["seed"]) for r in rs),
             mean_std([x["test/full/hr@10"] for x in m]), mean_std([x["test/full/ndcg@10"] for x in m]),
             mean_std([x["test/pop100/hr@10"] for x in m]), mean_std([x["test/pop100/ndcg@10"] for x in m]),

@@ -73,3 +73,17 @@ def test_losses_table_row_by_hand():
     r["history"] = [{"train/targets_per_s": v} for v in (100.0, 300.0, 200.0)]
     row = report.losses_table([r], "amazon-beauty")[2].split(" | ")
     assert row == ["| `sampled_softmax`", "256", "10.00", "5.00", "20.00", "20 (10)", "10.0", "200 |"]
+
+
+def test_a_run_older_than_a_config_key_still_counts_as_a_default_seed():
+    old = run("glintru-norm_kernel", 1, 0.0397)
+    del old["config"]["embedding_update"]  # written before the key existed
+    groups = report.model_groups([run("glintru", 2, 0.0379), old], "amazon-beauty")
+    assert sorted(r["seed"] for r in groups["glintru"]) == [1, 2]
+
+
+def test_table_rows_are_named_by_model_and_setting():
+    groups = report.model_groups([run("glintru-norm_kernel", 1, 0.04), run("sasrec", 1, 0.03, setting="tuned")],
+                                 "amazon-beauty")
+    names = [line.split(" | ")[0] for line in report.model_table("amazon-beauty", groups)[2:]]
+    assert names == ["| `glintru`", "| `sasrec` (tuned)"]
