@@ -32,16 +32,19 @@ def test_wheel_has_the_search_spaces_and_a_study_runs_from_a_fresh_venv(tmp_path
     assert {f"glintru/search_spaces/{n}.yaml" for n in ("quick", "glintru", "sasrec", "narm", "gru4rec")} <= names
     assert "glintru/__main__.py" in names and "glintru/serving.py" in names
 
+    # The fresh environment sees nothing of the caller's PYTHONPATH (a source tree there would make
+    # pip take glintru as installed already) nor its MLflow settings.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PYTHONPATH"))}
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=env)
     py = venv / "bin" / "python"
     site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          check=True, capture_output=True, text=True).stdout.strip()
+                          check=True, capture_output=True, text=True, env=env).stdout.strip()
     Path(site, "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True, capture_output=True)
+    subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True, capture_output=True,
+                   env=env)
     work = tmp_path / "elsewhere"
     work.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PYTHONPATH"))}
     where = subprocess.run([str(py), "-c", "import glintru; print(glintru.__file__)"], cwd=work, env=env,
                            check=True, capture_output=True, text=True).stdout.strip()
     assert where.startswith(site), where  # the wheel's copy, not the source tree
