@@ -108,6 +108,13 @@ def top_k_from_histories(
     return out_items, out_scores
 
 
+def actor_threads() -> int:
+    """Torch threads of a scoring actor: OMP_NUM_THREADS as Ray sets it per actor; 1 if unset, empty
+    or not a positive integer."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return max(1, int(value)) if value.isdigit() else 1
+
+
 class RecommendActor:
     """Ray Data ``map_batches`` callable: builds the model once per actor, then scores batches.
 
@@ -118,7 +125,7 @@ class RecommendActor:
     def __init__(self, model_ref: list[Any], item_ids: np.ndarray, k: int, max_len: int, include_seen: bool, use_gpu: bool) -> None:
         import ray
 
-        torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+        torch.set_num_threads(actor_threads())
         self.device = torch.device("cuda" if use_gpu else "cpu")
         model = ray.get(model_ref[0])  # a list, so Ray passes the reference instead of resolving it
         self.model = model.to(self.device).eval()

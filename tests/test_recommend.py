@@ -355,3 +355,14 @@ def test_incremental_mode_bad_inputs(trained, tmp_path, capsys):
     assert "needs a causal GLINT-RU" in _error_of(["recommend", "--model", str(official), "--data", str(data), "--out", out,
                                                     "--events", str(events)], capsys)
     assert not Path(out).exists()
+
+
+@pytest.mark.parametrize("value, threads", [(None, 1), ("", 1), ("3", 3), ("0", 1), ("two", 1), (" 2 ", 2)])
+def test_scoring_actor_threads_from_omp_num_threads(monkeypatch, value, threads):
+    from glintru.recommend import actor_threads
+
+    if value is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", value)
+    assert actor_threads() == threads
