@@ -66,6 +66,18 @@ def group_label(name: str, setting: str) -> str:
     return name if setting == "default" else f"{name} ({setting})"
 
 
+def label_cell(label: str) -> str:
+    """A group label as a table cell: the model name as code, the setting after it in plain text."""
+    name, _, setting = label.partition(" ")
+    return f"`{name}` {setting}".rstrip()
+
+
+def anchor_of(dataset: str, label: str) -> tuple[float, float] | None:
+    """The published (HR@10, NDCG@10) of the label's model family (``sasrec_preln (tuned)`` -> SASRec)."""
+    family = label.partition(" ")[0].split("_")[0]
+    return ANCHORS.get(dataset, {}).get(family)
+
+
 def model_groups(runs: list[dict[str, Any]], dataset: str) -> dict[str, list[dict[str, Any]]]:
     """Runs of each model name and setting (its seeds), tuned groups first; an ablation run with the
     default configuration counts as a seed of the default ``glintru``."""
@@ -104,10 +116,10 @@ def model_table(dataset: str, groups: dict[str, list[dict[str, Any]]]) -> list[s
     for label, rs in groups.items():
         rs = sorted(rs, key=lambda r: r["seed"])
         m = [r["metrics"] for r in rs]
-        anchor = ANCHORS.get(dataset, {}).get(label.split(" ")[0].split("_")[0])
+        anchor = anchor_of(dataset, label)
         ndcg = statistics.mean(x["test/full/ndcg@10"] for x in m)
         cells = [
-            f"`{label}`" if " " not in label else "`{}` {}".format(*label.split(" ", 1)),
+            label_cell(label),
             ",".join(str(r["seed"]) for r in rs),
             mean_std([x["test/full/hr@10"] for x in m]), mean_std([x["test/full/ndcg@10"] for x in m]),
             mean_std([x["test/pop100/hr@10"] for x in m]), mean_std([x["test/pop100/ndcg@10"] for x in m]),
@@ -258,7 +270,9 @@ def plots(runs: list[dict[str, Any]], dataset: str, groups: dict[str, list[dict[
     return out
 
 
-def report(runs: list[dict[str, Any]]) -> str:
+def report(runs: list[dict[str, Any]], studies: list[dict[str, Any]] | None = None) -> str:
+    """The generated block; ``studies`` are the tuning records (default: those under ``benchmarks/results``)."""
+    studies = load_tuning() if studies is None else studies
     lines = []
     for ds in DATASETS:
         if not any(r["dataset"] == ds for r in runs):
@@ -274,7 +288,7 @@ def report(runs: list[dict[str, Any]]) -> str:
         if diag:
             lines += ["The expert mix during training (`glintru`, seed 1; norms are means over real positions of a "
                       "fixed batch of 256 training windows):", ""] + diag + [""]
-        tun = tuning_table(load_tuning(), ds)
+        tun = tuning_table(studies, ds)
         if tun:
             lines += ["Tuning (`benchmarks/tune_models.py`: `glintru tune`, the same budget for every model: 8 "
                       "trials, ASHA grace 5 epochs, at most 30 epochs; validation full NDCG@10 in %, the value a "
@@ -290,16 +304,30 @@ def report(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_report(results: Path = RESULTS) -> Path:
-    text = DOC.read_text(encoding="utf-8")
+def write_report(results: Path = RESULTS, doc: Path = DOC) -> Path:
+    text = doc.read_text(encoding="utf-8")
     if BEGIN not in text or END not in text:
-        raise SystemExit(f"{DOC}: no {BEGIN} ... {END} block to fill")
+        raise SystemExit(f"{doc}: no {BEGIN} ... {END} block to fill")
     before, rest = text.split(BEGIN, 1)
     _, after = rest.split(END, 1)
-    DOC.write_text(before + BEGIN + "\n" + report(load_runs(results)) + "\n" + END + after, encoding="utf-8")
-    return DOC
+    tmp = doc.with_name(doc.name + ".tmp")
+    tmp.write_text(before + BEGIN + "\n" + report(load_runs(results), load_tuning(results)) + "\n" + END + after, encoding="utf-8")
+    tmp.replace(doc)
+    return doc
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--results", default=str(RESULTS), help="directory holding runs/ and tuning/")
+    ap.add_argument("--doc", default=str(DOC), help="the markdown file whose report block is rewritten "
+                    "(plots go to docs/results/ and are linked from it)")
+    args = ap.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    print(write_report(Path(args.results), Path(args.doc)))
+    return 0
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
-    print(write_report())
+    raise SystemExit(main())

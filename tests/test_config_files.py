@@ -31,8 +31,18 @@ keys = st.one_of(st.sampled_from(KEYS), st.sampled_from(KEYS), st.text(max_size=
 SETTINGS = settings(max_examples=150, deadline=None)
 
 
+_TMP = tempfile.TemporaryDirectory(prefix="glintru-cfg-")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_written_files():
+    """Every example writes its own file under one directory, removed with the module's tests."""
+    yield
+    _TMP.cleanup()
+
+
 def write(text: str | bytes, suffix: str) -> Path:
-    d = Path(tempfile.mkdtemp(prefix="glintru-cfg-"))
+    d = Path(tempfile.mkdtemp(dir=_TMP.name))
     p = d / f"input{suffix}"
     if isinstance(text, bytes):
         p.write_bytes(text)

@@ -174,7 +174,7 @@ def test_a_study_with_sparse_multi_worker_trials_is_refused_before_ray_starts(tm
     space = tmp_path / "space.yaml"
     space.write_text("model: glintru\nfixed: {loss: gbce, embedding_update: sparse}\n"
                      "params: {lr: {loguniform: [1.0e-4, 1.0e-2]}}\n")
-    with pytest.raises(UserError, match=r"'sparse' runs on one worker per trial \(--workers 2\)"):
+    with pytest.raises(UserError, match=r"'sparse' runs on one worker \(--workers 2 per trial\)"):
         run_study(data_dir=str(data), search_space=str(space), storage_path=str(tmp_path / "ray"),
                   mlflow_uri=f"sqlite:///{tmp_path / 'm.db'}", experiment=None, num_samples=2, max_epochs=1,
                   workers=2, overrides={})

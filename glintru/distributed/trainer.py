@@ -223,11 +223,9 @@ def run_trainer(
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from glintru import storage
-    from glintru.errors import UserError
+    from glintru.engine.optim import check_sparse_workers
 
-    if workers > 1 and flat.get("embedding_update") == "sparse":  # before any worker starts
-        raise UserError(f"embedding_update: 'sparse' runs on one worker (--workers {workers}); "
-                        "use embedding_update=dense or auto")
+    check_sparse_workers(flat.get("embedding_update", "auto"), workers, f"--workers {workers}")  # before workers start
     for key, value in RAY_TRAIN_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)  # set here, Ray Train passes it on to the controller and workers
     use_gpu = gpus_per_worker > 0

@@ -26,12 +26,20 @@ from glintru.errors import UserError
 SPARSE_MIN_ITEMS = 100_000
 
 
+def check_sparse_workers(embedding_update: str, workers: int, where: str) -> None:
+    """Refuse ``embedding_update=sparse`` on more than one worker (a sparse gradient is not all-reduced).
+
+    Called by the engine and, before any worker starts, by ``glintru train`` and ``glintru tune``;
+    ``where`` names the setting at fault (e.g. ``"--workers 2"``).
+    """
+    if embedding_update == "sparse" and workers > 1:
+        raise UserError(f"embedding_update: 'sparse' runs on one worker ({where}); use embedding_update=dense or auto")
+
+
 def resolve_embedding_update(cfg: Any, n_items: int, world_size: int = 1) -> str:
     """``"dense"`` or ``"sparse"`` for the train config ``cfg`` on ``n_items`` items and ``world_size`` workers."""
+    check_sparse_workers(cfg.embedding_update, world_size, f"this run has {world_size}")
     if cfg.embedding_update == "sparse":
-        if world_size > 1:
-            raise UserError(f"embedding_update: 'sparse' runs on one worker (this run has {world_size}); "
-                            "use embedding_update=dense or auto")
         return "sparse"
     if cfg.embedding_update == "dense":
         return "dense"

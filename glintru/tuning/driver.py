@@ -327,10 +327,10 @@ def run_study(
     }
     if cpus_per_worker <= 0 or gpus_per_worker < 0:
         raise UserError("--cpus-per-worker must be > 0 and --gpus-per-worker >= 0")
+    from glintru.engine.optim import check_sparse_workers  # torch: imported when a study starts
+
     sparse = base.get("embedding_update") == "sparse" or "sparse" in getattr(space.params.get("embedding_update"), "values", ())
-    if opts["workers"] > 1 and sparse:
-        raise UserError(f"embedding_update: 'sparse' runs on one worker per trial (--workers {opts['workers']}); "
-                        "use embedding_update=dense or auto")
+    check_sparse_workers("sparse" if sparse else "auto", opts["workers"], f"--workers {opts['workers']} per trial")
     name = experiment or experiment_name(space, data_abs, {**opts, "overrides": base, "gpu": gpus_per_worker > 0})
     store = resolve_storage(storage_path)
     uri = tracking.resolve_tracking_uri(mlflow_uri)
