@@ -65,7 +65,7 @@ def _check_study_survives_kill_and_mlflow_outage(tmp_path: Path, mlflow_server: 
     env = {**os.environ, "RAY_COLOR_PREFIX": "0", "PYTHONUNBUFFERED": "1",
            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "10", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
     cmd = [PY, "-m", "glintru.cli", "tune", "--data", str(data), "--profile", "quick",
-           "--num-samples", str(N_TRIALS), "--max-epochs", "2", "--workers", "2", "--storage-path", str(storage),
+           "--num-samples", str(N_TRIALS), "--max-epochs", "2", "--workers", "1", "--storage-path", str(storage),
            "--mlflow-uri", mlflow_server, "--experiment", "kr", "--mlflow-experiment", "kr", "--register-name", "kr-best",
            "--max-concurrent", "1",
            "--set", "max_len=16", "--set", "batch_size=16", "--set", "num_negatives=10"]
