@@ -29,7 +29,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -49,6 +48,8 @@ def mm_rate(m: int, k: int, n: int, min_s: float = 0.5) -> float:
 
 def part_timings(model, batch, seq_loss, rounds: int) -> dict[str, float]:
     """Median ms of forward + backward of each part of GLINT-RU alone, on the batch's shapes."""
+    from glintru.engine.loss import full_softmax_ce
+
     items = batch["items"]
     x, mask = model._embed(items)
     x = x.detach().requires_grad_(True)
@@ -65,7 +66,7 @@ def part_timings(model, batch, seq_loss, rounds: int) -> dict[str, float]:
         "its nn.GRU alone": lambda: model.gru_expert.gru(c)[0].backward(g),
         "linear attention expert (Eq. 2)": lambda: model.attention(x, mask).backward(g),
         "mix, gate, MLP, norms (Eq. 10-12)": lambda: model._head(x, y, a).backward(g),
-        "full-softmax loss": lambda: loss_mod_full(h, emb, batch["targets"][real], seq_loss.chunk).backward(),
+        "full-softmax loss": lambda: full_softmax_ce(h, emb, batch["targets"][real], seq_loss.chunk).backward(),
     }
     out = {}
     for name, fn in parts.items():
@@ -79,19 +80,12 @@ def part_timings(model, batch, seq_loss, rounds: int) -> dict[str, float]:
     return out
 
 
-def loss_mod_full(h, emb, targets, chunk):
-    from glintru.engine.loss import full_softmax_ce
-
-    return full_softmax_ce(h, emb, targets, chunk)
-
-
 def main(argv: list[str] | None = None) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from glintru.config import build_config
-    from glintru.data.dataset import load_prepared
+    from step_speed import longest_batch
+
     from glintru.engine import loss as loss_mod
-    from glintru.engine.batching import make_batch, training_samples
     from glintru.models import build_model
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -103,11 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     info = machine(args.threads)
 
-    data = load_prepared(args.data)
-    cfg = build_config("glintru", {"max_len": 200})
-    samples = training_samples(data, "all_positions", 200)
-    idx = np.argsort(-samples.n, kind="stable")[:128]  # the longest windows: a full [128, 200] batch
-    batch = make_batch(data.items, samples, idx)
+    data, cfg, batch = longest_batch(args.data)
     torch.manual_seed(0)
     model = build_model(cfg, data.n_items).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)

@@ -61,11 +61,22 @@ class _PreviousFusedCE(torch.autograd.Function):
         return grad_h * grad_out / ctx.rows, grad_e * grad_out / ctx.rows, None, None
 
 
-def main(argv: list[str] | None = None) -> int:
+def longest_batch(data_dir: str):
+    """``(data, cfg, batch)``: the prepared dataset, GLINT-RU's default config at window 200 and the
+    dataset's longest all-position batch (128 windows of 200 items on ML-1M)."""
     from glintru.config import build_config
     from glintru.data.dataset import load_prepared
-    from glintru.engine import loss as loss_mod
     from glintru.engine.batching import make_batch, training_samples
+
+    data = load_prepared(data_dir)
+    cfg = build_config("glintru", {"max_len": 200})
+    samples = training_samples(data, "all_positions", 200)
+    idx = np.argsort(-samples.n, kind="stable")[:128]  # the longest windows: a full [128, 200] batch
+    return data, cfg, make_batch(data.items, samples, idx)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from glintru.engine import loss as loss_mod
     from glintru.engine.precision import autocast_for
     from glintru.models import build_model
 
@@ -78,11 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     info = machine(args.threads)
-    data = load_prepared(args.data)
-    cfg = build_config("glintru", {"max_len": 200})
-    samples = training_samples(data, "all_positions", 200)
-    idx = np.argsort(-samples.n, kind="stable")[:128]  # the longest windows: a full [128, 200] batch
-    batch = make_batch(data.items, samples, idx)
+    data, cfg, batch = longest_batch(args.data)
 
     def make_step(kind: str):
         torch.manual_seed(0)
