@@ -28,8 +28,9 @@ preprocessing of Beauty with 54,542 items, ``amazon-beauty/alternates/bert4rec/b
 baselines, with ``--tuned DIR`` holding ``<dataset>__<model>.yaml`` files of tuned flat keys,
 e.g. ``best_config.yaml`` of a ``glintru tune`` study, as ``benchmarks/tune_models.py`` writes them;
 a tuned run is ``<name>__tuned__seed<k>.json`` with ``"setting": "tuned"``, and a model without a
-tuned file is skipped). Each run uses ``--threads`` torch threads
-and at most ``--jobs`` runs go at once, one process each.
+tuned file is skipped). ``--set KEY=VALUE --tag T`` runs a variant of every run (e.g. ``--set
+precision=bf16 --tag bf16``): its setting is ``<setting>-T``, so the main tables never mix it in.
+Each run uses ``--threads`` torch threads and at most ``--jobs`` runs go at once, one process each.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 import time
@@ -253,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[1])
     ap.add_argument("--tuned", help="directory of <dataset>__<name>.yaml tuned configurations")
     ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="override for every run of this call")
+    ap.add_argument("--tag", help="name a variant of the plan's runs (with --set), e.g. --set precision=bf16 --tag bf16: "
+                    "its runs are <name>__<setting>-<tag>__seed<k>.json, kept apart from the main tables")
     ap.add_argument("--work-dir", default=str(ROOT / "benchmarks" / "work"), help="prepared data, run dirs, logs")
     ap.add_argument("--results-dir", default=str(RESULTS))
     ap.add_argument("--jobs", type=int, default=2, help="runs at once, one process each")
@@ -271,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise UserError(f"--runs: unknown run(s) {', '.join(unknown)} in plan {args.plan}; choose from {', '.join(plan)}")
         extra = parse_set_args(args.set)
+        if args.tag is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_.]*", args.tag):
+            raise UserError(f"--tag: {args.tag!r} is not a short lower-case name (letters, digits, '_', '.')")
         tuned = Path(args.tuned) if args.tuned else None
         todo = []
         for ds in args.datasets:
@@ -281,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"skip {ds} {name}: no {tuned / f'{ds}__{name}.yaml'}", flush=True)
                     continue
                 setting = "tuned" if tuned_flat else "default"
+                if args.tag:
+                    setting = f"{setting}-{args.tag}"
                 over = {**tuned_flat, **over, **extra}
                 for seed in args.seeds:
                     cfg = run_spec(ds, name, model, over, seed)  # validate before training anything
