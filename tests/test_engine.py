@@ -446,6 +446,63 @@ def test_precision_auto_uses_bf16_only_where_it_is_fast(monkeypatch):
     assert precision.resolve_precision("bf16", cpu) == "bf16" and precision.resolve_precision("fp32", cpu) == "fp32"
 
 
+@pytest.fixture
+def fresh_precision_probe():
+    import glintru.engine.precision as precision
+
+    precision.cpu_bf16_speedup.cache_clear()
+    yield precision
+    precision.cpu_bf16_speedup.cache_clear()
+
+
+@pytest.mark.parametrize("flags, speedup, fast", [
+    ({"amx_bf16", "avx512_bf16"}, None, True),   # AMX: bf16 without measuring
+    ({"avx512_bf16"}, 2.4, True),                # AVX512-BF16 that measured fast (AMD EPYC here: 2-3x)
+    ({"avx512_bf16"}, 1.1, False),               # AVX512-BF16 that did not pay off
+    (set(), None, False),                        # no bf16 instructions: fp32, nothing measured
+])
+def test_auto_precision_on_cpu_follows_flags_and_the_measured_probe(fresh_precision_probe, monkeypatch, flags, speedup, fast):
+    precision = fresh_precision_probe
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: frozenset(flags))
+    calls = []
+
+    def probe() -> float:
+        calls.append(1)
+        assert speedup is not None, "the probe must not run here"
+        return speedup
+
+    if speedup is not None or not flags:
+        monkeypatch.setattr(precision, "cpu_bf16_speedup", probe if speedup is not None else precision.cpu_bf16_speedup)
+    cpu = torch.device("cpu")
+    assert precision.fast_bf16(cpu) is fast
+    assert precision.resolve_precision("auto", cpu) == ("bf16" if fast else "fp32")
+    if not flags:
+        assert precision.cpu_bf16_speedup() == 0.0
+
+
+def test_bf16_probe_measures_once_per_process(fresh_precision_probe):
+    precision = fresh_precision_probe
+    has_bf16 = bool(precision._cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    first = precision.cpu_bf16_speedup()
+    assert (first > 0.0) if has_bf16 else (first == 0.0)
+    assert precision.cpu_bf16_speedup() == first  # cached: the same measurement, not a new one
+    assert precision.cpu_bf16_speedup.cache_info().hits >= 1
+
+
+def test_fit_decides_auto_precision_once_and_says_so(monkeypatch, tmp_path, capsys):
+    import glintru.engine.loop as loop
+    import glintru.engine.precision as precision
+
+    decisions, seen = [], []
+    monkeypatch.setattr(precision, "fast_bf16", lambda device: decisions.append(device) or True)
+    real = loop.autocast_for
+    monkeypatch.setattr(loop, "autocast_for", lambda p, device: seen.append(p) or real(p, device))
+    fit(tiny_cfg("gru4rec", max_epochs=1, precision="auto"), dataset(), tmp_path, progress=True)
+    assert len(decisions) == 1  # resolved before the first step, not once per step
+    assert seen and set(seen) == {"bf16"}  # every training step ran under the resolved precision
+    assert "precision=auto: bf16" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("n_items, rows", [(3706, 282), (12101, 256), (1_000_000, 256), (100, 4096)])
 def test_loss_chunks_are_sized_to_the_cache(n_items, rows):
     from glintru.engine.loss import cache_rows

@@ -128,7 +128,8 @@ def test_top_k_in_small_score_blocks_equals_one_block(monkeypatch, include_seen)
     monkeypatch.setattr(scoring, "SCORE_BUDGET", 2 * N_ITEMS)  # 2 rows per block
     blocks = top_k_from_histories(model, offsets, values, k=4, max_len=MAX_LEN, include_seen=include_seen)
     np.testing.assert_array_equal(blocks[0], whole[0])
-    np.testing.assert_array_equal(blocks[1], whole[1])
+    # scores to float rounding: a BLAS may pick another kernel for a 2-row block (seen on AMD EPYC)
+    np.testing.assert_allclose(blocks[1], whole[1], rtol=1e-5, atol=1e-6)
 
 
 def test_window_is_the_last_max_len_items():
