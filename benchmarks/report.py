@@ -211,6 +211,49 @@ def ablation_table(runs: list[dict[str, Any]], dataset: str) -> list[str]:
     return lines
 
 
+def variants_table(runs: list[dict[str, Any]], dataset: str) -> list[str]:
+    """Tagged variants (``reproduce.py --tag``, e.g. ``tuned-bf16``) next to the runs they vary: the
+    same name in the untagged setting. Per variant: its seeds' test full NDCG@10, the base's mean ±
+    std over its seeds, the difference of the means in units of the base's seed-to-seed std, and
+    the median training seconds per epoch of each (with the CPU, since bases may come from another)."""
+    tagged: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in runs:
+        if r["dataset"] == dataset and "-" in r.get("setting", "default"):
+            tagged.setdefault((r["name"], r["setting"]), []).append(r)
+    if not tagged:
+        return []
+    head = ["variant", "changed", "seeds", "full NDCG@10 per seed", "mean", "base (seeds)", "difference / base std",
+            "s per epoch: variant / base", "CPU: variant / base"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (name, setting), rs in sorted(tagged.items()):
+        base_setting = setting.split("-", 1)[0]
+        base = sorted((r for r in runs if r["dataset"] == dataset and r["name"] == name
+                       and r.get("setting", "default") == base_setting), key=lambda r: r["seed"])
+        rs = sorted(rs, key=lambda r: r["seed"])
+        nd = [r["metrics"]["test/full/ndcg@10"] for r in rs]
+        bnd = [r["metrics"]["test/full/ndcg@10"] for r in base]
+        changed = {k: v for k, v in rs[0]["config"].items()
+                   if base and k != "seed" and base[0]["config"].get(k) != v}
+        gap = ""
+        if len(bnd) > 1 and statistics.stdev(bnd) > 0:
+            gap = f"{(statistics.mean(nd) - statistics.mean(bnd)) / statistics.stdev(bnd):+.1f}"
+
+        def per_epoch(group: list[dict[str, Any]]) -> str:
+            secs = [h["train/s"] for r in group for h in r["history"] if "train/s" in h]
+            return f"{statistics.median(secs):.0f}" if secs else "n/a"
+
+        lines.append("| " + " | ".join([
+            f"`{name}` ({setting})", ", ".join(f"{k}={v}" for k, v in sorted(changed.items())),
+            ",".join(str(r["seed"]) for r in rs), ", ".join(f"{100 * v:.2f}" for v in nd),
+            f"{100 * statistics.mean(nd):.2f}",
+            f"{mean_std(bnd)} ({','.join(str(r['seed']) for r in base)})" if base else "none",
+            gap, f"{per_epoch(rs)} / {per_epoch(base)}" if base else per_epoch(rs),
+            " / ".join(sorted({r["machine"]["cpu"] for r in rs})) + (
+                " / " + ", ".join(sorted({r["machine"]["cpu"] for r in base})) if base else ""),
+        ]) + " |")
+    return lines
+
+
 def diagnostics_table(groups: dict[str, list[dict[str, Any]]]) -> list[str]:
     """How the expert mix evolves in the default GLINT-RU run (seed 1): mixing share and output norms."""
     run = next((r for r in groups.get("glintru", []) if r["seed"] == 1), None)
@@ -241,7 +284,9 @@ def plots(runs: list[dict[str, Any]], dataset: str, groups: dict[str, list[dict[
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in sorted((r for r in runs if r["dataset"] == dataset), key=lambda r: (r["name"], r["seed"])):
         ep = [h["epoch"] for h in r["history"]]
-        ax.plot(ep, [100 * h["valid/full/ndcg@10"] for h in r["history"]], label=f"{r['name']} s{r['seed']}", lw=1)
+        setting = r.get("setting", "default")
+        label = r["name"] if setting == "default" else f"{r['name']} ({setting})"
+        ax.plot(ep, [100 * h["valid/full/ndcg@10"] for h in r["history"]], label=f"{label} s{r['seed']}", lw=1)
     ax.set_xlabel("epoch")
     ax.set_ylabel("valid full NDCG@10 (%)")
     ax.set_title(f"{dataset}: learning curves")
@@ -297,6 +342,10 @@ def report(runs: list[dict[str, Any]], studies: list[dict[str, Any]] | None = No
         if los:
             lines += ["Training losses (GLINT-RU at the protocol's settings, seed 1; the sampled losses share "
                       "their negatives across the batch):", ""] + los + [""]
+        var = variants_table(runs, ds)
+        if var:
+            lines += ["Variants (`reproduce.py --set ... --tag ...`: one setting changed, the other keys as in the "
+                      "base runs; test full NDCG@10 in %):", ""] + var + [""]
         abl = ablation_table(runs, ds)
         if abl:
             lines += ["Ablation (GLINT-RU, seed 1):", ""] + abl + [""]

@@ -87,3 +87,18 @@ def test_table_rows_are_named_by_model_and_setting():
                                  "amazon-beauty")
     names = [line.split(" | ")[0] for line in report.model_table("amazon-beauty", groups)[2:]]
     assert names == ["| `glintru`", "| `sasrec` (tuned)"]
+
+
+def test_variants_table_puts_a_tagged_run_next_to_its_base_by_hand():
+    base = [run("glintru", k, v, setting="tuned") for k, v in ((1, 0.04), (2, 0.042), (3, 0.038))]
+    bf16 = run("glintru", 1, 0.041, setting="tuned-bf16", precision="bf16")
+    for r, secs in zip(base + [bf16], (30.0, 34.0, 32.0, 20.0)):
+        r["history"] = [{"train/s": secs}]
+        r["machine"] = {"cpu": "B" if r is bf16 else "A"}
+    lines = report.variants_table(base + [bf16, run("sasrec", 1, 0.03)], "amazon-beauty")
+    assert len(lines) == 3  # header, rule, one variant; untagged runs are not variants
+    row = lines[2].split(" | ")
+    # base mean 4.00 %, sample std 0.20 %; (4.10 - 4.00) / 0.20 = +0.5
+    assert row == ["| `glintru` (tuned-bf16)", "precision=bf16", "1", "4.10", "4.10", "4.00 ± 0.20 (1,2,3)", "+0.5",
+                   "20 / 32", "B / A |"]
+    assert report.model_groups(base + [bf16], "amazon-beauty")["glintru (tuned)"] == base  # main table: base only
