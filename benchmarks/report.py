@@ -111,7 +111,8 @@ def mean_std(values: list[float]) -> str:
 
 def model_table(dataset: str, groups: dict[str, list[dict[str, Any]]]) -> list[str]:
     head = ["model", "seeds", "full HR@10", "full NDCG@10", "pop100 HR@10", "pop100 NDCG@10", "epochs (best)",
-            "train min", "latency ms/user", "published HR@10 / NDCG@10", "ours / published NDCG"]
+            "train min", "latency ms/user", "precision", "published HR@10 / NDCG@10",
+            "ours / published NDCG"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, rs in groups.items():
         rs = sorted(rs, key=lambda r: r["seed"])
@@ -126,6 +127,7 @@ def model_table(dataset: str, groups: dict[str, list[dict[str, Any]]]) -> list[s
             ", ".join(f"{r['epochs']} ({r['best_epoch']})" for r in rs),
             f"{statistics.mean(r['train_s'] for r in rs) / 60:.1f}",
             f"{statistics.mean(r['latency_ms_per_user'] for r in rs):.2f}",
+            "/".join(sorted({r["config"].get("precision", "fp32") for r in rs})),
             f"{100 * anchor[0]:.2f} / {100 * anchor[1]:.2f}" if anchor else "",
             f"{ndcg / anchor[1]:.0%}" if anchor else "",
         ]

@@ -44,6 +44,7 @@ def test_table_row_mean_and_sample_std_by_hand_and_the_anchor_ratio():
     # mean 3.50 %, sample std sqrt(((3-3.5)^2 + (4-3.5)^2) / 1) = 0.71 %; HR is twice NDCG here
     assert row[1:4] == ["1,2", "7.00 ± 1.41", "3.50 ± 0.71"]
     assert row[-1].rstrip(" |") == f"{0.035 / 0.0409:.0%}"
+    assert row[-3] == "fp32"  # the precision the group trained in
 
 
 def test_tuned_runs_have_their_own_result_file():
