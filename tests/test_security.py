@@ -122,19 +122,36 @@ def test_a_checkpoint_carrying_code_is_refused_and_nothing_runs(tmp_path):
 
 
 @pytest.mark.slow
-def test_local_ray_dashboard_binds_to_localhost():
+def test_local_ray_dashboard_binds_to_localhost_and_workers_run_at_normal_priority():
     code = (
-        "import ray\n"
+        "import os, ray\n"
         "from glintru.distributed.trainer import init_ray\n"
         "init_ray(None, 1)\n"
         "print('URL', ray._private.worker._global_node.address_info['webui_url'])\n"
+        "print('NICE', ray.get(ray.remote(lambda: os.nice(0)).remote()))\n"
         "ray.shutdown()\n"
     )
+    env = {k: v for k, v in __import__("os").environ.items() if k != "RAY_worker_niceness"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180,
-                         env={**__import__("os").environ, "RAY_ADDRESS": ""})
-    url = next((line.split()[1] for line in out.stdout.splitlines() if line.startswith("URL")), None)
-    assert url is not None, out.stderr[-2000:]
-    assert url.split("//")[-1].startswith("127.0.0.1:"), url
+                         env={**env, "RAY_ADDRESS": ""})
+    found = {line.split()[0]: line.split()[1] for line in out.stdout.splitlines() if line.startswith(("URL", "NICE"))}
+    assert "URL" in found, out.stderr[-2000:]
+    assert found["URL"].split("//")[-1].startswith("127.0.0.1:"), found
+    # Ray's default is nice 15: a trial then starves whenever anything else runs on the machine
+    assert found["NICE"] == str(__import__("os").nice(0)), found
+
+
+def test_a_worker_niceness_the_user_set_is_kept(monkeypatch):
+    import ray
+
+    from glintru.distributed import trainer
+
+    seen = {}
+    monkeypatch.setenv("RAY_worker_niceness", "7")
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "unset")  # start_local_ray sets it: restored after the test
+    monkeypatch.setattr(ray, "init", lambda **kw: seen.update(env=__import__("os").environ["RAY_worker_niceness"]))
+    trainer.start_local_ray(1)
+    assert seen["env"] == "7"
 
 
 def test_no_server_binds_all_interfaces_in_code_or_cluster_config():
