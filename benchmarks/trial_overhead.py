@@ -3,6 +3,10 @@
     python benchmarks/trial_overhead.py --data data/ml-1m                       # the README's main job
     python benchmarks/trial_overhead.py --data data/ml-1m --modes 1 2 --num-samples 2 --max-epochs 1
         # single-worker trials in the Tune process vs 2-worker Ray Train trials, one run, side by side
+    python benchmarks/trial_overhead.py --data data/ml-1m --niceness 15 0 --num-samples 1 --max-epochs 1 \
+        --out benchmarks/results/trial_overhead_niceness.json
+        # Ray's default worker priority (nice 15) vs glintru's (0), one study each, side by side:
+        # run it while something else keeps the cores busy, which is when the priority matters
     python benchmarks/trial_overhead.py --data data/ml-1m --profile quick --workers 2 --num-samples 4
     python benchmarks/trial_overhead.py --data data/ml-1m --num-samples 1 --max-epochs 1 --set max_train_samples=0 \
         --out benchmarks/results/trial_overhead_full_epoch.json          # one trial, one full epoch
@@ -43,27 +47,40 @@ def main() -> None:
     ap.add_argument("--profile", default="quick")
     ap.add_argument("--workers", type=int)
     ap.add_argument("--modes", type=int, nargs="+", help="worker counts to compare, one study each, in one run")
+    ap.add_argument("--niceness", type=int, nargs="+",
+                    help="RAY_worker_niceness values to compare (0-19), one study each, in one run")
     ap.add_argument("--num-samples", type=int)
     ap.add_argument("--max-epochs", type=int)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fixed config override (glintru tune --set)")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
-    if args.modes:
+    if args.modes and args.niceness:
+        ap.error("--modes and --niceness: compare one thing at a time")
+    if any(not 0 <= n <= 19 for n in args.niceness or []):
+        ap.error(f"--niceness: values from 0 to 19, got {args.niceness}")
+    if args.modes or args.niceness:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from benchinfo import cpu_model
 
+        key = "workers" if args.modes else "worker_niceness"
         results = []
-        for workers in args.modes:
-            args.workers = workers
-            results.append({"workers": workers, **run_study(args)})
+        for value in args.modes or args.niceness:
+            env = None
+            if args.modes:
+                args.workers = value
+            else:
+                env = {**os.environ, "RAY_worker_niceness": str(value)}
+            results.append({key: value, **run_study(args, env)})
         out = {"benchmark": "trial_overhead", "cpu": cpu_model(), "cpus": os.cpu_count(), "modes": results,
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
-        print(f"{'workers':>7} {'study_s':>8} {'trial_s':>8} {'fit_s':>7} {'overhead_s':>10}  load")
+        tmp_out = Path(args.out).with_suffix(".json.tmp")
+        tmp_out.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp_out, args.out)
+        print(f"{key:>15} {'study_s':>8} {'trial_s':>8} {'fit_s':>7} {'overhead_s':>10}  load")
         for r in results:
             med = r["median"]
-            print(f"{r['workers']:>7} {r['study_wall_s']:>8.1f} {med.get('trial_s', float('nan')):>8.1f} "
+            print(f"{r[key]:>15} {r['study_wall_s']:>8.1f} {med.get('trial_s', float('nan')):>8.1f} "
                   f"{med.get('fit_s', float('nan')):>7.1f} {med.get('overhead_s', float('nan')):>10.1f}  "
                   f"{r['load_avg_before'][0]} -> {r['load_avg_after'][0]}")
         print(f"cpu {out['cpu']}; written to {args.out}")
@@ -83,8 +100,9 @@ def main() -> None:
     print(f"written to {args.out}")
 
 
-def run_study(args: argparse.Namespace) -> dict:
-    """One `glintru tune` study in a temporary directory; what its trials recorded about their time."""
+def run_study(args: argparse.Namespace, env: dict[str, str] | None = None) -> dict:
+    """One `glintru tune` study in a temporary directory (``env``: its environment, default this
+    process's); what its trials recorded about their time."""
     import statistics
 
     with tempfile.TemporaryDirectory(prefix="glintru-overhead-") as tmp:
@@ -97,7 +115,7 @@ def run_study(args: argparse.Namespace) -> dict:
             cmd += ["--set", kv]
         load_before = os.getloadavg()
         t0 = time.time()
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         wall = time.time() - t0
         if proc.returncode != 0:
             sys.exit(f"glintru tune failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}")

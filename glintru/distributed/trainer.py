@@ -293,9 +293,10 @@ def start_local_ray(num_cpus: int, **kwargs: Any) -> None:
 
     Ray starts its worker processes at nice 15 (``RAY_worker_niceness``), so that its own services
     stay responsive on a busy node. In a private local Ray the workers *are* the job: at nice 15 a
-    trial gets almost no CPU while any other program is busy (measured on 2 cores with two other
-    single-thread jobs running: a one-epoch trial took 169.6 s, 8.3 s at nice 0). So the workers run
-    at the priority of the command that started them, unless ``RAY_worker_niceness`` is already set.
+    trial gets almost no CPU while any other program is busy (``benchmarks/trial_overhead.py
+    --niceness 15 0``, 2 cores busy with two other jobs: a one-epoch trial took 162.8 s, and 7.6 s
+    at nice 0). So the workers run at the priority of the command that started them, unless
+    ``RAY_worker_niceness`` is already set.
     """
     import socket
 
