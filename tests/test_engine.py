@@ -503,6 +503,27 @@ def test_fit_decides_auto_precision_once_and_says_so(monkeypatch, tmp_path, caps
     assert "precision=auto: bf16" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("other_ranks_fast, expected", [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_is_bf16_on_every_rank_or_on_none(monkeypatch, tmp_path, other_ranks_fast, expected):
+    """Rank 0 of 2 measured bf16 fast; the other rank's vote (summed by the all-reduce) decides."""
+    import glintru.engine.loop as loop
+    import glintru.engine.precision as precision
+
+    monkeypatch.setattr(precision, "fast_bf16", lambda device: True)
+    seen = []
+    real = loop.autocast_for
+    monkeypatch.setattr(loop, "autocast_for", lambda p, device: seen.append(p) or real(p, device))
+
+    def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+        if t.numel() == 1:  # the precision vote: this rank's plus the other rank's
+            return t + float(other_ranks_fast)
+        return t * 2  # metric totals: as if the other rank had the same (unused by this check)
+
+    fit(tiny_cfg("gru4rec", max_epochs=1, precision="auto"), dataset(), tmp_path, rank=0, world_size=2,
+        all_reduce_sum=all_reduce_sum, progress=False)
+    assert seen and set(seen) == {expected}
+
+
 @pytest.mark.parametrize("n_items, rows", [(3706, 282), (12101, 256), (1_000_000, 256), (100, 4096)])
 def test_loss_chunks_are_sized_to_the_cache(n_items, rows):
     from glintru.engine.loss import cache_rows

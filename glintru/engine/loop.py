@@ -147,8 +147,13 @@ def fit(
 
     t0 = time.perf_counter()
     device = torch.device(device)
-    # "auto" precision is decided once here (training steps and evaluation use the decision)
-    cfg = replace(run_cfg.train, precision=resolve_precision(run_cfg.train.precision, device))
+    # "auto" precision is decided once here (training steps and evaluation use the decision); with
+    # several ranks, bf16 only if every rank measured it fast, so no two ranks train differently
+    precision = resolve_precision(run_cfg.train.precision, device)
+    if run_cfg.train.precision == "auto" and world_size > 1 and all_reduce_sum is not None:
+        votes = all_reduce_sum(torch.tensor([float(precision == "bf16")], dtype=torch.float64, device=device))
+        precision = "bf16" if round(float(votes.item())) == world_size else "fp32"
+    cfg = replace(run_cfg.train, precision=precision)
     out_dir = Path(out_dir)
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
