@@ -109,9 +109,15 @@ def mean_std(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
 
 
+def cpu_short(cpu: str) -> str:
+    """A CPU model as a short table cell: ``Intel(R) Xeon(R) Processor @ 2.60GHz`` -> ``Xeon @ 2.60GHz``."""
+    return " ".join(w for w in cpu.replace("(R)", "").replace("(TM)", "").split()
+                    if w not in ("Intel", "AMD", "Processor", "CPU"))
+
+
 def model_table(dataset: str, groups: dict[str, list[dict[str, Any]]]) -> list[str]:
     head = ["model", "seeds", "full HR@10", "full NDCG@10", "pop100 HR@10", "pop100 NDCG@10", "epochs (best)",
-            "train min", "latency ms/user", "precision", "published HR@10 / NDCG@10",
+            "train min", "latency ms/user", "CPU", "precision", "published HR@10 / NDCG@10",
             "ours / published NDCG"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, rs in groups.items():
@@ -127,6 +133,7 @@ def model_table(dataset: str, groups: dict[str, list[dict[str, Any]]]) -> list[s
             ", ".join(f"{r['epochs']} ({r['best_epoch']})" for r in rs),
             f"{statistics.mean(r['train_s'] for r in rs) / 60:.1f}",
             f"{statistics.mean(r['latency_ms_per_user'] for r in rs):.2f}",
+            ", ".join(sorted({cpu_short(r["machine"]["cpu"]) for r in rs if "machine" in r})),
             "/".join(sorted({r["config"].get("precision", "fp32") for r in rs})),
             f"{100 * anchor[0]:.2f} / {100 * anchor[1]:.2f}" if anchor else "",
             f"{ndcg / anchor[1]:.0%}" if anchor else "",

@@ -103,3 +103,9 @@ def test_variants_table_puts_a_tagged_run_next_to_its_base_by_hand():
     assert row == ["| `glintru` (tuned-bf16)", "precision=bf16", "1", "4.10", "4.10", "4.00 ± 0.20 (1,2,3)", "+0.5",
                    "20 / 32", "B / A |"]
     assert report.model_groups(base + [bf16], "amazon-beauty")["glintru (tuned)"] == base  # main table: base only
+
+
+@pytest.mark.parametrize("cpu, short", [("Intel(R) Xeon(R) Processor @ 2.60GHz", "Xeon @ 2.60GHz"),
+                                        ("AMD EPYC", "EPYC"), ("Intel(R) Xeon(R) Processor", "Xeon")])
+def test_cpu_names_are_shortened_for_the_table(cpu, short):
+    assert report.cpu_short(cpu) == short
