@@ -15,6 +15,10 @@ import os
 import pytest
 
 os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+# Ray clusters the tests start with `ray start` (their subprocesses inherit this) run their workers at
+# the tests' priority, as glintru's own local Ray does; Ray's default, nice 15, lets every other
+# process of a test (drivers, servers, Ray's own services) starve them while they start.
+os.environ.setdefault("RAY_worker_niceness", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 
 SLOW_FIXTURES = {"ray_local"}
