@@ -166,6 +166,19 @@ def test_search_space_of_random_structures(doc):
     assert isinstance(space, SearchSpace) and space.params  # a loaded space is fully checked
 
 
+@pytest.mark.parametrize("section", ["fixed", "params", "tune", "top"])
+@pytest.mark.parametrize("key", ["\n", "lr\nx", " ", 3])
+def test_an_odd_key_is_named_on_one_line(section, key):
+    """Found by Hypothesis: a key holding a newline broke the one-line error message."""
+    doc = {"model": "glintru", "params": {"lr": {"loguniform": [1e-4, 1e-2]}}}
+    if section == "top":
+        doc[key] = 1
+    else:
+        doc.setdefault(section, {})[key] = {"choice": [1]} if section == "params" else 1
+    msg = user_error(load_search_space, write(yaml.safe_dump(doc), ".yaml"))
+    assert "\n" not in msg and repr(key) in msg, msg
+
+
 @SETTINGS
 @given(key=st.sampled_from(["lr", "mixing_init", "emb_dropout"]), kind=st.sampled_from(["uniform", "loguniform"]),
        low=st.floats(0.01, 0.9), width=st.floats(-0.5, 0.0))

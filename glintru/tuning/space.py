@@ -146,7 +146,7 @@ def load_search_space(path: str | Path) -> SearchSpace:
         raise UserError(f"{p}: not a valid YAML file: {parse_error_message(exc)}") from None
     if not isinstance(data, dict):
         raise UserError(f"{p}: expected a mapping with keys model, params (and optionally fixed, tune)")
-    unknown_top = sorted(str(k) for k in data if k not in ("model", "fixed", "params", "tune"))
+    unknown_top = sorted(_shown(k) for k in data if k not in ("model", "fixed", "params", "tune"))
     if unknown_top:
         raise UserError(f"{p}: unknown top-level key(s) {', '.join(unknown_top)}; expected model, fixed, params, tune")
     model = data.get("model")
@@ -165,7 +165,8 @@ def load_search_space(path: str | Path) -> SearchSpace:
         for key in names:
             if key not in keys:
                 raise UserError(
-                    f"{p}: {section}.{key}: unknown config key for model '{model}'; valid keys: {', '.join(sorted(keys))}"
+                    f"{p}: {section}.{_shown(key)}: unknown config key for model '{model}'; valid keys: "
+                    f"{', '.join(sorted(keys))}"
                 )
     both = sorted(set(fixed) & set(params_raw))
     if both:
@@ -182,11 +183,17 @@ def load_search_space(path: str | Path) -> SearchSpace:
     tune_cfg: dict[str, int] = {}
     for key, value in tune_raw.items():
         if key not in TUNE_KEYS:
-            raise UserError(f"{p}: tune.{key}: unknown option; known: {', '.join(TUNE_KEYS)}")
+            raise UserError(f"{p}: tune.{_shown(key)}: unknown option; known: {', '.join(TUNE_KEYS)}")
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UserError(f"{p}: tune.{key}: expected an integer >= 1, got {value!r}")
         tune_cfg[key] = value
     return SearchSpace(path=p, model=model, fixed=dict(fixed), params=params, tune=tune_cfg)
+
+
+def _shown(key: Any) -> str:
+    """A key as an error message shows it: as written when it is a printable string, else its repr
+    (a key holding a newline or a non-string key stays on the message's one line)."""
+    return key if isinstance(key, str) and key.isprintable() and key.strip() == key and key else repr(key)
 
 
 def to_tune_space(space: SearchSpace) -> dict[str, Any]:
