@@ -257,8 +257,8 @@ def variants_table(runs: list[dict[str, Any]], dataset: str) -> list[str]:
             f"{100 * statistics.mean(nd):.2f}",
             f"{mean_std(bnd)} ({','.join(str(r['seed']) for r in base)})" if base else "none",
             gap, f"{per_epoch(rs)} / {per_epoch(base)}" if base else per_epoch(rs),
-            " / ".join(sorted({r["machine"]["cpu"] for r in rs})) + (
-                " / " + ", ".join(sorted({r["machine"]["cpu"] for r in base})) if base else ""),
+            " / ".join(sorted({cpu_short(r["machine"]["cpu"]) for r in rs})) + (
+                " / " + ", ".join(sorted({cpu_short(r["machine"]["cpu"]) for r in base})) if base else ""),
         ]) + " |")
     return lines
 

@@ -464,20 +464,22 @@ def fresh_precision_probe():
 def test_auto_precision_on_cpu_follows_flags_and_the_measured_probe(fresh_precision_probe, monkeypatch, flags, speedup, fast):
     precision = fresh_precision_probe
     monkeypatch.setattr(precision, "_cpu_flags", lambda: frozenset(flags))
-    calls = []
+    real_probe, calls = precision.cpu_bf16_speedup, []
 
-    def probe() -> float:
+    def probe() -> float:  # a set speed-up, or the real probe (which measures nothing without bf16 flags)
         calls.append(1)
-        assert speedup is not None, "the probe must not run here"
-        return speedup
+        return real_probe() if speedup is None else speedup
 
-    if speedup is not None or not flags:
-        monkeypatch.setattr(precision, "cpu_bf16_speedup", probe if speedup is not None else precision.cpu_bf16_speedup)
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", probe)
     cpu = torch.device("cpu")
     assert precision.fast_bf16(cpu) is fast
     assert precision.resolve_precision("auto", cpu) == ("bf16" if fast else "fp32")
+    reason = precision.bf16_reason(cpu)  # what the run's log says about the decision
+    assert ("AMX" in reason) if "amx_bf16" in flags else ("no bf16" in reason) if not flags else (f"{speedup:.1f}x" in reason)
+    if "amx_bf16" in flags:
+        assert not calls  # AMX decides (and explains itself) without measuring
     if not flags:
-        assert precision.cpu_bf16_speedup() == 0.0
+        assert real_probe() == 0.0
 
 
 def test_bf16_probe_measures_once_per_process(fresh_precision_probe):

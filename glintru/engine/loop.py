@@ -35,7 +35,7 @@ from glintru.engine.batching import epoch_batches, make_batch, training_samples
 from glintru.engine.checkpoint import FORMAT_VERSION, load_checkpoint, save_best, save_checkpoint
 from glintru.engine.loss import make_sequence_loss
 from glintru.engine.optim import make_optimizer
-from glintru.engine.precision import autocast_for, cpu_bf16_speedup, resolve_precision
+from glintru.engine.precision import autocast_for, bf16_reason, resolve_precision
 from glintru.errors import UserError
 
 # Settings a resumed run may change: they do not affect the numbers of the epochs already done.
@@ -199,9 +199,8 @@ def fit(
               f"{data.n_items:,} items, loss {cfg.loss}); embedding_update=dense keeps Adam", file=sys.stderr, flush=True)
     diag_batch = make_batch(items, samples, np.arange(min(DIAG_SAMPLES, len(samples))), width=width)["items"]
     if meter.enabled and run_cfg.train.precision == "auto":
-        why = (f"bf16 matmul {cpu_bf16_speedup():.1f}x fp32 on this CPU" if device.type == "cpu" and cpu_bf16_speedup()
-               else f"device {device}")
-        print(f"precision=auto: {cfg.precision} ({why}); precision=fp32 or bf16 forces one", file=sys.stderr, flush=True)
+        print(f"precision=auto: {cfg.precision} ({bf16_reason(device)}); precision=fp32 or bf16 forces one",
+              file=sys.stderr, flush=True)
 
     epoch = start_epoch
     while not stopped and epoch <= cfg.max_epochs:

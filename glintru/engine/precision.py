@@ -70,6 +70,19 @@ def fast_bf16(device: torch.device) -> bool:
     return cpu_bf16_speedup() >= CPU_BF16_MIN_SPEEDUP
 
 
+def bf16_reason(device: torch.device) -> str:
+    """Why :func:`fast_bf16` decides as it does on ``device``, in a few words (for the run's log);
+    uses the cached probe, so it measures nothing that the decision did not."""
+    if device.type == "cuda":
+        return f"device {device}"
+    flags = _cpu_flags()
+    if "amx_bf16" in flags:
+        return "this CPU has AMX tiles"
+    if not flags & {"avx512_bf16", "amx_bf16"}:
+        return "this CPU has no bf16 instructions"
+    return f"bf16 matmul {cpu_bf16_speedup():.1f}x fp32 on this CPU"
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``"auto"`` -> ``"bf16"`` where :func:`fast_bf16`, else ``"fp32"``; other values unchanged."""
     if precision == "auto":
