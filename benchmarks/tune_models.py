@@ -49,7 +49,7 @@ def first_trial(model: str, trials: list[dict[str, str]]) -> str | None:
 
 
 def tune_one(dataset: str, model: str, data_dir: Path, work_dir: Path, tuned_dir: Path, results_dir: Path,
-             max_concurrent: int) -> dict:
+             max_concurrent: int, overrides: list[str] = ()) -> dict:
     out = work_dir / "tune-out" / f"{dataset}__{model}"
     cmd = [sys.executable, "-m", "glintru", "tune", "--search-space", str(SPACES / f"{model}.yaml"),
            "--data", str(data_dir), "--storage-path", str(work_dir / "tune"),
@@ -57,6 +57,8 @@ def tune_one(dataset: str, model: str, data_dir: Path, work_dir: Path, tuned_dir
            "--num-cpus", str(max_concurrent), "--out", str(out)]
     if dataset in WINDOW:
         cmd += ["--set", f"max_len={WINDOW[dataset]}"]
+    for item in overrides:  # e.g. precision=bf16, the same for every model of a dataset
+        cmd += ["--set", item]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread per trial
     log = work_dir / "logs" / f"tune__{dataset}__{model}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -73,7 +75,7 @@ def tune_one(dataset: str, model: str, data_dir: Path, work_dir: Path, tuned_dir
         trials = list(csv.DictReader(fh))
     record_first = first_trial(model, trials)
     record = {"dataset": dataset, "model": model, "search_space": f"benchmarks/spaces/{model}.yaml",
-              "trials": trials, "first_trial": record_first, "wall_s": round(wall, 1), "max_concurrent": max_concurrent,
+              "trials": trials, "first_trial": record_first, "overrides": list(overrides), "wall_s": round(wall, 1), "max_concurrent": max_concurrent,
               "best_config": (out / "best_config.yaml").read_text(), "machine": machine(),
               "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -94,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tuned-dir", default=str(ROOT / "benchmarks" / "tuned"))
     ap.add_argument("--results-dir", default=str(ROOT / "benchmarks" / "results" / "tuning"))
     ap.add_argument("--max-concurrent", type=int, default=2, help="trials at once (one CPU and one thread each)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config value fixed for every trial of every study of this call, e.g. precision=bf16 "
+                         "(use the same for every model of a dataset); repeatable")
     args = ap.parse_args(argv)
     work_dir = Path(args.work_dir).resolve()
     tuned_dir, results_dir = Path(args.tuned_dir), Path(args.results_dir)
@@ -106,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"{time.strftime('%H:%M:%S')} tuning {ds} {model}", flush=True)
             try:
-                rec = tune_one(ds, model, data_dir, work_dir, tuned_dir, results_dir, args.max_concurrent)
+                rec = tune_one(ds, model, data_dir, work_dir, tuned_dir, results_dir, args.max_concurrent,
+                               args.overrides)
             except RuntimeError as exc:
                 failed += 1
                 print(f"{time.strftime('%H:%M:%S')} FAILED {ds} {model}: {exc}", flush=True)
