@@ -7,7 +7,7 @@ A search-space file is data, checked against :mod:`glintru.config` when it is lo
       max_len: 50
     params:                        # flat config keys searched by Optuna
       kernel_size: {choice: [1, 3, 5, 7, 9]}     # categorical (qrandint maps to other values in Optuna)
-      mixing_init: {uniform: [0.05, 0.95]}       # GRU expert share p, open interval (clarifications)
+      mixing_init: {uniform: [0.05, 0.95]}       # GRU expert share p: 0 < p < 1, an open interval
       lr: {loguniform: [1.0e-4, 1.0e-2]}
       n_layers: {randint: [1, 4]}                # integers low..high-1, like tune.randint
     tune:                          # defaults of `glintru tune` options (optional; CLI flags win)
