@@ -61,9 +61,18 @@ def protocol_flat(model: str, dataset: str) -> dict[str, Any]:
     return {k: v for k, v in {**PROTOCOL["*"], **PROTOCOL[dataset]}.items() if k in keys}
 
 
-def group_label(name: str, setting: str) -> str:
-    """``glintru`` for the protocol's defaults, ``glintru (tuned)`` for a tuned configuration."""
-    return name if setting == "default" else f"{name} ({setting})"
+def group_label(name: str, setting: str, tuned_from: str | None = None) -> str:
+    """``glintru`` for the protocol's defaults, ``glintru (tuned)`` for a configuration tuned on the
+    run's own dataset, ``glintru (tuned on amazon-beauty)`` for one tuned on another dataset."""
+    if setting == "default":
+        return name
+    return f"{name} ({setting} on {tuned_from})" if tuned_from else f"{name} ({setting})"
+
+
+def tuned_source(run: dict[str, Any]) -> str | None:
+    """The dataset a tuned run's configuration was tuned on, when it is not the run's own."""
+    src = run.get("tuned_from")
+    return src if src and src != run["dataset"] else None
 
 
 def label_cell(label: str) -> str:
@@ -84,12 +93,15 @@ def model_groups(runs: list[dict[str, Any]], dataset: str) -> dict[str, list[dic
     from glintru.config import build_config
 
     groups: dict[str, list[dict[str, Any]]] = {}
+    order = []
     for name in MODEL_ORDER:
         for setting in ("tuned", "default"):
-            rs = [r for r in runs if r["dataset"] == dataset and r["name"] == name
-                  and r.get("setting", "default") == setting]
-            if rs:
-                groups[group_label(name, setting)] = rs
+            mine = [r for r in runs if r["dataset"] == dataset and r["name"] == name
+                    and r.get("setting", "default") == setting]
+            for src in sorted({tuned_source(r) or "" for r in mine}):
+                rs = [r for r in mine if (tuned_source(r) or "") == src]
+                groups[group_label(name, setting, src or None)] = rs
+            order += [group_label(name, setting)] + sorted(k for k in groups if k.startswith(f"{name} ({setting} on "))
     default = build_config("glintru", protocol_flat("glintru", dataset)).to_flat()
     seeds = {r["seed"] for r in groups.get("glintru", [])}
     for r in runs:
@@ -97,7 +109,6 @@ def model_groups(runs: list[dict[str, Any]], dataset: str) -> dict[str, list[dic
                 and _same_config({**default, **r["config"]}, default)):  # keys newer than the run: defaults
             groups.setdefault("glintru", []).append(r)
             seeds.add(r["seed"])
-    order = [group_label(n, st) for n in MODEL_ORDER for st in ("tuned", "default")]
     return {k: groups[k] for k in order if k in groups}
 
 

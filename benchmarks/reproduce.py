@@ -28,7 +28,8 @@ preprocessing of Beauty with 54,542 items, ``amazon-beauty/alternates/bert4rec/b
 baselines, with ``--tuned DIR`` holding ``<dataset>__<model>.yaml`` files of tuned flat keys,
 e.g. ``best_config.yaml`` of a ``glintru tune`` study, as ``benchmarks/tune_models.py`` writes them;
 a tuned run is ``<name>__tuned__seed<k>.json`` with ``"setting": "tuned"``, and a model without a
-tuned file is skipped). ``--set KEY=VALUE --tag T`` runs a variant of every run (e.g. ``--set
+tuned file is skipped; ``--tuned-from DATASET`` trains with the configurations tuned on another
+dataset, each dataset keeping its own window, recorded as ``"tuned_from"``). ``--set KEY=VALUE --tag T`` runs a variant of every run (e.g. ``--set
 precision=bf16 --tag bf16``): its setting is ``<setting>-T``, so the main tables never mix it in.
 Each run uses ``--threads`` torch threads and at most ``--jobs`` runs go at once, one process each.
 """
@@ -124,8 +125,12 @@ def prepare_dataset(data_root: Path, dataset: str, work_dir: Path) -> Path:
     return out
 
 
-def tuned_overrides(tuned_dir: Path | None, dataset: str, name: str) -> dict[str, Any]:
-    """Flat keys of ``<tuned_dir>/<dataset>__<name>.yaml`` (``model`` and epoch limits dropped), or {}."""
+def tuned_overrides(tuned_dir: Path | None, dataset: str, name: str, window: bool = True) -> dict[str, Any]:
+    """Flat keys of ``<tuned_dir>/<dataset>__<name>.yaml`` (``model`` and epoch limits dropped), or {}.
+
+    ``window=False`` also drops ``max_len``: a configuration tuned on one dataset and trained on
+    another keeps the other dataset's window (ML-1M's 200, not Beauty's 50).
+    """
     if tuned_dir is None:
         return {}
     from glintru.config import load_config_file
@@ -134,7 +139,7 @@ def tuned_overrides(tuned_dir: Path | None, dataset: str, name: str) -> dict[str
     if not p.is_file():
         return {}
     _, flat = load_config_file(p)
-    for k in ("max_epochs", "patience", "max_time_s", "max_train_samples", "seed"):
+    for k in ("max_epochs", "patience", "max_time_s", "max_train_samples", "seed") + (() if window else ("max_len",)):
         flat.pop(k, None)
     return flat
 
@@ -183,7 +188,8 @@ def latency_ms_per_user(model: Any, data: Any, max_len: int, users: int = 200) -
 
 
 def run_one(dataset: str, name: str, model: str, overrides: dict[str, Any], seed: int, data_dir: str,
-            work_dir: str, results_dir: str, threads: int, jobs: int, setting: str = "default") -> dict[str, Any]:
+            work_dir: str, results_dir: str, threads: int, jobs: int, setting: str = "default",
+            tuned_from: str | None = None) -> dict[str, Any]:
     """Train one run (resuming from its last checkpoint) and write its JSON; runs in a child process."""
     import torch
 
@@ -220,7 +226,7 @@ def run_one(dataset: str, name: str, model: str, overrides: dict[str, Any], seed
         if "/pop" in k:
             metrics[k] = v
     record = {
-        "dataset": dataset, "model": model, "name": name, "seed": seed, "setting": setting,
+        "dataset": dataset, "model": model, "name": name, "seed": seed, "setting": setting, "tuned_from": tuned_from,
         "config": run_cfg.to_flat(), "overrides": overrides,
         "stopped": result.stopped, "best_epoch": result.best_epoch, "epochs": len(result.history),
         "best_epoch_pop100": pop.get("best_epoch"),
@@ -254,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", nargs="+", help="run names of the plan (default: all of it)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[1])
     ap.add_argument("--tuned", help="directory of <dataset>__<name>.yaml tuned configurations")
+    ap.add_argument("--tuned-from", choices=list(DATASETS), metavar="DATASET",
+                    help="with --tuned: train every dataset of this call with the configurations tuned on DATASET "
+                         "(e.g. ML-1M with Beauty's; each dataset keeps its own window); recorded as tuned_from")
     ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="override for every run of this call")
     ap.add_argument("--tag", help="name a variant of the plan's runs (with --set), e.g. --set precision=bf16 --tag bf16: "
                     "its runs are <name>__<setting>-<tag>__seed<k>.json, kept apart from the main tables")
@@ -278,13 +287,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.tag is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_.]*", args.tag):
             raise UserError(f"--tag: {args.tag!r} is not a short lower-case name (letters, digits, '_', '.')")
         tuned = Path(args.tuned) if args.tuned else None
+        if args.tuned_from and tuned is None:
+            raise UserError("--tuned-from: needs --tuned DIR (the directory of the tuned configurations)")
         todo = []
         for ds in args.datasets:
+            source = args.tuned_from or ds
             for name in names:
                 model, over = plan[name]
-                tuned_flat = tuned_overrides(tuned, ds, name)
+                tuned_flat = tuned_overrides(tuned, source, name, window=source == ds)
                 if tuned is not None and not tuned_flat:
-                    print(f"skip {ds} {name}: no {tuned / f'{ds}__{name}.yaml'}", flush=True)
+                    print(f"skip {ds} {name}: no {tuned / f'{source}__{name}.yaml'}", flush=True)
                     continue
                 setting = "tuned" if tuned_flat else "default"
                 if args.tag:
@@ -295,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                     if result_path(results_dir, ds, name, seed, setting).is_file():
                         print(f"skip {ds} {name} ({setting}) seed {seed}: JSON exists", flush=True)
                         continue
-                    todo.append((ds, name, model, over, seed, setting))
+                    todo.append((ds, name, model, over, seed, setting, source if tuned_flat else None))
                     if args.dry_run:
                         print(ds, name, seed, json.dumps(cfg.to_flat()))
         if args.dry_run or not todo:
@@ -306,8 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         failed = 0
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx, max_tasks_per_child=1) as pool:
             futs = {pool.submit(run_one, ds, name, model, over, seed, data_dirs[ds], str(work_dir), str(results_dir),
-                                args.threads, args.jobs, setting): (ds, run_label(name, setting), seed)
-                    for ds, name, model, over, seed, setting in todo}
+                                args.threads, args.jobs, setting, src): (ds, run_label(name, setting), seed)
+                    for ds, name, model, over, seed, setting, src in todo}
             print(f"{time.strftime('%H:%M:%S')} started {len(futs)} runs, {args.jobs} at once", flush=True)
             for fut in as_completed(futs):
                 ds, name, seed = futs[fut]

@@ -109,3 +109,39 @@ def test_variants_table_puts_a_tagged_run_next_to_its_base_by_hand():
                                         ("AMD EPYC", "EPYC"), ("Intel(R) Xeon(R) Processor", "Xeon")])
 def test_cpu_names_are_shortened_for_the_table(cpu, short):
     assert report.cpu_short(cpu) == short
+
+
+def test_a_configuration_tuned_on_another_dataset_is_its_own_row():
+    own = run("glintru", 1, 0.05, setting="tuned", dataset="ml-1m")
+    moved = [run("glintru", s, 0.06, setting="tuned", dataset="ml-1m") for s in (1, 2)]
+    for r in moved:
+        r["tuned_from"] = "amazon-beauty"
+    same = run("sasrec", 1, 0.04, setting="tuned", dataset="ml-1m")
+    same["tuned_from"] = "ml-1m"  # tuned on its own dataset: an ordinary tuned row
+    groups = report.model_groups([own, *moved, same, run("glintru", 3, 0.03, dataset="ml-1m")], "ml-1m")
+    assert list(groups) == ["glintru (tuned)", "glintru (tuned on amazon-beauty)", "glintru", "sasrec (tuned)"]
+    assert [r["seed"] for r in groups["glintru (tuned on amazon-beauty)"]] == [1, 2]
+    assert report.anchor_of("ml-1m", "sasrec (tuned)") == report.ANCHORS["ml-1m"]["sasrec"]
+
+
+def test_tuned_from_keeps_the_target_datasets_window(tmp_path, capsys):
+    import json
+
+    import reproduce
+
+    tuned = tmp_path / "tuned"
+    tuned.mkdir()
+    (tuned / "amazon-beauty__glintru.yaml").write_text(
+        "model: glintru\nlr: 0.0007\nkernel_size: 1\nmax_len: 50\nmax_epochs: 30\nseed: 666\n")
+    argv = ["--data-root", str(tmp_path), "--plan", "models", "--datasets", "ml-1m", "--runs", "glintru",
+            "--tuned", str(tuned), "--seeds", "4", "--results-dir", str(tmp_path / "res"), "--dry-run"]
+    assert reproduce.main(argv + ["--tuned-from", "amazon-beauty"]) == 0
+    ds, name, seed, flat = capsys.readouterr().out.strip().split(" ", 3)
+    cfg = json.loads(flat)
+    assert (ds, name, seed) == ("ml-1m", "glintru", "4")
+    assert (cfg["lr"], cfg["kernel_size"], cfg["max_len"], cfg["max_epochs"], cfg["seed"]) == (0.0007, 1, 200, 200, 4)
+    # without --tuned-from, ML-1M looks for its own tuned file and skips the model
+    assert reproduce.main(argv) == 0
+    assert "skip ml-1m glintru: no" in capsys.readouterr().out
+    assert reproduce.main(["--data-root", str(tmp_path), "--tuned-from", "amazon-beauty", "--dry-run"]) == 2
+    assert "--tuned-from: needs --tuned" in capsys.readouterr().err
