@@ -2,6 +2,7 @@
 
     python benchmarks/tune_models.py --data-root DATA --datasets amazon-beauty
     python benchmarks/tune_models.py --data-root DATA --models glintru sasrec --max-concurrent 2
+    python benchmarks/tune_models.py --data-root DATA --datasets amazon-video-games --set precision=bf16
     python benchmarks/reproduce.py --data-root DATA --plan models --tuned benchmarks/tuned --seeds 1 2 3
 
 Each model's search space is ``benchmarks/spaces/<model>.yaml``: the same number of trials (8), the
@@ -11,6 +12,8 @@ ordinary ``glintru tune`` study (Ray Tune + Optuna, MLflow in ``<work-dir>/mlflo
 interrupted call resumes when run again. When a study finishes, its best configuration is copied to
 ``benchmarks/tuned/<dataset>__<model>.yaml`` (what ``reproduce.py --tuned`` reads) and its trials to
 ``benchmarks/results/tuning/<dataset>__<model>.json``. A model whose tuned YAML exists is skipped.
+``--set KEY=VALUE`` fixes a value in every trial and so in the tuned YAML (``precision=bf16`` on a
+CPU with fast bf16: use it for every model of a dataset, so their runs stay comparable).
 """
 
 from __future__ import annotations
