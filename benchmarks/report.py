@@ -61,6 +61,13 @@ def protocol_flat(model: str, dataset: str) -> dict[str, Any]:
     return {k: v for k, v in {**PROTOCOL["*"], **PROTOCOL[dataset]}.items() if k in keys}
 
 
+def default_flat(model: str, dataset: str) -> dict[str, Any]:
+    """Every flat key of ``model`` at its default under the dataset's protocol."""
+    from glintru.config import build_config
+
+    return build_config(model, protocol_flat(model, dataset)).to_flat()
+
+
 def group_label(name: str, setting: str, tuned_from: str | None = None) -> str:
     """``glintru`` for the protocol's defaults, ``glintru (tuned)`` for a configuration tuned on the
     run's own dataset, ``glintru (tuned on amazon-beauty)`` for one tuned on another dataset."""
@@ -252,8 +259,9 @@ def variants_table(runs: list[dict[str, Any]], dataset: str) -> list[str]:
         rs = sorted(rs, key=lambda r: r["seed"])
         nd = [r["metrics"]["test/full/ndcg@10"] for r in rs]
         bnd = [r["metrics"]["test/full/ndcg@10"] for r in base]
-        changed = {k: v for k, v in rs[0]["config"].items()
-                   if base and k != "seed" and base[0]["config"].get(k) != v}
+        # a key newer than the base run has its default there (what the base run trained with)
+        base_cfg = {**default_flat(rs[0]["model"], dataset), **base[0]["config"]} if base else {}
+        changed = {k: v for k, v in rs[0]["config"].items() if base and k != "seed" and base_cfg.get(k) != v}
         gap = ""
         if len(bnd) > 1 and statistics.stdev(bnd) > 0:
             gap = f"{(statistics.mean(nd) - statistics.mean(bnd)) / statistics.stdev(bnd):+.1f}"

@@ -145,3 +145,13 @@ def test_tuned_from_keeps_the_target_datasets_window(tmp_path, capsys):
     assert "skip ml-1m glintru: no" in capsys.readouterr().out
     assert reproduce.main(["--data-root", str(tmp_path), "--tuned-from", "amazon-beauty", "--dry-run"]) == 2
     assert "--tuned-from: needs --tuned" in capsys.readouterr().err
+
+
+def test_a_key_newer_than_the_base_run_is_not_listed_as_changed():
+    base = run("gru4rec", 1, 0.0268)
+    del base["config"]["embedding_update"]  # the base run predates this key: it trained at its default
+    variant = run("gru4rec", 1, 0.0256, setting="default-recbole", embedding_size=64)
+    for r in (base, variant):
+        r["history"], r["machine"] = [{"train/s": 20.0}], {"cpu": "A"}
+    row = report.variants_table([base, variant], "amazon-beauty")[2].split(" | ")
+    assert row[:2] == ["| `gru4rec` (default-recbole)", "embedding_size=64"]
