@@ -29,8 +29,9 @@ baselines, with ``--tuned DIR`` holding ``<dataset>__<model>.yaml`` files of tun
 e.g. ``best_config.yaml`` of a ``glintru tune`` study, as ``benchmarks/tune_models.py`` writes them;
 a tuned run is ``<name>__tuned__seed<k>.json`` with ``"setting": "tuned"``, and a model without a
 tuned file is skipped; ``--tuned-from DATASET`` trains with the configurations tuned on another
-dataset, each dataset keeping its own window, recorded as ``"tuned_from"``). ``--set KEY=VALUE --tag T`` runs a variant of every run (e.g. ``--set
-precision=bf16 --tag bf16``): its setting is ``<setting>-T``, so the main tables never mix it in.
+dataset, each dataset keeping its own window, recorded as ``"tuned_from"``). ``--set KEY=VALUE
+--tag T`` runs a variant of every run (e.g. ``--set precision=bf16 --tag bf16``): its setting is
+``<setting>-T``, so the main tables never mix it in.
 Each run uses ``--threads`` torch threads and at most ``--jobs`` runs go at once, one process each.
 """
 
