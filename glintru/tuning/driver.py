@@ -338,7 +338,10 @@ def run_study(
     check_writable_paths(store, uri)  # before Ray starts or an MLflow run is opened
     if study_exists(exp_path):
         print(f"experiment {exp_path} exists; continuing it (same as --resume {exp_path})")
-        return resume_study(exp_path, address=address, num_cpus=num_cpus, out_dir=out_dir, verbose=verbose)
+        # a derived name fingerprints the search space: the file given now is the study's own space,
+        # wherever the file recorded at the start has gone since (another checkout, another node)
+        return resume_study(exp_path, address=address, num_cpus=num_cpus, out_dir=out_dir, verbose=verbose,
+                            space=space if experiment is None else None)
     with _study_lock(exp_path):
         return _new_study(space, data_abs, base, metric, opts, name, store, uri, exp_path, cpus_per_worker,
                           gpus_per_worker, max_concurrent, address, num_cpus, register_name, mlflow_experiment,
@@ -416,15 +419,23 @@ def resume_study(
     num_cpus: int | None = None,
     out_dir: str | None = None,
     verbose: bool = False,
+    space: SearchSpace | None = None,
 ) -> StudyOutcome:
     """``--resume PATH``: restore Tune (finished trials kept, unfinished/errored resumed, searcher
-    state restored) with the same trainable, the same MLflow parent run and the same trial runs."""
-    from ray import tune
+    state restored) with the same trainable, the same MLflow parent run and the same trial runs.
 
+    ``space``: the study's search space when the caller already holds it (``glintru tune`` run
+    again with the same file); otherwise it is read from the path recorded when the study started."""
+    from ray import tune
 
     exp_path = resolve_storage(experiment_path)
     s = load_settings(exp_path)
-    space = load_search_space(s.search_space)
+    if space is None:
+        try:
+            space = load_search_space(s.search_space)
+        except UserError as exc:
+            raise UserError(f"{exc} (recorded when study {s.name} started); to continue it, run the same "
+                            f"`glintru tune --search-space FILE ...` command with the file at its new place") from None
     if not tune.Tuner.can_restore(s.experiment_path):
         raise UserError(f"--resume {s.experiment_path}: no Ray Tune experiment state to restore there")
     _quiet_ray(verbose)
