@@ -97,8 +97,6 @@ def anchor_of(dataset: str, label: str) -> tuple[float, float] | None:
 def model_groups(runs: list[dict[str, Any]], dataset: str) -> dict[str, list[dict[str, Any]]]:
     """Runs of each model name and setting (its seeds), tuned groups first; an ablation run with the
     default configuration counts as a seed of the default ``glintru``."""
-    from glintru.config import build_config
-
     groups: dict[str, list[dict[str, Any]]] = {}
     order = []
     for name in MODEL_ORDER:
@@ -109,7 +107,7 @@ def model_groups(runs: list[dict[str, Any]], dataset: str) -> dict[str, list[dic
                 rs = [r for r in mine if (tuned_source(r) or "") == src]
                 groups[group_label(name, setting, src or None)] = rs
             order += [group_label(name, setting)] + sorted(k for k in groups if k.startswith(f"{name} ({setting} on "))
-    default = build_config("glintru", protocol_flat("glintru", dataset)).to_flat()
+    default = default_flat("glintru", dataset)
     seeds = {r["seed"] for r in groups.get("glintru", [])}
     for r in runs:
         if (r["dataset"] == dataset and r["name"].startswith("glintru-") and r["seed"] not in seeds
