@@ -236,6 +236,14 @@ def ablation_table(runs: list[dict[str, Any]], dataset: str) -> list[str]:
     return lines
 
 
+def set_by_variant(run: dict[str, Any]) -> dict[str, Any]:
+    """The overrides of a run beyond those its plan gives its name (what ``--set`` added)."""
+    from reproduce import PLANS
+
+    plan = next((p[run["name"]][1] for p in PLANS.values() if run["name"] in p), {})
+    return {k: v for k, v in run.get("overrides", {}).items() if k not in plan or plan[k] != v}
+
+
 def variants_table(runs: list[dict[str, Any]], dataset: str) -> list[str]:
     """Tagged variants (``reproduce.py --tag``, e.g. ``tuned-bf16``) next to the runs they vary: the
     same name in the untagged setting. Per variant: its seeds' test full NDCG@10, the base's mean ±
@@ -258,8 +266,11 @@ def variants_table(runs: list[dict[str, Any]], dataset: str) -> list[str]:
         nd = [r["metrics"]["test/full/ndcg@10"] for r in rs]
         bnd = [r["metrics"]["test/full/ndcg@10"] for r in base]
         # a key newer than the base run has its default there (what the base run trained with)
-        base_cfg = {**default_flat(rs[0]["model"], dataset), **base[0]["config"]} if base else {}
-        changed = {k: v for k, v in rs[0]["config"].items() if base and k != "seed" and base_cfg.get(k) != v}
+        if base:
+            base_cfg = {**default_flat(rs[0]["model"], dataset), **base[0]["config"]}
+            changed = {k: v for k, v in rs[0]["config"].items() if k != "seed" and base_cfg.get(k) != v}
+        else:  # no base run: what --set changed on top of the plan's own settings for this name
+            changed = set_by_variant(rs[0])
         gap = ""
         if len(bnd) > 1 and statistics.stdev(bnd) > 0:
             gap = f"{(statistics.mean(nd) - statistics.mean(bnd)) / statistics.stdev(bnd):+.1f}"

@@ -29,7 +29,8 @@ baselines, with ``--tuned DIR`` holding ``<dataset>__<model>.yaml`` files of tun
 e.g. ``best_config.yaml`` of a ``glintru tune`` study, as ``benchmarks/tune_models.py`` writes them;
 a tuned run is ``<name>__tuned__seed<k>.json`` with ``"setting": "tuned"``, and a model without a
 tuned file is skipped; ``--tuned-from DATASET`` trains with the configurations tuned on another
-dataset, each dataset keeping its own window, recorded as ``"tuned_from"``). ``--set KEY=VALUE
+dataset, each dataset keeping its own window, recorded as ``"tuned_from"`` and written as
+``<name>__tuned__from-<source>__seed<k>.json``). ``--set KEY=VALUE
 --tag T`` runs a variant of every run (e.g. ``--set precision=bf16 --tag bf16``): its setting is
 ``<setting>-T``, so the main tables never mix it in.
 Each run uses ``--threads`` torch threads and at most ``--jobs`` runs go at once, one process each.
@@ -156,13 +157,17 @@ def run_spec(dataset: str, name: str, model: str, overrides: dict[str, Any], see
     return build_config(model, flat, source=f"{dataset}/{name}")
 
 
-def run_label(name: str, setting: str) -> str:
-    """File stem of a run: ``<name>`` at the protocol's defaults, ``<name>__tuned`` with a tuned config."""
-    return name if setting == "default" else f"{name}__{setting}"
+def run_label(name: str, setting: str, dataset: str | None = None, tuned_from: str | None = None) -> str:
+    """File stem of a run: ``<name>`` at the protocol's defaults, ``<name>__tuned`` with a config tuned
+    on its own dataset, ``<name>__tuned__from-<source>`` with one tuned on another dataset (so the two
+    kinds of tuned run of one dataset never share a file)."""
+    stem = name if setting == "default" else f"{name}__{setting}"
+    return f"{stem}__from-{tuned_from}" if tuned_from and tuned_from != dataset else stem
 
 
-def result_path(results_dir: Path, dataset: str, name: str, seed: int, setting: str = "default") -> Path:
-    return results_dir / "runs" / dataset / f"{run_label(name, setting)}__seed{seed}.json"
+def result_path(results_dir: Path, dataset: str, name: str, seed: int, setting: str = "default",
+                tuned_from: str | None = None) -> Path:
+    return results_dir / "runs" / dataset / f"{run_label(name, setting, dataset, tuned_from)}__seed{seed}.json"
 
 
 def latency_ms_per_user(model: Any, data: Any, max_len: int, users: int = 200) -> float:
@@ -201,7 +206,7 @@ def run_one(dataset: str, name: str, model: str, overrides: dict[str, Any], seed
     torch.set_num_threads(threads)
     run_cfg = run_spec(dataset, name, model, overrides, seed)
     data = load_prepared(data_dir)
-    label = run_label(name, setting)
+    label = run_label(name, setting, dataset, tuned_from)
     out_dir = Path(work_dir) / "runs" / dataset / f"{label}__seed{seed}"
     ckpts = list_checkpoints(out_dir)
     log = Path(work_dir) / "logs" / f"{dataset}__{label}__seed{seed}.log"
@@ -242,7 +247,7 @@ def run_one(dataset: str, name: str, model: str, overrides: dict[str, Any], seed
                     "loadavg_1min_end": round(os.getloadavg()[0], 2)},
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    path = Path(result_path(Path(results_dir), dataset, name, seed, setting))
+    path = Path(result_path(Path(results_dir), dataset, name, seed, setting, tuned_from))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=1) + "\n")
@@ -305,10 +310,12 @@ def main(argv: list[str] | None = None) -> int:
                 over = {**tuned_flat, **over, **extra}
                 for seed in args.seeds:
                     cfg = run_spec(ds, name, model, over, seed)  # validate before training anything
-                    if result_path(results_dir, ds, name, seed, setting).is_file():
-                        print(f"skip {ds} {name} ({setting}) seed {seed}: JSON exists", flush=True)
+                    src = source if tuned_flat else None
+                    done = result_path(results_dir, ds, name, seed, setting, src)
+                    if done.is_file():
+                        print(f"skip {ds} {name} ({setting}) seed {seed}: {done.name} exists", flush=True)
                         continue
-                    todo.append((ds, name, model, over, seed, setting, source if tuned_flat else None))
+                    todo.append((ds, name, model, over, seed, setting, src))
                     if args.dry_run:
                         print(ds, name, seed, json.dumps(cfg.to_flat()))
         if args.dry_run or not todo:
@@ -319,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         failed = 0
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx, max_tasks_per_child=1) as pool:
             futs = {pool.submit(run_one, ds, name, model, over, seed, data_dirs[ds], str(work_dir), str(results_dir),
-                                args.threads, args.jobs, setting, src): (ds, run_label(name, setting), seed)
+                                args.threads, args.jobs, setting, src): (ds, run_label(name, setting, ds, src), seed)
                     for ds, name, model, over, seed, setting, src in todo}
             print(f"{time.strftime('%H:%M:%S')} started {len(futs)} runs, {args.jobs} at once", flush=True)
             for fut in as_completed(futs):

@@ -140,6 +140,18 @@ def test_tuned_from_keeps_the_target_datasets_window(tmp_path, capsys):
     cfg = json.loads(flat)
     assert (ds, name, seed) == ("ml-1m", "glintru", "4")
     assert (cfg["lr"], cfg["kernel_size"], cfg["max_len"], cfg["max_epochs"], cfg["seed"]) == (0.0007, 1, 200, 200, 4)
+    # a run tuned on ML-1M itself does not stand in for one tuned on Beauty, nor the other way round
+    own = reproduce.result_path(tmp_path / "res", "ml-1m", "glintru", 4, "tuned")
+    moved = reproduce.result_path(tmp_path / "res", "ml-1m", "glintru", 4, "tuned", "amazon-beauty")
+    assert (own.name, moved.name) == ("glintru__tuned__seed4.json", "glintru__tuned__from-amazon-beauty__seed4.json")
+    assert reproduce.result_path(tmp_path / "res", "ml-1m", "glintru", 4, "tuned", "ml-1m") == own
+    own.parent.mkdir(parents=True)
+    own.write_text("{}")
+    assert reproduce.main(argv + ["--tuned-from", "amazon-beauty"]) == 0
+    assert capsys.readouterr().out.startswith("ml-1m glintru 4 ")
+    moved.write_text("{}")
+    assert reproduce.main(argv + ["--tuned-from", "amazon-beauty"]) == 0
+    assert "skip ml-1m glintru (tuned) seed 4: glintru__tuned__from-amazon-beauty__seed4.json exists" in capsys.readouterr().out
     # without --tuned-from, ML-1M looks for its own tuned file and skips the model
     assert reproduce.main(argv) == 0
     assert "skip ml-1m glintru: no" in capsys.readouterr().out
@@ -155,3 +167,12 @@ def test_a_key_newer_than_the_base_run_is_not_listed_as_changed():
         r["history"], r["machine"] = [{"train/s": 20.0}], {"cpu": "A"}
     row = report.variants_table([base, variant], "amazon-beauty")[2].split(" | ")
     assert row[:2] == ["| `gru4rec` (default-recbole)", "embedding_size=64"]
+
+
+def test_a_variant_without_a_base_run_lists_what_set_changed_beyond_its_plan():
+    variant = run("narm", 1, 0.0288, setting="default-recbole", embedding_size=64)
+    variant["overrides"] = {"objective": "all_positions", "embedding_size": 64}  # the plan's key and --set's
+    variant["history"], variant["machine"] = [{"train/s": 24.0}], {"cpu": "A"}
+    row = report.variants_table([variant], "amazon-beauty")[2].split(" | ")
+    assert row[:2] == ["| `narm` (default-recbole)", "embedding_size=64"]
+    assert row[5] == "none"
