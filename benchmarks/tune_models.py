@@ -97,14 +97,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--work-dir", default=str(ROOT / "benchmarks" / "work"))
     ap.add_argument("--tuned-dir", default=str(ROOT / "benchmarks" / "tuned"))
-    ap.add_argument("--results-dir", default=str(ROOT / "benchmarks" / "results" / "tuning"))
+    ap.add_argument("--results-dir", default=str(ROOT / "benchmarks" / "results"),
+                    help="the results directory, as for reproduce.py; each study's trials go to its tuning/")
     ap.add_argument("--max-concurrent", type=int, default=2, help="trials at once (one CPU and one thread each)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="a config value fixed for every trial of every study of this call, e.g. precision=bf16 "
                          "(use the same for every model of a dataset); repeatable")
     args = ap.parse_args(argv)
     work_dir = Path(args.work_dir).resolve()
-    tuned_dir, results_dir = Path(args.tuned_dir), Path(args.results_dir)
+    tuned_dir, results_dir = Path(args.tuned_dir), Path(args.results_dir) / "tuning"
     failed = 0
     for ds in args.datasets:
         data_dir = prepare_dataset(Path(args.data_root), ds, work_dir).resolve()
