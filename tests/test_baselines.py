@@ -165,13 +165,19 @@ def test_narm_forward_chunks_agree(monkeypatch):
     model = make("narm")
     items = right_pad(random_items(3, 11), [11, 6, 2])
     whole = model(items)
-    monkeypatch.setattr(NARM, "CHUNK_ELEMENTS", 1)  # one query position per chunk
+    with torch.enable_grad():  # one chunk: every key for every query, masked by the causal mask
+        model(items).pow(2).sum().backward()
+    whole_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    monkeypatch.setattr(NARM, "CHUNK_ELEMENTS", 1)  # one query position per chunk, keys up to it only
     torch.testing.assert_close(model(items), whole, rtol=0, atol=1e-6)
-    with torch.enable_grad():  # the checkpointed path gives the same values and gradients flow
+    with torch.enable_grad():  # the checkpointed path gives the same values and the same gradients
         out = model(items)
-        out.sum().backward()
+        out.pow(2).sum().backward()
     torch.testing.assert_close(out.detach(), whole, rtol=0, atol=1e-6)
-    assert model.a1.weight.grad is not None and model.a1.weight.grad.abs().sum() > 0
+    assert model.a1.weight.grad.abs().sum() > 0
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, whole_grads[n], rtol=1e-5, atol=1e-6, msg=n)
 
 
 @pytest.mark.parametrize("name", list(TINY))

@@ -16,7 +16,8 @@ Read-out paths:
   ``last_hidden`` of the prefix ending at t. The model is therefore causal and may train with
   ``objective=all_positions`` (every prefix of a window in one pass). It costs O(N^2 * hidden_size)
   per row, computed in chunks of query positions (recomputed in backward through activation
-  checkpointing).
+  checkpointing); a chunk of queries ending at position e reads the keys before e only, so the
+  masked upper triangle of the [N, N] attention is never computed (about half the work).
 
 Choices and deviations:
 
@@ -100,7 +101,8 @@ class NARM(SequentialRecommender):
         step = max(1, self.CHUNK_ELEMENTS // max(1, B * N * h.size(-1)))
         parts = []
         for s in range(0, N, step):  # chunks of query positions bound the [B, T, N, H] block
-            args = (q[:, s : s + step], k, h, allowed[:, s : s + step])
+            e = min(N, s + step)  # queries t < e see keys j <= t < e only: the later keys are masked
+            args = (q[:, s:e], k[:, :e], h[:, :e], allowed[:, s:e, :e])  # anyway, so they are not computed
             if torch.is_grad_enabled():
                 parts.append(checkpoint(self._local, *args, use_reentrant=False))
             else:
