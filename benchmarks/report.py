@@ -321,8 +321,7 @@ def plots(runs: list[dict[str, Any]], dataset: str, groups: dict[str, list[dict[
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in sorted((r for r in runs if r["dataset"] == dataset), key=lambda r: (r["name"], r["seed"])):
         ep = [h["epoch"] for h in r["history"]]
-        setting = r.get("setting", "default")
-        label = r["name"] if setting == "default" else f"{r['name']} ({setting})"
+        label = group_label(r["name"], r.get("setting", "default"), tuned_source(r))
         ax.plot(ep, [100 * h["valid/full/ndcg@10"] for h in r["history"]], label=f"{label} s{r['seed']}", lw=1)
     ax.set_xlabel("epoch")
     ax.set_ylabel("valid full NDCG@10 (%)")
