@@ -101,8 +101,9 @@ class NARM(SequentialRecommender):
         step = max(1, self.CHUNK_ELEMENTS // max(1, B * N * h.size(-1)))
         parts = []
         for s in range(0, N, step):  # chunks of query positions bound the [B, T, N, H] block
-            e = min(N, s + step)  # queries t < e see keys j <= t < e only: the later keys are masked
-            args = (q[:, s:e], k[:, :e], h[:, :e], allowed[:, s:e, :e])  # anyway, so they are not computed
+            # queries t < e see keys j <= t < e only; the later keys are masked, so they are not computed
+            e = min(N, s + step)
+            args = (q[:, s:e], k[:, :e], h[:, :e], allowed[:, s:e, :e])
             if torch.is_grad_enabled():
                 parts.append(checkpoint(self._local, *args, use_reentrant=False))
             else:
