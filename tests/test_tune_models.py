@@ -1,0 +1,44 @@
+"""benchmarks/tune_models.py: what it asks of `glintru tune` and where it files the answer."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+
+def test_tune_models_writes_the_trials_under_results_tuning_and_the_best_config_to_tuned(tmp_path, monkeypatch):
+    """The study itself is `glintru tune` (tested on its own); here its outputs are stood in for, so
+    the test checks what tune_models.py asks of it and where it files the answer."""
+    import tune_models
+
+    calls = []
+
+    def fake_tune(cmd, stdout, stderr, env, cwd):
+        calls.append(cmd)
+        out = Path(cmd[cmd.index("--out") + 1])
+        out.mkdir(parents=True)
+        (out / "trials.csv").write_text("trial_id,lr,emb_dropout,valid/full/ndcg@10\n"
+                                        "a1,0.001,0.3,0.03\nb2,0.002,0.4,0.04\n")
+        (out / "best_config.yaml").write_text("model: gru4rec\nlr: 0.002\nemb_dropout: 0.4\n")
+        return 0
+
+    monkeypatch.setattr(tune_models.subprocess, "call", fake_tune)
+    monkeypatch.setattr(tune_models, "prepare_dataset", lambda root, ds, work: tmp_path / "data" / ds)
+    argv = ["--data-root", str(tmp_path), "--datasets", "ml-1m", "--models", "gru4rec", "--work-dir",
+            str(tmp_path / "work"), "--tuned-dir", str(tmp_path / "tuned"), "--results-dir", str(tmp_path / "res"),
+            "--max-concurrent", "1", "--set", "precision=bf16"]
+    assert tune_models.main(argv) == 0
+    (cmd,) = calls
+    assert cmd[cmd.index("--search-space") + 1].endswith("benchmarks/spaces/gru4rec.yaml")
+    assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "--set"] == ["max_len=200", "precision=bf16"]
+    import json
+
+    rec = json.loads((tmp_path / "res" / "tuning" / "ml-1m__gru4rec.json").read_text())
+    assert ([t["trial_id"] for t in rec["trials"]], rec["first_trial"], rec["overrides"]) == (
+        ["a1", "b2"], "a1", ["precision=bf16"])  # a1 is the space's starting point (its defaults)
+    assert (tmp_path / "tuned" / "ml-1m__gru4rec.yaml").read_text() == "model: gru4rec\nlr: 0.002\nemb_dropout: 0.4\n"
+    assert sorted(p.name for p in (tmp_path / "res").rglob("*") if p.is_file()) == ["ml-1m__gru4rec.json"]
+    # run again: the tuned file exists, so the model is skipped and no study starts
+    assert tune_models.main(argv) == 0 and len(calls) == 1
