@@ -19,7 +19,10 @@ writes ``benchmarks/results/runs/<dataset>/<name>__seed<k>.json`` (contract fiel
 ``model``, ``seed``, ``config``, ``stopped``, ``best_epoch``, ``epochs``, ``metrics``,
 ``train_s``, ``wall_s``; plus the per-epoch history with the GLINT-RU diagnostics, the pop100
 selection, the inference latency per user and the machine). A run whose JSON exists is skipped; an
-interrupted run resumes from its last epoch checkpoint.
+interrupted run resumes from its last epoch checkpoint. A run whose configuration (model, seed, every
+flat key) equals a finished run's is not trained again: its JSON is that run's record under its own
+name, with ``"same_run_as"`` naming the file (the ablation's ``glintru-norm_kernel`` and the losses'
+``glintru-loss_ce`` are both GLINT-RU at its defaults).
 
 Plans: ``ablation`` (GLINT-RU variants: attention normaliser none / count / kernel, the GRU
 expert alone, the attention expert alone, kernel size 1), ``losses`` (GLINT-RU trained with the
@@ -170,6 +173,38 @@ def result_path(results_dir: Path, dataset: str, name: str, seed: int, setting: 
     return results_dir / "runs" / dataset / f"{run_label(name, setting, dataset, tuned_from)}__seed{seed}.json"
 
 
+def twin_run(results_dir: Path, dataset: str, model: str, flat: dict[str, Any]) -> Path | None:
+    """A finished run of ``dataset`` that trained exactly ``flat`` (same model, seed and every flat key;
+    keys newer than that run count at their defaults), or None.
+
+    Plans overlap: the ablation's ``glintru-norm_kernel`` and the losses' ``glintru-loss_ce`` are both
+    GLINT-RU at its defaults. Training one configuration twice would cost a converged run (two hours
+    on ML-1M here) and give the same numbers, so the second name records the first one's result.
+    """
+    from glintru.config import build_config
+
+    defaults = build_config(model, {}).to_flat()
+    for p in sorted((results_dir / "runs" / dataset).glob("*.json")):
+        try:
+            rec = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        if rec.get("model") == model and "same_run_as" not in rec and {**defaults, **rec.get("config", {})} == flat:
+            return p
+    return None
+
+
+def record_twin(twin: Path, path: Path, name: str, setting: str, overrides: dict[str, Any],
+                tuned_from: str | None) -> None:
+    """Write ``path`` as the result of ``twin`` under this run's name (``same_run_as`` names the file)."""
+    rec = json.loads(twin.read_text())
+    rec.update(name=name, setting=setting, overrides=overrides, tuned_from=tuned_from, same_run_as=twin.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(rec, indent=1) + "\n")
+    tmp.replace(path)
+
+
 def latency_ms_per_user(model: Any, data: Any, max_len: int, users: int = 200) -> float:
     """Median wall time (ms) to encode one user's test input window and rank the whole catalogue
     (top-10), one user at a time, over the first ``users`` test users."""
@@ -314,6 +349,13 @@ def main(argv: list[str] | None = None) -> int:
                     done = result_path(results_dir, ds, name, seed, setting, src)
                     if done.is_file():
                         print(f"skip {ds} {name} ({setting}) seed {seed}: {done.name} exists", flush=True)
+                        continue
+                    twin = twin_run(results_dir, ds, model, cfg.to_flat())
+                    if twin is not None:
+                        print(f"skip {ds} {name} ({setting}) seed {seed}: the same configuration as {twin.name}"
+                              + ("" if args.dry_run else f", recorded as {done.name}"), flush=True)
+                        if not args.dry_run:
+                            record_twin(twin, done, name, setting, over, src)
                         continue
                     todo.append((ds, name, model, over, seed, setting, src))
                     if args.dry_run:

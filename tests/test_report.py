@@ -177,3 +177,37 @@ def test_a_variant_without_a_base_run_lists_what_set_changed_beyond_its_plan():
     assert row[:2] == ["| `narm` (default-recbole)", "embedding_size=64"]
     assert row[5] == "none"
 
+
+
+def test_a_configuration_already_trained_under_another_name_is_recorded_not_trained_again(tmp_path, capsys):
+    import json
+
+    import reproduce
+
+    res = tmp_path / "res"
+    kernel = run("glintru-norm_kernel", 1, 0.0397, dataset="ml-1m", attn_norm="kernel")
+    kernel.update(stopped="patience", wall_s=700.0)
+    path = result_path(res, "ml-1m", "glintru-norm_kernel", 1)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(kernel))
+    argv = ["--data-root", str(tmp_path), "--plan", "losses", "--datasets", "ml-1m", "--results-dir", str(res)]
+    assert reproduce.main(argv + ["--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "skip ml-1m glintru-loss_ce (default) seed 1: the same configuration as glintru-norm_kernel__seed1.json"
+    # the sampled losses differ from it: they would train (their configs are printed)
+    assert [line.split(" ", 3)[1] for line in out[1:]] == ["glintru-loss_sampled", "glintru-loss_gbce"]
+    ce = result_path(res, "ml-1m", "glintru-loss_ce", 1)
+    assert not ce.exists()  # a dry run writes nothing
+    # another seed is another run
+    assert reproduce.main(argv + ["--runs", "glintru-loss_ce", "--seeds", "2", "--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith("ml-1m glintru-loss_ce 2 ")
+    assert reproduce.main(argv + ["--runs", "glintru-loss_ce"]) == 0
+    assert "recorded as glintru-loss_ce__seed1.json" in capsys.readouterr().out
+    rec = json.loads(ce.read_text())
+    assert (rec["name"], rec["same_run_as"], rec["metrics"]) == ("glintru-loss_ce", path.name, kernel["metrics"])
+    # the losses table finds its full-softmax row; the default model group counts the training once
+    rec["history"] = [{"train/targets_per_s": 9000.0}]
+    assert report.losses_table([rec], "ml-1m")[2].startswith("| `ce` | all items | 7.94 | 3.97 |")
+    assert [r["name"] for r in report.model_groups([kernel, rec], "ml-1m")["glintru"]] == ["glintru-norm_kernel"]
+    # a record of a record is never the twin another run is matched to
+    assert reproduce.twin_run(res, "ml-1m", "glintru", {**rec["config"], "seed": 1}) == path
