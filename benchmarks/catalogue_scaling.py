@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchinfo import machine, write_result  # noqa: E402
+from benchinfo import machine, write_result
 
 LOSSES = ("ce", "sampled_softmax", "gbce")
 BATCH, WINDOW = 64, 50

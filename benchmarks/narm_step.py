@@ -28,10 +28,10 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchinfo import machine, write_result  # noqa: E402
+from benchinfo import machine, write_result
 
-from glintru.config import NARMConfig  # noqa: E402
-from glintru.models.narm import NARM  # noqa: E402
+from glintru.config import NARMConfig
+from glintru.models.narm import NARM
 
 
 class PreviousNARM(NARM):

@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from benchinfo import machine, write_result  # noqa: E402
-from proc_helpers import free_port, stop_tree, wait_for_http  # noqa: E402
+from benchinfo import machine, write_result
+from proc_helpers import free_port, stop_tree, wait_for_http
 
 
 def main(argv: list[str] | None = None) -> int:

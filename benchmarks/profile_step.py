@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     from glintru.config import build_config, parse_set_args
     from glintru.data.dataset import load_prepared
     from glintru.engine.batching import make_batch, training_samples
-    from glintru.engine.precision import autocast_for
     from glintru.engine.loss import full_softmax_ce
+    from glintru.engine.precision import autocast_for
     from glintru.models import build_model
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

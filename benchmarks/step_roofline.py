@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchinfo import machine, write_result  # noqa: E402
+from benchinfo import machine, write_result
 
 
 def mm_rate(m: int, k: int, n: int, min_s: float = 0.5) -> float:
@@ -81,9 +81,8 @@ def part_timings(model, batch, seq_loss, rounds: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-
     from step_speed import longest_batch
+    from torch.utils.flop_counter import FlopCounterMode
 
     from glintru.engine import loss as loss_mod
     from glintru.models import build_model

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchinfo import machine, write_result  # noqa: E402
+from benchinfo import machine, write_result
 
 N_ITEMS = 3706
 

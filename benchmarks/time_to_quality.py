@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import reproduce  # noqa: E402  (sibling script)
+import reproduce
 
 ROOT = reproduce.ROOT
 DATASET = "amazon-beauty"

@@ -15,9 +15,10 @@ import dataclasses
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from glintru.errors import UserError
 
@@ -203,7 +204,7 @@ class RunConfig:
                 out[f.name] = list(v) if isinstance(v, tuple) else v
         return out
 
-    def replace(self, **overrides: Any) -> "RunConfig":
+    def replace(self, **overrides: Any) -> RunConfig:
         """A copy with flat overrides applied (validated like :func:`build_config`)."""
         flat = self.to_flat()
         flat.pop("model")

@@ -25,7 +25,7 @@ Two candidate sets are used (docs/model.md, "Evaluation protocol"):
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch

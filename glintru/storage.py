@@ -246,7 +246,7 @@ class DirectoryLock:
     def __init__(self, directory: str | Path, what: str) -> None:
         self.directory, self.what, self.fd = Path(directory), what, None
 
-    def __enter__(self) -> "DirectoryLock":
+    def __enter__(self) -> DirectoryLock:
         import fcntl
         import socket
 
@@ -267,7 +267,7 @@ class DirectoryLock:
         self.fd = fd
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.fd is not None:
             os.close(self.fd)  # releases the lock
             self.fd = None

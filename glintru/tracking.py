@@ -33,9 +33,10 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from glintru.errors import UserError
 
@@ -107,7 +108,7 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     return text.splitlines()[0][:limit] if text else type(exc).__name__
 
 
-def unavailable_at_start(uri: str, exc: BaseException) -> "MlflowUnavailable":
+def unavailable_at_start(uri: str, exc: BaseException) -> MlflowUnavailable:
     """The error for an MLflow that is down before anything was trained (`train --workers`, `tune`)."""
     from glintru.errors import MlflowUnavailable
 
@@ -117,7 +118,7 @@ def unavailable_at_start(uri: str, exc: BaseException) -> "MlflowUnavailable":
     )
 
 
-def unavailable_after_run(exc: BaseException, out: str | Path) -> "MlflowUnavailable":
+def unavailable_after_run(exc: BaseException, out: str | Path) -> MlflowUnavailable:
     """The error for an MLflow that is down when a finished `glintru train` run is logged."""
     from glintru.errors import MlflowUnavailable
 
@@ -167,7 +168,7 @@ def mlflow_metric_name(key: str) -> str:
     return key.replace("@", "_at_")
 
 
-def client(tracking_uri: str) -> "MlflowClient":
+def client(tracking_uri: str) -> MlflowClient:
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri)
@@ -310,7 +311,7 @@ class RunRecord:
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path, run_cfg: Any, manifest: Mapping[str, Any] | None,
-                     final_metrics: Mapping[str, float] | None = None, finished: bool = True) -> "RunRecord":
+                     final_metrics: Mapping[str, float] | None = None, finished: bool = True) -> RunRecord:
         """From a run directory of the engine (``history.json``, ``best.pt``, ``metrics.json``);
         ``final_metrics`` defaults to its ``metrics.json``."""
         d = Path(run_dir)

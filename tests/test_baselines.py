@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
+from model_helpers import N_ITEMS, assert_overfits, gather_last, random_items, right_pad
 
 from glintru.config import GRU4RecConfig, NARMConfig, SASRecConfig, build_config
 from glintru.errors import UserError
@@ -15,7 +16,6 @@ from glintru.models import build_model
 from glintru.models.gru4rec import GRU4Rec
 from glintru.models.narm import NARM
 from glintru.models.sasrec import SASRec
-from model_helpers import N_ITEMS, assert_overfits, gather_last, random_items, right_pad
 
 torch.set_num_threads(1)
 

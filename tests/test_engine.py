@@ -4,15 +4,15 @@ checkpoints and resume, on tiny in-memory datasets with the real causal models."
 from __future__ import annotations
 
 import itertools
-import math
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
 from engine_fixtures import cyclic_sequences, make_dataset
+
 from glintru.config import build_config
 from glintru.engine import fit
 from glintru.engine.batching import Samples, epoch_batches, make_batch, training_samples
@@ -114,7 +114,7 @@ def test_batches_are_length_aware_and_seeded():
     samples = training_samples(data, "all_positions", max_len=50)
     batches = epoch_batches(samples, 8, seed=5, epoch=1)
     spans = sorted((samples.n[b].min(), samples.n[b].max()) for b in batches)
-    for (lo1, hi1), (lo2, hi2) in zip(spans, spans[1:]):
+    for (_, hi1), (lo2, _) in zip(spans, spans[1:]):
         assert hi1 <= lo2  # batches are consecutive buckets of the length order: no overlap
     again = epoch_batches(samples, 8, seed=5, epoch=1)
     assert all(np.array_equal(a, b) for a, b in zip(batches, again))
@@ -432,7 +432,7 @@ def test_train_item_counts_exclude_validation_and_test_items():
 
 
 def test_precision_auto_uses_bf16_only_where_it_is_fast(monkeypatch):
-    import glintru.engine.precision as precision
+    from glintru.engine import precision
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(precision, "fast_bf16", lambda device: True)
@@ -448,7 +448,7 @@ def test_precision_auto_uses_bf16_only_where_it_is_fast(monkeypatch):
 
 @pytest.fixture
 def fresh_precision_probe():
-    import glintru.engine.precision as precision
+    from glintru.engine import precision
 
     precision.cpu_bf16_speedup.cache_clear()
     yield precision
@@ -492,8 +492,7 @@ def test_bf16_probe_measures_once_per_process(fresh_precision_probe):
 
 
 def test_fit_decides_auto_precision_once_and_says_so(monkeypatch, tmp_path, capsys):
-    import glintru.engine.loop as loop
-    import glintru.engine.precision as precision
+    from glintru.engine import loop, precision
 
     decisions, seen = [], []
     monkeypatch.setattr(precision, "fast_bf16", lambda device: decisions.append(device) or True)
@@ -508,8 +507,7 @@ def test_fit_decides_auto_precision_once_and_says_so(monkeypatch, tmp_path, caps
 @pytest.mark.parametrize("other_ranks_fast, expected", [(True, "bf16"), (False, "fp32")])
 def test_auto_precision_is_bf16_on_every_rank_or_on_none(monkeypatch, tmp_path, other_ranks_fast, expected):
     """Rank 0 of 2 measured bf16 fast; the other rank's vote (summed by the all-reduce) decides."""
-    import glintru.engine.loop as loop
-    import glintru.engine.precision as precision
+    from glintru.engine import loop, precision
 
     monkeypatch.setattr(precision, "fast_bf16", lambda device: True)
     seen = []

@@ -8,7 +8,6 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
 from engine_fixtures import cyclic_sequences, make_dataset
 from proc_helpers import free_port
 

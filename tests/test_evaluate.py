@@ -189,7 +189,7 @@ def test_batched_evaluation_matches_one_user_at_a_time_with_truncated_window(spl
 @pytest.mark.parametrize("exclude_history", [False, True])
 def test_bounded_score_blocks_do_not_change_results(monkeypatch, exclude_history):
     """A score budget of a few rows (what a 10^6-item catalogue gets) gives the same numbers."""
-    import glintru.engine.scoring as scoring
+    from glintru.engine import scoring
 
     data = random_dataset()
     cfg = TrainConfig(topk=(1, 5, 10), num_negatives=3, max_len=6, exclude_history=exclude_history)

@@ -30,7 +30,7 @@ def data_dir(tmp_path):
 @pytest.fixture()
 def no_ray(monkeypatch):
     """Fail the test if Ray is started: bad paths must be rejected before that."""
-    import glintru.distributed.trainer as trainer
+    from glintru.distributed import trainer
 
     def refuse(*args, **kwargs):
         raise AssertionError("Ray was started before the bad path was reported")

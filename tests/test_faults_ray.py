@@ -9,14 +9,13 @@ Expected (docs/operating.md): Ray Train restarts the worker group (``FailureConf
 
 from __future__ import annotations
 
-import pytest
-
 import json
 import sys
 import threading
 import time
 from pathlib import Path
 
+import pytest
 import ray.cloudpickle
 import torch
 
@@ -70,8 +69,8 @@ def instrumented_worker(marks: Path, fault: str):
         import ray
         import ray.train
 
-        import glintru.distributed.trainer as trainer
-        import glintru.engine as engine
+        from glintru import engine
+        from glintru.distributed import trainer
         from glintru.engine import fit as real_fit
 
         rank = ray.train.get_context().get_world_rank()

@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from model_helpers import N_ITEMS, assert_overfits, gather_last, random_items, right_pad
 
 from glintru.config import GlintRUConfig
 from glintru.errors import UserError
 from glintru.models.glintru import Dropout, GlintRU, causal_linear_attention, temporal_conv
-from model_helpers import N_ITEMS, assert_overfits, gather_last, random_items, right_pad
 
 torch.set_num_threads(1)
 

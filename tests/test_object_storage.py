@@ -9,9 +9,9 @@ import subprocess
 import sys
 
 import pytest
+from proc_helpers import free_port, stop_tree, wait_for_http
 
 from glintru.cli import main
-from proc_helpers import free_port, stop_tree, wait_for_http
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +58,8 @@ def _log(tmp_path, n_users=40, n_items=30):
 
 
 def test_prepare_to_s3_then_train_and_recommend_from_s3(s3_env, tmp_path, capsys):
-    import pyarrow.parquet as pq
-
     import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
 
     log = _log(tmp_path)
     uri = "s3://glintru-data/datasets/small"

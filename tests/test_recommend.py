@@ -15,8 +15,8 @@ import torch
 from glintru.cli import main
 from glintru.config import build_config
 from glintru.errors import UserError
-from glintru.models import build_model
 from glintru.loading import load_model
+from glintru.models import build_model
 from glintru.recommend import top_k_from_histories
 
 N_ITEMS = 12
@@ -117,7 +117,7 @@ def test_batched_top_k_equals_the_engines_scoring_per_user(model_name, include_s
 @pytest.mark.parametrize("include_seen", [False, True])
 def test_top_k_in_small_score_blocks_equals_one_block(monkeypatch, include_seen):
     """Bounded memory for large catalogues: scoring 2 rows at a time gives the same lists."""
-    import glintru.engine.scoring as scoring
+    from glintru.engine import scoring
 
     torch.manual_seed(0)
     model = build_model(tiny_cfg("glintru"), N_ITEMS).eval()
@@ -196,7 +196,7 @@ def _error_of(argv: list[str], capsys) -> str:
 
 
 def test_bad_inputs_are_one_line_errors_before_any_work(trained, tmp_path, capsys, monkeypatch):
-    import glintru.distributed.trainer as trainer
+    from glintru.distributed import trainer
 
     def no_ray(*args, **kwargs):
         raise AssertionError("Ray was started for an input that should have been rejected first")

@@ -10,8 +10,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-import report  # noqa: E402
-from reproduce import result_path, run_spec  # noqa: E402
+import report
+from reproduce import result_path, run_spec
 
 
 def run(name: str, seed: int, ndcg: float, setting: str = "default", dataset: str = "amazon-beauty", **over):

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
 from engine_fixtures import cyclic_sequences, make_dataset
+
 from glintru.config import build_config
 from glintru.engine import fit
 from glintru.engine.checkpoint import load_checkpoint
@@ -168,6 +168,7 @@ def test_multi_worker_sparse_runs_are_refused_before_any_worker_starts(tmp_path)
 
 def test_a_study_with_sparse_multi_worker_trials_is_refused_before_ray_starts(tmp_path):
     from engine_fixtures import write_prepared
+
     from glintru.tuning.driver import run_study
 
     data = write_prepared(tmp_path / "data", cyclic_sequences(8, N_ITEMS), N_ITEMS)
@@ -181,7 +182,7 @@ def test_a_study_with_sparse_multi_worker_trials_is_refused_before_ray_starts(tm
 
 
 def test_auto_says_when_it_chose_sparse_updates(tmp_path, capsys, monkeypatch):
-    import glintru.engine.optim as optim
+    from glintru.engine import optim
 
     monkeypatch.setattr(optim, "SPARSE_MIN_ITEMS", N_ITEMS)  # this tiny catalogue counts as large
     data = make_dataset(cyclic_sequences(8, N_ITEMS), N_ITEMS)

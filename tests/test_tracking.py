@@ -3,10 +3,10 @@
 import os
 
 import pytest
-
-from glintru.errors import UserError
-from glintru import tracking
 from proc_helpers import free_port
+
+from glintru import tracking
+from glintru.errors import UserError
 
 
 def test_default_uri_is_absolute_sqlite_in_cwd(tmp_path, monkeypatch):

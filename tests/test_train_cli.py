@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 import yaml
-
 from engine_fixtures import cyclic_sequences, write_prepared
+
 from glintru.cli import main
 
 torch.set_num_threads(1)

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
+from proc_helpers import descendants, kill_all
 
 from glintru.tuning.smoke import write_synthetic_dataset
-from proc_helpers import descendants, kill_all
 
 PY = sys.executable
 N_TRIALS = 3

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
+from proc_helpers import descendants, free_port, kill_all, run_until_exit, stop_tree, wait_for_http
 
 from glintru.tuning.smoke import write_synthetic_dataset
-from proc_helpers import descendants, free_port, kill_all, run_until_exit, stop_tree, wait_for_http
 
 pytestmark = pytest.mark.slow  # subprocess studies, Ray clusters or servers: minutes
 

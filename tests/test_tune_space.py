@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from glintru.errors import UserError
-from glintru.tuning.space import load_search_space, search_space_dir, to_tune_space
 from glintru.distributed.capacity import Capacity, check_placeable, from_autoscaler_config, max_concurrent_trials
+from glintru.errors import UserError
 from glintru.tuning.settings import experiment_name
+from glintru.tuning.space import load_search_space, search_space_dir, to_tune_space
 
 SHIPPED = sorted(search_space_dir().glob("*.yaml"))
 

@@ -23,9 +23,9 @@ from __future__ import annotations
 import io
 import re
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -468,7 +468,7 @@ def detect_format(path: Path) -> str:
     if path.is_dir():
         raise UserError(f"{path}: is a directory, expected a file")
     name = path.name.lower()
-    if name.endswith(".parquet") or name.endswith(".pq"):
+    if name.endswith((".parquet", ".pq")):
         return "parquet"
     if name.endswith(".inter"):
         return "recbole"

@@ -17,7 +17,7 @@ popularity; otherwise ``pop{N}`` or ``uni{N}``), and ``{split}/n_users``.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

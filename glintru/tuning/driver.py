@@ -231,7 +231,7 @@ class _Signals:
         self.received: int | None = None
         self.saved: dict[int, Any] = {}
 
-    def __enter__(self) -> "_Signals":
+    def __enter__(self) -> _Signals:
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # this handler forwards the first SIGINT itself
         for sig in (signal.SIGINT, signal.SIGTERM):
             self.saved[sig] = signal.signal(sig, self._handle)
@@ -246,7 +246,7 @@ class _Signals:
             return
         raise KeyboardInterrupt
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         for sig, handler in self.saved.items():
             signal.signal(sig, handler)
 
