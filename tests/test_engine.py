@@ -259,12 +259,14 @@ def test_checkpoint_round_trip_gives_the_same_next_step(tmp_path):
     assert torch.equal(out[0], out[1])
 
 
-def test_resume_continues_identically(tmp_path):
+@pytest.mark.parametrize("model, over", [("glintru", {}), ("narm", {"objective": "all_positions", "precision": "bf16"}),
+                                         ("sasrec", {"precision": "bf16"})])
+def test_resume_continues_identically(tmp_path, model, over):
     data = dataset()
-    full = fit(tiny_cfg("glintru", max_epochs=3), data, tmp_path / "full", progress=False)
-    fit(tiny_cfg("glintru", max_epochs=1), data, tmp_path / "part", progress=False)
+    full = fit(tiny_cfg(model, max_epochs=3, **over), data, tmp_path / "full", progress=False)
+    fit(tiny_cfg(model, max_epochs=1, **over), data, tmp_path / "part", progress=False)
     ckpt = tmp_path / "part" / "checkpoints" / "epoch_0001"
-    resumed = fit(tiny_cfg("glintru", max_epochs=3), data, tmp_path / "part", progress=False, resume_from=ckpt)
+    resumed = fit(tiny_cfg(model, max_epochs=3, **over), data, tmp_path / "part", progress=False, resume_from=ckpt)
     assert_same_run(full, resumed, tmp_path / "full", tmp_path / "part")
     assert [p.name for p in list_checkpoints(tmp_path / "part")] == ["epoch_0002", "epoch_0003"]  # newest two kept
 
