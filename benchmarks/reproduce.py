@@ -36,7 +36,8 @@ dataset, each dataset keeping its own window, recorded as ``"tuned_from"`` and w
 ``<name>__tuned__from-<source>__seed<k>.json``). ``--set KEY=VALUE
 --tag T`` runs a variant of every run (e.g. ``--set precision=bf16 --tag bf16``): its setting is
 ``<setting>-T``, so the main tables never mix it in.
-Each run uses ``--threads`` torch threads and at most ``--jobs`` runs go at once, one process each.
+Each run uses ``--threads`` torch threads and at most ``--jobs`` runs go at once, one process each;
+``--device cuda`` trains them on the GPU (they share it; e.g. ``--jobs 6`` on one large GPU).
 """
 
 from __future__ import annotations
@@ -112,6 +113,15 @@ def machine() -> dict[str, Any]:
         pass
     return {"cpu": cpu, "logical_cpus": os.cpu_count(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
+
+
+def device_name(device: str) -> str:
+    """``cpu``, or the GPU's name (``cuda: NVIDIA H200``)."""
+    if device == "cpu":
+        return "cpu"
+    import torch
+
+    return f"cuda: {torch.cuda.get_device_name(0)}"
 
 
 def prepare_dataset(data_root: Path, dataset: str, work_dir: Path) -> Path:
@@ -230,8 +240,9 @@ def latency_ms_per_user(model: Any, data: Any, max_len: int, users: int = 200) -
 
 def run_one(dataset: str, name: str, model: str, overrides: dict[str, Any], seed: int, data_dir: str,
             work_dir: str, results_dir: str, threads: int, jobs: int, setting: str = "default",
-            tuned_from: str | None = None) -> dict[str, Any]:
-    """Train one run (resuming from its last checkpoint) and write its JSON; runs in a child process."""
+            tuned_from: str | None = None, device: str = "cpu") -> dict[str, Any]:
+    """Train one run (resuming from its last checkpoint) on ``device`` and write its JSON; runs in a
+    child process. The latency per user is always measured on the CPU, one thread at a time."""
     import torch
 
     from glintru.data.dataset import load_prepared
@@ -254,7 +265,7 @@ def run_one(dataset: str, name: str, model: str, overrides: dict[str, Any], seed
             fh.write(json.dumps({"elapsed_s": round(time.perf_counter() - t0, 1), **metrics}) + "\n")
             fh.flush()
 
-        result = fit(run_cfg, data, out_dir, on_epoch_end=on_epoch_end, progress=False,
+        result = fit(run_cfg, data, out_dir, device=device, on_epoch_end=on_epoch_end, progress=False,
                      resume_from=ckpts[-1] if ckpts else None, also_select=(POP_METRIC,))
     from glintru.loading import load_model
 
@@ -278,7 +289,8 @@ def run_one(dataset: str, name: str, model: str, overrides: dict[str, Any], seed
         "resumed": bool(ckpts),
         "latency_ms_per_user": round(latency, 3), "params": int(params),
         "history": result.history,
-        "machine": {**machine(), "parallel_runs": jobs, "loadavg_1min_start": round(load0, 2),
+        "machine": {**machine(), "device": device_name(device), "parallel_runs": jobs,
+                    "loadavg_1min_start": round(load0, 2),
                     "loadavg_1min_end": round(os.getloadavg()[0], 2)},
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -311,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results-dir", default=str(RESULTS))
     ap.add_argument("--jobs", type=int, default=2, help="runs at once, one process each")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="where runs train (cuda: every run of this call shares the one visible GPU, --jobs at once)")
     ap.add_argument("--dry-run", action="store_true", help="print the runs and their configs, train nothing")
     args = ap.parse_args(argv)
     try:
@@ -327,6 +341,11 @@ def main(argv: list[str] | None = None) -> int:
         extra = parse_set_args(args.set)
         if args.tag is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_.]*", args.tag):
             raise UserError(f"--tag: {args.tag!r} is not a short lower-case name (letters, digits, '_', '.')")
+        if args.device == "cuda" and not args.dry_run:
+            import torch
+
+            if not torch.cuda.is_available():
+                raise UserError("--device cuda: torch sees no CUDA GPU here (torch.cuda.is_available() is False)")
         tuned = Path(args.tuned) if args.tuned else None
         if args.tuned_from and tuned is None:
             raise UserError("--tuned-from: needs --tuned DIR (the directory of the tuned configurations)")
@@ -368,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
         failed = 0
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx, max_tasks_per_child=1) as pool:
             futs = {pool.submit(run_one, ds, name, model, over, seed, data_dirs[ds], str(work_dir), str(results_dir),
-                                args.threads, args.jobs, setting, src): (ds, run_label(name, setting, ds, src), seed)
+                                args.threads, args.jobs, setting, src, args.device):
+                    (ds, run_label(name, setting, ds, src), seed)
                     for ds, name, model, over, seed, setting, src in todo}
             print(f"{time.strftime('%H:%M:%S')} started {len(futs)} runs, {args.jobs} at once", flush=True)
             for fut in as_completed(futs):

@@ -211,3 +211,16 @@ def test_a_configuration_already_trained_under_another_name_is_recorded_not_trai
     assert [r["name"] for r in report.model_groups([kernel, rec], "ml-1m")["glintru"]] == ["glintru-norm_kernel"]
     # a record of a record is never the twin another run is matched to
     assert reproduce.twin_run(res, "ml-1m", "glintru", {**rec["config"], "seed": 1}) == path
+
+
+def test_device_cuda_without_a_gpu_is_one_clear_error(tmp_path, capsys, monkeypatch):
+    import reproduce
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    argv = ["--data-root", str(tmp_path), "--datasets", "ml-1m", "--results-dir", str(tmp_path / "res"), "--device", "cuda"]
+    assert reproduce.main(argv) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --device cuda: torch sees no CUDA GPU here (torch.cuda.is_available() is False)")
+    assert not (tmp_path / "res").exists()
+    assert reproduce.device_name("cpu") == "cpu"
