@@ -1,0 +1,58 @@
+"""benchmarks/reproduce.py end to end on a tiny Beauty-format file: one run trains in its own process
+and writes the contract JSON, a run of the same configuration under another plan's name is recorded
+from it without training, and a finished run is skipped."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+import reproduce
+
+CONTRACT = {"dataset", "model", "seed", "config", "stopped", "best_epoch", "epochs", "metrics", "train_s", "wall_s"}
+
+
+def beauty_like(root: Path, users: int = 120, items: int = 150) -> None:
+    """``user item item ...`` lines (the Beauty.txt format): each user walks the catalogue in steps of 1."""
+    rng = np.random.default_rng(0)
+    lines = []
+    for u in range(1, users + 1):
+        start, n = int(rng.integers(1, items + 1)), int(rng.integers(6, 12))
+        lines.append(" ".join(str(x) for x in [u] + [(start + i - 1) % items + 1 for i in range(n)]))
+    (root / "amazon-beauty").mkdir(parents=True)
+    (root / "amazon-beauty" / "Beauty.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_a_run_writes_the_contract_json_and_its_twin_is_recorded_not_trained(tmp_path, capsys):
+    beauty_like(tmp_path / "data")
+    common = ["--data-root", str(tmp_path / "data"), "--datasets", "amazon-beauty", "--seeds", "3",
+              "--work-dir", str(tmp_path / "work"), "--results-dir", str(tmp_path / "res"), "--jobs", "1",
+              "--set", "max_epochs=3", "--set", "hidden_size=16"]
+    assert reproduce.main(["--plan", "ablation", "--runs", "glintru-norm_kernel", *common]) == 0
+    assert "done amazon-beauty glintru-norm_kernel seed 3: test full NDCG@10" in capsys.readouterr().out
+    path = tmp_path / "res" / "runs" / "amazon-beauty" / "glintru-norm_kernel__seed3.json"
+    rec = json.loads(path.read_text())
+    assert CONTRACT <= set(rec)
+    assert (rec["dataset"], rec["model"], rec["seed"], rec["epochs"]) == ("amazon-beauty", "glintru", 3, 3)
+    assert rec["config"]["max_epochs"] == 3 and rec["config"]["hidden_size"] == 16 and rec["config"]["max_len"] == 50
+    assert rec["stopped"] == "max_epochs" and 1 <= rec["best_epoch"] <= 3
+    assert {"test/full/ndcg@10", "test/full/hr@10", "test/pop100/ndcg@10"} <= set(rec["metrics"])
+    assert 0.0 < rec["train_s"] <= rec["wall_s"] and rec["machine"]["device"] == "cpu"
+    assert [h["epoch"] for h in rec["history"]] == [1, 2, 3]
+    run_dir = tmp_path / "work" / "runs" / "amazon-beauty" / "glintru-norm_kernel__seed3"
+    assert (run_dir / "best.pt").is_file() and not (run_dir / "checkpoints").exists()
+    # the losses' full softmax is the same configuration: recorded from the run above, not trained
+    assert reproduce.main(["--plan", "losses", "--runs", "glintru-loss_ce", *common]) == 0
+    out = capsys.readouterr().out
+    assert "the same configuration as glintru-norm_kernel__seed3.json, recorded as glintru-loss_ce__seed3.json" in out
+    assert "started" not in out
+    twin = json.loads((path.parent / "glintru-loss_ce__seed3.json").read_text())
+    assert (twin["name"], twin["same_run_as"], twin["metrics"]) == ("glintru-loss_ce", path.name, rec["metrics"])
+    # and a finished run is skipped
+    assert reproduce.main(["--plan", "ablation", "--runs", "glintru-norm_kernel", *common]) == 0
+    assert "glintru-norm_kernel__seed3.json exists" in capsys.readouterr().out
