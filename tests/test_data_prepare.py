@@ -161,3 +161,13 @@ def test_overwrite_failure_keeps_old_output(tmp_path: Path, monkeypatch: pytest.
         prep_mod.prepare(tmp_path / "s.txt", dest, overwrite=True)
     assert (dest / "manifest.json").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "s.txt"]
+
+
+def test_a_dataset_no_user_can_be_tested_on_is_written_with_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    dest = _prepare(tmp_path, "s.txt", "1 a b\n2 a\n3 b c\n", "--format", "seq-per-line")
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{dest}: 3 users, 3 items, 5 interactions")
+    assert err.strip() == (f"warning: {dest}: no user has the 3 interactions a leave-one-out split needs (at most 2 each): "
+                           "train, tune and recommend will refuse it; check the source and --format")
+    _prepare(tmp_path, "t.txt", "1 a b c\n", out="o2")
+    assert capsys.readouterr().err == ""  # one testable user: no warning

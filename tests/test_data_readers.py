@@ -113,6 +113,7 @@ def test_generic_parquet(tmp_path: Path) -> None:
         ("r.tsv", "user_id:token\titem_id:token\n1\t2\n", "recbole"),
         ("r.csv", "a,b,5.0,123\n", "amazon-csv"),
         ("s.txt", "1 2 3\n2 4\n", "seq-per-line"),
+        ("s.txt", "1 2 3\n2\n3 4\n", "seq-per-line"),  # a user without items among users with some
         ("p.txt", "1 2\n1 3\n2 4\n", "pair-per-line"),
     ],
 )
@@ -122,7 +123,9 @@ def test_auto_detection(tmp_path: Path, name: str, text: str, expected: str) -> 
     assert detect_format(p) == expected
 
 
-@pytest.mark.parametrize("text", ["1 2\n2 3\n", "user,item,time\na,b,1\n"])
+# the last: a text file with spaces here and there (/etc/passwd's shape) is not a sequence file
+@pytest.mark.parametrize("text", ["1 2\n2 3\n", "user,item,time\na,b,1\n",
+                                  "root:x:0:0\nbin:x:2:2\ngnats:x:41:41:Gnats Bug-Reporting System (admin):/var\n"])
 def test_auto_detection_asks_when_ambiguous(tmp_path: Path, text: str) -> None:
     p = tmp_path / "x.txt"
     p.write_text(text)

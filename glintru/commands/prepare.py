@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from glintru.data.readers import FORMATS
 
@@ -65,4 +66,8 @@ def run(args: argparse.Namespace) -> int:
         f"(format {manifest['source']['format']}, lengths {c['min_length']}..{c['max_length']}, "
         f"mean {c['mean_length']:.1f})"
     )
+    if manifest["split"]["n_test"] == 0:  # written, but every later command refuses it: say so now
+        print(f"warning: {args.out}: no user has the 3 interactions a leave-one-out split needs (at most "
+              f"{c['max_length']} each): train, tune and recommend will refuse it; check the source and --format",
+              file=sys.stderr)
     return 0

@@ -460,7 +460,8 @@ def detect_format(path: Path) -> str:
 
     Rules: ``.zip`` / ``.dat`` / ``::`` -> movielens; ``.inter`` or a typed tab header -> recbole;
     ``.parquet`` -> parquet; 4 comma fields with numeric rating and timestamp -> amazon-csv;
-    whitespace tokens with some line of 3+ tokens -> seq-per-line; all lines of exactly 2 tokens
+    whitespace tokens with some line of 3+ tokens and at least half of the lines of 2+ -> seq-per-line
+    (a line of one token is a user without items); all lines of exactly 2 tokens
     with a repeated user among the first lines -> pair-per-line. Anything else asks for --format.
     """
     if not path.exists():
@@ -503,8 +504,8 @@ def detect_format(path: Path) -> str:
             "(and --time-col), or --format amazon-csv for header-less user,item,rating,timestamp"
         )
     n_tokens = [len(ln.split()) for ln in lines]
-    if max(n_tokens) >= 3:
-        return "seq-per-line"
+    if max(n_tokens) >= 3 and sum(n >= 2 for n in n_tokens) * 2 >= len(n_tokens):
+        return "seq-per-line"  # most lines carry a user and at least one item
     if min(n_tokens) == 2:
         users = [ln.split()[0] for ln in lines]
         if len(set(users)) < len(users):
