@@ -56,3 +56,16 @@ def test_a_run_writes_the_contract_json_and_its_twin_is_recorded_not_trained(tmp
     # and a finished run is skipped
     assert reproduce.main(["--plan", "ablation", "--runs", "glintru-norm_kernel", *common]) == 0
     assert "glintru-norm_kernel__seed3.json exists" in capsys.readouterr().out
+    # history_masking.py rescores the saved weights: unmasked it gives the recorded figure, and masking
+    # the users' own items (never a target: no user repeats an item here) can only raise it
+    import history_masking
+
+    out_json = tmp_path / "masking.json"
+    assert history_masking.main(["--runs", str(path), str(path.parent / "glintru-loss_ce__seed3.json"),
+                                 "--work-dir", str(tmp_path / "work"), "--out", str(out_json)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    rows = json.loads(out_json.read_text())["rows"]
+    assert [r["run"] for r in rows] == ["glintru-norm_kernel__seed3", "glintru-loss_ce__seed3"]
+    for r in rows:
+        assert abs(r["kept_ndcg@10"] - rec["metrics"]["test/full/ndcg@10"]) < 1e-6
+        assert r["masked_ndcg@10"] >= r["kept_ndcg@10"] and r["masked_hr@10"] >= r["kept_hr@10"]
