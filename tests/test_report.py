@@ -239,7 +239,12 @@ def test_an_anchor_measured_without_the_users_own_items_is_compared_with_our_run
     # RecBole's anchors keep the users' items, as our protocol does: a plain ratio, 0.03 / 0.0332 = 90%
     gru = run("gru4rec", 1, 0.03)
     assert report.anchor_cells("amazon-beauty", "gru4rec", [gru], masking) == ["6.06 / 3.32", "90%"]
-    table = report.masking_table("ml-1m", {("ml-1m", "glintru__seed1"): {
-        "run": "glintru__seed1", "kept_hr@10": 0.245, "kept_ndcg@10": 0.127, "masked_hr@10": 0.315,
-        "masked_ndcg@10": 0.181, "ndcg_lift": 0.181 / 0.127}})
-    assert table[2] == "| `glintru__seed1` | 24.50 | 12.70 | 31.50 | 18.10 | 1.43x |"
+    rows = {("ml-1m", f"glintru__seed{k}"): {"kept_hr@10": 0.245, "kept_ndcg@10": kept, "masked_hr@10": 0.315,
+                                             "masked_ndcg@10": masked, "ndcg_lift": masked / kept}
+            for k, kept, masked in ((1, 0.12, 0.18), (2, 0.13, 0.19))}
+    groups = {"glintru": [run("glintru", 1, 0.12, dataset="ml-1m"), run("glintru", 2, 0.13, dataset="ml-1m"),
+                          run("glintru", 3, 0.13, dataset="ml-1m")], "narm": [run("narm", 1, 0.1, dataset="ml-1m")]}
+    # seeds 1 and 2 rescored, NARM not at all: one row; lifts 1.5 and 1.4615 average to 1.48
+    assert report.masking_table("ml-1m", rows, groups)[2:] == [
+        "| `glintru` | 2 of 3 | 24.50 ± 0.00 | 12.50 ± 0.71 | 31.50 ± 0.00 | 18.50 ± 0.71 | 1.48x |"]
+    assert report.masking_table("ml-1m", {}, groups) == []
