@@ -193,10 +193,22 @@ def model_table(dataset: str, groups: dict[str, list[dict[str, Any]]],
     return lines
 
 
+def with_variants(groups: dict[str, list[dict[str, Any]]], runs: list[dict[str, Any]],
+                  dataset: str) -> dict[str, list[dict[str, Any]]]:
+    """``groups`` followed by the tagged variants (``glintru (tuned-bf16)``), each after its base."""
+    out = dict(groups)
+    for r in sorted(runs, key=lambda r: (r["name"], r.get("setting", ""), r["seed"])):
+        if r["dataset"] == dataset and "-" in r.get("setting", "default"):
+            out.setdefault(group_label(r["name"], r["setting"], tuned_source(r)), []).append(r)
+    order = {m: i for i, m in enumerate(MODEL_ORDER)}
+    return dict(sorted(out.items(), key=lambda kv: order.get(kv[0].partition(" ")[0], 99)))
+
+
 def masking_table(dataset: str, masking: dict[tuple[str, str], dict[str, Any]],
                   groups: dict[str, list[dict[str, Any]]]) -> list[str]:
     """Each model group's test metrics with the users' own items kept (our protocol) and removed, over
-    the seeds whose weights were rescored (``benchmarks/history_masking.py``)."""
+    the seeds whose weights were rescored (``benchmarks/history_masking.py``); ``groups`` may hold
+    tagged variants too (:func:`with_variants`)."""
     head = ["model", "seeds rescored", "full HR@10 kept", "full NDCG@10 kept", "HR@10 removed",
             "NDCG@10 removed", "NDCG removed / kept"]
     lines = []
@@ -424,7 +436,7 @@ def report(runs: list[dict[str, Any]], studies: list[dict[str, Any]] | None = No
         if groups:
             lines += ["Models (test metrics in %, the best epoch on each protocol's own validation metric):", ""]
             lines += model_table(ds, groups, masking) + [""]
-        mask = masking_table(ds, masking, groups)
+        mask = masking_table(ds, masking, with_variants(groups, runs, ds))
         if mask:
             lines += ["The same weights' test metrics with each user's own items removed from the ranking "
                       "(`benchmarks/history_masking.py`; our protocol keeps them as candidates; in %, over the "

@@ -248,3 +248,12 @@ def test_an_anchor_measured_without_the_users_own_items_is_compared_with_our_run
     assert report.masking_table("ml-1m", rows, groups)[2:] == [
         "| `glintru` | 2 of 3 | 24.50 ± 0.00 | 12.50 ± 0.71 | 31.50 ± 0.00 | 18.50 ± 0.71 | 1.48x |"]
     assert report.masking_table("ml-1m", {}, groups) == []
+
+
+def test_variant_groups_follow_their_base_model():
+    runs = [run("sasrec", 1, 0.03, setting="tuned"), run("glintru", 1, 0.04, setting="tuned"),
+            run("glintru", 1, 0.039, setting="tuned-bf16", precision="bf16"),
+            run("glintru", 2, 0.04, setting="tuned-bf16", precision="bf16")]
+    groups = report.with_variants(report.model_groups(runs, "amazon-beauty"), runs, "amazon-beauty")
+    assert list(groups) == ["glintru (tuned)", "glintru (tuned-bf16)", "sasrec (tuned)"]
+    assert [r["seed"] for r in groups["glintru (tuned-bf16)"]] == [1, 2]
