@@ -10,7 +10,8 @@ In data where no user repeats an item, a target is never a history item, so mask
 the candidate set: every metric rises, the model unchanged. This script takes finished runs of
 ``benchmarks/reproduce.py`` (their JSON and their ``best.pt`` under ``--work-dir``), scores the test
 split both ways with the run's own settings, and checks that the unmasked figure equals the one
-the run recorded.
+the run recorded. Rows of an existing ``--out`` file for other runs are kept, so runs can be added
+as they finish.
 """
 
 from __future__ import annotations
@@ -59,12 +60,17 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     info = machine(args.threads)
-    rows = [rescore(Path(p), Path(args.work_dir)) for p in args.runs]
+    rows = [{**rescore(Path(p), Path(args.work_dir)), "cpu": info["cpu"], "date_utc": info["date_utc"]}
+            for p in args.runs]
     for r in rows:  # the unmasked score is the run's own test figure (same weights, same settings)
         if abs(r["kept_ndcg@10"] - r["recorded_ndcg@10"]) > 1e-6:
             print(f"warning: {r['run']}: unmasked NDCG@10 {r['kept_ndcg@10']:.6f} differs from the recorded "
                   f"{r['recorded_ndcg@10']:.6f}", file=sys.stderr)
-    write_result(args.out, {"benchmark": "history_masking", "split": "test", "rows": rows}, info,
+    out = Path(args.out)
+    if out.is_file():  # rows of runs not rescored now stay (each row names its CPU and date)
+        done = {(r["dataset"], r["run"]) for r in rows}
+        rows = [r for r in json.loads(out.read_text())["rows"] if (r["dataset"], r["run"]) not in done] + rows
+    write_result(out, {"benchmark": "history_masking", "split": "test", "rows": rows}, info,
                  ["dataset", "run", "kept_hr@10", "kept_ndcg@10", "masked_hr@10", "masked_ndcg@10", "ndcg_lift"])
     return 0
 

@@ -61,8 +61,10 @@ def test_a_run_writes_the_contract_json_and_its_twin_is_recorded_not_trained(tmp
     import history_masking
 
     out_json = tmp_path / "masking.json"
-    assert history_masking.main(["--runs", str(path), str(path.parent / "glintru-loss_ce__seed3.json"),
-                                 "--work-dir", str(tmp_path / "work"), "--out", str(out_json)]) == 0
+    work = ["--work-dir", str(tmp_path / "work"), "--out", str(out_json)]
+    assert history_masking.main(["--runs", str(path), *work]) == 0
+    # a second call adds its runs to the file; the first call's row stays
+    assert history_masking.main(["--runs", str(path.parent / "glintru-loss_ce__seed3.json"), *work]) == 0
     assert "warning" not in capsys.readouterr().err
     rows = json.loads(out_json.read_text())["rows"]
     assert [r["run"] for r in rows] == ["glintru-norm_kernel__seed3", "glintru-loss_ce__seed3"]
