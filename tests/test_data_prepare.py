@@ -168,6 +168,6 @@ def test_a_dataset_no_user_can_be_tested_on_is_written_with_a_warning(tmp_path: 
     out, err = capsys.readouterr()
     assert out.startswith(f"{dest}: 3 users, 3 items, 5 interactions")
     assert err.strip() == (f"warning: {dest}: no user has the 3 interactions a leave-one-out split needs (at most 2 each): "
-                           "train, tune and recommend will refuse it; check the source and --format")
+                           "train and tune will refuse it; check the source and --format")
     _prepare(tmp_path, "t.txt", "1 a b c\n", out="o2")
     assert capsys.readouterr().err == ""  # one testable user: no warning

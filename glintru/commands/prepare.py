@@ -68,6 +68,6 @@ def run(args: argparse.Namespace) -> int:
     )
     if manifest["split"]["n_test"] == 0:  # written, but every later command refuses it: say so now
         print(f"warning: {args.out}: no user has the 3 interactions a leave-one-out split needs (at most "
-              f"{c['max_length']} each): train, tune and recommend will refuse it; check the source and --format",
+              f"{c['max_length']} each): train and tune will refuse it; check the source and --format",
               file=sys.stderr)
     return 0
