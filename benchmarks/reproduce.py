@@ -209,10 +209,9 @@ def record_twin(twin: Path, path: Path, name: str, setting: str, overrides: dict
     """Write ``path`` as the result of ``twin`` under this run's name (``same_run_as`` names the file)."""
     rec = json.loads(twin.read_text())
     rec.update(name=name, setting=setting, overrides=overrides, tuned_from=tuned_from, same_run_as=twin.name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(rec, indent=1) + "\n")
-    tmp.replace(path)
+    from glintru.storage import atomic_write_text
+
+    atomic_write_text(path, json.dumps(rec, indent=1) + "\n")
 
 
 def latency_ms_per_user(model: Any, data: Any, max_len: int, users: int = 200) -> float:
@@ -294,11 +293,10 @@ def run_one(dataset: str, name: str, model: str, overrides: dict[str, Any], seed
                     "loadavg_1min_end": round(os.getloadavg()[0], 2)},
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    path = Path(result_path(Path(results_dir), dataset, name, seed, setting, tuned_from))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    tmp.replace(path)
+    from glintru.storage import atomic_write_text
+
+    atomic_write_text(result_path(Path(results_dir), dataset, name, seed, setting, tuned_from),
+                      json.dumps(record, indent=1) + "\n")
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # best.pt stays
     return record
 
