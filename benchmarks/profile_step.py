@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     data = load_prepared(args.data)
     model = build_model(run_cfg, data.n_items)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    samples = training_samples(data, cfg.objective, cfg.max_len)
+    samples = training_samples(data, cfg.objective, cfg.max_len, cfg.window_overlap)
     longest = torch.from_numpy(samples.n).argsort(descending=True, stable=True).numpy()
     width = cfg.max_len if model.needs_full_window else None
     batches = [make_batch(data.items, samples, longest[i * cfg.batch_size:(i + 1) * cfg.batch_size], width=width)

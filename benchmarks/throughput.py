@@ -79,7 +79,7 @@ def measure(name: str, data_dir: str, threads: int, device: str, train_seconds: 
     params = sum(p.numel() for p in model.parameters())
     loss_mod = SequenceLoss(model, t.loss_chunk)
     opt = torch.optim.Adam(model.parameters(), lr=t.lr)
-    samples = training_samples(data, t.objective, t.max_len)
+    samples = training_samples(data, t.objective, t.max_len, t.window_overlap)
     batches = epoch_batches(samples, t.batch_size, seed=t.seed, epoch=1)
     width = t.max_len if model.needs_full_window else None
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)

@@ -102,6 +102,10 @@ class TrainConfig:
 
     objective: str = "all_positions"  # "all_positions" | "last_position"
     max_len: int = 200  # window L: the last L items of a history are the model's input
+    # all_positions: items each training window re-reads before its targets as context only, so a
+    # target cut from a history longer than max_len still sees that many earlier items; 0 = disjoint
+    # windows (the first targets of a window then see almost none). Costs up to L / (L - overlap) per target.
+    window_overlap: int = 0
     batch_size: int = 128  # global batch size in sequences (split across Ray Train workers)
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -351,6 +355,11 @@ def _validate(model: str, m: Any, t: TrainConfig, source: str) -> None:
     for name in ("weight_decay", "grad_clip", "max_time_s"):
         if getattr(t, name) < 0:
             raise bad(name, f"must be >= 0, got {getattr(t, name)}")
+    if not 0 <= t.window_overlap < t.max_len:
+        raise bad("window_overlap", f"must be in [0, max_len={t.max_len}), got {t.window_overlap}")
+    if t.window_overlap and t.objective != "all_positions":
+        raise bad("window_overlap", "only applies to objective=all_positions (every last_position "
+                  "prefix already reads its whole window); leave it at 0")
     for name in ("patience", "num_negatives", "max_train_samples"):
         if getattr(t, name) < 0:
             raise bad(name, f"must be >= 0, got {getattr(t, name)}")

@@ -81,6 +81,63 @@ def test_all_positions_every_training_item_but_the_first_is_a_target_once():
         assert samples.n_targets() == sum(t - 1 for t in t_len if t >= 2)
 
 
+def test_overlapping_windows_hand_checked():
+    # s = 1..12 (14 items, the last two held out), L = 4, overlap 2: windows after the user's first
+    # hold 2 targets and re-read the 2 items before them as context (target 0 = no loss there).
+    data = make_dataset([list(range(1, 15))], n_items=14)
+    samples = training_samples(data, "all_positions", max_len=4, overlap=2)
+    batch = make_batch(data.items, samples, np.arange(len(samples)))
+    assert sorted(rows(batch)) == sorted([
+        ([8, 9, 10, 11], [0, 0, 11, 12]),
+        ([6, 7, 8, 9], [0, 0, 9, 10]),
+        ([4, 5, 6, 7], [0, 0, 7, 8]),
+        ([2, 3, 4, 5], [0, 0, 5, 6]),
+        ([1, 2, 3], [2, 3, 4]),  # the user's first window: every earlier item is in it
+    ])
+    assert samples.n_targets() == 11 == int((batch["targets"] > 0).sum())
+    # A history that fits in one window gives one window whatever the overlap.
+    short = make_dataset([[1, 2, 3, 4, 5, 6]], n_items=6)
+    one = training_samples(short, "all_positions", max_len=4, overlap=3)
+    assert rows(make_batch(short.items, one, np.arange(len(one)))) == [([1, 2, 3], [2, 3, 4])]
+
+
+@pytest.mark.parametrize("max_len,overlap", [(1, 0), (4, 1), (7, 3), (7, 6), (200, 150)])
+def test_overlapping_windows_keep_every_target_once_and_give_it_context(max_len, overlap):
+    seqs = cyclic_sequences(30, 50, min_len=1, max_len=40)
+    data = make_dataset(seqs, 50)
+    samples = training_samples(data, "all_positions", max_len, overlap)
+    assert samples.n.max() <= max_len and samples.n.min() >= 1
+    batch = make_batch(data.items, samples, np.arange(len(samples)))
+    y, n = batch["targets"].numpy(), batch["lengths"].numpy()
+    tgt_pos, context = [], []  # each target's absolute position and the inputs before it in its window
+    for i, (s, k) in enumerate(zip(samples.start, samples.skip if overlap else np.zeros_like(samples.n))):
+        for p in range(k, n[i]):
+            assert y[i, p] == data.items[s + p + 1]
+            tgt_pos.append(s + p + 1)
+            context.append(p + 1)
+        assert (y[i, :k] == 0).all() and (y[i, n[i]:] == 0).all()
+    t_len = data.train_lengths()
+    expected = np.concatenate([np.arange(o + 1, o + t) for o, t in zip(data.offsets[:-1], t_len) if t >= 2])
+    assert np.array_equal(np.sort(tgt_pos), expected)
+    assert samples.n_targets() == len(expected)
+    # A target at index i of its user's training sequence sees min(i, overlap + 1) items at least.
+    first = np.repeat(data.offsets[:-1], np.diff(data.offsets))
+    index_in_s = dict(zip(range(len(data.items)), np.arange(len(data.items)) - first))
+    assert all(c >= min(index_in_s[t], overlap + 1) for t, c in zip(tgt_pos, context))
+    if overlap == 0:
+        assert samples.skip is None
+
+
+def test_window_overlap_config_errors():
+    with pytest.raises(UserError, match="window_overlap.*must be in \\[0, max_len=6\\)"):
+        tiny_cfg(window_overlap=6)
+    with pytest.raises(UserError, match="window_overlap.*must be in"):
+        tiny_cfg(window_overlap=-1)
+    with pytest.raises(UserError, match="window_overlap.*only applies to objective=all_positions"):
+        tiny_cfg(objective="last_position", window_overlap=2)
+    assert tiny_cfg(window_overlap=5).train.window_overlap == 5
+
+
 def test_last_position_one_sample_per_prefix_hand_checked():
     data = make_dataset([[1, 2, 3, 4, 5, 6, 7], [8, 9]], n_items=9)  # user 0 trains on 1..5; user 1 on 8, 9
     samples = training_samples(data, "last_position", max_len=2)
@@ -223,6 +280,20 @@ def test_fit_outputs_and_seeded_runs_are_identical(tmp_path):
     assert r1.best_metrics[cfg.train.valid_metric] == max(h[cfg.train.valid_metric] for h in r1.history)
     state = torch.load(seen[-1][1] / "checkpoint.pt", weights_only=True)  # only safe types inside
     assert state["epoch"] == 2 and state["config"] == cfg.to_flat() and "optimizer" in state
+
+
+def test_fit_trains_on_overlapping_windows(tmp_path):
+    data = make_dataset(cyclic_sequences(8, N_ITEMS, min_len=10, max_len=20), N_ITEMS)  # all longer than max_len 6
+    plain = fit(tiny_cfg("gru4rec", max_epochs=3), data, tmp_path / "plain", progress=False)
+    over = fit(tiny_cfg("gru4rec", max_epochs=3, window_overlap=4), data, tmp_path / "over", progress=False)
+    assert over.history[0]["train/loss"] > over.history[-1]["train/loss"]
+    assert [h["train/loss"] for h in over.history] != [h["train/loss"] for h in plain.history]
+    # Histories that fit in one window give the same windows, so the same run, whatever the overlap.
+    short = dataset()
+    assert max(np.diff(short.offsets)) - 2 <= 16
+    a = fit(tiny_cfg("gru4rec", max_len=16), short, tmp_path / "a", progress=False)
+    b = fit(tiny_cfg("gru4rec", max_len=16, window_overlap=9), short, tmp_path / "b", progress=False)
+    assert_same_run(a, b, tmp_path / "a", tmp_path / "b")
 
 
 def test_checkpoint_round_trip_gives_the_same_next_step(tmp_path):

@@ -9,7 +9,13 @@ of input items, 1..max_len). The model reads ``items[start:start + n]`` (right-p
   end into windows: the last window predicts ``s[T-L:T]`` from ``s[T-L-1:T-1]``, the one before
   predicts ``s[T-2L:T-L]`` from ``s[T-2L-1:T-L-1]`` and so on, the first window possibly shorter.
   Consecutive windows' inputs overlap by one item, and every item except ``s[0]`` is a target
-  exactly once.
+  exactly once. With an overlap ``C`` > 0 (``TrainConfig.window_overlap``) every window but a
+  user's first re-reads the ``C`` items before its targets as context only (``skip`` = C leading
+  positions carry no target), so it holds ``L - C`` targets and a target cut from a long history
+  still sees at least ``C`` earlier items (disjoint windows give the first targets of a window
+  almost none). A user's first window holds up to ``L`` targets: every item before them is in it.
+  Every item except ``s[0]`` is still a target exactly once; the work per target grows by up to
+  ``L / (L - C)``.
 - ``last_position`` (RecBole's data augmentation, used by the official code): one sample per prefix,
   input = the last L items before ``s[i]``, target = ``s[i]`` = ``items[start + n]``, i = 1..T-1.
 
@@ -34,11 +40,14 @@ OBJECTIVES = ("all_positions", "last_position")
 
 @dataclass(frozen=True)
 class Samples:
-    """All training samples of an objective: ``start`` [S] int64, ``n`` [S] int64 (input lengths)."""
+    """All training samples of an objective: ``start`` [S] int64, ``n`` [S] int64 (input lengths),
+    ``skip`` [S] int64 (``all_positions``: leading input positions that are context only, no target;
+    None = 0 everywhere)."""
 
     objective: str
     start: np.ndarray
     n: np.ndarray
+    skip: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.start)
@@ -47,25 +56,34 @@ class Samples:
         """Target items in the samples ``idx`` (all when None)."""
         if self.objective == "last_position":
             return len(self.start) if idx is None else len(idx)
-        return int(self.n.sum() if idx is None else self.n[idx].sum())
+        per = self.n if self.skip is None else self.n - self.skip
+        return int(per.sum() if idx is None else per[idx].sum())
 
 
-def training_samples(data: PreparedDataset, objective: str, max_len: int) -> Samples:
-    """Every training sample of ``objective`` with windows of at most ``max_len`` input items."""
+def training_samples(data: PreparedDataset, objective: str, max_len: int, overlap: int = 0) -> Samples:
+    """Every training sample of ``objective`` with windows of at most ``max_len`` input items;
+    ``overlap`` context-only items re-read by each ``all_positions`` window (module docstring)."""
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
+    if not 0 <= overlap < max_len:
+        raise ValueError(f"overlap must be in [0, max_len={max_len}), got {overlap}")
     first = data.offsets[:-1].astype(np.int64)  # [U]
     t_len = data.train_lengths().astype(np.int64)  # [U] training sequence lengths T
     n_targets = np.maximum(t_len - 1, 0)  # [U] items s[1..T-1] are targets
     if objective == "all_positions":
-        n_win = -(-n_targets // max_len)  # ceil: windows per user
+        step = max_len - overlap  # targets per window after a user's first
+        # A user's first window holds up to max_len targets, each later one `step` more.
+        n_win = np.where(n_targets > 0, 1 + -(-np.maximum(n_targets - max_len, 0) // step), 0)
         user = np.repeat(np.arange(len(t_len)), n_win)
         j = ragged_arange(np.zeros_like(n_win), n_win)  # window number counted from the end
-        t_end = t_len[user] - j * max_len  # exclusive end of the window's targets (in s coordinates)
-        t_begin = np.maximum(1, t_end - max_len)
-        return Samples(objective, first[user] + t_begin - 1, t_end - t_begin)
+        t_end = t_len[user] - j * step  # exclusive end of the window's targets (in s coordinates)
+        is_first = j == n_win[user] - 1
+        t_begin = np.where(is_first, 1, t_end - step)
+        in_begin = np.where(is_first, 0, t_begin - 1 - overlap)  # first input item (in s coordinates)
+        skip = t_begin - 1 - in_begin
+        return Samples(objective, first[user] + in_begin, t_end - 1 - in_begin, skip if overlap else None)
     user = np.repeat(np.arange(len(t_len)), n_targets)
     i = ragged_arange(np.zeros_like(n_targets), n_targets) + 1  # target position in s, 1..T-1
     begin = np.maximum(0, i - max_len)
@@ -113,7 +131,7 @@ def make_batch(
     """Tensors for the samples ``idx``, right-padded with 0 to ``width`` (default: longest input).
 
     Returns ``{"items": [B, W] int64, "lengths": [B] int64, "targets": ...}`` where targets are
-    [B, W] int64 (0 at padding) for ``all_positions`` and [B] int64 for ``last_position``.
+    [B, W] int64 (0 at padding and at context-only positions) for ``all_positions`` and [B] int64 for ``last_position``.
     """
     start, n = samples.start[idx], samples.n[idx]
     w = int(n.max()) if width is None else width
@@ -123,7 +141,8 @@ def make_batch(
     x = np.where(real, items[src], 0).astype(np.int64)
     if samples.objective == "all_positions":
         nxt = np.minimum(src + 1, len(items) - 1)
-        y = np.where(real, items[nxt], 0).astype(np.int64)
+        target = real if samples.skip is None else real & (pos >= samples.skip[idx][:, None])
+        y = np.where(target, items[nxt], 0).astype(np.int64)
     else:
         y = items[start + n].astype(np.int64)
     return {"items": torch.from_numpy(x), "lengths": torch.from_numpy(n.astype(np.int64)), "targets": torch.from_numpy(y)}

@@ -188,7 +188,7 @@ def fit(
     loss_module: nn.Module = make_sequence_loss(model, cfg, data.n_items, data.train_item_counts(), encoder=encoder)
     if wrap_model is not None:
         loss_module = wrap_model(loss_module)
-    samples = training_samples(data, cfg.objective, cfg.max_len)
+    samples = training_samples(data, cfg.objective, cfg.max_len, cfg.window_overlap)
     if len(samples) == 0:
         raise UserError(f"{data.path}: no training samples (every user has fewer than 2 training items)")
     width = cfg.max_len if model.needs_full_window else None
