@@ -121,9 +121,9 @@ class TrainConfig:
     # target grows with the catalogue: the default, right below ~10^5 items); "sampled_softmax" =
     # cross-entropy over the target and num_negatives_train items shared by the batch, with log-Q
     # correction; "gbce" = gSASRec's generalised BCE (Petrov & Macdonald, RecSys 2023) on uniform
-    # negatives. docs/model.md, "Training losses".
+    # negatives drawn per sequence. docs/model.md, "Training losses".
     loss: str = "ce"
-    num_negatives_train: int = 256  # negatives per batch for sampled_softmax / gbce
+    num_negatives_train: int = 256  # negatives per batch (sampled_softmax) or per sequence (gbce)
     loss_sampling: str = "popularity"  # sampled_softmax negatives: "popularity" (training counts) | "uniform"
     gbce_t: float = 0.75  # gBCE calibration t in [0, 1] (0 = plain BCE)
     # How Adam updates the item-embedding table: "dense" (every row, every step: torch.optim.Adam);

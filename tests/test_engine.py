@@ -460,18 +460,39 @@ def test_gbce_by_hand(t, beta):
 
     g = torch.Generator().manual_seed(1)
     emb = torch.randn(N_ITEMS + 1, 4, generator=g)
-    h = torch.randn(3, 4, generator=g)
-    targets = torch.tensor([2, 5, 9])
-    negatives = torch.tensor([5, 11])  # alpha = 2 / 19; item 5 is row 1's own target: dropped there
+    h = torch.randn(2, 3, 4, generator=g)  # two sequences, three positions
+    targets = torch.tensor([[2, 5, 0], [9, 11, 3]])  # 0: padding, no target
+    negatives = torch.tensor([[5, 11], [7, 7]])  # alpha = 2 / 19; each sequence its own; 5 is a target of row 0
     got = gbce_loss(h, emb, targets, negatives, N_ITEMS, t)
-    total = 0.0
-    for r in range(3):
-        s_pos = float(h[r] @ emb[targets[r]])
-        total += -beta * math.log(1 / (1 + math.exp(-s_pos)))
-        for j in negatives.tolist():
-            if j != int(targets[r]):
-                total += -math.log(1 - 1 / (1 + math.exp(-float(h[r] @ emb[j]))))
-    assert got.item() == pytest.approx(total / 3, rel=1e-5)
+    total, n = 0.0, 0
+    for b in range(2):
+        for p in range(3):
+            if targets[b, p] == 0:
+                continue
+            n += 1
+            s_pos = float(h[b, p] @ emb[targets[b, p]])
+            total += -beta * math.log(1 / (1 + math.exp(-s_pos)))
+            for j in negatives[b].tolist():
+                if j != int(targets[b, p]):  # an accidental hit is dropped at that position only
+                    total += -math.log(1 - 1 / (1 + math.exp(-float(h[b, p] @ emb[j]))))
+    assert got.item() == pytest.approx(total / n, rel=1e-5)
+    # One target per sequence ([B, d] rows, last-position training) is the one-position case.
+    one = gbce_loss(h[:, 1], emb, targets[:, 1], negatives, N_ITEMS, t)
+    assert one.item() == pytest.approx(gbce_loss(h[:, 1:2], emb, targets[:, 1:2], negatives, N_ITEMS, t).item())
+
+
+def test_gbce_draws_negatives_per_sequence():
+    from glintru.engine.loss import make_sequence_loss
+
+    cfg = tiny_cfg("glintru", loss="gbce", num_negatives_train=3).train
+    model = build_model(tiny_cfg("glintru"), N_ITEMS)
+    loss_mod = make_sequence_loss(model, cfg, N_ITEMS, torch.ones(N_ITEMS + 1))
+    seen = []
+    real_draw = loss_mod.sampler.draw
+    loss_mod.sampler.draw = lambda m, device: seen.append(m) or real_draw(m, device)
+    batch = make_batch(dataset().items, training_samples(dataset(), "all_positions", 6), np.arange(4))
+    loss_mod(batch).backward()
+    assert seen == [4 * 3]  # four sequences, three negatives each
 
 
 def test_popularity_sampler_follows_training_counts():

@@ -124,7 +124,7 @@ def full_softmax_ce(
 
 
 class NegativeSampler:
-    """Draws the negatives a batch shares: items 1..n with probability q (training popularity, or
+    """Draws negatives: items 1..n with probability q (training popularity, or
     uniform), i.i.d. with replacement through a CDF search (O(M log n) for M draws, any catalogue).
 
     Draws use torch's global generator, which the engine seeds per epoch, so runs stay reproducible
@@ -170,23 +170,34 @@ def sampled_softmax_ce(h: torch.Tensor, item_emb: torch.Tensor, targets: torch.T
 
 def gbce_loss(h: torch.Tensor, item_emb: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor,
               n_items: int, t: float, sparse: bool = False) -> torch.Tensor:
-    """gBCE (Petrov & Macdonald, "gSASRec", RecSys 2023, Eq. 7-10), mean over rows.
+    """gBCE (Petrov & Macdonald, "gSASRec", RecSys 2023, Eq. 7-10), mean over real targets.
 
     loss = -beta * log sigmoid(s+) - sum_j log(1 - sigmoid(s-_j)), with the sampling rate
     alpha = M / (n_items - 1) and beta = alpha * (t * (1 - 1/alpha) + 1/alpha): t = 0 is plain BCE
     (beta = 1), t = 1 fully calibrates the positive for the negatives it was not compared with.
-    Negatives are uniform and shared by the batch (gSASRec draws them per sequence); one equal to the
-    row's target is dropped. ``sparse``: as in :func:`sampled_softmax_ce`.
+
+    Each sequence has its own uniform negatives, shared by its positions; one equal to a position's
+    target is dropped there. Not one set for the whole batch: every row would then push the same M
+    items down at once, and Adam's per-row normalisation of those spikes all but freezes the
+    positives' rows (GLINT-RU on Beauty, 256 negatives: validation NDCG@10 0.02% after one epoch
+    with a batch-wide set, 0.78% with a set per sequence).
+
+    Args:
+        h: [B, N, d] hidden states (or [B, d], one target per sequence); targets: [B, N] (or [B]),
+        0 = no target; negatives: [B, M] in 1..n_items; sparse: as in :func:`sampled_softmax_ce`.
     """
+    if h.dim() == 2:
+        h, targets = h.unsqueeze(1), targets.unsqueeze(1)
     h = h.float()
-    m = negatives.numel()
+    m = negatives.shape[1]
     alpha = m / max(1, n_items - 1)
     beta = alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
-    pos = (h * F.embedding(targets, item_emb, sparse=sparse).float()).sum(-1)  # [R]
-    neg = h @ F.embedding(negatives, item_emb, sparse=sparse).float().T  # [R, M]
-    hit = negatives.view(1, -1) == targets.view(-1, 1)
-    neg_term = F.logsigmoid(-neg).masked_fill(hit, 0.0).sum(1)  # log(1 - sigmoid(s)) = logsigmoid(-s)
-    return (-beta * F.logsigmoid(pos) - neg_term).mean()
+    real = targets > 0  # [B, N]
+    pos = (h * F.embedding(targets, item_emb, sparse=sparse).float()).sum(-1)  # [B, N]
+    neg = torch.bmm(h, F.embedding(negatives, item_emb, sparse=sparse).float().transpose(1, 2))  # [B, N, M]
+    hit = negatives.unsqueeze(1) == targets.unsqueeze(2)  # [B, N, M]
+    neg_term = F.logsigmoid(-neg).masked_fill(hit, 0.0).sum(2)  # log(1 - sigmoid(s)) = logsigmoid(-s)
+    return (-beta * F.logsigmoid(pos) - neg_term)[real].mean()
 
 
 class SequenceLoss(nn.Module):
@@ -213,21 +224,20 @@ class SequenceLoss(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         items, targets = batch["items"], batch["targets"]  # [B, N], [B, N] or [B]
-        if targets.dim() == 2:
-            h = self.encoder(items)  # [B, N, d]
-            real = targets > 0  # [B, N]
-            rows, tgt = h[real], targets[real]  # [R, d], [R]
-        else:
-            rows, tgt = self.model.last_hidden(items, batch["lengths"]), targets  # [B, d], [B]
+        one_target = targets.dim() == 1
+        h = self.model.last_hidden(items, batch["lengths"]) if one_target else self.encoder(items)  # [B, d] / [B, N, d]
         emb = self.model.item_embeddings()
+        # A sparse table gradient when the model's embedding is sparse (glintru.engine.optim).
+        sparse = bool(getattr(getattr(self.model, "item_embedding", None), "sparse", False))
+        if self.loss == "gbce":  # negatives per sequence (see gbce_loss)
+            negatives = self.sampler.draw(len(items) * self.num_negatives, h.device).view(len(items), -1)
+            return gbce_loss(h, emb, targets, negatives, self.sampler.n_items, self.gbce_t, sparse=sparse)
+        real = targets > 0
+        rows, tgt = (h, targets) if one_target else (h[real], targets[real])  # [R, d], [R]
         if self.loss == "ce":
             return full_softmax_ce(rows, emb, tgt, self.chunk)
         negatives = self.sampler.draw(self.num_negatives, rows.device)  # [M], shared by the batch
-        # A sparse table gradient when the model's embedding is sparse (glintru.engine.optim).
-        sparse = bool(getattr(getattr(self.model, "item_embedding", None), "sparse", False))
-        if self.loss == "sampled_softmax":
-            return sampled_softmax_ce(rows, emb, tgt, negatives, self.sampler.log_q.to(rows.device), sparse=sparse)
-        return gbce_loss(rows, emb, tgt, negatives, self.sampler.n_items, self.gbce_t, sparse=sparse)
+        return sampled_softmax_ce(rows, emb, tgt, negatives, self.sampler.log_q.to(rows.device), sparse=sparse)
 
 
 LOSSES = ("ce", "sampled_softmax", "gbce")
