@@ -452,8 +452,8 @@ def report(runs: list[dict[str, Any]], studies: list[dict[str, Any]] | None = No
                       "trial last reported):", ""] + tun + [""]
         los = losses_table(runs, ds)
         if los:
-            lines += ["Training losses (GLINT-RU at the protocol's settings, seed 1; the sampled losses share "
-                      "their negatives across the batch):", ""] + los + [""]
+            lines += ["Training losses (GLINT-RU at the protocol's settings, seed 1; the sampled softmax shares "
+                      "its negatives across the batch, gBCE draws them per sequence):", ""] + los + [""]
         var = variants_table(runs, ds)
         if var:
             lines += ["Variants (`reproduce.py --set ... --tag ...`: one setting changed, the other keys as in the "
