@@ -121,9 +121,8 @@ def test_overlapping_windows_keep_every_target_once_and_give_it_context(max_len,
     assert np.array_equal(np.sort(tgt_pos), expected)
     assert samples.n_targets() == len(expected)
     # A target at index i of its user's training sequence sees min(i, overlap + 1) items at least.
-    first = np.repeat(data.offsets[:-1], np.diff(data.offsets))
-    index_in_s = dict(zip(range(len(data.items)), np.arange(len(data.items)) - first))
-    assert all(c >= min(index_in_s[t], overlap + 1) for t, c in zip(tgt_pos, context))
+    first = np.repeat(data.offsets[:-1], np.diff(data.offsets))  # each item's user's first index
+    assert all(c >= min(t - first[t], overlap + 1) for t, c in zip(tgt_pos, context))
     if overlap == 0:
         assert samples.skip is None
 
