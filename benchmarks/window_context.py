@@ -22,18 +22,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from glintru.data.dataset import load_prepared
-from glintru.engine.batching import training_samples
+from glintru.engine.batching import make_batch, training_samples
 from glintru.storage import atomic_write_text
 
 
 def context_loss(data_dir: str, max_len: int, overlap: int) -> dict:
-    """Targets, the share whose window context is shorter than the evaluation's, and the mean loss."""
+    """Targets, the share whose window context is shorter than the evaluation's, and the mean items cut."""
     data = load_prepared(data_dir)
     s = training_samples(data, "all_positions", max_len, overlap)
-    skip = s.skip if s.skip is not None else np.zeros_like(s.n)
-    per = s.n - skip  # targets per window
-    win = np.repeat(np.arange(len(s)), per)
-    pos = np.arange(per.sum()) - np.repeat(np.cumsum(per) - per, per) + skip[win]  # input position of each target
+    batch = make_batch(data.items, s, np.arange(len(s)))  # the windows training reads; target 0 = none
+    win, pos = np.nonzero(batch["targets"].numpy())  # each target's window and input position
     target = s.start[win] + pos + 1  # index into data.items
     user_first = np.repeat(data.offsets[:-1], np.diff(data.offsets))
     i = target - user_first[target]  # index of the target in its user's sequence
