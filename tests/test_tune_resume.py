@@ -123,7 +123,11 @@ def _check_study_survives_kill_and_mlflow_outage(tmp_path: Path, mlflow_server: 
     assert code == 1, tail
     assert last.startswith(f"error: MLflow at {mlflow_server} is unavailable ("), tail
     assert f"their results are kept in {exp_dir}" in last and f"glintru tune --resume {exp_dir}" in last
-    assert "training continues" in (tmp_path / "second.log").read_text()  # the trials' one warning each
+    second = (tmp_path / "second.log").read_text()
+    assert "training continues" in second  # the trials' one warning each
+    # The trial that finished before the kill completes again quietly: no Tune checkpoint error, no
+    # second Optuna answer.
+    assert "Error handling checkpoint" not in second and "Cannot tell" not in second
     # Nothing was lost: every trial trained and its work directory has its epochs; the local summary is written.
     histories = {d.name: (d / "history.json").read_text() for d in (exp_dir / "work").iterdir()}
     assert len(histories) == N_TRIALS and all(histories.values())

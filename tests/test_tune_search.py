@@ -38,6 +38,19 @@ def test_asha_stopped_trials_are_pruned_finished_ones_complete_failed_ones_fail(
     assert c.state == optuna.trial.TrialState.FAIL
 
 
+def test_a_trial_told_before_a_kill_completes_again_on_resume_quietly(tmp_path, caplog):
+    s = _searcher(tmp_path)
+    s.suggest("a")
+    s.on_trial_complete("a", {"epoch": 2, "valid/full/ndcg@10": 0.2, "test/full/ndcg@10": 0.3})
+    # the searcher state Tune restores was saved before "a" was told: it completes "a" again
+    s._completed_trials.discard("a")
+    with caplog.at_level("WARNING", logger="glintru.tuning.search"):
+        s.on_trial_complete("a", {"epoch": 2, "valid/full/ndcg@10": 0.2, "test/full/ndcg@10": 0.3})
+    assert not caplog.records
+    (a,) = search.load_study("st", f"sqlite:///{tmp_path}/o.db").trials
+    assert (a.state, a.value) == (optuna.trial.TrialState.COMPLETE, 0.2)
+
+
 @pytest.mark.parametrize("n, startup", [(1, 1), (4, 1), (8, 2), (20, 5), (100, 10)])
 def test_startup_trials_follow_the_budget(n, startup):
     assert search.startup_trials(n) == startup
@@ -98,3 +111,24 @@ def test_console_reporter_lines_and_table():
     assert table[0].split() == ["trial", "lr", "epoch", "valid/full/ndcg@10", "state"]
     assert table[1].split() == ["a", "0.001", "1", "0.2500", "RUNNING"]
     assert table[2].endswith("STOPPED (ASHA)")  # ended without its final report
+
+
+def test_resume_treats_a_checkpoint_already_deleted_as_deleted(tmp_path, monkeypatch):
+    import pyarrow.fs
+    from ray.train._internal import checkpoint_manager
+
+    from glintru.tuning import driver
+
+    monkeypatch.setattr(checkpoint_manager, "_delete_fs_path", checkpoint_manager._delete_fs_path)  # undone after
+    fs = pyarrow.fs.LocalFileSystem()
+    with pytest.raises(FileNotFoundError):  # Ray as installed
+        checkpoint_manager._delete_fs_path(fs=fs, fs_path=str(tmp_path / "checkpoint_000000"))
+    driver._tolerate_checkpoints_already_deleted()
+    patched = checkpoint_manager._delete_fs_path
+    driver._tolerate_checkpoints_already_deleted()
+    assert checkpoint_manager._delete_fs_path is patched  # a second resume in one process: not wrapped twice
+    checkpoint_manager._delete_fs_path(fs=fs, fs_path=str(tmp_path / "checkpoint_000000"))  # gone: no error
+    (tmp_path / "checkpoint_000001").mkdir()
+    (tmp_path / "checkpoint_000001" / "model.pt").write_bytes(b"x")
+    checkpoint_manager._delete_fs_path(fs=fs, fs_path=str(tmp_path / "checkpoint_000001"))
+    assert not (tmp_path / "checkpoint_000001").exists()  # present: deleted as before

@@ -443,6 +443,32 @@ def resume_study(
         return _resume(s, space, exp_path, address, num_cpus, out_dir, verbose)
 
 
+def _tolerate_checkpoints_already_deleted() -> None:
+    """Make Tune's checkpoint clean-up treat a checkpoint that is already gone as deleted.
+
+    A restored trial's checkpoint list comes from the last experiment snapshot. When the driver was
+    killed after a trial had deleted an older checkpoint (``num_to_keep``) but before the next
+    snapshot, the list still names it, and Ray 2.60 raises ``FileNotFoundError`` when it deletes it
+    again: a Tune ERROR with a traceback on the console, and the trial's checkpoint bookkeeping
+    cut short. Patched in the driver process only (where Tune keeps the list); a Ray without the
+    function is left alone.
+    """
+    from ray.train._internal import checkpoint_manager
+
+    delete = getattr(checkpoint_manager, "_delete_fs_path", None)
+    if delete is None or getattr(delete, "glintru_tolerant", False):
+        return
+
+    def delete_if_present(fs: Any, fs_path: str) -> None:
+        try:
+            delete(fs=fs, fs_path=fs_path)
+        except FileNotFoundError:
+            pass
+
+    delete_if_present.glintru_tolerant = True  # type: ignore[attr-defined]
+    checkpoint_manager._delete_fs_path = delete_if_present
+
+
 def _resume(s: StudySettings, space: SearchSpace, exp_path: str, address: str | None, num_cpus: int | None,
             out_dir: str | None, verbose: bool) -> StudyOutcome:
     import ray
@@ -455,6 +481,7 @@ def _resume(s: StudySettings, space: SearchSpace, exp_path: str, address: str | 
         tracking.BestEffort(s.tracking_uri, s.parent_run_id, f"study {s.name}").call(
             lambda uri, run_id: tracking.client(uri).update_run(run_id, status="RUNNING"))
         print(f"resuming study {s.name} from {exp_path}")
+        _tolerate_checkpoints_already_deleted()
         tuner = tune.Tuner.restore(s.experiment_path, trainable=make_trainable(s, verbose), resume_unfinished=True,
                                    resume_errored=True)
         grid = _fit(s, tuner)

@@ -78,6 +78,10 @@ def make_searcher(study_name: str, storage_url: str, seed: int, num_samples: int
                 return
             finished = bool(result) and any(k.startswith("test/") for k in result)
             trial = self._ot_trials[trial_id]
+            if self._ot_study._storage.get_trial(trial._trial_id).state.is_finished():
+                # told before the driver was killed; its restored Tune trial completes again on --resume
+                self._completed_trials.add(trial_id)
+                return
             try:
                 if error:
                     self._ot_study.tell(trial, state=optuna.trial.TrialState.FAIL)
