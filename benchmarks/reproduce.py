@@ -31,7 +31,8 @@ preprocessing of Beauty with 54,542 items, ``amazon-beauty/alternates/bert4rec/b
 baselines, with ``--tuned DIR`` holding ``<dataset>__<model>.yaml`` files of tuned flat keys,
 e.g. ``best_config.yaml`` of a ``glintru tune`` study, as ``benchmarks/tune_models.py`` writes them;
 a tuned run is ``<name>__tuned__seed<k>.json`` with ``"setting": "tuned"``, and a model without a
-tuned file is skipped; ``--tuned-from DATASET`` trains with the configurations tuned on another
+tuned file is skipped (a variant of the ``ablation`` and ``losses`` plans takes its model's file,
+its own keys on top); ``--tuned-from DATASET`` trains with the configurations tuned on another
 dataset, each dataset keeping its own window, recorded as ``"tuned_from"`` and written as
 ``<name>__tuned__from-<source>__seed<k>.json``). ``--set KEY=VALUE
 --tag T`` runs a variant of every run (e.g. ``--set precision=bf16 --tag bf16``): its setting is
@@ -140,8 +141,19 @@ def prepare_dataset(data_root: Path, dataset: str, work_dir: Path) -> Path:
     return out
 
 
-def tuned_overrides(tuned_dir: Path | None, dataset: str, name: str, window: bool = True) -> dict[str, Any]:
-    """Flat keys of ``<tuned_dir>/<dataset>__<name>.yaml`` (``model`` and epoch limits dropped), or {}.
+def tuned_file(tuned_dir: Path, dataset: str, name: str, model: str | None = None) -> Path:
+    """``<tuned_dir>/<dataset>__<name>.yaml``; for a plan's variant of a model (``glintru-loss_gbce``)
+    without a file of its own, the model's (``<dataset>__glintru.yaml``): the variant changes its
+    own keys on top of the model's tuned configuration."""
+    own = tuned_dir / f"{dataset}__{name}.yaml"
+    if own.is_file() or model is None or model == name:
+        return own
+    return tuned_dir / f"{dataset}__{model}.yaml"
+
+
+def tuned_overrides(tuned_dir: Path | None, dataset: str, name: str, window: bool = True,
+                    model: str | None = None) -> dict[str, Any]:
+    """Flat keys of :func:`tuned_file` (``model`` and epoch limits dropped), or {}.
 
     ``window=False`` also drops ``max_len``: a configuration tuned on one dataset and trained on
     another keeps the other dataset's window (ML-1M's 200, not Beauty's 50).
@@ -150,7 +162,7 @@ def tuned_overrides(tuned_dir: Path | None, dataset: str, name: str, window: boo
         return {}
     from glintru.config import load_config_file
 
-    p = tuned_dir / f"{dataset}__{name}.yaml"
+    p = tuned_file(tuned_dir, dataset, name, model)
     if not p.is_file():
         return {}
     _, flat = load_config_file(p)
@@ -352,9 +364,9 @@ def main(argv: list[str] | None = None) -> int:
             source = args.tuned_from or ds
             for name in names:
                 model, over = plan[name]
-                tuned_flat = tuned_overrides(tuned, source, name, window=source == ds)
+                tuned_flat = tuned_overrides(tuned, source, name, window=source == ds, model=model)
                 if tuned is not None and not tuned_flat:
-                    print(f"skip {ds} {name}: no {tuned / f'{source}__{name}.yaml'}", flush=True)
+                    print(f"skip {ds} {name}: no {tuned_file(tuned, source, name, model)}", flush=True)
                     continue
                 setting = "tuned" if tuned_flat else "default"
                 if args.tag:

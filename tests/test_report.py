@@ -159,6 +159,32 @@ def test_tuned_from_keeps_the_target_datasets_window(tmp_path, capsys):
     assert "--tuned-from: needs --tuned" in capsys.readouterr().err
 
 
+def test_a_plan_variant_takes_its_models_tuned_configuration_with_its_own_keys_on_top(tmp_path, capsys):
+    import json
+
+    import reproduce
+
+    tuned = tmp_path / "tuned"
+    tuned.mkdir()
+    (tuned / "amazon-beauty__glintru.yaml").write_text("model: glintru\nlr: 0.0007\nloss: ce\nkernel_size: 1\n")
+    argv = ["--data-root", str(tmp_path), "--plan", "losses", "--datasets", "ml-1m", "--runs", "glintru-loss_gbce",
+            "--tuned", str(tuned), "--tuned-from", "amazon-beauty", "--seeds", "1", "--results-dir", str(tmp_path / "res"),
+            "--dry-run"]
+    assert reproduce.main(argv) == 0
+    ds, name, seed, flat = capsys.readouterr().out.strip().split(" ", 3)
+    cfg = json.loads(flat)
+    assert (name, cfg["lr"], cfg["kernel_size"], cfg["loss"]) == ("glintru-loss_gbce", 0.0007, 1, "gbce")
+    # a file of the variant's own wins over its model's
+    (tuned / "amazon-beauty__glintru-loss_gbce.yaml").write_text("model: glintru\nlr: 0.002\n")
+    assert reproduce.main(argv) == 0
+    cfg = json.loads(capsys.readouterr().out.strip().split(" ", 3)[3])
+    assert (cfg["lr"], cfg["kernel_size"], cfg["loss"]) == (0.002, 3, "gbce")
+    # neither file: skipped, naming the model's file it looked for
+    assert reproduce.main([*argv[:-1], "--runs", "glintru-loss_sampled", "--tuned-from", "amazon-video-games",
+                           "--dry-run"]) == 0
+    assert f"skip ml-1m glintru-loss_sampled: no {tuned / 'amazon-video-games__glintru.yaml'}" in capsys.readouterr().out
+
+
 def test_a_key_newer_than_the_base_run_is_not_listed_as_changed():
     base = run("gru4rec", 1, 0.0268)
     del base["config"]["embedding_update"]  # the base run predates this key: it trained at its default
