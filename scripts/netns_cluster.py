@@ -125,11 +125,13 @@ def cutter():
     hist = out / name / "history.json"
     while True:
         try:
-            if len(json.loads(hist.read_text())) >= 2:
+            before = json.loads(hist.read_text())
+            if len(before) >= 2:
                 break
         except (OSError, ValueError):
             pass
         time.sleep(0.2)
+    done["before"] = before  # epochs as first trained: their timings differ if they are trained again
     # the victim: a worker host that runs a Ray Train worker of this run
     from ray.util.state import list_actors
     hosts = {a.node_id for a in list_actors(filters=[("state", "=", "ALIVE")], limit=10000)
@@ -146,7 +148,7 @@ t0 = time.time()
 result = run_trainer(flat, str(data), name=name, storage_path=str(out / "ray"), workers=2,
                      work_dir=str(out / name), max_failures=2)
 alive = sorted(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"])
-print(json.dumps({"name": name, "cut": done.get("cut"), "wall_s": time.time() - t0, "alive_nodes": alive,
+print(json.dumps({"name": name, "cut": done.get("cut"), "before_cut": done.get("before"), "wall_s": time.time() - t0, "alive_nodes": alive,
                   "metrics": {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}}))
 '''
 
@@ -185,14 +187,20 @@ def main(argv: list[str] | None = None) -> int:
     history = json.loads((out / "cut" / "history.json").read_text())
     keys = [k for k in plain["metrics"] if k.startswith("test/")]
     same = all(abs(plain["metrics"][k] - cut["metrics"][k]) < 1e-9 for k in keys)
+    # Resumed, not restarted: the epochs finished before the cut come back from the checkpoint as they
+    # were (a run started again from scratch would have trained them again, with other timings).
+    before = cut.pop("before_cut") or []
+    resumed = len(before) >= 2 and history[: len(before)] == before
+    plain.pop("before_cut", None)
     result = {"plain": plain, "cut": cut, "epochs_cut_run": [int(h["epoch"]) for h in history],
+              "epochs_before_cut": len(before), "resumed_from_checkpoint": resumed,
               "same_test_metrics": same, "wall_s": time.time() - t0,
               "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     (out / "result.json").write_text(json.dumps(result, indent=1))
-    print(json.dumps({k: result[k] for k in ("epochs_cut_run", "same_test_metrics", "wall_s")}))
+    print(json.dumps({k: result[k] for k in ("epochs_cut_run", "resumed_from_checkpoint", "same_test_metrics", "wall_s")}))
     print(f"cut: {cut['cut']} (alive at the end: {', '.join(cut['alive_nodes'])}); test/full/ndcg@10 plain {plain['metrics'].get('test/full/ndcg@10')} "
           f"cut {cut['metrics'].get('test/full/ndcg@10')}")
-    ok = (cut["cut"] is not None and cut["cut"] not in cut["alive_nodes"] and same
+    ok = (cut["cut"] is not None and cut["cut"] not in cut["alive_nodes"] and same and resumed
           and result["epochs_cut_run"] == [1, 2, 3, 4])
     return 0 if ok else 1
 

@@ -26,5 +26,7 @@ def test_link_cut_mid_epoch_finishes_from_the_last_checkpoint_with_the_same_metr
     assert cut["cut"] in ("10.231.0.2", "10.231.0.3", "10.231.0.4") and cut["cut"] not in cut["alive_nodes"]
     assert plain["alive_nodes"] == ["10.231.0.1", "10.231.0.2", "10.231.0.3", "10.231.0.4"]
     assert result["epochs_cut_run"] == [1, 2, 3, 4] and result["same_test_metrics"]
+    # resumed from a checkpoint, not started again: the epochs trained before the cut are kept as they were
+    assert result["epochs_before_cut"] >= 2 and result["resumed_from_checkpoint"]
     assert plain["metrics"]["test/full/ndcg@10"] == cut["metrics"]["test/full/ndcg@10"]
     assert subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.count("gr-") == 0  # cleaned up

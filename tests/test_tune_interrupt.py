@@ -21,7 +21,7 @@ from proc_helpers import descendants, kill_all
 from glintru.tuning.smoke import write_synthetic_dataset
 
 PY = sys.executable
-N_TRIALS = 3
+N_TRIALS = 2
 
 pytestmark = pytest.mark.slow
 
