@@ -76,12 +76,12 @@ def make_searcher(study_name: str, storage_url: str, seed: int, num_samples: int
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
             if trial_id in self._completed_trials or trial_id not in self._ot_trials:
                 return
-            finished = bool(result) and any(k.startswith("test/") for k in result)
             trial = self._ot_trials[trial_id]
             if self._ot_study._storage.get_trial(trial._trial_id).state.is_finished():
                 # told before the driver was killed; its restored Tune trial completes again on --resume
                 self._completed_trials.add(trial_id)
                 return
+            finished = bool(result) and any(k.startswith("test/") for k in result)
             try:
                 if error:
                     self._ot_study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -89,7 +89,7 @@ def make_searcher(study_name: str, storage_url: str, seed: int, num_samples: int
                     self._ot_study.tell(trial, float(result[self.metric]))
                 else:  # stopped by ASHA before its end: pruned, valued by its last intermediate value
                     self._ot_study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            except (ValueError, RuntimeError) as exc:  # e.g. a NaN value, or a trial told twice
+            except (ValueError, RuntimeError) as exc:  # e.g. a NaN value
                 import logging
 
                 logging.getLogger(__name__).warning("optuna: trial %s: %s", trial_id, exc)
