@@ -118,3 +118,29 @@ def test_every_command_has_one_gpu_flag(capsys):
         assert re.search(r"--gpu\b(?!-)", helps[command]), command
     assert "--gpus-per-worker" in helps["tune"]
     assert "incremental mode" in helps["recommend"] and "--events" in helps["recommend"]
+
+
+@pytest.mark.parametrize("smoke", [False, True])
+def test_tune_makes_a_scratch_directory_only_for_a_smoke_test(tmp_path, data_dir, monkeypatch, smoke):
+    # A study killed by SIGKILL cannot remove its temporary directory; a study on the user's data has no
+    # use for one, so it must not leave an empty glintru-smoke-* behind in /tmp.
+    import tempfile
+    from types import SimpleNamespace
+
+    from glintru.tuning import driver
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    seen = {}
+
+    def fake_run_study(**kw):
+        seen.update(kw, dirs=sorted(p.name.startswith("glintru-smoke-") for p in scratch.iterdir()))
+        return SimpleNamespace(n_trials=0, best_trial_id=None, best_config_path=None)
+
+    monkeypatch.setattr(driver, "run_study", fake_run_study)
+    argv = ["tune", "--smoke-test"] if smoke else ["tune", "--data", str(data_dir), "--mlflow-uri", f"sqlite:///{tmp_path}/m.db"]
+    assert main(argv) == 0
+    assert seen["dirs"] == ([True] if smoke else [])
+    assert seen["data_dir"].startswith(str(scratch)) if smoke else seen["data_dir"] == str(data_dir)
+    assert list(scratch.iterdir()) == []  # the smoke test's scratch directory is gone afterwards

@@ -14,6 +14,7 @@ Ctrl+C (or SIGTERM) stops a study and keeps it resumable: exit 130 (143), and th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
 
@@ -85,7 +86,9 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     overrides = parse_set_args(args.set)
     space = args.search_space or str(resolve_profile(args.profile or "quick"))
-    with tempfile.TemporaryDirectory(prefix="glintru-smoke-") as tmp:
+    # Only a smoke test needs a scratch directory (its data, Ray storage and MLflow store).
+    scratch = tempfile.TemporaryDirectory(prefix="glintru-smoke-") if args.smoke_test else contextlib.nullcontext()
+    with scratch as tmp:
         data = args.data
         if args.smoke_test:
             from glintru.tuning.smoke import write_synthetic_dataset
