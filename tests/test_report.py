@@ -283,3 +283,29 @@ def test_variant_groups_follow_their_base_model():
     groups = report.with_variants(report.model_groups(runs, "amazon-beauty"), runs, "amazon-beauty")
     assert list(groups) == ["glintru (tuned)", "glintru (tuned-bf16)", "sasrec (tuned)"]
     assert [r["seed"] for r in groups["glintru (tuned-bf16)"]] == [1, 2]
+
+
+def test_losses_are_captioned_by_the_configuration_they_trained_one_table_per_setting():
+    plain = [run(n, 1, 0.02, loss=loss) for n, loss in (("glintru-loss_ce", "ce"), ("glintru-loss_gbce", "gbce"))]
+    moved = run("glintru-loss_sampled", 1, 0.05, setting="tuned-overlap150", loss="sampled_softmax",
+                window_overlap=30, precision="bf16")
+    moved["tuned_from"] = "ml-1m"
+    for r in (*plain, moved):
+        r["history"] = [{"train/targets_per_s": 1.0}]
+    lines = report.losses_section([*plain, moved], "amazon-beauty")
+    captions = [line for line in lines if line.startswith("Training losses")]
+    assert captions[0].startswith("Training losses (GLINT-RU at the protocol's settings, seed 1, fp32;")
+    assert captions[1].startswith("Training losses (GLINT-RU with its configuration tuned on ml-1m, training "
+                                  "windows overlapping by 30 items, seed 1, bf16;")
+    rows = [line for line in lines if line.startswith("| `")]
+    assert [row.split(" | ")[0] for row in rows] == ["| `ce`", "| `gbce`", "| `sampled_softmax`"]
+
+
+def test_the_cost_figure_places_the_losses_where_a_dataset_has_no_model_runs():
+    losses = [run("glintru-loss_ce", 1, 0.02, loss="ce", dataset="amazon-beauty-54k"),
+              run("glintru-loss_gbce", 1, 0.02, loss="gbce", dataset="amazon-beauty-54k")]
+    assert report.efficiency_points(losses, "amazon-beauty-54k", {}) == {"loss ce": [losses[0]],
+                                                                         "loss gbce": [losses[1]]}
+    groups = {"sasrec": [run("sasrec", 1, 0.03)]}
+    assert report.efficiency_points([*losses, *groups["sasrec"]], "amazon-beauty", groups) == groups
+    assert report.efficiency_points([], "amazon-beauty", {}) == {}
