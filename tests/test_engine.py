@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -336,8 +337,12 @@ def test_resume_continues_identically(tmp_path, model, over):
     full = fit(tiny_cfg(model, max_epochs=3, **over), data, tmp_path / "full", progress=False)
     fit(tiny_cfg(model, max_epochs=1, **over), data, tmp_path / "part", progress=False)
     ckpt = tmp_path / "part" / "checkpoints" / "epoch_0001"
+    first = load_checkpoint(ckpt)["wall_s"]  # the first segment's wall time up to its checkpoint
+    t0 = time.perf_counter()
     resumed = fit(tiny_cfg(model, max_epochs=3, **over), data, tmp_path / "part", progress=False, resume_from=ckpt)
+    segment = time.perf_counter() - t0
     assert_same_run(full, resumed, tmp_path / "full", tmp_path / "part")
+    assert 0 < first and first + segment / 2 < resumed.wall_s <= first + segment  # both segments counted
     assert [p.name for p in list_checkpoints(tmp_path / "part")] == ["epoch_0002", "epoch_0003"]  # newest two kept
 
 
@@ -479,6 +484,25 @@ def test_gbce_by_hand(t, beta):
     one = gbce_loss(h[:, 1], emb, targets[:, 1], negatives, N_ITEMS, t)
     assert one.item() == pytest.approx(gbce_loss(h[:, 1:2], emb, targets[:, 1:2], negatives, N_ITEMS, t).item())
 
+
+def test_gbce_reads_negatives_from_the_given_table_so_only_their_gradient_path_changes():
+    from glintru.engine.loss import gbce_loss
+
+    g = torch.Generator().manual_seed(2)
+    h = torch.randn(2, 3, 4, generator=g)
+    targets, negatives = torch.tensor([[2, 5, 0], [9, 11, 3]]), torch.tensor([[6, 8], [7, 10]])  # no overlap
+    grads = []
+    for neg_scale in (1.0, 3.0):
+        emb = torch.randn(N_ITEMS + 1, 4, generator=torch.Generator().manual_seed(3), requires_grad=True)
+        table = emb * neg_scale + emb.detach() * (1 - neg_scale)  # same values, gradient times neg_scale
+        loss = gbce_loss(h, emb, targets, negatives, N_ITEMS, 0.75, neg_table=table)
+        loss.backward()
+        grads.append((loss.item(), emb.grad))
+    (v1, g1), (v3, g3) = grads
+    assert v3 == pytest.approx(v1)
+    neg_rows, pos_rows = negatives.flatten(), targets[targets > 0]
+    torch.testing.assert_close(g3[neg_rows], 3 * g1[neg_rows])
+    torch.testing.assert_close(g3[pos_rows], g1[pos_rows])
 
 def test_gbce_draws_negatives_per_sequence():
     from glintru.engine.loss import make_sequence_loss

@@ -139,6 +139,8 @@ def fit(
     ``all_reduce_sum`` sums float64 tensors over ranks (exact metric and loss reduction).
     Rank 0 writes ``out_dir/checkpoints/epoch_NNNN/``, ``out_dir/best.pt``, ``out_dir/history.json``
     and, at the end, ``out_dir/metrics.json`` (best validation + test metrics, best_epoch, wall_s).
+    ``wall_s`` and ``train_s`` add up every segment of a run resumed from its checkpoints (a checkpoint
+    written before ``wall_s`` was kept counts its earlier segments' wall time as 0).
     ``also_select``: further validation metrics (e.g. ``valid/pop100/ndcg@10``) that each select
     their own best epoch, whose weights are tested at the end (``FitResult.selected``), so every
     protocol is reported at the epoch its own validation metric picks.
@@ -167,6 +169,7 @@ def fit(
     best: dict[str, Any] = {"epoch": 0, "value": -math.inf, "metrics": {}}
     best_state: dict[str, Any] | None = None
     start_epoch, train_s, stopped = 1, 0.0, ""
+    wall_before = 0.0  # wall time of the segments before a resume (checkpoints keep the running total)
     side = {m: {"epoch": 0, "value": -math.inf, "metrics": {}, "state": None}
             for m in dict.fromkeys(also_select) if m != cfg.valid_metric}
     if resume_from is not None:
@@ -179,6 +182,7 @@ def fit(
         best_state = _state_on_cpu(ckpt["best_model"] if ckpt.get("best_model") is not None else ckpt["model"])
         start_epoch = int(ckpt["epoch"]) + 1
         train_s = float(ckpt.get("train_s", 0.0))
+        wall_before = float(ckpt.get("wall_s", 0.0))  # absent in checkpoints older than the key: 0
         stopped = _stop_reason(cfg, int(ckpt["epoch"]), int(best["epoch"]), train_s)  # limits may have changed
         for m, saved in (ckpt.get("also_best") or {}).items():
             if m in side:
@@ -267,6 +271,7 @@ def fit(
                 "metrics": metrics, "history": history, "best": best,
                 "best_model": None if best["epoch"] == epoch else best_state,
                 "stopped": stopped, "train_s": train_s, "also_best": side,
+                "wall_s": wall_before + time.perf_counter() - t0,
             })
             _write_json(out_dir / "history.json", history)
         meter.epoch(metrics, cfg.valid_metric)
@@ -292,7 +297,7 @@ def fit(
         }
     if side:
         model.load_state_dict(best_state)
-    wall_s = time.perf_counter() - t0
+    wall_s = wall_before + time.perf_counter() - t0  # every segment of a resumed run
     result = FitResult(best["epoch"], {k: v for k, v in best["metrics"].items() if k.startswith("valid/")},
                        test, history, wall_s, train_s, stopped or "max_epochs", selected)
     if rank == 0:

@@ -169,7 +169,7 @@ def sampled_softmax_ce(h: torch.Tensor, item_emb: torch.Tensor, targets: torch.T
 
 
 def gbce_loss(h: torch.Tensor, item_emb: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor,
-              n_items: int, t: float, sparse: bool = False) -> torch.Tensor:
+              n_items: int, t: float, sparse: bool = False, neg_table: torch.Tensor | None = None) -> torch.Tensor:
     """gBCE (Petrov & Macdonald, "gSASRec", RecSys 2023, Eq. 7-10), mean over real targets.
 
     loss = -beta * log sigmoid(s+) - sum_j log(1 - sigmoid(s-_j)), with the sampling rate
@@ -184,7 +184,9 @@ def gbce_loss(h: torch.Tensor, item_emb: torch.Tensor, targets: torch.Tensor, ne
 
     Args:
         h: [B, N, d] hidden states (or [B, d], one target per sequence); targets: [B, N] (or [B]),
-        0 = no target; negatives: [B, M] in 1..n_items; sparse: as in :func:`sampled_softmax_ce`.
+        0 = no target; negatives: [B, M] in 1..n_items; sparse: as in :func:`sampled_softmax_ce`;
+        neg_table: the table the negatives' rows are read from (default ``item_emb``): the same values
+        with another gradient path, e.g. ``benchmarks/gbce_negatives.py``'s rescaled one.
     """
     if h.dim() == 2:
         h, targets = h.unsqueeze(1), targets.unsqueeze(1)
@@ -194,7 +196,8 @@ def gbce_loss(h: torch.Tensor, item_emb: torch.Tensor, targets: torch.Tensor, ne
     beta = alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
     real = targets > 0  # [B, N]
     pos = (h * F.embedding(targets, item_emb, sparse=sparse).float()).sum(-1)  # [B, N]
-    neg = torch.bmm(h, F.embedding(negatives, item_emb, sparse=sparse).float().transpose(1, 2))  # [B, N, M]
+    table = item_emb if neg_table is None else neg_table
+    neg = torch.bmm(h, F.embedding(negatives, table, sparse=sparse).float().transpose(1, 2))  # [B, N, M]
     hit = negatives.unsqueeze(1) == targets.unsqueeze(2)  # [B, N, M]
     neg_term = F.logsigmoid(-neg).masked_fill(hit, 0.0).sum(2)  # log(1 - sigmoid(s)) = logsigmoid(-s)
     return (-beta * F.logsigmoid(pos) - neg_term)[real].mean()
