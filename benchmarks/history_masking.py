@@ -27,12 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchinfo import machine, write_result
 
 
-def rescore(result_json: Path, work_dir: Path) -> dict[str, object]:
-    from dataclasses import replace
-
+def load_run(result_json: Path, work_dir: Path) -> tuple[dict, object, object, object]:
+    """A finished run of ``reproduce.py``: its record, best weights, prepared data and train config."""
     from glintru.config import build_config
     from glintru.data.dataset import load_prepared
-    from glintru.engine.evaluate import evaluate
     from glintru.loading import load_model
 
     rec = json.loads(result_json.read_text())
@@ -40,7 +38,15 @@ def rescore(result_json: Path, work_dir: Path) -> dict[str, object]:
     run_dir = work_dir / "runs" / rec["dataset"] / stem
     data = load_prepared(work_dir / "data" / rec["dataset"])
     model = load_model(run_dir / "best.pt").model
-    train = build_config(rec["model"], rec["config"]).train
+    return rec, model, data, build_config(rec["model"], rec["config"]).train
+
+
+def rescore(result_json: Path, work_dir: Path) -> dict[str, object]:
+    from dataclasses import replace
+
+    from glintru.engine.evaluate import evaluate
+
+    rec, model, data, train = load_run(result_json, work_dir)
     row: dict[str, object] = {"dataset": rec["dataset"], "run": result_json.stem,
                               "recorded_ndcg@10": rec["metrics"]["test/full/ndcg@10"]}
     for masked in (False, True):

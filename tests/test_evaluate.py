@@ -186,6 +186,27 @@ def test_batched_evaluation_matches_one_user_at_a_time_with_truncated_window(spl
     assert widths == sorted(widths) and min(widths) < cfg.max_len
 
 
+def test_ranks_out_gives_each_users_own_rank_in_any_batch_order(monkeypatch):
+    from glintru.engine import scoring
+
+    data = random_dataset()
+    cfg = TrainConfig(topk=(1, 5, 10), num_negatives=0, max_len=7, eval_batch_size=4)
+    model = IntegerBagModel(data.n_items)
+    monkeypatch.setattr(scoring, "SCORE_BUDGET", 3 * data.n_items)  # several blocks per batch
+    got: list = []
+    out = evaluate(model, data, "test", cfg, negatives=None, ranks_out=got)
+    rows = np.concatenate([r for r, _ in got])
+    ranks = torch.cat([k for _, k in got])
+    users, end, targets = data.eval_examples("test")
+    assert sorted(rows.tolist()) == list(range(len(users)))  # every user once
+    for row, r in zip(rows.tolist(), ranks.tolist()):  # the rank computed for that very user, one at a time
+        window = data.items[data.offsets[users[row]] : end[row]][-cfg.max_len :].tolist()
+        with torch.no_grad():
+            scores = (model.last_hidden(torch.tensor([window]), torch.tensor([len(window)]))
+                      @ model.item_embeddings()[1:].T)[0]
+        assert r == int((scores >= scores[targets[row] - 1]).sum()) - 1
+    assert out["test/full/hr@10"] == pytest.approx(float((ranks < 10).double().mean()), rel=1e-12)
+
 @pytest.mark.parametrize("exclude_history", [False, True])
 def test_bounded_score_blocks_do_not_change_results(monkeypatch, exclude_history):
     """A score budget of a few rows (what a 10^6-item catalogue gets) gives the same numbers."""

@@ -309,3 +309,20 @@ def test_the_cost_figure_places_the_losses_where_a_dataset_has_no_model_runs():
     groups = {"sasrec": [run("sasrec", 1, 0.03)]}
     assert report.efficiency_points([*losses, *groups["sasrec"]], "amazon-beauty", groups) == groups
     assert report.efficiency_points([], "amazon-beauty", {}) == {}
+
+
+def test_paired_users_per_user_metrics_and_interval_by_hand():
+    import numpy as np
+    import paired_users
+
+    u = paired_users.per_user(np.array([0, 1, 9, 10]))  # 0-based ranks; 10 is outside the top 10
+    np.testing.assert_allclose(u["ndcg@10"], [1.0, 1 / np.log2(3), 1 / np.log2(11), 0.0])
+    np.testing.assert_array_equal(u["hr@10"], [1, 1, 1, 0])
+    b = np.array([0.2, 0.0, 0.5, 0.1])
+    same = paired_users.paired(b + 0.1, b)  # every user 0.1 better: no spread at all
+    assert same["diff"] == pytest.approx(0.1) and same["se"] == pytest.approx(0.0, abs=1e-12)
+    assert same["ci95_lo"] == pytest.approx(0.1) and same["ci95_hi"] == pytest.approx(0.1)
+    d = np.array([1.0, -1.0] * 50)  # mean 0, sd 1.005: the interval straddles 0 at about +-1.96 se
+    r = paired_users.paired(d, np.zeros_like(d))
+    assert r["diff"] == 0.0 and r["se"] == pytest.approx(np.std(d, ddof=1) / 10)
+    assert r["ci95_lo"] < 0 < r["ci95_hi"] and abs(r["ci95_hi"] - 1.96 * r["se"]) < 0.3 * r["se"]

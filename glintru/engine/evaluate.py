@@ -100,6 +100,7 @@ def evaluate(
     world_size: int = 1,
     device: str | torch.device = "cpu",
     all_reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ranks_out: list[tuple[np.ndarray, torch.Tensor]] | None = None,
 ) -> dict[str, float]:
     """Mean HR/NDCG/MRR@K of ``split`` over all evaluated users (all shards when reduced).
 
@@ -115,6 +116,9 @@ def evaluate(
         device: where the model runs.
         all_reduce_sum: sums a float64 tensor over processes (in place or returned); required
             for the result to cover every user when ``world_size > 1``.
+        ranks_out: if given, each block's full-ranking ranks are appended to it as
+            ``(rows, ranks)``: ``rows`` index ``data.eval_examples(split)``, ``ranks`` 0-based
+            (per-user analyses, e.g. ``benchmarks/paired_users.py``).
 
     Returns:
         ``{key: mean}`` for the keys of :func:`metric_keys`, plus ``{split}/n_users`` (a count).
@@ -170,7 +174,10 @@ def evaluate(
                     if exclude is not None:
                         sel = (exclude[0] >= part.start) & (exclude[0] < part.stop)
                         ex = (exclude[0][sel] - part.start, exclude[1][sel] + 1)
-                    hist_full += rank_histogram(full_ranks(scores, target[part], ex), max_k)
+                    ranks = full_ranks(scores, target[part], ex)
+                    hist_full += rank_histogram(ranks, max_k)
+                    if ranks_out is not None:
+                        ranks_out.append((mine[lo:hi][part], ranks.cpu()))
                     if neg_t is not None:
                         hist_sampled += rank_histogram(sampled_ranks(scores, target[part], neg_t[lo:hi][part]), max_k)
     finally:
