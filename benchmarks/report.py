@@ -336,10 +336,11 @@ def variants_table(runs: list[dict[str, Any]], dataset: str) -> list[str]:
     """Tagged variants (``reproduce.py --tag``, e.g. ``tuned-bf16``) next to the runs they vary: the
     same name in the untagged setting. Per variant: its seeds' test full NDCG@10, the base's mean ±
     std over its seeds, the difference of the means in units of the base's seed-to-seed std, and
-    the median training seconds per epoch of each (with the CPU, since bases may come from another)."""
+    the median training seconds per epoch of each (with the CPU, since bases may come from another).
+    The training losses have their own table (:func:`losses_section`), tagged or not."""
     tagged: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in runs:
-        if r["dataset"] == dataset and "-" in r.get("setting", "default"):
+        if r["dataset"] == dataset and "-" in r.get("setting", "default") and r["name"] not in LOSS_ORDER:
             tagged.setdefault((r["name"], r["setting"]), []).append(r)
     if not tagged:
         return []

@@ -96,8 +96,9 @@ def test_variants_table_puts_a_tagged_run_next_to_its_base_by_hand():
     for r, secs in zip(base + [bf16], (30.0, 34.0, 32.0, 20.0)):
         r["history"] = [{"train/s": secs}]
         r["machine"] = {"cpu": "B" if r is bf16 else "A"}
-    lines = report.variants_table(base + [bf16, run("sasrec", 1, 0.03)], "amazon-beauty")
-    assert len(lines) == 3  # header, rule, one variant; untagged runs are not variants
+    tagged_loss = run("glintru-loss_ce", 1, 0.04, setting="tuned-bf16", precision="bf16")  # the losses' table's
+    lines = report.variants_table(base + [bf16, run("sasrec", 1, 0.03), tagged_loss], "amazon-beauty")
+    assert len(lines) == 3  # header, rule, one variant; untagged runs and training losses are not variants
     row = lines[2].split(" | ")
     # base mean 4.00 %, sample std 0.20 %; (4.10 - 4.00) / 0.20 = +0.5
     assert row == ["| `glintru` (tuned-bf16)", "precision=bf16", "1", "4.10", "4.10", "4.00 ± 0.20 (1,2,3)", "+0.5",
