@@ -150,6 +150,31 @@ def load_masking(results: Path = RESULTS) -> dict[tuple[str, str], dict[str, Any
     return {(r["dataset"], r["run"]): r for r in json.loads(p.read_text())["rows"]}
 
 
+def load_paired(results: Path = RESULTS) -> list[dict[str, Any]]:
+    """Rows of ``paired_users.json`` (benchmarks/paired_users.py)."""
+    p = results / "paired_users.json"
+    return json.loads(p.read_text())["rows"] if p.is_file() else []
+
+
+def paired_table(dataset: str, rows: list[dict[str, Any]]) -> list[str]:
+    """One line per compared pair of runs: the per-user mean difference (points) with its bootstrap
+    95% interval over test users, and how many users each run ranks better."""
+    mine = [r for r in rows if r["dataset"] == dataset]
+    if not mine:
+        return []
+    head = ["run", "against", "NDCG@10 difference [95% interval]", "HR@10 difference [95% interval]",
+            "users ranked better: run / against"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def cell(r: dict[str, Any], m: str) -> str:
+        return f"{100 * r[f'diff_{m}']:+.2f} [{100 * r[f'ci95_lo_{m}']:+.2f}, {100 * r[f'ci95_hi_{m}']:+.2f}]"
+
+    for r in mine:
+        lines.append("| " + " | ".join([f"`{r['base']}`", f"`{r['other']}`", cell(r, "ndcg@10"), cell(r, "hr@10"),
+                                         f"{r['base_better']:,} / {r['other_better']:,}"]) + " |")
+    return lines
+
+
 def anchor_cells(dataset: str, label: str, rs: list[dict[str, Any]],
                  masking: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
     """The published figures and our NDCG@10 as a share of them; an anchor measured with the users' own
@@ -455,9 +480,11 @@ def plots(runs: list[dict[str, Any]], dataset: str, groups: dict[str, list[dict[
 
 
 def report(runs: list[dict[str, Any]], studies: list[dict[str, Any]] | None = None,
-           masking: dict[tuple[str, str], dict[str, Any]] | None = None) -> str:
-    """The generated block; ``studies`` are the tuning records and ``masking`` the history-masking rows
-    (default: those under ``benchmarks/results``)."""
+           masking: dict[tuple[str, str], dict[str, Any]] | None = None,
+           paired: list[dict[str, Any]] | None = None) -> str:
+    """The generated block; ``studies`` are the tuning records, ``masking`` the history-masking rows
+    and ``paired`` the user-by-user comparisons (default: those under ``benchmarks/results``)."""
+    paired = load_paired() if paired is None else paired
     studies = load_tuning() if studies is None else studies
     masking = load_masking() if masking is None else masking
     lines = []
@@ -476,6 +503,12 @@ def report(runs: list[dict[str, Any]], studies: list[dict[str, Any]] | None = No
             lines += ["The same weights' test metrics with each user's own items removed from the ranking "
                       "(`benchmarks/history_masking.py`; our protocol keeps them as candidates; in %, over the "
                       "seeds whose weights are at hand):", ""] + mask + [""]
+        pair = paired_table(ds, paired)
+        if pair:
+            lines += ["Runs compared user by user against the noise of the test users alone "
+                      "(`benchmarks/paired_users.py`: each run's best weights, each user's test rank paired "
+                      "across the two runs; mean difference in points with a bootstrap 95% interval over "
+                      "users; the seed-to-seed spread is not in it):", ""] + pair + [""]
         diag = diagnostics_table(groups)
         if diag:
             lines += ["The expert mix during training (`glintru`, seed 1; norms are means over real positions of a "

@@ -327,3 +327,13 @@ def test_paired_users_per_user_metrics_and_interval_by_hand():
     r = paired_users.paired(d, np.zeros_like(d))
     assert r["diff"] == 0.0 and r["se"] == pytest.approx(np.std(d, ddof=1) / 10)
     assert r["ci95_lo"] < 0 < r["ci95_hi"] and abs(r["ci95_hi"] - 1.96 * r["se"]) < 0.3 * r["se"]
+
+
+def test_paired_table_row_by_hand():
+    row = {"dataset": "ml-1m", "base": "glintru__seed1", "other": "sasrec__seed1", "diff_ndcg@10": 0.0072,
+           "ci95_lo_ndcg@10": 0.00253, "ci95_hi_ndcg@10": 0.0118, "diff_hr@10": -0.001, "ci95_lo_hr@10": -0.0102,
+           "ci95_hi_hr@10": 0.0081, "base_better": 3021, "other_better": 2713}
+    assert report.paired_table("amazon-beauty", [row]) == []
+    lines = report.paired_table("ml-1m", [row])
+    assert lines[2] == ("| `glintru__seed1` | `sasrec__seed1` | +0.72 [+0.25, +1.18] | -0.10 [-1.02, +0.81] "
+                        "| 3,021 / 2,713 |")
