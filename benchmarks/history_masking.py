@@ -41,6 +41,15 @@ def load_run(result_json: Path, work_dir: Path) -> tuple[dict, object, object, o
     return rec, model, data, build_config(rec["model"], rec["config"]).train
 
 
+def with_earlier_rows(out: Path, rows: list[dict], key: tuple[str, ...]) -> list[dict]:
+    """``rows`` after the rows of an existing ``out`` file that none of them replaces (same ``key``
+    fields), so results can be added to the file as runs finish."""
+    if not out.is_file():
+        return rows
+    done = {tuple(r[k] for k in key) for r in rows}
+    return [r for r in json.loads(out.read_text())["rows"] if tuple(r[k] for k in key) not in done] + rows
+
+
 def rescore(result_json: Path, work_dir: Path) -> dict[str, object]:
     from dataclasses import replace
 
@@ -73,9 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warning: {r['run']}: unmasked NDCG@10 {r['kept_ndcg@10']:.6f} differs from the recorded "
                   f"{r['recorded_ndcg@10']:.6f}", file=sys.stderr)
     out = Path(args.out)
-    if out.is_file():  # rows of runs not rescored now stay (each row names its CPU and date)
-        done = {(r["dataset"], r["run"]) for r in rows}
-        rows = [r for r in json.loads(out.read_text())["rows"] if (r["dataset"], r["run"]) not in done] + rows
+    rows = with_earlier_rows(out, rows, ("dataset", "run"))  # each row names its CPU and date
     write_result(out, {"benchmark": "history_masking", "split": "test", "rows": rows}, info,
                  ["dataset", "run", "kept_hr@10", "kept_ndcg@10", "masked_hr@10", "masked_ndcg@10", "ndcg_lift"])
     return 0

@@ -18,7 +18,6 @@ existing ``--out`` file for other pairs are kept, so pairs can be added as runs 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchinfo import machine, write_result
-from history_masking import load_run
+from history_masking import load_run, with_earlier_rows
 
 BOOTSTRAP = 10_000
 
@@ -96,10 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     info = machine(args.threads)
     rows = compare(Path(args.base), [Path(p) for p in args.against], Path(args.work_dir))
     out = Path(args.out)
-    if out.is_file():  # pairs not compared now stay
-        done = {(r["dataset"], r["base"], r["other"]) for r in rows}
-        rows = [r for r in json.loads(out.read_text())["rows"]
-                if (r["dataset"], r["base"], r["other"]) not in done] + rows
+    rows = with_earlier_rows(out, rows, ("dataset", "base", "other"))
     write_result(out, {"benchmark": "paired_users", "split": "test", "bootstrap": BOOTSTRAP, "rows": rows}, info,
                  ["dataset", "base", "other", "diff_ndcg@10", "ci95_lo_ndcg@10", "ci95_hi_ndcg@10", "diff_hr@10",
                   "ci95_lo_hr@10", "ci95_hi_hr@10", "base_better", "other_better"])
