@@ -1,0 +1,131 @@
+"""Does gBCE saturate GLINT-RU's GRU expert, and which setting keeps it out of saturation? The same
+GLINT-RU trained a few epochs per variant (each a set of config overrides on one base), one run.
+
+    python benchmarks/gbce_saturation.py --data benchmarks/work/data/ml-1m \\
+        --config benchmarks/tuned/amazon-beauty__glintru.yaml --set max_len=200 --set window_overlap=150 \\
+        --set precision=bf16 --epochs 1 --variant loss=ce --variant loss=gbce \\
+        --variant loss=gbce,grad_clip=1.0 --out benchmarks/results/gbce_saturation.json
+
+After every epoch, on a fixed batch of training windows (eval mode): the share of the GRU's hidden
+units at |h| > 0.99 over real positions (1.0 = every unit pinned at +-1, where a GRU passes almost
+no gradient), the mean norm of the GRU's input and of the expert's output, the training loss and
+validation full NDCG@10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchinfo import finish, machine, print_table
+
+PROBE_WINDOWS = 256
+
+
+def saturation(model: Any, items: Any) -> dict[str, float]:
+    """GRU saturation and norms of GLINT-RU's GRU expert on ``items`` [B, N]."""
+    import torch
+
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            x, mask = model._embed(items)
+            real = items != 0
+            c, h = model.gru_expert.recurrent(x, mask)
+            y = model.gru_expert(x, mask)
+    finally:
+        model.train(was)
+    return {"gru_saturated": float((h[real].abs() > 0.99).float().mean()),
+            "gru_in_norm": float(c[real].norm(dim=-1).mean()), "gru_out_norm": float(y[real].norm(dim=-1).mean())}
+
+
+def parse_variant(text: str) -> dict[str, Any]:
+    from glintru.config import parse_set_args
+
+    return parse_set_args([kv for kv in text.split(",") if kv])
+
+
+def run_variant(base: dict[str, Any], variant: str, data_dir: str, epochs: int) -> dict[str, Any]:
+    import numpy as np
+
+    from glintru.config import build_config
+    from glintru.data.dataset import load_prepared
+    from glintru.engine import fit
+    from glintru.engine.batching import make_batch, training_samples
+
+    over = {**base, **parse_variant(variant), "max_epochs": epochs, "patience": epochs + 1}
+    cfg = build_config("glintru", over)
+    data = load_prepared(data_dir)
+    t = cfg.train
+    samples = training_samples(data, t.objective, t.max_len, t.window_overlap)
+    probe_items = make_batch(data.items, samples, np.arange(min(PROBE_WINDOWS, len(samples))))["items"]
+    epochs_out: list[dict[str, float]] = []
+    holder: dict[str, Any] = {}
+
+    import glintru.engine.loop as loop
+
+    original = loop.make_sequence_loss
+
+    def capture(model, *a, **kw):  # the engine's model, to probe it after each epoch
+        holder["model"] = model
+        return original(model, *a, **kw)
+
+    def on_epoch_end(metrics: dict[str, float], _ckpt: Any) -> None:
+        epochs_out.append({"epoch": metrics["epoch"], "train_loss": metrics["train/loss"],
+                           "valid_ndcg10": metrics["valid/full/ndcg@10"], **saturation(holder["model"], probe_items)})
+
+    loop.make_sequence_loss = capture
+    try:
+        with tempfile.TemporaryDirectory(prefix="gbce-saturation-") as tmp:
+            result = fit(cfg, data, Path(tmp), progress=False, on_epoch_end=on_epoch_end)
+    finally:
+        loop.make_sequence_loss = original
+    return {"variant": variant, "epochs": epochs_out, "train_s": round(result.train_s, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", required=True, help="a prepared dataset directory")
+    ap.add_argument("--config", help="a flat config file for GLINT-RU (e.g. a tuned one); --set goes on top")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="overrides for every variant")
+    ap.add_argument("--variant", action="append", required=True, metavar="K=V[,K=V...]",
+                    help="one variant's overrides on top of the base (repeat for each variant)")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="benchmarks/results/gbce_saturation.json")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from glintru.config import load_config_file, parse_set_args
+    from glintru.storage import atomic_write_text
+
+    torch.set_num_threads(args.threads)
+    info = machine(args.threads)
+    base = load_config_file(args.config)[1] if args.config else {}
+    base.update(parse_set_args(args.set))
+    base.pop("model", None)
+    rows = []
+    for v in args.variant:
+        rows.append(run_variant(base, v, args.data, args.epochs))
+        print(f"{v}: {rows[-1]['epochs'][-1]}", file=sys.stderr)
+    out = {"benchmark": "gbce_saturation", "data": Path(args.data).name, "config": args.config, "set": args.set,
+           "epochs": args.epochs, "probe_windows": PROBE_WINDOWS, "machine": finish(info), "runs": rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(args.out), json.dumps(out, indent=1) + "\n")
+    table = [{"variant": r["variant"], **{k: round(v, 4) for k, v in r["epochs"][-1].items()}, "train s": r["train_s"]}
+             for r in rows]
+    print_table(table, list(table[0]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
