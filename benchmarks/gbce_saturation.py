@@ -70,7 +70,7 @@ def run_variant(base: dict[str, Any], variant: str, data_dir: str, epochs: int) 
     epochs_out: list[dict[str, float]] = []
     holder: dict[str, Any] = {}
 
-    import glintru.engine.loop as loop
+    from glintru.engine import loop
 
     original = loop.make_sequence_loss
 
