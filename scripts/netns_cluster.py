@@ -100,9 +100,9 @@ def start_ray(temp_dir: Path) -> None:
                     "--temp-dir", str(temp_dir), env=env, check=False)
     if started.returncode != 0:
         raise SystemExit(f"ray start --head failed:\n{started.stdout[-2000:]}\n{started.stderr[-2000:]}")
-    for ns in ("gr-w1", "gr-w2", "gr-w3"):
-        in_ns(ns, *ray, "start", "--address", f"{NODES['gr-head']}:6379", "--node-ip-address", NODES[ns],
-              "--num-cpus", "1", "--disable-usage-stats", env=env)
+    for ns in ("gr-w1", "gr-w2", "gr-w3"):  # one at a time: three raylets starting at once can miss
+        in_ns(ns, *ray, "start", "--address", f"{NODES['gr-head']}:6379", "--node-ip-address", NODES[ns],  # their
+              "--num-cpus", "1", "--disable-usage-stats", env=env)  # registration deadline on 2 busy cores
 
 
 DRIVER = r'''
@@ -113,14 +113,29 @@ from glintru.config import build_config
 from glintru.distributed.trainer import run_trainer
 from glintru.tuning.smoke import write_synthetic_dataset
 
-out, name, cut = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "cut"
+out = Path(sys.argv[1])
 ray.init(address="10.231.0.1:6379", log_to_driver=False)
-data = write_synthetic_dataset(out / "data", n_users=400, n_items=300) if not (out / "data").exists() else out / "data"
+data = write_synthetic_dataset(out / "data", n_users=400, n_items=300)
 flat = build_config("glintru", {"hidden_size": 16, "max_len": 20, "batch_size": 32, "eval_batch_size": 128,
                                 "num_negatives": 10, "max_epochs": 4, "patience": 0, "seed": 5}).to_flat()
-done = {}
 
-def cutter():
+def train_worker_hosts():
+    """The addresses of the nodes that host this cluster's live Ray Train workers."""
+    from ray.util.state import list_actors
+    hosts = {a.node_id for a in list_actors(filters=[("state", "=", "ALIVE")], limit=10000)
+             if "RayTrainWorker" in (a.class_name or "")}
+    return sorted(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"] and n["NodeID"] in hosts)
+
+def watch_hosts(done):
+    # where the two workers of the run train (each 1-CPU node can host one: two different hosts)
+    while len(done.get("worker_hosts", [])) < 2:
+        time.sleep(0.5)
+        try:
+            done["worker_hosts"] = train_worker_hosts()
+        except Exception:  # the State API may not answer yet
+            pass
+
+def cutter(name, done):
     # the history of the run grows one line per epoch; cut a worker host's link during epoch 3
     hist = out / name / "history.json"
     while True:
@@ -133,35 +148,39 @@ def cutter():
         time.sleep(0.2)
     done["before"] = before  # epochs as first trained: their timings differ if they are trained again
     # the victim: a worker host that runs a Ray Train worker of this run
-    from ray.util.state import list_actors
-    hosts = {a.node_id for a in list_actors(filters=[("state", "=", "ALIVE")], limit=10000)
-             if "RayTrainWorker" in (a.class_name or "")}
-    ips = sorted(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"] and n["NodeID"] in hosts)
-    victim = next(ip for ip in ips if ip != "10.231.0.1")
+    victim = next(ip for ip in train_worker_hosts() if ip != "10.231.0.1")
     time.sleep(1.0)
     subprocess.run(["ip", "link", "set", "grv%db" % (int(victim.rsplit(".", 1)[1]) - 1), "down"], check=True)
     done["cut"] = victim
 
-if cut:
-    threading.Thread(target=cutter, daemon=True).start()
-t0 = time.time()
-result = run_trainer(flat, str(data), name=name, storage_path=str(out / "ray"), workers=2,
-                     work_dir=str(out / name), max_failures=2)
-alive = sorted(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"])
-print(json.dumps({"name": name, "cut": done.get("cut"), "before_cut": done.get("before"), "wall_s": time.time() - t0, "alive_nodes": alive,
-                  "metrics": {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}}))
+def train(name, cut):
+    done = {}
+    threading.Thread(target=cutter if cut else watch_hosts, args=(name, done) if cut else (done,), daemon=True).start()
+    t0 = time.time()
+    result = run_trainer(flat, str(data), name=name, storage_path=str(out / "ray"), workers=2,
+                         work_dir=str(out / name), max_failures=2)
+    alive = sorted(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"])
+    return {"name": name, "cut": done.get("cut"), "before_cut": done.get("before"), "worker_hosts": done.get("worker_hosts"),
+            "wall_s": time.time() - t0,
+            "alive_nodes": alive, "metrics": {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}}
+
+# both runs from one driver: one interpreter start and one connection to the cluster
+for name, cut in (("plain", False), ("cut", True)):
+    print("RESULT " + json.dumps(train(name, cut)), flush=True)  # Ray Train prints to stdout as well
 '''
 
 
-def run_driver(tmp: Path, name: str, cut: bool) -> dict:
+def run_driver(tmp: Path) -> tuple[dict, dict]:
+    """The undisturbed run, then the run whose worker host loses its link: one result each."""
     env = ray_env()
     # the driver lives in the head's namespace; the cut runs `ip link` in the bridge's namespace
     cmd = ["ip", "netns", "exec", "gr-head", sys.executable, "-c", DRIVER.replace(
-        '["ip", "link", "set"', '["ip", "netns", "exec", "gr-br", "ip", "link", "set"'), str(tmp), name, "cut" if cut else "plain"]
+        '["ip", "link", "set"', '["ip", "netns", "exec", "gr-br", "ip", "link", "set"'), str(tmp)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     if proc.returncode != 0:
-        raise SystemExit(f"driver {name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        raise SystemExit(f"driver failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    plain, cut = (json.loads(line[len("RESULT "):]) for line in proc.stdout.splitlines() if line.startswith("RESULT "))
+    return plain, cut
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         build_network()
         start_ray(ray_tmp)
-        plain = run_driver(out, "plain", cut=False)
-        cut = run_driver(out, "cut", cut=True)
+        started = time.time() - t0
+        plain, cut = run_driver(out)
     finally:
         teardown()
         shutil.rmtree(ray_tmp, ignore_errors=True)
@@ -195,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     plain.pop("before_cut", None)
     result = {"plain": plain, "cut": cut, "epochs_cut_run": [int(h["epoch"]) for h in history],
               "epochs_before_cut": len(before), "epochs_kept": kept, "resumed_from_checkpoint": kept >= 1,
-              "same_test_metrics": same, "wall_s": time.time() - t0,
+              "same_test_metrics": same, "wall_s": time.time() - t0, "cluster_start_s": started,
               "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     (out / "result.json").write_text(json.dumps(result, indent=1))
     print(json.dumps({k: result[k] for k in ("epochs_cut_run", "resumed_from_checkpoint", "same_test_metrics", "wall_s")}))
