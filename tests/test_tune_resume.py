@@ -141,6 +141,9 @@ def _check_study_survives_kill_and_mlflow_outage(tmp_path: Path, mlflow_server: 
                                  env, tmp_path / "third.log", tmp_path, 300)
     assert code == 0, tail
     assert {d.name: (d / "history.json").read_text() for d in (exp_dir / "work").iterdir()} == histories
+    third = (tmp_path / "third.log").read_text()  # every trial had ended: summarised without starting Ray
+    assert f"study kr: all {N_TRIALS} trials have ended; summarising it from {exp_dir} (nothing to train)" in third
+    assert "Started a local Ray instance" not in third
 
     exp = client.get_experiment_by_name("kr")
     runs = client.search_runs([exp.experiment_id])

@@ -476,10 +476,15 @@ def _resume(s: StudySettings, space: SearchSpace, exp_path: str, address: str | 
 
     from glintru.distributed.trainer import init_ray
 
+    reopen = tracking.BestEffort(s.tracking_uri, s.parent_run_id, f"study {s.name}")
+    ended = _ended_study(s, verbose)
+    if ended is not None:  # nothing for Tune to run: no Ray to start (MLflow catch-up, summary, registry)
+        reopen.call(lambda uri, run_id: tracking.client(uri).update_run(run_id, status="RUNNING"))
+        print(f"study {s.name}: all {len(ended)} trials have ended; summarising it from {exp_path} (nothing to train)")
+        return summarise(s, space, ended, Path(out_dir or (exp_path if s.is_local else s.name)))
     init_ray(address, num_cpus, min_cpus=s.workers * s.cpus_per_worker)
     try:
-        tracking.BestEffort(s.tracking_uri, s.parent_run_id, f"study {s.name}").call(
-            lambda uri, run_id: tracking.client(uri).update_run(run_id, status="RUNNING"))
+        reopen.call(lambda uri, run_id: tracking.client(uri).update_run(run_id, status="RUNNING"))
         print(f"resuming study {s.name} from {exp_path}")
         _tolerate_checkpoints_already_deleted()
         tuner = tune.Tuner.restore(s.experiment_path, trainable=make_trainable(s, verbose), resume_unfinished=True,
@@ -488,6 +493,16 @@ def _resume(s: StudySettings, space: SearchSpace, exp_path: str, address: str | 
         return summarise(s, space, grid, Path(out_dir or (exp_path if s.is_local else s.name)))
     finally:
         ray.shutdown()
+
+
+def _ended_study(s: StudySettings, verbose: bool) -> Any | None:
+    """The study's results when all its ``num_samples`` trials have ended (none pending, running or
+    errored), read from the saved Tune state without starting Ray; ``None`` when Tune has work left.
+    A finished study is resumed to log what an MLflow outage missed: that needs no cluster."""
+    from ray import tune
+
+    grid = tune.Tuner.restore(s.experiment_path, trainable=make_trainable(s, verbose)).get_results()
+    return grid if len(grid) == s.num_samples and grid.num_terminated == len(grid) else None
 
 
 def mlflow_ui_hint(uri: str) -> str:
