@@ -52,6 +52,11 @@ RUN_NAME = "glintru.run_name"
 PARENT = "mlflow.parentRunId"
 DEFAULT_EXPERIMENT = "glintru"
 
+# MLflow's client prints two links ("View run ...", "View experiment ...") to stdout each time a run
+# logged to a tracking server ends: two lines per trial in the middle of the study's console table.
+# glintru prints the UI's address once at the end instead; set the variable to false to get them back.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
 
 def unavailable_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean "MLflow could not be reached or refused the request"."""
