@@ -9,7 +9,15 @@ GLINT-RU trained a few epochs per variant (each a set of config overrides on one
 After every epoch, on a fixed batch of training windows (eval mode): the share of the GRU's hidden
 units at |h| > 0.99 over real positions (1.0 = every unit pinned at +-1, where a GRU passes almost
 no gradient), the mean norm of the GRU's input and of the expert's output, the training loss and
-validation full NDCG@10.
+validation full NDCG@10; and, at each window's last position, how far the model has collapsed onto
+one shared offset: the mean pairwise cosine of the users' final hidden states (1.0 = one vector for
+everyone), the share of the item embeddings' energy in their common (mean) vector, and the mean
+score over the catalogue (BCE-type losses are not shift-invariant: lowering every score together
+lowers all negative terms at once).
+
+A variant may also hold ``bench.logit_bias=1``: a learnable scalar added to every score in the
+gBCE loss only (a common shift changes no ranking, so evaluation is unaffected). If the collapse is
+the model buying that common shift with its hidden state, the scalar should take it over.
 """
 
 from __future__ import annotations
@@ -41,16 +49,45 @@ def saturation(model: Any, items: Any) -> dict[str, float]:
             real = items != 0
             c, h = model.gru_expert.recurrent(x, mask)
             y = model.gru_expert(x, mask)
+        with torch.no_grad():
+            last = model.last_hidden(items, real.sum(1)).float()  # [B, d]
+            emb = model.item_embeddings().float()[1:]
+            unit = torch.nn.functional.normalize(last, dim=1)
+            off_diagonal = ~torch.eye(len(last), dtype=torch.bool)
+            common = emb.mean(0)
+            scores = last @ emb.T
     finally:
         model.train(was)
     return {"gru_saturated": float((h[real].abs() > 0.99).float().mean()),
-            "gru_in_norm": float(c[real].norm(dim=-1).mean()), "gru_out_norm": float(y[real].norm(dim=-1).mean())}
+            "gru_in_norm": float(c[real].norm(dim=-1).mean()), "gru_out_norm": float(y[real].norm(dim=-1).mean()),
+            "hidden_pairwise_cos": float((unit @ unit.T)[off_diagonal].mean()),
+            "item_common_share": float(common.norm() ** 2 / (emb.norm(dim=1) ** 2).mean()),
+            "mean_score": float(scores.mean()), "score_std_per_user": float(scores.std(1).mean())}
 
 
-def parse_variant(text: str) -> dict[str, Any]:
+def parse_variant(text: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``K=V,K=V``: (config overrides, benchmark options ``bench.*``)."""
     from glintru.config import parse_set_args
 
-    return parse_set_args([kv for kv in text.split(",") if kv])
+    pairs = [kv for kv in text.split(",") if kv]
+    bench = parse_set_args([kv[len("bench."):] for kv in pairs if kv.startswith("bench.")])
+    unknown = set(bench) - {"logit_bias"}
+    if unknown:
+        raise SystemExit(f"--variant {text}: unknown benchmark option(s) {', '.join('bench.' + k for k in sorted(unknown))} (known: bench.logit_bias)")
+    return parse_set_args([kv for kv in pairs if not kv.startswith("bench.")]), bench
+
+
+def gbce_with_bias(original: Any, bias: Any) -> Any:
+    """``gbce_loss`` with the learnable scalar ``bias`` added to every score (positive and negatives):
+    an extra feature 1 on the hidden states against an extra column ``bias`` on the item table."""
+    import torch
+
+    def loss(h, item_emb, targets, negatives, n_items, t, sparse=False, neg_table=None):
+        h1 = torch.cat([h.float(), torch.ones_like(h[..., :1], dtype=torch.float32)], -1)
+        table = torch.cat([item_emb.float(), bias.expand(item_emb.shape[0], 1)], -1)
+        return original(h1, table, targets, negatives, n_items, t, sparse=False)
+
+    return loss
 
 
 def run_variant(base: dict[str, Any], variant: str, data_dir: str, epochs: int) -> dict[str, Any]:
@@ -61,7 +98,8 @@ def run_variant(base: dict[str, Any], variant: str, data_dir: str, epochs: int) 
     from glintru.engine import fit
     from glintru.engine.batching import make_batch, training_samples
 
-    over = {**base, **parse_variant(variant), "max_epochs": epochs, "patience": epochs + 1}
+    overrides, bench = parse_variant(variant)
+    over = {**base, **overrides, "max_epochs": epochs, "patience": epochs + 1}
     cfg = build_config("glintru", over)
     data = load_prepared(data_dir)
     t = cfg.train
@@ -70,24 +108,36 @@ def run_variant(base: dict[str, Any], variant: str, data_dir: str, epochs: int) 
     epochs_out: list[dict[str, float]] = []
     holder: dict[str, Any] = {}
 
-    from glintru.engine import loop
+    import torch
 
-    original = loop.make_sequence_loss
+    from glintru.engine import loop
+    from glintru.engine import loss as loss_module
+
+    original, original_optimizer, original_gbce = loop.make_sequence_loss, loop.make_optimizer, loss_module.gbce_loss
 
     def capture(model, *a, **kw):  # the engine's model, to probe it after each epoch
         holder["model"] = model
         return original(model, *a, **kw)
 
+    def optimizer_with_bias(model, *a, **kw):  # the bias joins the model before its optimiser is made
+        model.register_parameter("bench_logit_bias", torch.nn.Parameter(torch.zeros(1)))
+        loss_module.gbce_loss = gbce_with_bias(original_gbce, model.bench_logit_bias)
+        return original_optimizer(model, *a, **kw)
+
     def on_epoch_end(metrics: dict[str, float], _ckpt: Any) -> None:
+        bias = getattr(holder["model"], "bench_logit_bias", None)
         epochs_out.append({"epoch": metrics["epoch"], "train_loss": metrics["train/loss"],
-                           "valid_ndcg10": metrics["valid/full/ndcg@10"], **saturation(holder["model"], probe_items)})
+                           "valid_ndcg10": metrics["valid/full/ndcg@10"], **saturation(holder["model"], probe_items),
+                           **({"logit_bias": float(bias)} if bias is not None else {})})
 
     loop.make_sequence_loss = capture
+    if bench.get("logit_bias"):
+        loop.make_optimizer = optimizer_with_bias
     try:
         with tempfile.TemporaryDirectory(prefix="gbce-saturation-") as tmp:
             result = fit(cfg, data, Path(tmp), progress=False, on_epoch_end=on_epoch_end)
     finally:
-        loop.make_sequence_loss = original
+        loop.make_sequence_loss, loop.make_optimizer, loss_module.gbce_loss = original, original_optimizer, original_gbce
     return {"variant": variant, "epochs": epochs_out, "train_s": round(result.train_s, 1)}
 
 
