@@ -51,7 +51,7 @@ def saturation(model: Any, items: Any) -> dict[str, float]:
             y = model.gru_expert(x, mask)
         with torch.no_grad():
             last = model.last_hidden(items, real.sum(1)).float()  # [B, d]
-            emb = model.item_embeddings().float()[1:]
+            emb = model.item_embeddings().detach().float()[1:]
             unit = torch.nn.functional.normalize(last, dim=1)
             off_diagonal = ~torch.eye(len(last), dtype=torch.bool)
             common = emb.mean(0)
@@ -91,20 +91,16 @@ def gbce_with_bias(original: Any, bias: Any) -> Any:
 
 
 def run_variant(base: dict[str, Any], variant: str, data_dir: str, epochs: int) -> dict[str, Any]:
-    import numpy as np
 
     from glintru.config import build_config
     from glintru.data.dataset import load_prepared
     from glintru.engine import fit
-    from glintru.engine.batching import make_batch, training_samples
 
     overrides, bench = parse_variant(variant)
     over = {**base, **overrides, "max_epochs": epochs, "patience": epochs + 1}
     cfg = build_config("glintru", over)
     data = load_prepared(data_dir)
-    t = cfg.train
-    samples = training_samples(data, t.objective, t.max_len, t.window_overlap)
-    probe_items = make_batch(data.items, samples, np.arange(min(PROBE_WINDOWS, len(samples))))["items"]
+    probe_items = probe_windows(cfg.train, data)
     epochs_out: list[dict[str, float]] = []
     holder: dict[str, Any] = {}
 
@@ -141,13 +137,36 @@ def run_variant(base: dict[str, Any], variant: str, data_dir: str, epochs: int) 
     return {"variant": variant, "epochs": epochs_out, "train_s": round(result.train_s, 1)}
 
 
+def probe_windows(cfg: Any, data: Any) -> Any:
+    """The first :data:`PROBE_WINDOWS` training windows of ``data`` under train config ``cfg``."""
+    import numpy as np
+
+    from glintru.engine.batching import make_batch, training_samples
+
+    samples = training_samples(data, cfg.objective, cfg.max_len, cfg.window_overlap)
+    return make_batch(data.items, samples, np.arange(min(PROBE_WINDOWS, len(samples))))["items"]
+
+
+def probe_run(base: dict[str, Any], run_dir: str, data_dir: str) -> dict[str, Any]:
+    """The probes on a trained run's best weights (windows as the base configuration cuts them)."""
+    from glintru.config import build_config
+    from glintru.data.dataset import load_prepared
+    from glintru.loading import load_model
+
+    loaded = load_model(run_dir)
+    items = probe_windows(build_config("glintru", base).train, load_prepared(data_dir))
+    return {"run": Path(run_dir).name, **saturation(loaded.model, items)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, help="a prepared dataset directory")
     ap.add_argument("--config", help="a flat config file for GLINT-RU (e.g. a tuned one); --set goes on top")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="overrides for every variant")
-    ap.add_argument("--variant", action="append", required=True, metavar="K=V[,K=V...]",
+    ap.add_argument("--variant", action="append", default=[], metavar="K=V[,K=V...]",
                     help="one variant's overrides on top of the base (repeat for each variant)")
+    ap.add_argument("--probe-run", action="append", default=[], metavar="RUN_DIR",
+                    help="also probe a trained run's best weights (a glintru run directory; repeatable)")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="benchmarks/results/gbce_saturation.json")
@@ -163,14 +182,22 @@ def main(argv: list[str] | None = None) -> int:
     base = load_config_file(args.config)[1] if args.config else {}
     base.update(parse_set_args(args.set))
     base.pop("model", None)
+    if not args.variant and not args.probe_run:
+        ap.error("give at least one --variant or --probe-run")
+    trained = [probe_run(base, run_dir, args.data) for run_dir in args.probe_run]
+    if trained:
+        print_table([{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in trained], list(trained[0]))
     rows = []
     for v in args.variant:
         rows.append(run_variant(base, v, args.data, args.epochs))
         print(f"{v}: {rows[-1]['epochs'][-1]}", file=sys.stderr)
     out = {"benchmark": "gbce_saturation", "data": Path(args.data).name, "config": args.config, "set": args.set,
-           "epochs": args.epochs, "probe_windows": PROBE_WINDOWS, "machine": finish(info), "runs": rows}
+           "epochs": args.epochs, "probe_windows": PROBE_WINDOWS, "machine": finish(info), "trained_runs": trained,
+           "runs": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(args.out), json.dumps(out, indent=1) + "\n")
+    if not rows:
+        return 0
     table = [{"variant": r["variant"], **{k: round(v, 4) for k, v in r["epochs"][-1].items()}, "train s": r["train_s"]}
              for r in rows]
     print_table(table, list(table[0]))
