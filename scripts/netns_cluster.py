@@ -100,9 +100,11 @@ def start_ray(temp_dir: Path) -> None:
                     "--temp-dir", str(temp_dir), env=env, check=False)
     if started.returncode != 0:
         raise SystemExit(f"ray start --head failed:\n{started.stdout[-2000:]}\n{started.stderr[-2000:]}")
-    for ns in ("gr-w1", "gr-w2", "gr-w3"):  # one at a time: three raylets starting at once can miss
-        in_ns(ns, *ray, "start", "--address", f"{NODES['gr-head']}:6379", "--node-ip-address", NODES[ns],  # their
-              "--num-cpus", "1", "--disable-usage-stats", env=env)  # registration deadline on 2 busy cores
+    # One node at a time: three raylets starting together missed their registration deadline on a
+    # busy 2-core machine ("The current node timed out during startup").
+    for ns in ("gr-w1", "gr-w2", "gr-w3"):
+        in_ns(ns, *ray, "start", "--address", f"{NODES['gr-head']}:6379", "--node-ip-address", NODES[ns],
+              "--num-cpus", "1", "--disable-usage-stats", env=env)
 
 
 DRIVER = r'''
