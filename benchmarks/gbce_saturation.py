@@ -16,8 +16,11 @@ score over the catalogue (BCE-type losses are not shift-invariant: lowering ever
 lowers all negative terms at once).
 
 A variant may also hold ``bench.logit_bias=1``: a learnable scalar added to every score in the
-gBCE loss only (a common shift changes no ranking, so evaluation is unaffected). If the collapse is
-the model buying that common shift with its hidden state, the scalar should take it over.
+gBCE loss only (a common shift changes no ranking, so evaluation is unaffected), starting at
+``bench.logit_bias_init`` (default 0). If the collapse is the model buying that common shift with
+its hidden state, the scalar should take it over. (Adam moves one scalar by about the learning rate
+per step, so from 0 it cannot reach a shift of several units within an epoch; a start near the
+shift the collapsed model settles at tests the same idea without that limit.)
 """
 
 from __future__ import annotations
@@ -71,9 +74,10 @@ def parse_variant(text: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
     pairs = [kv for kv in text.split(",") if kv]
     bench = parse_set_args([kv[len("bench."):] for kv in pairs if kv.startswith("bench.")])
-    unknown = set(bench) - {"logit_bias"}
+    unknown = set(bench) - {"logit_bias", "logit_bias_init"}
     if unknown:
-        raise SystemExit(f"--variant {text}: unknown benchmark option(s) {', '.join('bench.' + k for k in sorted(unknown))} (known: bench.logit_bias)")
+        raise SystemExit(f"--variant {text}: unknown benchmark option(s) {', '.join('bench.' + k for k in sorted(unknown))} "
+                         "(known: bench.logit_bias, bench.logit_bias_init)")
     return parse_set_args([kv for kv in pairs if not kv.startswith("bench.")]), bench
 
 
@@ -116,7 +120,8 @@ def run_variant(base: dict[str, Any], variant: str, data_dir: str, epochs: int) 
         return original(model, *a, **kw)
 
     def optimizer_with_bias(model, *a, **kw):  # the bias joins the model before its optimiser is made
-        model.register_parameter("bench_logit_bias", torch.nn.Parameter(torch.zeros(1)))
+        init = float(bench.get("logit_bias_init", 0.0))
+        model.register_parameter("bench_logit_bias", torch.nn.Parameter(torch.full((1,), init)))
         loss_module.gbce_loss = gbce_with_bias(original_gbce, model.bench_logit_bias)
         return original_optimizer(model, *a, **kw)
 

@@ -41,6 +41,8 @@ def test_the_bias_wrapper_is_gbce_on_every_score_shifted_by_the_bias():
 
 def test_variant_options_are_split_from_config_overrides_and_unknown_ones_named():
     assert gbce_saturation.parse_variant("loss=gbce,bench.logit_bias=1") == ({"loss": "gbce"}, {"logit_bias": 1})
+    assert gbce_saturation.parse_variant("bench.logit_bias=1,bench.logit_bias_init=-8.2") == (
+        {}, {"logit_bias": 1, "logit_bias_init": -8.2})
     with pytest.raises(SystemExit, match="bench.typo"):
         gbce_saturation.parse_variant("loss=gbce,bench.typo=1")
 
