@@ -476,33 +476,31 @@ def _resume(s: StudySettings, space: SearchSpace, exp_path: str, address: str | 
 
     from glintru.distributed.trainer import init_ray
 
-    reopen = tracking.BestEffort(s.tracking_uri, s.parent_run_id, f"study {s.name}")
-    ended = _ended_study(s, verbose)
-    if ended is not None:  # nothing for Tune to run: no Ray to start (MLflow catch-up, summary, registry)
-        reopen.call(lambda uri, run_id: tracking.client(uri).update_run(run_id, status="RUNNING"))
-        print(f"study {s.name}: all {len(ended)} trials have ended; summarising it from {exp_path} (nothing to train)")
-        return summarise(s, space, ended, Path(out_dir or (exp_path if s.is_local else s.name)))
+    out = Path(out_dir or (exp_path if s.is_local else s.name))
+    # Tune's saved state is read once, before any Ray: a study whose trials have all ended has
+    # nothing left to run, so it is summarised (MLflow catch-up, summary, registry) without a cluster.
+    _tolerate_checkpoints_already_deleted()
+    tuner = tune.Tuner.restore(s.experiment_path, trainable=make_trainable(s, verbose), resume_unfinished=True,
+                               resume_errored=True)
+    saved = tuner.get_results()
+    ended = len(saved) == s.num_samples and saved.num_terminated == len(saved)  # none pending, running or errored
+    if ended:
+        _reopen_parent_run(s)
+        print(f"study {s.name}: all {len(saved)} trials have ended; summarising it from {exp_path} (nothing to train)")
+        return summarise(s, space, saved, out)
     init_ray(address, num_cpus, min_cpus=s.workers * s.cpus_per_worker)
     try:
-        reopen.call(lambda uri, run_id: tracking.client(uri).update_run(run_id, status="RUNNING"))
+        _reopen_parent_run(s)
         print(f"resuming study {s.name} from {exp_path}")
-        _tolerate_checkpoints_already_deleted()
-        tuner = tune.Tuner.restore(s.experiment_path, trainable=make_trainable(s, verbose), resume_unfinished=True,
-                                   resume_errored=True)
-        grid = _fit(s, tuner)
-        return summarise(s, space, grid, Path(out_dir or (exp_path if s.is_local else s.name)))
+        return summarise(s, space, _fit(s, tuner), out)
     finally:
         ray.shutdown()
 
 
-def _ended_study(s: StudySettings, verbose: bool) -> Any | None:
-    """The study's results when all its ``num_samples`` trials have ended (none pending, running or
-    errored), read from the saved Tune state without starting Ray; ``None`` when Tune has work left.
-    A finished study is resumed to log what an MLflow outage missed: that needs no cluster."""
-    from ray import tune
-
-    grid = tune.Tuner.restore(s.experiment_path, trainable=make_trainable(s, verbose)).get_results()
-    return grid if len(grid) == s.num_samples and grid.num_terminated == len(grid) else None
+def _reopen_parent_run(s: StudySettings) -> None:
+    """The study's parent run back to RUNNING (best effort: MLflow may still be down)."""
+    tracking.BestEffort(s.tracking_uri, s.parent_run_id, f"study {s.name}").call(
+        lambda uri, run_id: tracking.client(uri).update_run(run_id, status="RUNNING"))
 
 
 def mlflow_ui_hint(uri: str) -> str:
