@@ -41,7 +41,7 @@ PROBE_WINDOWS = 256
 
 
 def saturation(model: Any, items: Any) -> dict[str, float]:
-    """GRU saturation and norms of GLINT-RU's GRU expert on ``items`` [B, N]."""
+    """GRU saturation and norms of GLINT-RU's GRU expert on ``items`` [B, N], and the collapse probes."""
     import torch
 
     was = model.training
@@ -52,7 +52,6 @@ def saturation(model: Any, items: Any) -> dict[str, float]:
             real = items != 0
             c, h = model.gru_expert.recurrent(x, mask)
             y = model.gru_expert(x, mask)
-        with torch.no_grad():
             last = model.last_hidden(items, real.sum(1)).float()  # [B, d]
             emb = model.item_embeddings().detach().float()[1:]
             unit = torch.nn.functional.normalize(last, dim=1)
@@ -95,7 +94,6 @@ def gbce_with_bias(original: Any, bias: Any) -> Any:
 
 
 def run_variant(base: dict[str, Any], variant: str, data_dir: str, epochs: int) -> dict[str, Any]:
-
     from glintru.config import build_config
     from glintru.data.dataset import load_prepared
     from glintru.engine import fit
