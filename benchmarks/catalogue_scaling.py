@@ -49,8 +49,8 @@ def child(n_items: int, loss: str, update: str, seconds: float, threads: int) ->
                                    "embedding_update": update})
     torch.manual_seed(0)
     model = build_model(cfg, n_items)
-    opt = make_optimizer(model, cfg.train, n_items)  # the engine's optimiser
     loss_mod = make_sequence_loss(model, cfg.train, n_items, counts)
+    opt = make_optimizer(model, cfg.train, n_items, extra=loss_mod.own_parameters())  # the engine's optimiser
 
     def batch():
         seq = torch.from_numpy(rng.choice(n_items, size=(BATCH, WINDOW + 1), p=p) + 1)

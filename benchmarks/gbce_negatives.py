@@ -19,6 +19,9 @@ variants move only that ratio: if the batch form fails through it, dividing by B
 form and multiplying by B breaks the per-sequence form, while the hidden states see the same
 negatives as before. Each run records validation NDCG@10 after every epoch and, every
 ``--probe-every`` steps, the mean score of the batch's targets and of its negatives.
+
+It studies the published gBCE, without the engine's learnable score offset (``gbce_offset=false``
+unless ``--set gbce_offset=true``), as its recorded results were measured.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ def patched_forward(variant: str, probes: list[dict[str, float]], every: int):
             negatives = self.sampler.draw(b * m, h.device).view(b, m)
         scale = {"batch_item_grad_over_B": 1.0 / b, "per_sequence_item_grad_times_B": float(b)}.get(variant, 1.0)
         loss = gbce_loss(h, emb, targets, negatives, self.sampler.n_items, self.gbce_t,
-                         neg_table=scale_grad(emb, scale))
+                         neg_table=scale_grad(emb, scale), offset=self.score_offset)
         if step[0] % every == 0:
             with torch.no_grad():
                 real = targets > 0
@@ -85,8 +88,8 @@ def run_variant(variant: str, data_dir: str, epochs: int, seed: int, every: int,
     from glintru.engine import fit
     from glintru.engine import loss as loss_mod
 
-    cfg = build_config("glintru", {"loss": "gbce", "max_epochs": epochs, "seed": seed, "patience": epochs + 1,
-                                   **overrides})
+    cfg = build_config("glintru", {"loss": "gbce", "gbce_offset": False, "max_epochs": epochs, "seed": seed,
+                                   "patience": epochs + 1, **overrides})
     data = load_prepared(data_dir)
     probes: list[dict[str, float]] = []
     original = loss_mod.SequenceLoss.forward

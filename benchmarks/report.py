@@ -284,7 +284,13 @@ def tuning_table(studies: list[dict[str, Any]], dataset: str) -> list[str]:
     return lines
 
 
-LOSS_ORDER = ("glintru-loss_ce", "glintru-loss_sampled", "glintru-loss_gbce")
+LOSS_ORDER = ("glintru-loss_ce", "glintru-loss_sampled", "glintru-loss_gbce", "glintru-loss_gbce_offset")
+
+
+def loss_label(config: dict[str, Any]) -> str:
+    """A loss as the tables name it; gBCE with the learnable score offset is ``gbce`` + offset (runs
+    recorded before ``gbce_offset`` existed had none)."""
+    return config["loss"] + (" + offset" if config["loss"] == "gbce" and config.get("gbce_offset", False) else "")
 
 
 def losses_table(runs: list[dict[str, Any]], dataset: str) -> list[str]:
@@ -301,7 +307,7 @@ def losses_table(runs: list[dict[str, Any]], dataset: str) -> list[str]:
         r, c, m = rs[name], rs[name]["config"], rs[name]["metrics"]
         rate = statistics.median(h["train/targets_per_s"] for h in r["history"])
         lines.append("| " + " | ".join([
-            f"`{c['loss']}`", "all items" if c["loss"] == "ce" else str(c["num_negatives_train"]),
+            f"`{loss_label(c)}`", "all items" if c["loss"] == "ce" else str(c["num_negatives_train"]),
             f"{100 * m['test/full/hr@10']:.2f}", f"{100 * m['test/full/ndcg@10']:.2f}",
             f"{100 * m['test/pop100/ndcg@10']:.2f}", f"{r['epochs']} ({r['best_epoch']})",
             f"{r['train_s'] / 60:.1f}", f"{rate:,.0f}",
@@ -430,7 +436,7 @@ def efficiency_points(runs: list[dict[str, Any]], dataset: str,
     runs (the 54,542-item Beauty), the training losses, one point each."""
     if groups:
         return groups
-    return {f"loss {r['config']['loss']}": [r] for r in runs
+    return {f"loss {loss_label(r['config'])}": [r] for r in runs
             if r["dataset"] == dataset and r["name"] in LOSS_ORDER and r["seed"] == 1}
 
 

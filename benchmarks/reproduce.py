@@ -95,7 +95,8 @@ ABLATION_RUNS: dict[str, tuple[str, dict[str, Any]]] = {
 LOSS_RUNS: dict[str, tuple[str, dict[str, Any]]] = {
     "glintru-loss_ce": ("glintru", {"loss": "ce"}),
     "glintru-loss_sampled": ("glintru", {"loss": "sampled_softmax"}),
-    "glintru-loss_gbce": ("glintru", {"loss": "gbce"}),
+    "glintru-loss_gbce": ("glintru", {"loss": "gbce", "gbce_offset": False}),  # the published gBCE
+    "glintru-loss_gbce_offset": ("glintru", {"loss": "gbce", "gbce_offset": True}),  # with the learnable offset
 }
 PLANS = {"models": MODEL_RUNS, "ablation": ABLATION_RUNS, "losses": LOSS_RUNS}
 

@@ -126,6 +126,10 @@ class TrainConfig:
     num_negatives_train: int = 256  # negatives per batch (sampled_softmax) or per sequence (gbce)
     loss_sampling: str = "popularity"  # sampled_softmax negatives: "popularity" (training counts) | "uniform"
     gbce_t: float = 0.75  # gBCE calibration t in [0, 1] (0 = plain BCE)
+    # gBCE only: a learnable score offset added to every item's score in the loss (no effect on any
+    # ranking), started at log(1 / (n_items - 1)). Without it GLINT-RU collapses under gBCE (one
+    # shared hidden state, saturated GRU); false = the published gBCE. docs/model.md, "Training losses".
+    gbce_offset: bool = True
     # How Adam updates the item-embedding table: "dense" (every row, every step: torch.optim.Adam);
     # "sparse" (only the rows a step touched: torch.optim.SparseAdam, i.e. lazy Adam; needs a sampled
     # loss, weight_decay 0, grad_clip 0, no compile, one worker); "auto" = sparse exactly when those

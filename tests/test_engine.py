@@ -458,8 +458,8 @@ def test_log_q_correction_by_hand():
     assert loss.item() == pytest.approx(expected, rel=1e-6)
 
 
-@pytest.mark.parametrize("t,beta", [(0.0, 1.0), (1.0, 2 / 19)])
-def test_gbce_by_hand(t, beta):
+@pytest.mark.parametrize("t,beta,offset", [(0.0, 1.0, None), (1.0, 2 / 19, None), (0.75, 0.75 * 2 / 19 + 0.25, -1.5)])
+def test_gbce_by_hand(t, beta, offset):
     from glintru.engine.loss import gbce_loss
 
     g = torch.Generator().manual_seed(1)
@@ -467,19 +467,27 @@ def test_gbce_by_hand(t, beta):
     h = torch.randn(2, 3, 4, generator=g)  # two sequences, three positions
     targets = torch.tensor([[2, 5, 0], [9, 11, 3]])  # 0: padding, no target
     negatives = torch.tensor([[5, 11], [7, 7]])  # alpha = 2 / 19; each sequence its own; 5 is a target of row 0
-    got = gbce_loss(h, emb, targets, negatives, N_ITEMS, t)
-    total, n = 0.0, 0
+    b0 = None if offset is None else torch.tensor(offset, requires_grad=True)
+    got = gbce_loss(h, emb, targets, negatives, N_ITEMS, t, offset=b0)
+    shift = offset or 0.0
+    total, d_offset, n = 0.0, 0.0, 0
     for b in range(2):
         for p in range(3):
             if targets[b, p] == 0:
                 continue
             n += 1
-            s_pos = float(h[b, p] @ emb[targets[b, p]])
+            s_pos = float(h[b, p] @ emb[targets[b, p]]) + shift
             total += -beta * math.log(1 / (1 + math.exp(-s_pos)))
+            d_offset += -beta * (1 - 1 / (1 + math.exp(-s_pos)))  # d/ds of -beta log sigmoid(s)
             for j in negatives[b].tolist():
                 if j != int(targets[b, p]):  # an accidental hit is dropped at that position only
-                    total += -math.log(1 - 1 / (1 + math.exp(-float(h[b, p] @ emb[j]))))
+                    s_neg = float(h[b, p] @ emb[j]) + shift
+                    total += -math.log(1 - 1 / (1 + math.exp(-s_neg)))
+                    d_offset += 1 / (1 + math.exp(-s_neg))  # d/ds of -log(1 - sigmoid(s))
     assert got.item() == pytest.approx(total / n, rel=1e-5)
+    if b0 is not None:  # the offset's gradient: every score's derivative, summed, over the real targets
+        got.backward()
+        assert b0.grad.item() == pytest.approx(d_offset / n, rel=1e-5)
     # One target per sequence ([B, d] rows, last-position training) is the one-position case.
     one = gbce_loss(h[:, 1], emb, targets[:, 1], negatives, N_ITEMS, t)
     assert one.item() == pytest.approx(gbce_loss(h[:, 1:2], emb, targets[:, 1:2], negatives, N_ITEMS, t).item())
@@ -516,6 +524,71 @@ def test_gbce_draws_negatives_per_sequence():
     batch = make_batch(dataset().items, training_samples(dataset(), "all_positions", 6), np.arange(4))
     loss_mod(batch).backward()
     assert seen == [4 * 3]  # four sequences, three negatives each
+
+
+@pytest.mark.parametrize("loss,gbce_offset,has_offset", [
+    ("gbce", True, True), ("gbce", False, False), ("sampled_softmax", True, False), ("ce", True, False)])
+def test_only_gbce_owns_a_score_offset_which_starts_at_one_items_log_odds(loss, gbce_offset, has_offset):
+    from glintru.engine.loss import make_sequence_loss
+    from glintru.engine.optim import make_optimizer
+
+    cfg = tiny_cfg("glintru", loss=loss, gbce_offset=gbce_offset, num_negatives_train=3).train
+    model = build_model(tiny_cfg("glintru"), N_ITEMS)
+    loss_mod = make_sequence_loss(model, cfg, N_ITEMS, torch.ones(N_ITEMS + 1))
+    own = loss_mod.own_parameters()
+    assert len(own) == int(has_offset)
+    if not has_offset:
+        assert loss_mod.own_state() == {}
+        return
+    assert own[0].item() == pytest.approx(-math.log(N_ITEMS - 1))
+    opt = make_optimizer(model, cfg, N_ITEMS, extra=own)
+    (group_model, group_own) = opt.parts["adam"].param_groups
+    assert group_own["params"] == own and group_own["weight_decay"] == 0.0
+    assert len(group_model["params"]) == len(list(model.parameters()))
+    batch = make_batch(dataset().items, training_samples(dataset(), "all_positions", 6), np.arange(4))
+    loss_mod(batch).backward()
+    assert own[0].grad is not None and own[0].grad.item() != 0.0
+    loss_mod.load_own_state({"score_offset": torch.tensor(-3.0)})
+    assert loss_mod.own_state()["score_offset"].item() == -3.0
+    with pytest.raises(ValueError, match="the saved loss parameters are none, this loss has"):
+        loss_mod.load_own_state({})
+
+
+def test_a_gbce_run_trains_its_offset_and_an_offsetless_checkpoint_says_how_to_resume(tmp_path):
+    data = dataset()
+    cfg = tiny_cfg("glintru", max_epochs=1, loss="gbce", num_negatives_train=8)
+    result = fit(cfg, data, tmp_path / "run", progress=False)
+    start = -math.log(N_ITEMS - 1)
+    assert result.history[0]["train/score_offset"] != pytest.approx(start, abs=1e-6)  # it moved
+    ckpt = tmp_path / "run" / "checkpoints" / "epoch_0001"
+    saved = load_checkpoint(ckpt)
+    assert saved["loss"]["score_offset"].item() == pytest.approx(result.history[0]["train/score_offset"])
+    del saved["loss"]  # a checkpoint that lost its loss state does not resume with a fresh offset
+    torch.save(saved, ckpt / "checkpoint.pt")
+    with pytest.raises(UserError, match="cannot resume: the saved loss parameters are none, this loss has"):
+        fit(cfg.replace(max_epochs=2), data, tmp_path / "run", progress=False, resume_from=ckpt)
+    plain = fit(tiny_cfg("glintru", max_epochs=1, loss="gbce", gbce_offset=False, num_negatives_train=8), data,
+                tmp_path / "plain", progress=False)
+    assert "train/score_offset" not in plain.history[0]
+    # A checkpoint written before the offset existed (no "loss" entry, no gbce_offset key) resumes
+    # only as what it was: the error names the setting.
+    f = tmp_path / "plain" / "checkpoints" / "epoch_0001" / "checkpoint.pt"
+    state = torch.load(f, weights_only=True)
+    del state["loss"], state["config"]["gbce_offset"]
+    torch.save(state, f)
+    with pytest.raises(UserError, match=r"cannot resume with a different configuration \(gbce_offset: False -> True\)"):
+        fit(cfg.replace(max_epochs=2), data, tmp_path / "plain", progress=False, resume_from=f.parent)
+    resumed = fit(tiny_cfg("glintru", max_epochs=2, loss="gbce", gbce_offset=False, num_negatives_train=8), data,
+                  tmp_path / "plain", progress=False, resume_from=f.parent)
+    assert len(resumed.history) == 2
+    # Other losses never had an offset: their checkpoints without the key resume at the default.
+    fit(tiny_cfg("glintru", max_epochs=1), data, tmp_path / "ce", progress=False)
+    f = tmp_path / "ce" / "checkpoints" / "epoch_0001" / "checkpoint.pt"
+    state = torch.load(f, weights_only=True)
+    del state["loss"], state["config"]["gbce_offset"]
+    torch.save(state, f)
+    assert len(fit(tiny_cfg("glintru", max_epochs=2), data, tmp_path / "ce", progress=False,
+                   resume_from=f.parent).history) == 2
 
 
 def test_popularity_sampler_follows_training_counts():

@@ -37,6 +37,12 @@ def test_the_bias_wrapper_is_gbce_on_every_score_shifted_by_the_bias():
     assert float(got) == pytest.approx(float(torch.stack(terms).mean()), rel=1e-5)
     got.backward()  # the offset learns: a gradient reaches it
     assert bias.grad is not None and float(bias.grad.abs()) > 0
+    # The engine's own offset (gbce_offset=true) is the same loss and the same gradient.
+    engine_bias = bias.detach().clone().requires_grad_(True)
+    engine = gbce_loss(h, emb, targets, negatives, 5, 0.75, offset=engine_bias)
+    assert float(engine) == pytest.approx(float(got), rel=1e-6)
+    engine.backward()
+    assert float(engine_bias.grad) == pytest.approx(float(bias.grad), rel=1e-5)
 
 
 def test_variant_options_are_split_from_config_overrides_and_unknown_ones_named():
@@ -45,6 +51,8 @@ def test_variant_options_are_split_from_config_overrides_and_unknown_ones_named(
         {}, {"logit_bias": 1, "logit_bias_init": -8.2})
     with pytest.raises(SystemExit, match="bench.typo"):
         gbce_saturation.parse_variant("loss=gbce,bench.typo=1")
+    with pytest.raises(SystemExit, match="bench.logit_bias is a second offset on top of gbce_offset=true"):
+        gbce_saturation.run_variant({}, "loss=gbce,gbce_offset=true,bench.logit_bias=1", "unused", 1)
 
 
 def test_the_collapse_probes_on_a_model_whose_items_share_one_vector():

@@ -222,7 +222,7 @@ def test_a_configuration_already_trained_under_another_name_is_recorded_not_trai
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "skip ml-1m glintru-loss_ce (default) seed 1: the same configuration as glintru-norm_kernel__seed1.json"
     # the sampled losses differ from it: they would train (their configs are printed)
-    assert [line.split(" ", 3)[1] for line in out[1:]] == ["glintru-loss_sampled", "glintru-loss_gbce"]
+    assert [line.split(" ", 3)[1] for line in out[1:]] == ["glintru-loss_sampled", "glintru-loss_gbce", "glintru-loss_gbce_offset"]
     ce = result_path(res, "ml-1m", "glintru-loss_ce", 1)
     assert not ce.exists()  # a dry run writes nothing
     # another seed is another run
@@ -288,6 +288,8 @@ def test_variant_groups_follow_their_base_model():
 
 def test_losses_are_captioned_by_the_configuration_they_trained_one_table_per_setting():
     plain = [run(n, 1, 0.02, loss=loss) for n, loss in (("glintru-loss_ce", "ce"), ("glintru-loss_gbce", "gbce"))]
+    del plain[1]["config"]["gbce_offset"]  # recorded before the key existed: gBCE had no offset then
+    plain.append(run("glintru-loss_gbce_offset", 1, 0.03, loss="gbce", gbce_offset=True))
     moved = run("glintru-loss_sampled", 1, 0.05, setting="tuned-overlap150", loss="sampled_softmax",
                 window_overlap=30, precision="bf16")
     moved["tuned_from"] = "ml-1m"
@@ -299,12 +301,12 @@ def test_losses_are_captioned_by_the_configuration_they_trained_one_table_per_se
     assert captions[1].startswith("Training losses (GLINT-RU with its configuration tuned on ml-1m, training "
                                   "windows overlapping by 30 items, seed 1, bf16;")
     rows = [line for line in lines if line.startswith("| `")]
-    assert [row.split(" | ")[0] for row in rows] == ["| `ce`", "| `gbce`", "| `sampled_softmax`"]
+    assert [row.split(" | ")[0] for row in rows] == ["| `ce`", "| `gbce`", "| `gbce + offset`", "| `sampled_softmax`"]
 
 
 def test_the_cost_figure_places_the_losses_where_a_dataset_has_no_model_runs():
     losses = [run("glintru-loss_ce", 1, 0.02, loss="ce", dataset="amazon-beauty-54k"),
-              run("glintru-loss_gbce", 1, 0.02, loss="gbce", dataset="amazon-beauty-54k")]
+              run("glintru-loss_gbce", 1, 0.02, loss="gbce", gbce_offset=False, dataset="amazon-beauty-54k")]
     assert report.efficiency_points(losses, "amazon-beauty-54k", {}) == {"loss ce": [losses[0]],
                                                                          "loss gbce": [losses[1]]}
     groups = {"sasrec": [run("sasrec", 1, 0.03)]}

@@ -108,13 +108,19 @@ class _Progress:
         )
 
 
+def _values_before_the_key(saved: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint written before a key existed trained with, where that is not the key's
+    default: gBCE ran without the score offset before ``gbce_offset`` existed."""
+    return {"gbce_offset": False} if saved.get("loss") == "gbce" else {}
+
+
 def _check_resume_config(run_cfg: RunConfig, saved: dict[str, Any], where: Path) -> None:
     now = run_cfg.to_flat()
-    defaults = build_config(run_cfg.model).to_flat()  # a key newer than the checkpoint: its default matches
-    diff = sorted(k for k in set(now) | set(saved) if now.get(k) != saved.get(k, defaults.get(k))
-                  and k not in RESUMABLE_CHANGES)
+    # a key newer than the checkpoint: its default matches, unless the old behaviour was another value
+    was = {**build_config(run_cfg.model).to_flat(), **_values_before_the_key(saved), **saved}
+    diff = sorted(k for k in set(now) | set(was) if now.get(k) != was.get(k) and k not in RESUMABLE_CHANGES)
     if diff:
-        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff)
+        detail = ", ".join(f"{k}: {was.get(k)!r} -> {now.get(k)!r}" for k in diff)
         raise UserError(f"{where}: cannot resume with a different configuration ({detail})")
 
 
@@ -164,7 +170,10 @@ def fit(
 
     torch.manual_seed(cfg.seed)
     model = build_model(run_cfg, data.n_items).to(device)
-    optimizer = make_optimizer(model, cfg, data.n_items, world_size)
+    encoder = torch.compile(model) if cfg.compile else model
+    seq_loss = make_sequence_loss(model, cfg, data.n_items, data.train_item_counts(), encoder=encoder)
+    own = seq_loss.own_parameters()  # the loss's own parameters (gBCE's score offset) train with the model
+    optimizer = make_optimizer(model, cfg, data.n_items, world_size, extra=own)
     history: list[dict[str, float]] = []
     best: dict[str, Any] = {"epoch": 0, "value": -math.inf, "metrics": {}}
     best_state: dict[str, Any] | None = None
@@ -176,6 +185,7 @@ def fit(
         ckpt = load_checkpoint(Path(resume_from), map_location=device)
         _check_resume_config(run_cfg, ckpt["config"], Path(resume_from))
         model.load_state_dict(ckpt["model"])
+        _load_loss_state(seq_loss, ckpt, Path(resume_from))
         optimizer.load_state_dict(ckpt["optimizer"])
         history = list(ckpt["history"])
         best = dict(ckpt["best"])
@@ -188,10 +198,7 @@ def fit(
             if m in side:
                 side[m] = dict(saved)
 
-    encoder = torch.compile(model) if cfg.compile else model
-    loss_module: nn.Module = make_sequence_loss(model, cfg, data.n_items, data.train_item_counts(), encoder=encoder)
-    if wrap_model is not None:
-        loss_module = wrap_model(loss_module)
+    loss_module: nn.Module = seq_loss if wrap_model is None else wrap_model(seq_loss)
     samples = training_samples(data, cfg.objective, cfg.max_len, cfg.window_overlap)
     if len(samples) == 0:
         raise UserError(f"{data.path}: no training samples (every user has fewer than 2 training items)")
@@ -226,7 +233,7 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                torch.nn.utils.clip_grad_norm_([*model.parameters(), *own], cfg.grad_clip)
             optimizer.step()
             loss_sum += loss.detach().double() * n
             n_targets += n
@@ -245,6 +252,7 @@ def fit(
             "train/loss": float(totals[0] / totals[1]) if totals[1] > 0 else math.nan,
             "train/targets_per_s": float(totals[1]) / max(epoch_s, 1e-9),
             "train/s": epoch_s,
+            **{f"train/{name}": float(v) for name, v in seq_loss.own_state().items()},
         }
         metrics.update(
             evaluate(model, data, "valid", cfg, negatives=negatives, rank=rank, world_size=world_size,
@@ -267,7 +275,7 @@ def fit(
         if rank == 0:
             ckpt_dir = save_checkpoint(out_dir, {
                 "format_version": FORMAT_VERSION, "epoch": epoch, "config": flat,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "loss": seq_loss.own_state(),
                 "metrics": metrics, "history": history, "best": best,
                 "best_model": None if best["epoch"] == epoch else best_state,
                 "stopped": stopped, "train_s": train_s, "also_best": side,
@@ -303,6 +311,15 @@ def fit(
     if rank == 0:
         _write_json(out_dir / "metrics.json", final_metrics(result))
     return result
+
+
+def _load_loss_state(seq_loss: nn.Module, ckpt: dict[str, Any], where: Path) -> None:
+    """Restore the loss's own parameters from a checkpoint (absent in checkpoints older than the key:
+    none)."""
+    try:
+        seq_loss.load_own_state(ckpt.get("loss") or {})
+    except ValueError as e:
+        raise UserError(f"{where}: cannot resume: {e}") from None
 
 
 def _diagnostics(model: nn.Module, items: torch.Tensor, device: torch.device) -> dict[str, float]:

@@ -18,6 +18,7 @@ form saves about a quarter of the step's arithmetic.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -169,7 +170,8 @@ def sampled_softmax_ce(h: torch.Tensor, item_emb: torch.Tensor, targets: torch.T
 
 
 def gbce_loss(h: torch.Tensor, item_emb: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor,
-              n_items: int, t: float, sparse: bool = False, neg_table: torch.Tensor | None = None) -> torch.Tensor:
+              n_items: int, t: float, sparse: bool = False, neg_table: torch.Tensor | None = None,
+              offset: torch.Tensor | None = None) -> torch.Tensor:
     """gBCE (Petrov & Macdonald, "gSASRec", RecSys 2023, Eq. 7-10), mean over real targets.
 
     loss = -beta * log sigmoid(s+) - sum_j log(1 - sigmoid(s-_j)), with the sampling rate
@@ -187,7 +189,8 @@ def gbce_loss(h: torch.Tensor, item_emb: torch.Tensor, targets: torch.Tensor, ne
         h: [B, N, d] hidden states (or [B, d], one target per sequence); targets: [B, N] (or [B]),
         0 = no target; negatives: [B, M] in 1..n_items; sparse: as in :func:`sampled_softmax_ce`;
         neg_table: the table the negatives' rows are read from (default ``item_emb``): the same values
-        with another gradient path, e.g. ``benchmarks/gbce_negatives.py``'s rescaled one.
+        with another gradient path, e.g. ``benchmarks/gbce_negatives.py``'s rescaled one;
+        offset: a scalar added to every score, the positive's and the negatives' (``gbce_offset``).
     """
     if h.dim() == 2:
         h, targets = h.unsqueeze(1), targets.unsqueeze(1)
@@ -199,6 +202,8 @@ def gbce_loss(h: torch.Tensor, item_emb: torch.Tensor, targets: torch.Tensor, ne
     pos = (h * F.embedding(targets, item_emb, sparse=sparse).float()).sum(-1)  # [B, N]
     table = item_emb if neg_table is None else neg_table
     neg = torch.bmm(h, F.embedding(negatives, table, sparse=sparse).float().transpose(1, 2))  # [B, N, M]
+    if offset is not None:  # one common shift: changes no ranking, only where the sigmoids sit
+        pos, neg = pos + offset.float(), neg + offset.float()
     hit = negatives.unsqueeze(1) == targets.unsqueeze(2)  # [B, N, M]
     neg_term = F.logsigmoid(-neg).masked_fill(hit, 0.0).sum(2)  # log(1 - sigmoid(s)) = logsigmoid(-s)
     return (-beta * F.logsigmoid(pos) - neg_term)[real].mean()
@@ -212,10 +217,18 @@ class SequenceLoss(nn.Module):
     positions); ``targets`` [B] means the last-position objective (``model.last_hidden``).
     ``encoder`` is the module that computes hidden states (the model itself or its
     ``torch.compile`` wrapper); ``model`` holds the parameters and ``item_embeddings``.
+
+    With ``gbce_offset`` (gBCE only) the loss owns one parameter of its own, ``score_offset``: a
+    scalar added to every score, started at log(1 / (n_items - 1)), the log-odds of one item
+    against the rest. A sum of sigmoids is not shift-invariant: hundreds of negatives per sequence
+    against one positive pull every score down together, and a model without a free offset builds
+    one out of its hidden states and item table (docs/model.md, "Training losses"). The engine
+    trains it with the model (:meth:`own_parameters`) and checkpoints it (:meth:`own_state`).
     """
 
     def __init__(self, model: nn.Module, chunk: int, encoder: nn.Module | None = None, loss: str = "ce",
-                 sampler: NegativeSampler | None = None, num_negatives: int = 0, gbce_t: float = 0.75) -> None:
+                 sampler: NegativeSampler | None = None, num_negatives: int = 0, gbce_t: float = 0.75,
+                 gbce_offset: bool = False) -> None:
         super().__init__()
         self.model = model
         self.encoder = encoder if encoder is not None else model
@@ -225,6 +238,27 @@ class SequenceLoss(nn.Module):
         if loss != "ce" and (sampler is None or num_negatives < 1):
             raise ValueError(f"loss {loss!r} needs a sampler and num_negatives >= 1")
         self.loss, self.sampler, self.num_negatives, self.gbce_t = loss, sampler, num_negatives, gbce_t
+        self.score_offset: nn.Parameter | None = None
+        if loss == "gbce" and gbce_offset:
+            start = -math.log(max(1, sampler.n_items - 1))
+            self.score_offset = nn.Parameter(torch.full((), start, device=model.item_embeddings().device))
+
+    def own_parameters(self) -> list[nn.Parameter]:
+        """The loss's own trainable parameters (not the model's): ``[score_offset]`` or ``[]``."""
+        return [] if self.score_offset is None else [self.score_offset]
+
+    def own_state(self) -> dict[str, torch.Tensor]:
+        """The loss's own parameters by name, detached on the CPU (for a checkpoint)."""
+        return {} if self.score_offset is None else {"score_offset": self.score_offset.detach().cpu().clone()}
+
+    def load_own_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore :meth:`own_state`; its keys must be exactly this loss's."""
+        if set(state) != set(self.own_state()):
+            raise ValueError(f"the saved loss parameters are {sorted(state) or 'none'}, "
+                             f"this loss has {sorted(self.own_state()) or 'none'}")
+        if self.score_offset is not None:
+            with torch.no_grad():
+                self.score_offset.copy_(state["score_offset"])
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         items, targets = batch["items"], batch["targets"]  # [B, N], [B, N] or [B]
@@ -235,7 +269,8 @@ class SequenceLoss(nn.Module):
         sparse = bool(getattr(getattr(self.model, "item_embedding", None), "sparse", False))
         if self.loss == "gbce":  # negatives per sequence (see gbce_loss)
             negatives = self.sampler.draw(len(items) * self.num_negatives, h.device).view(len(items), -1)
-            return gbce_loss(h, emb, targets, negatives, self.sampler.n_items, self.gbce_t, sparse=sparse)
+            return gbce_loss(h, emb, targets, negatives, self.sampler.n_items, self.gbce_t, sparse=sparse,
+                             offset=self.score_offset)
         real = targets > 0
         rows, tgt = (h, targets) if one_target else (h[real], targets[real])  # [R, d], [R]
         if self.loss == "ce":
@@ -257,4 +292,5 @@ def make_sequence_loss(model: nn.Module, train_cfg: Any, n_items: int, train_cou
         counts = torch.as_tensor(train_counts) if train_counts is not None else None
         sampler = NegativeSampler(n_items, counts, mode)
     return SequenceLoss(model, train_cfg.loss_chunk, encoder=encoder, loss=train_cfg.loss, sampler=sampler,
-                        num_negatives=train_cfg.num_negatives_train, gbce_t=train_cfg.gbce_t)
+                        num_negatives=train_cfg.num_negatives_train, gbce_t=train_cfg.gbce_t,
+                        gbce_offset=train_cfg.gbce_offset)

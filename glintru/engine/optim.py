@@ -16,6 +16,7 @@ items; below that the dense update is cheap and exact Adam is kept.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -53,20 +54,26 @@ class ModelOptimizer:
 
     Has the optimizer methods the engine uses (``zero_grad``, ``step``, ``state_dict``,
     ``load_state_dict``). The dense form's state dict is plain Adam's, as in every checkpoint before
-    this class; the sparse form's is ``{"adam": ..., "sparse_adam": ...}``.
+    this class; the sparse form's is ``{"adam": ..., "sparse_adam": ...}``. Parameters outside the
+    model (``extra``: the loss's own) are a second Adam group, without weight decay.
     """
 
-    def __init__(self, model: nn.Module, lr: float, weight_decay: float, mode: str) -> None:
+    def __init__(self, model: nn.Module, lr: float, weight_decay: float, mode: str,
+                 extra: Sequence[nn.Parameter] = ()) -> None:
         self.mode = mode
         table = model.item_embedding.weight
         if mode == "sparse":
             model.item_embedding.sparse = True
             rest = [p for p in model.parameters() if p is not table]
-            self.parts = {"adam": torch.optim.Adam(rest, lr=lr, weight_decay=weight_decay),
-                          "sparse_adam": torch.optim.SparseAdam([table], lr=lr)}
         else:
             model.item_embedding.sparse = False
-            self.parts = {"adam": torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)}
+            rest = list(model.parameters())
+        groups: list[dict[str, Any]] = [{"params": rest}]
+        if extra:  # the loss's own parameters (gBCE's score offset): Adam without weight decay
+            groups.append({"params": list(extra), "weight_decay": 0.0})
+        self.parts = {"adam": torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)}
+        if mode == "sparse":
+            self.parts["sparse_adam"] = torch.optim.SparseAdam([table], lr=lr)
 
     @property
     def sparse(self) -> bool:
@@ -97,6 +104,9 @@ class ModelOptimizer:
             opt.load_state_dict(state[name])
 
 
-def make_optimizer(model: nn.Module, cfg: Any, n_items: int, world_size: int = 1) -> ModelOptimizer:
-    """The engine's optimiser for train config ``cfg`` (``lr``, ``weight_decay``, ``embedding_update``)."""
-    return ModelOptimizer(model, cfg.lr, cfg.weight_decay, resolve_embedding_update(cfg, n_items, world_size))
+def make_optimizer(model: nn.Module, cfg: Any, n_items: int, world_size: int = 1,
+                   extra: Sequence[nn.Parameter] = ()) -> ModelOptimizer:
+    """The engine's optimiser for train config ``cfg`` (``lr``, ``weight_decay``, ``embedding_update``);
+    ``extra``: parameters outside the model that train with it (the loss's ``own_parameters()``)."""
+    return ModelOptimizer(model, cfg.lr, cfg.weight_decay, resolve_embedding_update(cfg, n_items, world_size),
+                          extra=extra)
