@@ -48,15 +48,17 @@ def eval_fn_per_worker(config: dict) -> None:
 
 
 def ddp_step_fn_per_worker(config: dict) -> None:
-    """One DDP training step on this rank's own users; report the node and a parameter checksum."""
+    """One DDP training step on this rank's own users through the engine's loss module, wrapped as
+    the engine wraps it (gBCE, so the loss's own score offset is a DDP parameter too); report the
+    node, a parameter checksum and the offset."""
     import ray
     import ray.train
     import ray.train.torch
     import torch
-    import torch.nn.functional as F
 
     from glintru.config import config_from_flat
     from glintru.data.dataset import load_prepared
+    from glintru.engine.loss import make_sequence_loss
     from glintru.models import build_model
 
     ctx = ray.train.get_context()
@@ -64,17 +66,21 @@ def ddp_step_fn_per_worker(config: dict) -> None:
     run_cfg = config_from_flat(config["flat"])
     data = load_prepared(config["data_dir"])
     torch.manual_seed(0)
-    model = ray.train.torch.prepare_model(build_model(run_cfg, data.n_items))
-    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    model = build_model(run_cfg, data.n_items)
+    seq_loss = make_sequence_loss(model, run_cfg.train, data.n_items, None)
+    ddp = ray.train.torch.prepare_model(seq_loss)
+    own = seq_loss.own_parameters()
+    opt = torch.optim.SGD([*model.parameters(), *own], lr=0.5)
     users = range(rank, data.n_users, world)  # this rank's shard
     seqs = [data.sequence(u)[:4] for u in users]
-    x = torch.tensor([list(s[:3]) for s in seqs], dtype=torch.long)
-    y = torch.tensor([int(s[3]) for s in seqs], dtype=torch.long)
-    h = model(x)[:, -1]
-    loss = F.cross_entropy(h @ model.module.item_embeddings()[1:].T, y - 1)
+    batch = {"items": torch.tensor([list(s[:3]) for s in seqs], dtype=torch.long),
+             "targets": torch.tensor([int(s[3]) for s in seqs], dtype=torch.long),  # one target per sequence
+             "lengths": torch.full((len(seqs),), 3, dtype=torch.long)}
+    loss = ddp(batch)
     opt.zero_grad()
     loss.backward()
     opt.step()
     checksum = float(sum(p.double().sum() for p in model.parameters()))
+    offset = float(own[0]) if own else float("nan")
     ray.train.report({"node": ray.get_runtime_context().get_node_id(), "checksum": checksum, "rank": rank})
-    Path(config["out"], f"rank{rank}.txt").write_text(f"{ray.get_runtime_context().get_node_id()} {checksum!r}")
+    Path(config["out"], f"rank{rank}.txt").write_text(f"{ray.get_runtime_context().get_node_id()} {checksum!r} {offset!r}")

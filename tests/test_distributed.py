@@ -39,16 +39,22 @@ def test_two_workers_give_the_single_process_validation_metrics(ray_local, tmp_p
 
 def test_a_ddp_step_leaves_both_replicas_with_the_same_weights(ray_local, tmp_path):
     """Each rank takes one step on its own users (different gradients); DDP averages them, so both
-    replicas end with the same weights. (Workers on different hosts: test_netns_cluster.py.)"""
+    replicas end with the same weights, the gBCE loss's own score offset included (it moved).
+    (Workers on different hosts: test_netns_cluster.py.)"""
+    import math
+
+    from glintru.data.dataset import load_prepared
     from glintru.distributed.trainer import run_trainer
 
     data_dir = write_synthetic_dataset(tmp_path / "data")
     out = tmp_path / "out"
     out.mkdir()
-    run_trainer(tiny_run_cfg().to_flat(), data_dir, name="ddp-step", storage_path=str(tmp_path / "ray"), workers=2,
+    flat = tiny_run_cfg(loss="gbce", num_negatives_train=4).to_flat()
+    run_trainer(flat, data_dir, name="ddp-step", storage_path=str(tmp_path / "ray"), workers=2,
                 worker_fn=_with_out(out))
-    (_, w0), (_, w1) = ((out / f"rank{r}.txt").read_text().split() for r in (0, 1))
-    assert w0 == w1
+    (_, w0, b0), (_, w1, b1) = ((out / f"rank{r}.txt").read_text().split() for r in (0, 1))
+    assert w0 == w1 and b0 == b1
+    assert float(b0) != -math.log(load_prepared(data_dir).n_items - 1)  # the offset took the averaged step
 
 
 def _with_out(out: Path):
