@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 import time
 from pathlib import Path
 
@@ -404,6 +405,10 @@ def test_progress_lines_on_stderr(tmp_path, capsys):
     fit(tiny_cfg(max_epochs=1), dataset(), tmp_path, progress=True)
     err = capsys.readouterr().err
     assert err.startswith("epoch 1 loss ") and "targets/s" in err and "valid/full/ndcg@10" in err
+    assert "score offset" not in err
+    fit(tiny_cfg("glintru", max_epochs=1, loss="gbce", num_negatives_train=4), dataset(), tmp_path / "g", progress=True)
+    line = capsys.readouterr().err.splitlines()[0]
+    assert re.match(r"epoch 1 loss \d+\.\d{4} score offset -\d+\.\d{3} ", line), line  # gBCE shows its offset
 
 
 

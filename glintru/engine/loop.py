@@ -100,8 +100,9 @@ class _Progress:
             sys.stderr.write("\r\033[K")
         extra = [k for k in ("valid/full/ndcg@10", "valid/pop100/ndcg@10", valid_metric) if k in metrics]
         shown = " ".join(f"{k} {metrics[k]:.4f}" for k in dict.fromkeys(extra))
+        offset = f"score offset {metrics['train/score_offset']:.3f} " if "train/score_offset" in metrics else ""
         print(
-            f"epoch {int(metrics['epoch'])} loss {metrics['train/loss']:.4f} "
+            f"epoch {int(metrics['epoch'])} loss {metrics['train/loss']:.4f} {offset}"
             f"{metrics['train/targets_per_s']:,.0f} targets/s {metrics['train/s']:.1f}s {shown}",
             file=sys.stderr,
             flush=True,
