@@ -626,6 +626,21 @@ def test_train_item_counts_exclude_validation_and_test_items():
     assert data.train_item_counts().tolist() == [0, 1, 2, 0, 0, 0, 0]
 
 
+def test_forced_bf16_on_a_cpu_without_bf16_instructions_is_warned(monkeypatch, tmp_path, capsys):
+    from glintru.engine import precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    assert "emulated" in precision.emulated_bf16_warning("bf16", cpu)
+    assert precision.emulated_bf16_warning("fp32", cpu) == precision.emulated_bf16_warning("auto", cpu) == ""
+    fit(tiny_cfg(max_epochs=1, precision="bf16"), dataset(), tmp_path, progress=True)
+    assert capsys.readouterr().err.startswith("warning: precision=bf16 on a CPU without bf16 instructions")
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
+    assert precision.emulated_bf16_warning("bf16", cpu) == ""
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: frozenset())  # flags unreadable: no guess
+    assert precision.emulated_bf16_warning("bf16", cpu) == ""
+
+
 def test_precision_auto_uses_bf16_only_where_it_is_fast(monkeypatch):
     from glintru.engine import precision
 

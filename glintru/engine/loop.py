@@ -36,7 +36,7 @@ from glintru.engine.batching import epoch_batches, make_batch, training_samples
 from glintru.engine.checkpoint import FORMAT_VERSION, load_checkpoint, save_best, save_checkpoint
 from glintru.engine.loss import make_sequence_loss
 from glintru.engine.optim import make_optimizer
-from glintru.engine.precision import autocast_for, bf16_reason, resolve_precision
+from glintru.engine.precision import autocast_for, bf16_reason, emulated_bf16_warning, resolve_precision
 from glintru.errors import UserError
 
 # Settings a resumed run may change: they do not affect the numbers of the epochs already done.
@@ -214,6 +214,8 @@ def fit(
     if meter.enabled and run_cfg.train.precision == "auto":
         print(f"precision=auto: {cfg.precision} ({bf16_reason(device)}); precision=fp32 or bf16 forces one",
               file=sys.stderr, flush=True)
+    if meter.enabled and emulated_bf16_warning(run_cfg.train.precision, device):
+        print(emulated_bf16_warning(run_cfg.train.precision, device), file=sys.stderr, flush=True)
 
     epoch = start_epoch
     while not stopped and epoch <= cfg.max_epochs:
