@@ -214,8 +214,9 @@ def fit(
     if meter.enabled and run_cfg.train.precision == "auto":
         print(f"precision=auto: {cfg.precision} ({bf16_reason(device)}); precision=fp32 or bf16 forces one",
               file=sys.stderr, flush=True)
-    if meter.enabled and emulated_bf16_warning(run_cfg.train.precision, device):
-        print(emulated_bf16_warning(run_cfg.train.precision, device), file=sys.stderr, flush=True)
+    slow_bf16 = emulated_bf16_warning(run_cfg.train.precision, device)
+    if meter.enabled and slow_bf16:
+        print(slow_bf16, file=sys.stderr, flush=True)
 
     epoch = start_epoch
     while not stopped and epoch <= cfg.max_epochs:
