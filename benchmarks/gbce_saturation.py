@@ -133,7 +133,8 @@ def run_variant(base: dict[str, Any], variant: str, data_dir: str, epochs: int) 
         bias = getattr(holder["model"], "bench_logit_bias", None)
         epochs_out.append({"epoch": metrics["epoch"], "train_loss": metrics["train/loss"],
                            "valid_ndcg10": metrics["valid/full/ndcg@10"], **saturation(holder["model"], probe_items),
-                           **({"logit_bias": float(bias.detach())} if bias is not None else {})})
+                           **({"logit_bias": float(bias.detach())} if bias is not None else {}),
+                           **({"score_offset": metrics["train/score_offset"]} if "train/score_offset" in metrics else {})})
 
     loop.make_sequence_loss = capture
     if bench.get("logit_bias"):
