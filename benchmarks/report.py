@@ -134,6 +134,13 @@ def cpu_short(cpu: str) -> str:
                     if w not in ("Intel", "AMD", "Processor", "CPU"))
 
 
+def cpu_label(machine: dict[str, Any], short: bool = True) -> str:
+    """A run's CPU as tables name it: the model (shortened) and, where recorded, its widest matmul
+    instructions (``AMD EPYC`` names CPUs with and without AVX512-BF16 alike)."""
+    name = cpu_short(machine["cpu"]) if short else machine["cpu"]
+    return f"{name} ({machine['cpu_isa']})" if machine.get("cpu_isa") else name
+
+
 def run_stem(run: dict[str, Any]) -> str:
     """The run's JSON file name without ``.json`` (as reproduce.py names it)."""
     from reproduce import run_label
@@ -210,7 +217,7 @@ def model_table(dataset: str, groups: dict[str, list[dict[str, Any]]],
             ", ".join(f"{r['epochs']} ({r['best_epoch']})" for r in rs),
             f"{statistics.mean(r['train_s'] for r in rs) / 60:.1f}",
             f"{statistics.mean(r['latency_ms_per_user'] for r in rs):.2f}",
-            ", ".join(sorted({cpu_short(r["machine"]["cpu"]) for r in rs if "machine" in r})),
+            ", ".join(sorted({cpu_label(r["machine"]) for r in rs if "machine" in r})),
             "/".join(sorted({r["config"].get("precision", "fp32") for r in rs})),
             *anchor_cells(dataset, label, rs, masking),
         ]
@@ -299,7 +306,7 @@ def losses_table(runs: list[dict[str, Any]], dataset: str) -> list[str]:
     if not rs:
         return []
     head = ["loss", "negatives", "full HR@10", "full NDCG@10", "pop100 NDCG@10", "epochs (best)", "train min",
-            "median targets/s"]
+            "median targets/s", "precision", "CPU"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in LOSS_ORDER:
         if name not in rs:
@@ -310,7 +317,8 @@ def losses_table(runs: list[dict[str, Any]], dataset: str) -> list[str]:
             f"`{loss_label(c)}`", "all items" if c["loss"] == "ce" else str(c["num_negatives_train"]),
             f"{100 * m['test/full/hr@10']:.2f}", f"{100 * m['test/full/ndcg@10']:.2f}",
             f"{100 * m['test/pop100/ndcg@10']:.2f}", f"{r['epochs']} ({r['best_epoch']})",
-            f"{r['train_s'] / 60:.1f}", f"{rate:,.0f}",
+            f"{r['train_s'] / 60:.1f}", f"{rate:,.0f}", c.get("precision", "fp32"),
+            cpu_label(r["machine"]) if "machine" in r else "n/a",
         ]) + " |")
     return lines
 
@@ -329,8 +337,8 @@ def losses_section(runs: list[dict[str, Any]], dataset: str) -> list[str]:
         overlap = first["config"].get("window_overlap", 0)
         if overlap:
             base += f", training windows overlapping by {overlap} items"
-        lines += [f"Training losses ({base}, seed 1, {first['config'].get('precision', 'fp32')}; the sampled "
-                  "softmax shares its negatives across the batch, gBCE draws them per sequence):", ""]
+        lines += [f"Training losses ({base}, seed 1; the sampled softmax shares its negatives across the batch, "
+                  "gBCE draws them per sequence; compare times within one CPU and precision only):", ""]
         lines += losses_table(rs, dataset) + [""]
     return lines
 
@@ -405,8 +413,8 @@ def variants_table(runs: list[dict[str, Any]], dataset: str) -> list[str]:
             f"{100 * statistics.mean(nd):.2f}",
             f"{mean_std(bnd)} ({','.join(str(r['seed']) for r in base)})" if base else "none",
             gap, f"{per_epoch(rs)} / {per_epoch(base)}" if base else per_epoch(rs),
-            " / ".join(sorted({cpu_short(r["machine"]["cpu"]) for r in rs})) + (
-                " / " + ", ".join(sorted({cpu_short(r["machine"]["cpu"]) for r in base})) if base else ""),
+            " / ".join(sorted({cpu_label(r["machine"]) for r in rs})) + (
+                " / " + ", ".join(sorted({cpu_label(r["machine"]) for r in base})) if base else ""),
         ]) + " |")
     return lines
 
@@ -499,7 +507,7 @@ def report(runs: list[dict[str, Any]], studies: list[dict[str, Any]] | None = No
             lines += [f"### {ds}", "", "No converged run yet.", ""]
             continue
         groups = model_groups(runs, ds)
-        cpus = sorted({r["machine"]["cpu"] for r in runs if r["dataset"] == ds})
+        cpus = sorted({cpu_label(r["machine"], short=False) for r in runs if r["dataset"] == ds})
         lines += [f"### {ds}", "", f"Measured on: {', '.join(cpus)}; one torch thread per run, two runs at a time.", ""]
         if groups:
             lines += ["Models (test metrics in %, the best epoch on each protocol's own validation metric):", ""]

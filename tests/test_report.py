@@ -72,8 +72,10 @@ def test_losses_table_row_by_hand():
     r = run("glintru-loss_sampled", 1, 0.05, loss="sampled_softmax")
     r["name"] = "glintru-loss_sampled"
     r["history"] = [{"train/targets_per_s": v} for v in (100.0, 300.0, 200.0)]
+    r["machine"] = {"cpu": "AMD EPYC", "cpu_isa": "AVX2"}
     row = report.losses_table([r], "amazon-beauty")[2].split(" | ")
-    assert row == ["| `sampled_softmax`", "256", "10.00", "5.00", "20.00", "20 (10)", "10.0", "200 |"]
+    assert row == ["| `sampled_softmax`", "256", "10.00", "5.00", "20.00", "20 (10)", "10.0", "200", "fp32",
+                   "EPYC (AVX2) |"]
 
 
 def test_a_run_older_than_a_config_key_still_counts_as_a_default_seed():
@@ -297,11 +299,12 @@ def test_losses_are_captioned_by_the_configuration_they_trained_one_table_per_se
         r["history"] = [{"train/targets_per_s": 1.0}]
     lines = report.losses_section([*plain, moved], "amazon-beauty")
     captions = [line for line in lines if line.startswith("Training losses")]
-    assert captions[0].startswith("Training losses (GLINT-RU at the protocol's settings, seed 1, fp32;")
+    assert captions[0].startswith("Training losses (GLINT-RU at the protocol's settings, seed 1;")
     assert captions[1].startswith("Training losses (GLINT-RU with its configuration tuned on ml-1m, training "
-                                  "windows overlapping by 30 items, seed 1, bf16;")
-    rows = [line for line in lines if line.startswith("| `")]
-    assert [row.split(" | ")[0] for row in rows] == ["| `ce`", "| `gbce`", "| `gbce + offset`", "| `sampled_softmax`"]
+                                  "windows overlapping by 30 items, seed 1;")
+    rows = [line.split(" | ") for line in lines if line.startswith("| `")]
+    assert [row[0] for row in rows] == ["| `ce`", "| `gbce`", "| `gbce + offset`", "| `sampled_softmax`"]
+    assert [row[-2] for row in rows] == ["fp32", "fp32", "fp32", "bf16"]  # each row's precision
 
 
 def test_the_cost_figure_places_the_losses_where_a_dataset_has_no_model_runs():
@@ -339,3 +342,16 @@ def test_paired_table_row_by_hand():
     lines = report.paired_table("ml-1m", [row])
     assert lines[2] == ("| `glintru__seed1` | `sasrec__seed1` | +0.72 [+0.25, +1.18] | -0.10 [-1.02, +0.81] "
                         "| 3,021 / 2,713 |")
+
+
+def test_runs_record_the_cpus_matmul_instructions_and_tables_name_them():
+    import reproduce
+
+    text = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx fma avx2\n\nprocessor\t: 1\nmodel name\t: other\n"
+    assert reproduce.cpu_info(text) == ("AMD EPYC", "AVX2")
+    assert reproduce.cpu_info(text.replace("avx2", "avx2 avx512f avx512_bf16")) == ("AMD EPYC", "AVX512_BF16")
+    assert reproduce.cpu_info("flags : fpu sse2\n") == ("", "")
+    assert report.cpu_label({"cpu": "AMD EPYC", "cpu_isa": "AVX2"}) == "EPYC (AVX2)"
+    assert report.cpu_label({"cpu": "AMD EPYC", "cpu_isa": "AVX2"}, short=False) == "AMD EPYC (AVX2)"
+    assert report.cpu_label({"cpu": "Intel(R) Xeon(R) Processor @ 2.60GHz"}) == "Xeon @ 2.60GHz"  # recorded before
+
