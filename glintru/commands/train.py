@@ -42,8 +42,9 @@ def config_help() -> str:
     return ("config keys for --set KEY=VALUE and --config files (docs/model.md explains them). "
             f"training keys (every model): {keys(TrainConfig)}. " + ". ".join(parts)
             + ". Losses: loss=ce (full softmax), sampled_softmax (num_negatives_train shared negatives, "
-            "log-Q corrected; the one to use for large catalogues), gbce (gSASRec; unstable with "
-            "GLINT-RU on ML-1M, docs/model.md section 6).")
+            "log-Q corrected; the one to use for large catalogues), gbce (gSASRec, with a learnable score "
+            "offset that keeps GLINT-RU from collapsing; gbce_offset=false is the published form, "
+            "docs/model.md section 6).")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
