@@ -294,6 +294,10 @@ def tuning_table(studies: list[dict[str, Any]], dataset: str) -> list[str]:
 LOSS_ORDER = ("glintru-loss_ce", "glintru-loss_sampled", "glintru-loss_gbce", "glintru-loss_gbce_offset")
 
 
+# Keys a losses-plan run sets itself, or that each row names (precision): not a variant's change.
+LOSS_PLAN_KEYS = frozenset({"loss", "gbce_offset", "precision", "window_overlap"})
+
+
 def loss_label(config: dict[str, Any]) -> str:
     """A loss as the tables name it; gBCE with the learnable score offset is ``gbce`` + offset (runs
     recorded before ``gbce_offset`` existed had none)."""
@@ -337,6 +341,9 @@ def losses_section(runs: list[dict[str, Any]], dataset: str) -> list[str]:
         overlap = first["config"].get("window_overlap", 0)
         if overlap:
             base += f", training windows overlapping by {overlap} items"
+        if not tuned and setting != "default":  # a tagged variant (--set ... --tag T): what it changed
+            changed = {k: v for k, v in (first.get("overrides") or {}).items() if k not in LOSS_PLAN_KEYS}
+            base += "".join(f", {k}={v}" for k, v in sorted(changed.items()))
         lines += [f"Training losses ({base}, seed 1; the sampled softmax shares its negatives across the batch, "
                   "gBCE draws them per sequence; compare times within one CPU and precision only):", ""]
         lines += losses_table(rs, dataset) + [""]

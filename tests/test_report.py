@@ -295,16 +295,21 @@ def test_losses_are_captioned_by_the_configuration_they_trained_one_table_per_se
     moved = run("glintru-loss_sampled", 1, 0.05, setting="tuned-overlap150", loss="sampled_softmax",
                 window_overlap=30, precision="bf16")
     moved["tuned_from"] = "ml-1m"
-    for r in (*plain, moved):
+    slower = run("glintru-loss_gbce_offset", 1, 0.035, setting="default-lr0.0003", loss="gbce", lr=0.0003)
+    slower["overrides"] = {"loss": "gbce", "gbce_offset": True, "precision": "fp32", "lr": 0.0003}
+    for r in (*plain, moved, slower):
         r["history"] = [{"train/targets_per_s": 1.0}]
-    lines = report.losses_section([*plain, moved], "amazon-beauty")
+    lines = report.losses_section([*plain, moved, slower], "amazon-beauty")
     captions = [line for line in lines if line.startswith("Training losses")]
+    assert captions[1].startswith("Training losses (GLINT-RU at the protocol's settings, lr=0.0003, seed 1;")
+    del captions[1]
     assert captions[0].startswith("Training losses (GLINT-RU at the protocol's settings, seed 1;")
     assert captions[1].startswith("Training losses (GLINT-RU with its configuration tuned on ml-1m, training "
                                   "windows overlapping by 30 items, seed 1;")
     rows = [line.split(" | ") for line in lines if line.startswith("| `")]
-    assert [row[0] for row in rows] == ["| `ce`", "| `gbce`", "| `gbce + offset`", "| `sampled_softmax`"]
-    assert [row[-2] for row in rows] == ["fp32", "fp32", "fp32", "bf16"]  # each row's precision
+    assert [row[0] for row in rows] == ["| `ce`", "| `gbce`", "| `gbce + offset`", "| `gbce + offset`",
+                                        "| `sampled_softmax`"]
+    assert [row[-2] for row in rows] == ["fp32", "fp32", "fp32", "fp32", "bf16"]  # each row's precision
 
 
 def test_the_cost_figure_places_the_losses_where_a_dataset_has_no_model_runs():
