@@ -294,10 +294,6 @@ def tuning_table(studies: list[dict[str, Any]], dataset: str) -> list[str]:
 LOSS_ORDER = ("glintru-loss_ce", "glintru-loss_sampled", "glintru-loss_gbce", "glintru-loss_gbce_offset")
 
 
-# Keys a losses-plan run sets itself, or that each row names (precision): not a variant's change.
-LOSS_PLAN_KEYS = frozenset({"loss", "gbce_offset", "precision", "window_overlap"})
-
-
 def loss_label(config: dict[str, Any]) -> str:
     """A loss as the tables name it; gBCE with the learnable score offset is ``gbce`` + offset (runs
     recorded before ``gbce_offset`` existed had none)."""
@@ -330,7 +326,11 @@ def losses_table(runs: list[dict[str, Any]], dataset: str) -> list[str]:
 def losses_section(runs: list[dict[str, Any]], dataset: str) -> list[str]:
     """One captioned losses table per base configuration (the runs' setting): the caption says which
     GLINT-RU the losses trained (protocol defaults or a tuned configuration, the window overlap)."""
+    from reproduce import LOSS_RUNS
+
     mine = [r for r in runs if r["dataset"] == dataset and r["name"] in LOSS_ORDER and r["seed"] == 1]
+    # keys the plan's runs set themselves, or that every row names: not a tagged variant's change
+    plan_keys = {k for _, over in LOSS_RUNS.values() for k in over} | {"precision", "window_overlap"}
     lines: list[str] = []
     for setting in sorted({r.get("setting", "default") for r in mine}):
         rs = [r for r in mine if r.get("setting", "default") == setting]
@@ -342,7 +342,7 @@ def losses_section(runs: list[dict[str, Any]], dataset: str) -> list[str]:
         if overlap:
             base += f", training windows overlapping by {overlap} items"
         if not tuned and setting != "default":  # a tagged variant (--set ... --tag T): what it changed
-            changed = {k: v for k, v in (first.get("overrides") or {}).items() if k not in LOSS_PLAN_KEYS}
+            changed = {k: v for k, v in (first.get("overrides") or {}).items() if k not in plan_keys}
             base += "".join(f", {k}={v}" for k, v in sorted(changed.items()))
         lines += [f"Training losses ({base}, seed 1; the sampled softmax shares its negatives across the batch, "
                   "gBCE draws them per sequence; compare times within one CPU and precision only):", ""]

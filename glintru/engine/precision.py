@@ -19,6 +19,7 @@ import torch
 # A probe speed-up this large left the whole step faster in bf16 (AMD EPYC: probe 2-3x, step 1.85x).
 CPU_BF16_MIN_SPEEDUP = 1.5
 _PROBE_SHAPE = (1024, 128, 2048)  # rows x d x items: a slice of the loss's logits matmul
+BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # CPU flags of native bf16 matmul instructions
 
 
 @functools.lru_cache(maxsize=1)
@@ -40,7 +41,7 @@ def cpu_bf16_speedup(reps: int = 5) -> float:
     the current torch threads (best of ``reps`` each, after a warm-up); 0.0 when the CPU has no
     bf16 instructions (``avx512_bf16``, ``amx_bf16``) to try. Measured once per process."""
     flags = _cpu_flags()
-    if not flags & {"avx512_bf16", "amx_bf16"}:
+    if not flags & BF16_FLAGS:
         return 0.0
     rows, d, items = _PROBE_SHAPE
     gen = torch.Generator().manual_seed(0)
@@ -78,7 +79,7 @@ def bf16_reason(device: torch.device) -> str:
     flags = _cpu_flags()
     if "amx_bf16" in flags:
         return "this CPU has AMX tiles"
-    if not flags & {"avx512_bf16", "amx_bf16"}:
+    if not flags & BF16_FLAGS:
         return "this CPU has no bf16 instructions"
     return f"bf16 matmul {cpu_bf16_speedup():.1f}x fp32 on this CPU"
 
@@ -88,7 +89,7 @@ def emulated_bf16_warning(precision: str, device: torch.device) -> str:
     instructions: there torch emulates bf16 matmuls, several times slower than fp32 (a [4096, 128]
     by [128, 3706] matmul, one thread, AMD EPYC with AVX2 only: 0.76 s against 0.12 s); "" otherwise."""
     flags = _cpu_flags()
-    if precision != "bf16" or device.type != "cpu" or not flags or flags & {"avx512_bf16", "amx_bf16"}:
+    if precision != "bf16" or device.type != "cpu" or not flags or flags & BF16_FLAGS:
         return ""
     return ("warning: precision=bf16 on a CPU without bf16 instructions (no avx512_bf16 or amx_bf16): "
             "its bf16 matmuls are emulated, several times slower than fp32; precision=auto picks fp32 here")
