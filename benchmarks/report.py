@@ -355,7 +355,7 @@ def ablation_table(runs: list[dict[str, Any]], dataset: str) -> list[str]:
     if not rs:
         return []
     head = ["variant", "attn_norm", "experts", "kernel", "full HR@10", "full NDCG@10", "pop100 NDCG@10",
-            "epochs (best)", "final mix (GRU share)"]
+            "epochs (best)", "mix at best (GRU share)", "train min", "precision", "CPU"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in ABLATION_ORDER:
         if name not in rs:
@@ -366,6 +366,7 @@ def ablation_table(runs: list[dict[str, Any]], dataset: str) -> list[str]:
             f"`{name}`", c["attn_norm"], c["experts"], str(c["kernel_size"]), f"{100 * m['test/full/hr@10']:.2f}",
             f"{100 * m['test/full/ndcg@10']:.2f}", f"{100 * m['test/pop100/ndcg@10']:.2f}",
             f"{r['epochs']} ({r['best_epoch']})", f"{mix:.2f}" if mix is not None else "",
+            f"{r['train_s'] / 60:.1f}", c.get("precision", "fp32"), cpu_label(r["machine"]) if "machine" in r else "n/a",
         ]) + " |")
     return lines
 

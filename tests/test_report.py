@@ -78,6 +78,20 @@ def test_losses_table_row_by_hand():
                    "EPYC (AVX2) |"]
 
 
+def test_ablation_row_by_hand_names_each_runs_precision_and_cpu():
+    # one table may mix runs of two CPUs and precisions (ML-1M's): each row says which
+    r = run("glintru-attn_only", 1, 0.1, experts="attention", precision="bf16")
+    r["history"] = [{"diag/mix_gru": 0.9}, {"diag/mix_gru": 0.0}] + [{"diag/mix_gru": 0.5}] * 18
+    r["best_epoch"], r["machine"] = 2, {"cpu": "AMD EPYC", "cpu_isa": "AVX512_BF16"}
+    bare = run("glintru-kernel1", 1, 0.09, kernel_size=1)  # an older JSON: no machine record, no mix diagnostic
+    bare["history"] = [{}] * 20
+    rows = [line.split(" | ") for line in report.ablation_table([bare, r], "amazon-beauty")[2:]]
+    assert rows[0] == ["| `glintru-attn_only`", "kernel", "attention", "3", "20.00", "10.00", "20.00", "20 (2)",
+                       "0.00", "10.0", "bf16", "EPYC (AVX512_BF16) |"]
+    assert rows[1] == ["| `glintru-kernel1`", "kernel", "both", "1", "18.00", "9.00", "20.00", "20 (10)", "",
+                       "10.0", "fp32", "n/a |"]
+
+
 def test_a_run_older_than_a_config_key_still_counts_as_a_default_seed():
     old = run("glintru-norm_kernel", 1, 0.0397)
     del old["config"]["embedding_update"]  # written before the key existed
