@@ -23,7 +23,7 @@ from glintru.tuning.smoke import write_synthetic_dataset
 PY = sys.executable
 N_TRIALS = 2
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.beside_units]  # a subprocess study: minutes
 
 
 def _tune(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:

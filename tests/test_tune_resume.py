@@ -22,7 +22,7 @@ from proc_helpers import descendants, free_port, kill_all, run_until_exit, stop_
 
 from glintru.tuning.smoke import write_synthetic_dataset
 
-pytestmark = pytest.mark.slow  # subprocess studies, Ray clusters or servers: minutes
+pytestmark = [pytest.mark.slow, pytest.mark.beside_units]  # subprocess studies: minutes
 
 PY = sys.executable
 N_TRIALS = 3
