@@ -141,6 +141,11 @@ def cpu_label(machine: dict[str, Any], short: bool = True) -> str:
     return f"{name} ({machine['cpu_isa']})" if machine.get("cpu_isa") else name
 
 
+def run_cpu(run: dict[str, Any]) -> str:
+    """A one-run row's CPU cell: "n/a" for a JSON written before runs recorded their machine."""
+    return cpu_label(run["machine"]) if "machine" in run else "n/a"
+
+
 def run_stem(run: dict[str, Any]) -> str:
     """The run's JSON file name without ``.json`` (as reproduce.py names it)."""
     from reproduce import run_label
@@ -317,8 +322,7 @@ def losses_table(runs: list[dict[str, Any]], dataset: str) -> list[str]:
             f"`{loss_label(c)}`", "all items" if c["loss"] == "ce" else str(c["num_negatives_train"]),
             f"{100 * m['test/full/hr@10']:.2f}", f"{100 * m['test/full/ndcg@10']:.2f}",
             f"{100 * m['test/pop100/ndcg@10']:.2f}", f"{r['epochs']} ({r['best_epoch']})",
-            f"{r['train_s'] / 60:.1f}", f"{rate:,.0f}", c.get("precision", "fp32"),
-            cpu_label(r["machine"]) if "machine" in r else "n/a",
+            f"{r['train_s'] / 60:.1f}", f"{rate:,.0f}", c.get("precision", "fp32"), run_cpu(r),
         ]) + " |")
     return lines
 
@@ -366,7 +370,7 @@ def ablation_table(runs: list[dict[str, Any]], dataset: str) -> list[str]:
             f"`{name}`", c["attn_norm"], c["experts"], str(c["kernel_size"]), f"{100 * m['test/full/hr@10']:.2f}",
             f"{100 * m['test/full/ndcg@10']:.2f}", f"{100 * m['test/pop100/ndcg@10']:.2f}",
             f"{r['epochs']} ({r['best_epoch']})", f"{mix:.2f}" if mix is not None else "",
-            f"{r['train_s'] / 60:.1f}", c.get("precision", "fp32"), cpu_label(r["machine"]) if "machine" in r else "n/a",
+            f"{r['train_s'] / 60:.1f}", c.get("precision", "fp32"), run_cpu(r),
         ]) + " |")
     return lines
 
