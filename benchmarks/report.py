@@ -141,9 +141,14 @@ def cpu_label(machine: dict[str, Any], short: bool = True) -> str:
     return f"{name} ({machine['cpu_isa']})" if machine.get("cpu_isa") else name
 
 
-def run_cpu(run: dict[str, Any]) -> str:
-    """A one-run row's CPU cell: "n/a" for a JSON written before runs recorded their machine."""
-    return cpu_label(run["machine"]) if "machine" in run else "n/a"
+def run_cpu(run: dict[str, Any], short: bool = True) -> str:
+    """A run's CPU as a cell names it: "n/a" for a JSON written before runs recorded their machine."""
+    return cpu_label(run["machine"], short) if "machine" in run else "n/a"
+
+
+def runs_cpus(runs: list[dict[str, Any]], short: bool = True) -> list[str]:
+    """The distinct CPUs of a group of runs, sorted (``run_cpu`` of each)."""
+    return sorted({run_cpu(r, short) for r in runs})
 
 
 def run_stem(run: dict[str, Any]) -> str:
@@ -222,7 +227,7 @@ def model_table(dataset: str, groups: dict[str, list[dict[str, Any]]],
             ", ".join(f"{r['epochs']} ({r['best_epoch']})" for r in rs),
             f"{statistics.mean(r['train_s'] for r in rs) / 60:.1f}",
             f"{statistics.mean(r['latency_ms_per_user'] for r in rs):.2f}",
-            ", ".join(sorted({cpu_label(r["machine"]) for r in rs if "machine" in r})),
+            ", ".join(runs_cpus(rs)),
             "/".join(sorted({r["config"].get("precision", "fp32") for r in rs})),
             *anchor_cells(dataset, label, rs, masking),
         ]
@@ -425,8 +430,7 @@ def variants_table(runs: list[dict[str, Any]], dataset: str) -> list[str]:
             f"{100 * statistics.mean(nd):.2f}",
             f"{mean_std(bnd)} ({','.join(str(r['seed']) for r in base)})" if base else "none",
             gap, f"{per_epoch(rs)} / {per_epoch(base)}" if base else per_epoch(rs),
-            " / ".join(sorted({cpu_label(r["machine"]) for r in rs})) + (
-                " / " + ", ".join(sorted({cpu_label(r["machine"]) for r in base})) if base else ""),
+            " / ".join(runs_cpus(rs)) + (" / " + ", ".join(runs_cpus(base)) if base else ""),
         ]) + " |")
     return lines
 
@@ -519,7 +523,7 @@ def report(runs: list[dict[str, Any]], studies: list[dict[str, Any]] | None = No
             lines += [f"### {ds}", "", "No converged run yet.", ""]
             continue
         groups = model_groups(runs, ds)
-        cpus = sorted({cpu_label(r["machine"], short=False) for r in runs if r["dataset"] == ds})
+        cpus = runs_cpus([r for r in runs if r["dataset"] == ds], short=False)
         lines += [f"### {ds}", "", f"Measured on: {', '.join(cpus)}; one torch thread per run, two runs at a time.", ""]
         if groups:
             lines += ["Models (test metrics in %, the best epoch on each protocol's own validation metric):", ""]

@@ -212,6 +212,15 @@ def test_a_key_newer_than_the_base_run_is_not_listed_as_changed():
     assert row[:2] == ["| `gru4rec` (default-recbole)", "embedding_size=64"]
 
 
+def test_a_run_without_a_machine_record_is_named_n_a_not_an_error():
+    base = run("gru4rec", 1, 0.0268)  # written before runs recorded their machine
+    variant = run("gru4rec", 1, 0.0256, setting="default-recbole", embedding_size=64)
+    variant["machine"] = {"cpu": "AMD EPYC", "cpu_isa": "AVX2"}
+    row = report.variants_table([base, variant], "amazon-beauty")[2].split(" | ")
+    assert row[-1] == "EPYC (AVX2) / n/a |"
+    assert report.runs_cpus([base, variant, base]) == ["EPYC (AVX2)", "n/a"]
+
+
 def test_a_variant_without_a_base_run_lists_what_set_changed_beyond_its_plan():
     variant = run("narm", 1, 0.0288, setting="default-recbole", embedding_size=64)
     variant["overrides"] = {"objective": "all_positions", "embedding_size": 64}  # the plan's key and --set's
