@@ -27,17 +27,35 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchinfo import machine, write_result
 
 
+def run_record(result_json: Path, work_dir: Path) -> tuple[dict, Path]:
+    """A run JSON of ``reproduce.py`` and the best weights it was written from, both checked to exist
+    (a JSON in git is not enough: the weights stay in the ``--work-dir`` of the machine that trained)."""
+    from glintru.errors import UserError
+
+    try:
+        rec = json.loads(result_json.read_text())
+        dataset = rec["dataset"]
+    except FileNotFoundError:
+        raise UserError(f"{result_json}: no such run JSON") from None
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+        raise UserError(f"{result_json}: not a run JSON of benchmarks/reproduce.py (no \"dataset\" field)") from None
+    stem = rec.get("same_run_as", result_json.name).removesuffix(".json")  # a twin's weights are its original's
+    weights = work_dir / "runs" / dataset / stem / "best.pt"
+    if not weights.is_file():
+        raise UserError(f"{result_json}: its weights {weights} are missing (--work-dir must be the one the run "
+                        "trained in)")
+    return rec, weights
+
+
 def load_run(result_json: Path, work_dir: Path) -> tuple[dict, object, object, object]:
     """A finished run of ``reproduce.py``: its record, best weights, prepared data and train config."""
     from glintru.config import build_config
     from glintru.data.dataset import load_prepared
     from glintru.loading import load_model
 
-    rec = json.loads(result_json.read_text())
-    stem = rec.get("same_run_as", result_json.name).removesuffix(".json")  # a twin's weights are its original's
-    run_dir = work_dir / "runs" / rec["dataset"] / stem
+    rec, weights = run_record(result_json, work_dir)
     data = load_prepared(work_dir / "data" / rec["dataset"])
-    model = load_model(run_dir / "best.pt").model
+    model = load_model(weights).model
     return rec, model, data, build_config(rec["model"], rec["config"]).train
 
 
@@ -67,6 +85,8 @@ def rescore(result_json: Path, work_dir: Path) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from glintru.errors import UserError
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", nargs="+", required=True, help="run JSON files of benchmarks/reproduce.py")
     ap.add_argument("--work-dir", required=True, help="reproduce.py's --work-dir (prepared data and run dirs)")
@@ -75,8 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     info = machine(args.threads)
-    rows = [{**rescore(Path(p), Path(args.work_dir)), "cpu": info["cpu"], "date_utc": info["date_utc"]}
-            for p in args.runs]
+    try:
+        for p in args.runs:  # every input checked before the first (slow) rescoring
+            run_record(Path(p), Path(args.work_dir))
+        rows = [{**rescore(Path(p), Path(args.work_dir)), "cpu": info["cpu"], "date_utc": info["date_utc"]}
+                for p in args.runs]
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     for r in rows:  # the unmasked score is the run's own test figure (same weights, same settings)
         if abs(r["kept_ndcg@10"] - r["recorded_ndcg@10"]) > 1e-6:
             print(f"warning: {r['run']}: unmasked NDCG@10 {r['kept_ndcg@10']:.6f} differs from the recorded "

@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchinfo import machine, write_result
-from history_masking import load_run, with_earlier_rows
+from history_masking import load_run, run_record, with_earlier_rows
 
 BOOTSTRAP = 10_000
 
@@ -65,13 +65,19 @@ def paired(a: np.ndarray, b: np.ndarray, seed: int = 0) -> dict[str, float]:
 
 
 def compare(base: Path, against: list[Path], work_dir: Path) -> list[dict[str, object]]:
+    from glintru.errors import UserError
+
+    dataset = run_record(base, work_dir)[0]["dataset"]
+    for other in against:  # every input checked before the first (slow) evaluation
+        if (other_ds := run_record(other, work_dir)[0]["dataset"]) != dataset:
+            raise UserError(f"{other}: dataset {other_ds}, not the same test users as {base} (dataset {dataset})")
     rec_a, ranks_a = user_ranks(base, work_dir)
     ua = per_user(ranks_a)
     rows = []
     for other in against:
         rec_b, ranks_b = user_ranks(other, work_dir)
-        if rec_b["dataset"] != rec_a["dataset"] or len(ranks_b) != len(ranks_a):
-            raise SystemExit(f"error: {other}: not the same test users as {base} (dataset {rec_b['dataset']})")
+        if len(ranks_b) != len(ranks_a):
+            raise UserError(f"{other}: {len(ranks_b)} test users, not the same as {base}'s {len(ranks_a)}")
         ub = per_user(ranks_b)
         row: dict[str, object] = {"dataset": rec_a["dataset"], "base": base.stem, "other": other.stem,
                                   "users": len(ranks_a), "base_better": int((ranks_a < ranks_b).sum()),
@@ -84,6 +90,8 @@ def compare(base: Path, against: list[Path], work_dir: Path) -> list[dict[str, o
 
 
 def main(argv: list[str] | None = None) -> int:
+    from glintru.errors import UserError
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", required=True, help="a run JSON of benchmarks/reproduce.py")
     ap.add_argument("--against", nargs="+", required=True, help="run JSONs of the same dataset to compare with")
@@ -93,7 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     info = machine(args.threads)
-    rows = compare(Path(args.base), [Path(p) for p in args.against], Path(args.work_dir))
+    try:
+        rows = compare(Path(args.base), [Path(p) for p in args.against], Path(args.work_dir))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     rows = with_earlier_rows(out, rows, ("dataset", "base", "other"))
     write_result(out, {"benchmark": "paired_users", "split": "test", "bootstrap": BOOTSTRAP, "rows": rows}, info,

@@ -1,6 +1,7 @@
 """benchmarks/reproduce.py end to end on a tiny Beauty-format file: one run trains in its own process
 and writes the contract JSON, a run of the same configuration under another plan's name is recorded
-from it without training, and a finished run is skipped."""
+from it without training, a finished run is skipped, and the scripts that rescore saved weights
+(history_masking.py, paired_users.py) agree with the recorded figures and name each bad input."""
 
 from __future__ import annotations
 
@@ -71,3 +72,32 @@ def test_a_run_writes_the_contract_json_and_its_twin_is_recorded_not_trained(tmp
     for r in rows:
         assert abs(r["kept_ndcg@10"] - rec["metrics"]["test/full/ndcg@10"]) < 1e-6
         assert r["masked_ndcg@10"] >= r["kept_ndcg@10"] and r["masked_hr@10"] >= r["kept_hr@10"]
+    # paired_users.py: a run against its twin (the same weights) differs for no user
+    import paired_users
+
+    paired_json = tmp_path / "paired.json"
+    work = ["--work-dir", str(tmp_path / "work"), "--out", str(paired_json)]
+    assert paired_users.main(["--base", str(path), "--against", str(path.parent / "glintru-loss_ce__seed3.json"),
+                              *work]) == 0
+    (row,) = json.loads(paired_json.read_text())["rows"]
+    assert (row["base_better"], row["other_better"], row["diff_ndcg@10"], row["users"]) == (0, 0, 0.0, 120)
+    # each bad input is one message naming its file, before any evaluation, and the output is untouched
+    before = paired_json.read_bytes()
+    capsys.readouterr()
+    gone = path.parent / "glintru-norm_none__seed3.json"
+    assert paired_users.main(["--base", str(path), "--against", str(gone), *work]) == 2
+    assert capsys.readouterr().err == f"error: {gone}: no such run JSON\n"
+    other_machine = tmp_path / "elsewhere.json"  # a run JSON from git whose weights are on another machine
+    other_machine.write_text(json.dumps({**rec, "name": "glintru-norm_none"}))
+    assert history_masking.main(["--runs", str(other_machine), "--work-dir", str(tmp_path / "work"),
+                                 "--out", str(tmp_path / "m2.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {other_machine}: its weights ") and "elsewhere/best.pt are missing" in err
+    ml = tmp_path / "work" / "runs" / "ml-1m" / "glintru-norm_kernel__seed3"
+    ml.mkdir(parents=True)
+    (ml / "best.pt").write_bytes((run_dir / "best.pt").read_bytes())
+    ml_json = tmp_path / "glintru-norm_kernel__seed3.json"
+    ml_json.write_text(json.dumps({**rec, "dataset": "ml-1m"}))
+    assert paired_users.main(["--base", str(path), "--against", str(ml_json), *work]) == 2
+    assert "dataset ml-1m, not the same test users as" in capsys.readouterr().err
+    assert paired_json.read_bytes() == before and not (tmp_path / "m2.json").exists()
