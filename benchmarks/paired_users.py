@@ -31,9 +31,9 @@ from history_masking import load_run, run_record, with_earlier_rows
 BOOTSTRAP = 10_000
 
 
-def user_ranks(result_json: Path, work_dir: Path) -> tuple[dict, np.ndarray]:
-    """The run's record and the 0-based full-ranking rank of every test user's target (in
-    ``data.eval_examples("test")`` order); checks them against the recorded NDCG@10."""
+def user_ranks(result_json: Path, work_dir: Path) -> np.ndarray:
+    """The 0-based full-ranking rank of every test user's target (in ``data.eval_examples("test")``
+    order), checked against the run's recorded NDCG@10."""
     from glintru.engine.evaluate import evaluate
 
     rec, model, data, train = load_run(result_json, work_dir)
@@ -45,7 +45,7 @@ def user_ranks(result_json: Path, work_dir: Path) -> tuple[dict, np.ndarray]:
     if abs(m["test/full/ndcg@10"] - rec["metrics"]["test/full/ndcg@10"]) > 1e-6:
         print(f"warning: {result_json.name}: NDCG@10 {m['test/full/ndcg@10']:.6f} differs from the recorded "
               f"{rec['metrics']['test/full/ndcg@10']:.6f}", file=sys.stderr)
-    return rec, ranks
+    return ranks
 
 
 def per_user(ranks: np.ndarray) -> dict[str, np.ndarray]:
@@ -71,15 +71,15 @@ def compare(base: Path, against: list[Path], work_dir: Path) -> list[dict[str, o
     for other in against:  # every input checked before the first (slow) evaluation
         if (other_ds := run_record(other, work_dir)[0]["dataset"]) != dataset:
             raise UserError(f"{other}: dataset {other_ds}, not the same test users as {base} (dataset {dataset})")
-    rec_a, ranks_a = user_ranks(base, work_dir)
+    ranks_a = user_ranks(base, work_dir)
     ua = per_user(ranks_a)
     rows = []
     for other in against:
-        rec_b, ranks_b = user_ranks(other, work_dir)
+        ranks_b = user_ranks(other, work_dir)
         if len(ranks_b) != len(ranks_a):
             raise UserError(f"{other}: {len(ranks_b)} test users, not the same as {base}'s {len(ranks_a)}")
         ub = per_user(ranks_b)
-        row: dict[str, object] = {"dataset": rec_a["dataset"], "base": base.stem, "other": other.stem,
+        row: dict[str, object] = {"dataset": dataset, "base": base.stem, "other": other.stem,
                                   "users": len(ranks_a), "base_better": int((ranks_a < ranks_b).sum()),
                                   "other_better": int((ranks_b < ranks_a).sum())}
         for metric in ("ndcg@10", "hr@10"):
