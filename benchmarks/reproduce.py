@@ -353,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
         results_dir = Path(args.results_dir)
         if not args.data_root:
             raise UserError("--data-root: required (a directory with ml-1m/, amazon-beauty/, amazon-video-games/)")
+        for opt, n in (("--jobs", args.jobs), ("--threads", args.threads)):
+            if n < 1:
+                raise UserError(f"{opt}: {n} is not a positive count")
         from glintru.config import parse_set_args
 
         plan = PLANS[args.plan]

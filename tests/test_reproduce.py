@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
@@ -101,3 +102,25 @@ def test_a_run_writes_the_contract_json_and_its_twin_is_recorded_not_trained(tmp
     assert paired_users.main(["--base", str(path), "--against", str(ml_json), *work]) == 2
     assert "dataset ml-1m, not the same test users as" in capsys.readouterr().err
     assert paired_json.read_bytes() == before and not (tmp_path / "m2.json").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--runs", "glintru-kernel7"], "--runs: unknown run(s) glintru-kernel7 in plan ablation; choose from glintru-norm_none,"),
+    (["--tag", "Fast Run"], "--tag: 'Fast Run' is not a short lower-case name"),
+    (["--jobs", "0"], "--jobs: 0 is not a positive count"),
+    (["--threads", "-1"], "--threads: -1 is not a positive count"),
+    (["--tuned-from", "amazon-beauty"], "--tuned-from: needs --tuned DIR"),
+    (["--set", "hidden_size=abc"], "hidden_size"),
+    (["--device", "cuda"], "--device cuda: torch sees no CUDA GPU here"),
+])
+def test_each_bad_option_is_one_error_line_and_nothing_is_written(tmp_path, capsys, monkeypatch, extra, message):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answer on a machine with a GPU
+    beauty_like(tmp_path / "data")
+    argv = ["--data-root", str(tmp_path / "data"), "--plan", "ablation", "--work-dir", str(tmp_path / "work"),
+            "--results-dir", str(tmp_path / "res"), *extra]
+    assert reproduce.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "res").exists() and not (tmp_path / "work").exists()
