@@ -293,7 +293,7 @@ def tuning_table(studies: list[dict[str, Any]], dataset: str) -> list[str]:
             return f"{x:.3g}" if x != int(x) else str(int(x))
 
         lines.append("| " + " | ".join([
-            f"`{st['model']}`", str(len(trials)), str(sum(int(float(t["epoch"])) for t in trials)),
+            f"`{st['model']}`" + (f" ({st['tag']})" if st.get("tag") else ""), str(len(trials)), str(sum(int(float(t["epoch"])) for t in trials)),
             f"{100 * float(first[metric]):.2f}" if first else "",
             f"{100 * float(best[metric]):.2f}", ", ".join(f"{k}={fmt(best[k])}" for k in keys),
             f"{sum(float(t['trial_s'] or 0) for t in trials) / 60:.0f}",

@@ -14,6 +14,12 @@ interrupted call resumes when run again. When a study finishes, its best configu
 ``benchmarks/results/tuning/<dataset>__<model>.json``. A model whose tuned YAML exists is skipped.
 ``--set KEY=VALUE`` fixes a value in every trial and so in the tuned YAML (``precision=bf16`` on a
 CPU with fast bf16: use it for every model of a dataset, so their runs stay comparable).
+``--tag NAME`` keeps such a second family of studies apart from the first (e.g. training on
+prefixes): its tuned YAMLs go to ``benchmarks/tuned-NAME/`` (the same file names, so
+``reproduce.py --tuned benchmarks/tuned-NAME --tag NAME`` reads them) and its trials to
+``tuning/<dataset>__<model>__NAME.json``:
+
+    python benchmarks/tune_models.py --data-root DATA --set objective=last_position --set batch_size=2048 --tag prefix
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -51,9 +58,16 @@ def first_trial(model: str, trials: list[dict[str, str]]) -> str | None:
     return None
 
 
+def study_key(dataset: str, model: str, tag: str | None = None) -> str:
+    """``<dataset>__<model>``, with ``__<tag>`` for a tagged family of studies: names its output
+    directory, log and trials file."""
+    return f"{dataset}__{model}" + (f"__{tag}" if tag else "")
+
+
 def tune_one(dataset: str, model: str, data_dir: Path, work_dir: Path, tuned_dir: Path, results_dir: Path,
-             max_concurrent: int, overrides: list[str] = ()) -> dict:
-    out = work_dir / "tune-out" / f"{dataset}__{model}"
+             max_concurrent: int, overrides: list[str] = (), tag: str | None = None) -> dict:
+    key = study_key(dataset, model, tag)
+    out = work_dir / "tune-out" / key
     cmd = [sys.executable, "-m", "glintru", "tune", "--search-space", str(SPACES / f"{model}.yaml"),
            "--data", str(data_dir), "--storage-path", str(work_dir / "tune"),
            "--mlflow-uri", f"sqlite:///{work_dir / 'mlflow.db'}", "--max-concurrent", str(max_concurrent),
@@ -63,7 +77,7 @@ def tune_one(dataset: str, model: str, data_dir: Path, work_dir: Path, tuned_dir
     for item in overrides:  # e.g. precision=bf16, the same for every model of a dataset
         cmd += ["--set", item]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread per trial
-    log = work_dir / "logs" / f"tune__{dataset}__{model}.log"
+    log = work_dir / "logs" / f"tune__{key}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with log.open("a") as fh:
@@ -77,14 +91,14 @@ def tune_one(dataset: str, model: str, data_dir: Path, work_dir: Path, tuned_dir
     with (out / "trials.csv").open() as fh:
         trials = list(csv.DictReader(fh))
     record_first = first_trial(model, trials)
-    record = {"dataset": dataset, "model": model, "search_space": f"benchmarks/spaces/{model}.yaml",
+    record = {"dataset": dataset, "model": model, "tag": tag, "search_space": f"benchmarks/spaces/{model}.yaml",
               "trials": trials, "first_trial": record_first, "overrides": list(overrides), "wall_s": round(wall, 1), "max_concurrent": max_concurrent,
               "best_config": (out / "best_config.yaml").read_text(), "machine": machine(),
               "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     results_dir.mkdir(parents=True, exist_ok=True)
-    tmp = results_dir / f"{dataset}__{model}.json.tmp"
+    tmp = results_dir / f"{key}.json.tmp"
     tmp.write_text(json.dumps(record, indent=1) + "\n")
-    tmp.replace(results_dir / f"{dataset}__{model}.json")
+    tmp.replace(results_dir / f"{key}.json")
     shutil.copyfile(out / "best_config.yaml", tuned_dir / f"{dataset}__{model}.yaml.tmp")
     (tuned_dir / f"{dataset}__{model}.yaml.tmp").replace(tuned_dir / f"{dataset}__{model}.yaml")
     return record
@@ -96,27 +110,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--datasets", nargs="+", default=["amazon-beauty"], choices=list(DATASETS))
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--work-dir", default=str(ROOT / "benchmarks" / "work"))
-    ap.add_argument("--tuned-dir", default=str(ROOT / "benchmarks" / "tuned"))
+    ap.add_argument("--tuned-dir", help="where the best configurations go (default: benchmarks/tuned, "
+                    "benchmarks/tuned-TAG with --tag)")
     ap.add_argument("--results-dir", default=str(ROOT / "benchmarks" / "results"),
                     help="the results directory, as for reproduce.py; each study's trials go to its tuning/")
     ap.add_argument("--max-concurrent", type=int, default=2, help="trials at once (one CPU and one thread each)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="a config value fixed for every trial of every study of this call, e.g. precision=bf16 "
                          "(use the same for every model of a dataset); repeatable")
+    ap.add_argument("--tag", help="name a second family of studies (with --set), kept apart from the first")
     args = ap.parse_args(argv)
+    if args.tag is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_.]*", args.tag):
+        print(f"error: --tag: {args.tag!r} is not a short lower-case name (letters, digits, '_', '.')", file=sys.stderr)
+        return 2
     work_dir = Path(args.work_dir).resolve()
-    tuned_dir, results_dir = Path(args.tuned_dir), Path(args.results_dir) / "tuning"
+    default_tuned = ROOT / "benchmarks" / ("tuned" if args.tag is None else f"tuned-{args.tag}")
+    tuned_dir = Path(args.tuned_dir) if args.tuned_dir else default_tuned
+    results_dir = Path(args.results_dir) / "tuning"
     failed = 0
     for ds in args.datasets:
         data_dir = prepare_dataset(Path(args.data_root), ds, work_dir).resolve()
         for model in args.models:
             if (tuned_dir / f"{ds}__{model}.yaml").is_file():
-                print(f"skip {ds} {model}: tuned configuration exists", flush=True)
+                print(f"skip {ds} {model}: {tuned_dir / f'{ds}__{model}.yaml'} exists", flush=True)
                 continue
             print(f"{time.strftime('%H:%M:%S')} tuning {ds} {model}", flush=True)
             try:
                 rec = tune_one(ds, model, data_dir, work_dir, tuned_dir, results_dir, args.max_concurrent,
-                               args.overrides)
+                               args.overrides, args.tag)
             except RuntimeError as exc:
                 failed += 1
                 print(f"{time.strftime('%H:%M:%S')} FAILED {ds} {model}: {exc}", flush=True)

@@ -42,3 +42,46 @@ def test_tune_models_writes_the_trials_under_results_tuning_and_the_best_config_
     assert sorted(p.name for p in (tmp_path / "res").rglob("*") if p.is_file()) == ["ml-1m__gru4rec.json"]
     # run again: the tuned file exists, so the model is skipped and no study starts
     assert tune_models.main(argv) == 0 and len(calls) == 1
+
+
+def test_a_tagged_family_of_studies_is_filed_apart_from_the_first(tmp_path, monkeypatch, capsys):
+    import json
+
+    import report
+    import tune_models
+
+    calls = []
+
+    def fake_tune(cmd, stdout, stderr, env, cwd):
+        calls.append(cmd)
+        out = Path(cmd[cmd.index("--out") + 1])
+        out.mkdir(parents=True)
+        (out / "trials.csv").write_text("trial_id,lr,emb_dropout,epoch,trial_s,valid/full/ndcg@10\na1,0.001,0.3,5,60,0.05\n")
+        fixed = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--set"]
+        objective = next((f.split("=")[1] for f in fixed if f.startswith("objective=")), "all_positions")
+        (out / "best_config.yaml").write_text(f"model: gru4rec\nlr: 0.001\nobjective: {objective}\n")
+        return 0
+
+    monkeypatch.setattr(tune_models.subprocess, "call", fake_tune)
+    monkeypatch.setattr(tune_models, "prepare_dataset", lambda root, ds, work: tmp_path / "data" / ds)
+    monkeypatch.setattr(tune_models, "ROOT", tmp_path)  # where the default tuned directories live
+    argv = ["--data-root", str(tmp_path), "--models", "gru4rec", "--work-dir", str(tmp_path / "work"),
+            "--results-dir", str(tmp_path / "res"), "--max-concurrent", "1"]
+    assert tune_models.main(argv) == 0
+    assert tune_models.main([*argv, "--set", "objective=last_position", "--tag", "last_position"]) == 0
+    assert [c[c.index("--out") + 1].rsplit("/", 1)[1] for c in calls] == [
+        "amazon-beauty__gru4rec", "amazon-beauty__gru4rec__last_position"]
+    first = (tmp_path / "benchmarks" / "tuned" / "amazon-beauty__gru4rec.yaml").read_text()
+    tagged = (tmp_path / "benchmarks" / "tuned-last_position" / "amazon-beauty__gru4rec.yaml").read_text()
+    assert (first.splitlines()[-1], tagged.splitlines()[-1]) == ("objective: all_positions", "objective: last_position")
+    files = sorted(p.name for p in (tmp_path / "res" / "tuning").iterdir())
+    assert files == ["amazon-beauty__gru4rec.json", "amazon-beauty__gru4rec__last_position.json"]
+    studies = [json.loads((tmp_path / "res" / "tuning" / f).read_text()) for f in files]
+    assert [s["tag"] for s in studies] == [None, "last_position"]
+    rows = [line.split(" | ")[0] for line in report.tuning_table(studies, "amazon-beauty")[2:]]
+    assert rows == ["| `gru4rec`", "| `gru4rec` (last_position)"]
+    # the tagged family has its own "already tuned" check, and a bad tag is one error line
+    assert tune_models.main([*argv, "--tag", "last_position"]) == 0 and len(calls) == 2
+    assert "tuned-last_position/amazon-beauty__gru4rec.yaml exists" in capsys.readouterr().out
+    assert tune_models.main([*argv, "--tag", "Prefix Runs"]) == 2
+    assert capsys.readouterr().err == "error: --tag: 'Prefix Runs' is not a short lower-case name (letters, digits, '_', '.')\n"
