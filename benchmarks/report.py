@@ -403,11 +403,17 @@ def variants_table(runs: list[dict[str, Any]], dataset: str) -> list[str]:
     head = ["variant", "changed", "seeds", "full NDCG@10 per seed", "mean", "base (seeds)", "difference / base std",
             "s per epoch: variant / base", "CPU: variant / base"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    groups = model_groups(runs, dataset)
     for (name, setting), rs in sorted(tagged.items()):
-        base_setting = setting.split("-", 1)[0]
-        base = sorted((r for r in runs if r["dataset"] == dataset and r["name"] == name
-                       and r.get("setting", "default") == base_setting), key=lambda r: r["seed"])
         rs = sorted(rs, key=lambda r: r["seed"])
+        base_setting = setting.split("-", 1)[0]
+        # the model table's group: a default GLINT-RU's ablation-run seeds and a tuned-on-another-dataset
+        # base count as in the main table; names outside it (ablation runs) by name and setting
+        base = groups.get(group_label(name, base_setting, tuned_source(rs[0])))
+        if base is None:
+            base = [r for r in runs if r["dataset"] == dataset and r["name"] == name
+                    and r.get("setting", "default") == base_setting and tuned_source(r) == tuned_source(rs[0])]
+        base = sorted(base, key=lambda r: r["seed"])
         nd = [r["metrics"]["test/full/ndcg@10"] for r in rs]
         bnd = [r["metrics"]["test/full/ndcg@10"] for r in base]
         # a key newer than the base run has its default there (what the base run trained with)

@@ -383,3 +383,16 @@ def test_runs_record_the_cpus_matmul_instructions_and_tables_name_them():
     assert report.cpu_label({"cpu": "AMD EPYC", "cpu_isa": "AVX2"}, short=False) == "AMD EPYC (AVX2)"
     assert report.cpu_label({"cpu": "Intel(R) Xeon(R) Processor @ 2.60GHz"}) == "Xeon @ 2.60GHz"  # recorded before
 
+
+
+def test_a_variant_of_the_default_takes_the_main_tables_seeds_as_its_base():
+    """A tagged default GLINT-RU is compared with every seed the model table counts as the default,
+    the ablation run with the default configuration included."""
+    runs = [run("glintru", 2, 0.0379), run("glintru-norm_kernel", 1, 0.0397),
+            run("glintru", 1, 0.0443, setting="default-prefix", objective="last_position", batch_size=2048)]
+    for r in runs:
+        r["history"] = [{"train/s": 30.0}]
+    (row,) = [line.split(" | ") for line in report.variants_table(runs, "amazon-beauty")[2:]]
+    # base seeds 1 and 2: mean 3.88 %, sample std 0.127 %; (4.43 - 3.88) / 0.127 = +4.3
+    assert row[:7] == ["| `glintru` (default-prefix)", "batch_size=2048, objective=last_position", "1", "4.43",
+                       "4.43", "3.88 ± 0.13 (1,2)", "+4.3"]
