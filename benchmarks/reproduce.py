@@ -207,6 +207,14 @@ def result_path(results_dir: Path, dataset: str, name: str, seed: int, setting: 
     return results_dir / "runs" / dataset / f"{run_label(name, setting, dataset, tuned_from)}__seed{seed}.json"
 
 
+def check_tag(tag: str | None) -> None:
+    """A ``--tag`` (here and in tune_models.py) names files: a short lower-case name, or None."""
+    from glintru.errors import UserError
+
+    if tag is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_.]*", tag):
+        raise UserError(f"--tag: {tag!r} is not a short lower-case name (letters, digits, '_', '.')")
+
+
 def twin_run(results_dir: Path, dataset: str, model: str, flat: dict[str, Any]) -> Path | None:
     """A finished run of ``dataset`` that trained exactly ``flat`` (same model, seed and every flat key;
     keys newer than that run count at their defaults), or None.
@@ -364,8 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise UserError(f"--runs: unknown run(s) {', '.join(unknown)} in plan {args.plan}; choose from {', '.join(plan)}")
         extra = parse_set_args(args.set)
-        if args.tag is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_.]*", args.tag):
-            raise UserError(f"--tag: {args.tag!r} is not a short lower-case name (letters, digits, '_', '.')")
+        check_tag(args.tag)
         if args.device == "cuda" and not args.dry_run:
             import torch
 

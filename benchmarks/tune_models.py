@@ -28,7 +28,6 @@ import argparse
 import csv
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -38,7 +37,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from reproduce import DATASETS, machine, prepare_dataset  # noqa: E402
+from reproduce import DATASETS, check_tag, machine, prepare_dataset  # noqa: E402
+
+from glintru.errors import UserError  # noqa: E402
 
 SPACES = ROOT / "benchmarks" / "spaces"
 MODELS = ("glintru", "sasrec_preln", "narm", "gru4rec", "sasrec_1block", "sasrec")
@@ -120,8 +121,10 @@ def main(argv: list[str] | None = None) -> int:
                          "(use the same for every model of a dataset); repeatable")
     ap.add_argument("--tag", help="name a second family of studies (with --set), kept apart from the first")
     args = ap.parse_args(argv)
-    if args.tag is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_.]*", args.tag):
-        print(f"error: --tag: {args.tag!r} is not a short lower-case name (letters, digits, '_', '.')", file=sys.stderr)
+    try:
+        check_tag(args.tag)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     work_dir = Path(args.work_dir).resolve()
     default_tuned = ROOT / "benchmarks" / ("tuned" if args.tag is None else f"tuned-{args.tag}")

@@ -384,7 +384,6 @@ def test_runs_record_the_cpus_matmul_instructions_and_tables_name_them():
     assert report.cpu_label({"cpu": "Intel(R) Xeon(R) Processor @ 2.60GHz"}) == "Xeon @ 2.60GHz"  # recorded before
 
 
-
 def test_a_variant_of_the_default_takes_the_main_tables_seeds_as_its_base():
     """A tagged default GLINT-RU is compared with every seed the model table counts as the default,
     the ablation run with the default configuration included."""
