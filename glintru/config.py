@@ -106,6 +106,11 @@ class TrainConfig:
     # target cut from a history longer than max_len still sees that many earlier items; 0 = disjoint
     # windows (the first targets of a window then see almost none). Costs up to L / (L - overlap) per target.
     window_overlap: int = 0
+    # How the targets of a step weigh: "batch" = the loss is the mean over the batch's targets, so every
+    # step weighs the same and a batch of short windows (few targets) gives each target more weight than
+    # one of long windows; "equal" = the batch's summed loss over the epoch's mean targets per batch, so
+    # every target of the epoch weighs the same (as last_position's equal-sized batches do by design).
+    target_weight: str = "batch"
     batch_size: int = 128  # global batch size in sequences (split across Ray Train workers)
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -187,6 +192,7 @@ MODELS: dict[str, ModelSpec] = {
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "objective": ("all_positions", "last_position"),
+    "target_weight": ("batch", "equal"),
     "precision": ("fp32", "bf16", "auto"),
     "negative_sampling": ("popularity", "uniform"),
     "loss": ("ce", "sampled_softmax", "gbce"),

@@ -17,7 +17,7 @@ from engine_fixtures import cyclic_sequences, make_dataset
 
 from glintru.config import build_config
 from glintru.engine import fit
-from glintru.engine.batching import Samples, epoch_batches, make_batch, training_samples
+from glintru.engine.batching import Samples, epoch_batches, make_batch, step_weights, training_samples
 from glintru.engine.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from glintru.engine.loop import FitResult, epoch_seed
 from glintru.engine.loss import SequenceLoss, full_softmax_ce
@@ -294,6 +294,73 @@ def test_fit_trains_on_overlapping_windows(tmp_path):
     assert max(np.diff(short.offsets)) - 2 <= 16
     a = fit(tiny_cfg("gru4rec", max_len=16), short, tmp_path / "a", progress=False)
     b = fit(tiny_cfg("gru4rec", max_len=16, window_overlap=9), short, tmp_path / "b", progress=False)
+    assert_same_run(a, b, tmp_path / "a", tmp_path / "b")
+
+
+def test_step_weights_hand_checked():
+    # Three users, training sequences of 4, 2 and 3 items: windows of 3, 1 and 2 targets.
+    data = make_dataset([[1, 2, 3, 4, 5, 6], [1, 2, 3, 4], [1, 2, 3, 4, 5]], n_items=6)
+    samples = training_samples(data, "all_positions", max_len=8)
+    assert samples.n.tolist() == [3, 1, 2]
+    batches = [np.array([0]), np.array([1, 2]), np.array([1])]  # 3, 3 and 1 targets: mean 7/3
+    assert np.allclose(step_weights(samples, batches, "equal"), [9 / 7, 9 / 7, 3 / 7])
+    assert step_weights(samples, batches, "batch") is None
+    prefixes = training_samples(data, "last_position", max_len=8)  # one target per sample
+    assert np.allclose(step_weights(prefixes, [np.arange(4), np.arange(4, 6)], "equal"), [4 / 3, 2 / 3])
+    with pytest.raises(ValueError, match="target_weight must be one of"):
+        step_weights(samples, batches, "users")
+
+
+def test_target_weight_config_error():
+    with pytest.raises(UserError, match="field 'target_weight': must be one of batch, equal, got 'user'"):
+        tiny_cfg(target_weight="user")
+
+
+def _first_grads(monkeypatch, cfg, data, out):
+    """Fit ``cfg`` and return a copy of every step's item-embedding gradient, and the result."""
+    from glintru.engine import loop
+
+    grads, real = [], loop.make_optimizer
+
+    def recording(model, *args, **kwargs):
+        opt = real(model, *args, **kwargs)
+        step = opt.step
+        emb = next(p for n, p in model.named_parameters() if "item" in n and p.dim() == 2)
+
+        def stepped():
+            grads.append(emb.grad.detach().clone())
+            step()
+        opt.step = stepped
+        return opt
+
+    monkeypatch.setattr(loop, "make_optimizer", recording)
+    result = fit(cfg, data, out, progress=False)
+    return grads, result
+
+
+def test_target_weight_equal_scales_each_step_by_its_targets(monkeypatch, tmp_path):
+    # Histories of 3..9 training items in windows of 6: batches of 4 windows hold different numbers
+    # of targets. Step k of "equal" is step k of "batch" times n_k / mean(n); the first step starts
+    # from the same weights, so its gradient is exactly that multiple.
+    data = make_dataset(cyclic_sequences(12, N_ITEMS, min_len=5, max_len=11), N_ITEMS)
+    base, _ = _first_grads(monkeypatch, tiny_cfg("gru4rec", max_epochs=1), data, tmp_path / "b")
+    equal, res = _first_grads(monkeypatch, tiny_cfg("gru4rec", max_epochs=1, target_weight="equal"), data,
+                              tmp_path / "e")
+    samples = training_samples(data, "all_positions", 6)
+    batches = epoch_batches(samples, 4, seed=tiny_cfg().train.seed, epoch=1)
+    w = step_weights(samples, batches, "equal")
+    assert len(equal) == len(batches) and not np.allclose(w, 1.0)
+    torch.testing.assert_close(equal[0], base[0] * float(w[0]))
+    assert math.isfinite(res.history[0]["train/loss"])
+
+
+def test_target_weight_is_a_no_op_on_equal_prefix_batches(tmp_path):
+    data = dataset()
+    n = len(training_samples(data, "last_position", 6))
+    bs = next(b for b in range(4, n) if n % b == 0)  # every batch the same size
+    a = fit(tiny_cfg("gru4rec", objective="last_position", batch_size=bs), data, tmp_path / "a", progress=False)
+    b = fit(tiny_cfg("gru4rec", objective="last_position", batch_size=bs, target_weight="equal"), data,
+            tmp_path / "b", progress=False)
     assert_same_run(a, b, tmp_path / "a", tmp_path / "b")
 
 

@@ -19,6 +19,13 @@ of input items, 1..max_len). The model reads ``items[start:start + n]`` (right-p
 - ``last_position`` (RecBole's data augmentation, used by the official code): one sample per prefix,
   input = the last L items before ``s[i]``, target = ``s[i]`` = ``items[start + n]``, i = 1..T-1.
 
+Step weights (``TrainConfig.target_weight``): ``batch`` leaves each step's loss the mean over its
+targets, so every step weighs the same; ``equal`` scales step k by ``n_k / mean(n)`` (its targets
+over the epoch's mean targets per batch on this rank), which makes every target of the epoch weigh the
+same. ``last_position`` batches hold ``batch_size`` targets each, so there the two differ only in a
+short last batch; ``all_positions`` batches of short windows hold few targets, so ``batch`` gives
+those targets (short histories' and the first ones of long histories) more weight than ``equal``.
+
 Batches are length-aware: samples are shuffled, stably sorted by ``n`` and chunked into global
 batches, whose order is then shuffled; all of it seeded by ``(seed, epoch)``. Rank r of
 ``world_size`` takes ``global_batch[r::world_size]`` of every global batch, so shards are
@@ -123,6 +130,20 @@ def epoch_batches(
     batches = [idx[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:]) if hi - lo >= world_size]
     order = rng.permutation(len(batches))
     return [batches[b][rank::world_size] for b in order]
+
+
+TARGET_WEIGHTS = ("batch", "equal")
+
+
+def step_weights(samples: Samples, batches: list[np.ndarray], how: str) -> np.ndarray | None:
+    """Loss multipliers [len(batches)] float64 for ``how`` = ``"equal"`` (module docstring), None for
+    ``"batch"`` (every step's mean loss as it is)."""
+    if how not in TARGET_WEIGHTS:
+        raise ValueError(f"target_weight must be one of {TARGET_WEIGHTS}, got {how!r}")
+    if how == "batch" or not batches:
+        return None
+    counts = np.array([samples.n_targets(idx) for idx in batches], dtype=np.float64)
+    return counts / counts.mean()
 
 
 def make_batch(

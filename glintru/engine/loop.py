@@ -32,7 +32,7 @@ from torch import nn
 
 from glintru.config import RunConfig, TrainConfig, build_config
 from glintru.data.dataset import PreparedDataset
-from glintru.engine.batching import epoch_batches, make_batch, training_samples
+from glintru.engine.batching import epoch_batches, make_batch, step_weights, training_samples
 from glintru.engine.checkpoint import FORMAT_VERSION, load_checkpoint, save_best, save_checkpoint
 from glintru.engine.loss import make_sequence_loss
 from glintru.engine.optim import make_optimizer
@@ -225,6 +225,7 @@ def fit(
             samples, cfg.batch_size, seed=cfg.seed, epoch=epoch, rank=rank, world_size=world_size,
             max_samples=cfg.max_train_samples,
         )
+        weights = step_weights(samples, batches, cfg.target_weight)
         loss_module.train()
         t_epoch = time.perf_counter()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -235,7 +236,7 @@ def fit(
             with autocast_for(cfg.precision, device):
                 loss = loss_module(batch)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss if weights is None else loss * float(weights[step - 1])).backward()
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_([*model.parameters(), *own], cfg.grad_clip)
             optimizer.step()
