@@ -100,6 +100,8 @@ def anchor_of(dataset: str, label: str) -> tuple[float, float] | None:
 def model_groups(runs: list[dict[str, Any]], dataset: str) -> dict[str, list[dict[str, Any]]]:
     """Runs of each model name and setting (its seeds), tuned groups first; an ablation run with the
     default configuration counts as a seed of the default ``glintru``."""
+    from glintru.config import values_before_new_keys
+
     groups: dict[str, list[dict[str, Any]]] = {}
     order = []
     for name in MODEL_ORDER:
@@ -114,7 +116,7 @@ def model_groups(runs: list[dict[str, Any]], dataset: str) -> dict[str, list[dic
     seeds = {r["seed"] for r in groups.get("glintru", [])}
     for r in runs:
         if (r["dataset"] == dataset and r["name"].startswith("glintru-") and r["seed"] not in seeds
-                and _same_config({**default, **r["config"]}, default)):  # keys newer than the run: defaults
+                and _same_config({**default, **values_before_new_keys(r["config"]), **r["config"]}, default)):
             groups.setdefault("glintru", []).append(r)
             seeds.add(r["seed"])
     return {k: groups[k] for k in order if k in groups}

@@ -66,8 +66,10 @@ DATASETS: dict[str, str] = {
     "amazon-beauty-54k": "amazon-beauty/alternates/bert4rec/beauty.txt",
 }
 PROTOCOL: dict[str, dict[str, Any]] = {
+    # target_weight=batch: every table so far trained so (it was the engine's only behaviour until the
+    # default became "equal"); runs with equal weights are variants (--set target_weight=equal --tag ...).
     "*": {"hidden_size": 128, "embedding_size": 128, "batch_size": 128, "lr": 1e-3, "max_epochs": 200,
-          "patience": 10, "valid_metric": "valid/full/ndcg@10", "eval_batch_size": 512},
+          "patience": 10, "valid_metric": "valid/full/ndcg@10", "eval_batch_size": 512, "target_weight": "batch"},
     "ml-1m": {"max_len": 200},
     "amazon-beauty": {"max_len": 50},
     "amazon-video-games": {"max_len": 50},
@@ -217,13 +219,13 @@ def check_tag(tag: str | None) -> None:
 
 def twin_run(results_dir: Path, dataset: str, model: str, flat: dict[str, Any]) -> Path | None:
     """A finished run of ``dataset`` that trained exactly ``flat`` (same model, seed and every flat key;
-    keys newer than that run count at their defaults), or None.
+    keys newer than that run count as what it trained with: ``values_before_new_keys``), or None.
 
     Plans overlap: the ablation's ``glintru-norm_kernel`` and the losses' ``glintru-loss_ce`` are both
     GLINT-RU at its defaults. Training one configuration twice would cost a converged run (two hours
     on ML-1M here) and give the same numbers, so the second name records the first one's result.
     """
-    from glintru.config import build_config
+    from glintru.config import build_config, values_before_new_keys
 
     defaults = build_config(model, {}).to_flat()
     for p in sorted((results_dir / "runs" / dataset).glob("*.json")):
@@ -231,7 +233,9 @@ def twin_run(results_dir: Path, dataset: str, model: str, flat: dict[str, Any]) 
             rec = json.loads(p.read_text())
         except (OSError, ValueError):
             continue
-        if rec.get("model") == model and "same_run_as" not in rec and {**defaults, **rec.get("config", {})} == flat:
+        saved = rec.get("config", {})
+        if (rec.get("model") == model and "same_run_as" not in rec
+                and {**defaults, **values_before_new_keys(saved), **saved} == flat):
             return p
     return None
 

@@ -106,11 +106,12 @@ class TrainConfig:
     # target cut from a history longer than max_len still sees that many earlier items; 0 = disjoint
     # windows (the first targets of a window then see almost none). Costs up to L / (L - overlap) per target.
     window_overlap: int = 0
-    # How the targets of a step weigh: "batch" = the loss is the mean over the batch's targets, so every
-    # step weighs the same and a batch of short windows (few targets) gives each target more weight than
-    # one of long windows; "equal" = the batch's summed loss over the epoch's mean targets per batch, so
-    # every target of the epoch weighs the same (as last_position's equal-sized batches do by design).
-    target_weight: str = "batch"
+    # How the targets of a step weigh: "equal" = the batch's summed loss over the epoch's mean targets
+    # per batch, so every target of the epoch weighs the same (as last_position's equal-sized batches do
+    # by design); "batch" = the loss is the mean over the batch's targets, so every step weighs the same
+    # and a batch of short windows (few targets) gives each target more weight than one of long windows
+    # (the only behaviour before the key existed). docs/model.md, "Training windows".
+    target_weight: str = "equal"
     batch_size: int = 128  # global batch size in sequences (split across Ray Train workers)
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -224,6 +225,19 @@ class RunConfig:
         flat.pop("model")
         flat.update(overrides)
         return build_config(self.model, flat)
+
+
+def values_before_new_keys(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """What a *complete* saved config (a checkpoint's, a run directory's config.yaml, a result's)
+    written before a key existed trained with, for the keys whose absence meant something other than
+    today's default: ``target_weight`` was ``batch`` (the default became ``equal``), and gBCE ran
+    without its score offset (``gbce_offset`` False). Merge it under the saved keys."""
+    out: dict[str, Any] = {}
+    if "target_weight" not in saved:
+        out["target_weight"] = "batch"
+    if "gbce_offset" not in saved and saved.get("loss") == "gbce":
+        out["gbce_offset"] = False
+    return out
 
 
 def model_names() -> list[str]:

@@ -343,9 +343,8 @@ def test_target_weight_equal_scales_each_step_by_its_targets(monkeypatch, tmp_pa
     # of targets. Step k of "equal" is step k of "batch" times n_k / mean(n); the first step starts
     # from the same weights, so its gradient is exactly that multiple.
     data = make_dataset(cyclic_sequences(12, N_ITEMS, min_len=5, max_len=11), N_ITEMS)
-    base, _ = _first_grads(monkeypatch, tiny_cfg("gru4rec", max_epochs=1), data, tmp_path / "b")
-    equal, res = _first_grads(monkeypatch, tiny_cfg("gru4rec", max_epochs=1, target_weight="equal"), data,
-                              tmp_path / "e")
+    base, _ = _first_grads(monkeypatch, tiny_cfg("gru4rec", max_epochs=1, target_weight="batch"), data, tmp_path / "b")
+    equal, res = _first_grads(monkeypatch, tiny_cfg("gru4rec", max_epochs=1), data, tmp_path / "e")  # the default
     samples = training_samples(data, "all_positions", 6)
     batches = epoch_batches(samples, 4, seed=tiny_cfg().train.seed, epoch=1)
     w = step_weights(samples, batches, "equal")
@@ -358,10 +357,26 @@ def test_target_weight_is_a_no_op_on_equal_prefix_batches(tmp_path):
     data = dataset()
     n = len(training_samples(data, "last_position", 6))
     bs = next(b for b in range(4, n) if n % b == 0)  # every batch the same size
-    a = fit(tiny_cfg("gru4rec", objective="last_position", batch_size=bs), data, tmp_path / "a", progress=False)
-    b = fit(tiny_cfg("gru4rec", objective="last_position", batch_size=bs, target_weight="equal"), data,
-            tmp_path / "b", progress=False)
+    a = fit(tiny_cfg("gru4rec", objective="last_position", batch_size=bs, target_weight="batch"), data,
+            tmp_path / "a", progress=False)
+    b = fit(tiny_cfg("gru4rec", objective="last_position", batch_size=bs), data, tmp_path / "b", progress=False)
     assert_same_run(a, b, tmp_path / "a", tmp_path / "b")
+
+
+def test_a_checkpoint_from_before_target_weight_resumes_only_as_batch(tmp_path):
+    # Checkpoints written before the key existed trained with per-batch means: resuming one under the
+    # new default would change the weighting mid-run, so the error names the key; "batch" resumes it.
+    data = dataset()
+    fit(tiny_cfg("gru4rec", max_epochs=1, target_weight="batch"), data, tmp_path / "old", progress=False)
+    f = tmp_path / "old" / "checkpoints" / "epoch_0001" / "checkpoint.pt"
+    state = torch.load(f, weights_only=True)
+    del state["config"]["target_weight"]
+    torch.save(state, f)
+    with pytest.raises(UserError, match=r"different configuration \(target_weight: 'batch' -> 'equal'\)"):
+        fit(tiny_cfg("gru4rec", max_epochs=2), data, tmp_path / "old", progress=False, resume_from=f.parent)
+    resumed = fit(tiny_cfg("gru4rec", max_epochs=2, target_weight="batch"), data, tmp_path / "old", progress=False,
+                  resume_from=f.parent)
+    assert [h["epoch"] for h in resumed.history] == [1.0, 2.0]
 
 
 def test_checkpoint_round_trip_gives_the_same_next_step(tmp_path):

@@ -55,6 +55,17 @@ def test_a_run_writes_the_contract_json_and_its_twin_is_recorded_not_trained(tmp
     assert "started" not in out
     twin = json.loads((path.parent / "glintru-loss_ce__seed3.json").read_text())
     assert (twin["name"], twin["same_run_as"], twin["metrics"]) == ("glintru-loss_ce", path.name, rec["metrics"])
+    # a result written before target_weight existed trained with per-batch means (the protocol's
+    # weighting): it is a twin of a "batch" configuration, never of an "equal" one
+    saved = json.loads(path.read_text())
+    del saved["config"]["target_weight"]
+    path.write_text(json.dumps(saved))
+    flat = reproduce.run_spec("amazon-beauty", "glintru-norm_kernel", "glintru", {"max_epochs": 3, "hidden_size": 16}, 3)
+    assert flat.train.target_weight == "batch"
+    assert reproduce.twin_run(tmp_path / "res", "amazon-beauty", "glintru", flat.to_flat()) == path
+    equal = reproduce.run_spec("amazon-beauty", "glintru-norm_kernel", "glintru",
+                               {"max_epochs": 3, "hidden_size": 16, "target_weight": "equal"}, 3)
+    assert reproduce.twin_run(tmp_path / "res", "amazon-beauty", "glintru", equal.to_flat()) is None
     # and a finished run is skipped
     assert reproduce.main(["--plan", "ablation", "--runs", "glintru-norm_kernel", *common]) == 0
     assert "glintru-norm_kernel__seed3.json exists" in capsys.readouterr().out

@@ -48,6 +48,24 @@ def test_train_writes_metrics_config_history_and_checkpoints(tmp_path, data_dir,
     assert len(json.loads((run / "history.json").read_text())) == 3
 
 
+def test_resume_of_a_run_saved_before_target_weight_keeps_its_weighting(tmp_path, data_dir):
+    run = tmp_path / "run"
+    args = ["train", "--data", str(data_dir), "--model", "gru4rec", "--out", str(run), *TINY]
+    assert main([*args, "--max-epochs", "1", "--set", "target_weight=batch"]) == 0
+    for f in (run / "config.yaml", run / "checkpoints" / "epoch_0001" / "checkpoint.pt"):  # as an older version wrote them
+        if f.suffix == ".yaml":
+            flat = yaml.safe_load(f.read_text())
+            del flat["target_weight"]
+            f.write_text(yaml.safe_dump(flat))
+        else:
+            state = torch.load(f, weights_only=True)
+            del state["config"]["target_weight"]
+            torch.save(state, f)
+    assert main(["train", "--data", str(data_dir), "--resume", str(run), "--max-epochs", "2", "--quiet"]) == 0
+    assert len(json.loads((run / "history.json").read_text())) == 2
+    assert yaml.safe_load((run / "config.yaml").read_text())["target_weight"] == "batch"
+
+
 def test_default_run_dir_is_deterministic(tmp_path, data_dir, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = ["train", "--data", str(data_dir), "--model", "gru4rec", "--max-epochs", "1", *TINY]

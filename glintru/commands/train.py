@@ -21,7 +21,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from glintru.config import build_config, config_keys, load_config_file, model_names, parse_set_args
+from glintru.config import (
+    build_config,
+    config_keys,
+    load_config_file,
+    model_names,
+    parse_set_args,
+    values_before_new_keys,
+)
 from glintru.errors import UserError
 
 
@@ -216,6 +223,7 @@ def resolve_run(args: argparse.Namespace) -> tuple[Any, Path | None, Path | None
         if not saved.is_file():
             raise UserError(f"{saved}: not found; --resume expects a run directory written by `glintru train`")
         saved_model, overrides = load_config_file(saved)
+        overrides = {**values_before_new_keys(overrides), **overrides}  # an older run resumes as it trained
         if model is not None and model != saved_model:
             raise UserError(f"--model {model}: the run in {run_dir} trains '{saved_model}'")
         model, source = saved_model, str(saved)

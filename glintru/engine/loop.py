@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from glintru.config import RunConfig, TrainConfig, build_config
+from glintru.config import RunConfig, TrainConfig, build_config, values_before_new_keys
 from glintru.data.dataset import PreparedDataset
 from glintru.engine.batching import epoch_batches, make_batch, step_weights, training_samples
 from glintru.engine.checkpoint import FORMAT_VERSION, load_checkpoint, save_best, save_checkpoint
@@ -109,16 +109,10 @@ class _Progress:
         )
 
 
-def _values_before_the_key(saved: dict[str, Any]) -> dict[str, Any]:
-    """What a checkpoint written before a key existed trained with, where that is not the key's
-    default: gBCE ran without the score offset before ``gbce_offset`` existed."""
-    return {"gbce_offset": False} if saved.get("loss") == "gbce" else {}
-
-
 def _check_resume_config(run_cfg: RunConfig, saved: dict[str, Any], where: Path) -> None:
     now = run_cfg.to_flat()
     # a key newer than the checkpoint: its default matches, unless the old behaviour was another value
-    was = {**build_config(run_cfg.model).to_flat(), **_values_before_the_key(saved), **saved}
+    was = {**build_config(run_cfg.model).to_flat(), **values_before_new_keys(saved), **saved}
     diff = sorted(k for k in set(now) | set(was) if now.get(k) != was.get(k) and k not in RESUMABLE_CHANGES)
     if diff:
         detail = ", ".join(f"{k}: {was.get(k)!r} -> {now.get(k)!r}" for k in diff)
