@@ -10,8 +10,9 @@ computed at the end with the best epoch's weights.
 Determinism: model init is seeded by ``seed``; data order by ``(seed, epoch)`` and dropout by
 ``torch.manual_seed`` of a function of ``(seed, epoch, rank)`` at every epoch start, so resuming from
 a checkpoint (model + Adam state) continues exactly like an uninterrupted run, with no RNG state saved.
-With several data-parallel ranks each rank's loss is its own mean over its target positions and DDP
-averages the gradients, which weighs ranks equally rather than target positions.
+With several data-parallel ranks each rank's loss is its own mean over its target positions (times
+its step weight under ``target_weight=equal``, from its own batches: ``batching.step_weights``) and
+DDP averages the gradients, which weighs ranks equally rather than target positions.
 """
 
 from __future__ import annotations
