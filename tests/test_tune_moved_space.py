@@ -4,6 +4,7 @@ which recorded file is missing and how to continue. No Ray: the restore itself i
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -84,3 +85,17 @@ def test_tune_run_again_hands_its_space_to_the_resume_only_under_the_derived_nam
         assert given.fingerprint() == load_search_space(space_file).fingerprint()
     else:  # a name the user chose may hold another space: the recorded file decides
         assert given is None
+
+
+def test_a_study_saved_before_target_weight_resumes_with_per_batch_means(tmp_path):
+    # Studies started before the key have no target_weight in base_flat: their trials trained with
+    # per-batch means, so a resume keeps them; a study that recorded the key keeps its value.
+    from glintru.tuning.settings import load_settings, pinned_defaults
+
+    exp = _study(tmp_path, SPACES / "quick.yaml")
+    s = load_settings(exp)
+    assert s.base_flat == {"target_weight": "batch"}
+    assert s.trial_config({"lr": 1e-3}, "t").train.target_weight == "batch"
+    assert pinned_defaults() == {"target_weight": "equal"}
+    save_settings(dataclasses.replace(s, base_flat={"target_weight": "equal", "max_len": 16}))
+    assert load_settings(exp).trial_config({}, "t").train.target_weight == "equal"

@@ -88,6 +88,9 @@ def _check_study_survives_kill_and_mlflow_outage(tmp_path: Path, mlflow_server: 
             time.sleep(0.5)  # the one-worker server also serves the trials' logging
         assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
         assert finished_before_kill, "no trial finished within 300 s: " + (tmp_path / "first.log").read_text()[-3000:]
+        # the study recorded today's weighting, so a resume after the default changes trains as it began
+        (study_file,) = storage.glob("*/glintru_study.json")
+        assert json.loads(study_file.read_text())["base_flat"]["target_weight"] == "equal"
         tree |= descendants(first.pid)
         first.send_signal(signal.SIGKILL)
         first.wait()

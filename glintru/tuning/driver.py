@@ -37,6 +37,7 @@ from glintru.tuning.settings import (
     default_optuna_storage,
     experiment_name,
     load_settings,
+    pinned_defaults,
     resolve_storage,
     save_settings,
     study_exists,
@@ -366,6 +367,8 @@ def _new_study(space: SearchSpace, data_abs: str, base: dict[str, Any], metric: 
 
     from glintru.distributed.capacity import check_placeable, cluster_capacity, max_concurrent_trials
     from glintru.distributed.trainer import init_ray
+
+    base = {**pinned_defaults(), **base}  # a resume after an upgrade trains as the study started
 
     default_name = f"{dataset_name(data_abs)}-{space.model}"
     mlflow_exp = mlflow_experiment or default_name

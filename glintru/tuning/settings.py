@@ -125,7 +125,19 @@ def load_settings(experiment_path: str) -> StudySettings:
     if missing:
         raise UserError(f"--resume {experiment_path}: {STUDY_FILE} was written by an older glintru "
                         f"(missing {', '.join(sorted(missing))}); start a new study")
+    base = data.get("base_flat")
+    if isinstance(base, dict) and "target_weight" not in base:
+        data["base_flat"] = {"target_weight": "batch", **base}  # started before the key: per-batch means
     return StudySettings(**{k: v for k, v in data.items() if k in known})
+
+
+def pinned_defaults() -> dict[str, Any]:
+    """Training defaults a new study records in its ``base_flat``, so a resume after the default
+    changes trains its later trials as it trained the first ones (``load_settings`` reads a study
+    without the key as the value it trained with before the key existed)."""
+    from glintru.config import TrainConfig
+
+    return {"target_weight": TrainConfig().target_weight}
 
 
 def check_writable_paths(storage_path: str, tracking_uri: str) -> None:
