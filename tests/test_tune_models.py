@@ -85,3 +85,19 @@ def test_a_tagged_family_of_studies_is_filed_apart_from_the_first(tmp_path, monk
     assert "tuned-last_position/amazon-beauty__gru4rec.yaml exists" in capsys.readouterr().out
     assert tune_models.main([*argv, "--tag", "Prefix Runs"]) == 2
     assert capsys.readouterr().err == "error: --tag: 'Prefix Runs' is not a short lower-case name (letters, digits, '_', '.')\n"
+
+
+def test_every_benchmark_space_fixes_the_protocols_keys_at_the_protocols_values():
+    # The studies tune under reproduce.py's protocol (d, batch, patience and the per-batch weighting its
+    # tables used); a space that drifted would tune one configuration and reproduce another.
+    import tune_models
+    from reproduce import PROTOCOL
+
+    from glintru.tuning.space import load_search_space
+
+    for model in tune_models.MODELS:
+        space = load_search_space(tune_models.SPACES / f"{model}.yaml")
+        shared = set(space.fixed) & set(PROTOCOL["*"])
+        assert {"target_weight", "batch_size", "patience"} <= shared, model
+        assert {k: space.fixed[k] for k in shared} == {k: PROTOCOL["*"][k] for k in shared}, model
+        assert space.fixed["max_len"] == PROTOCOL["amazon-beauty"]["max_len"]
