@@ -49,20 +49,19 @@ def model_overrides(sets: list[str] | None, models: list[str]) -> dict[str, dict
     for that model only (an unknown model or key is an error naming the item)."""
     out: dict[str, dict[str, Any]] = {m: {} for m in models}
     for item in sets or []:
-        key, _, _ = item.partition("=")
+        ((key, value),) = parse_set_args([item]).items()
         target, dot, name = key.partition(".")
-        if dot and target not in MODELS:
+        if not dot:
+            name = key
+        elif target not in MODELS:
             raise UserError(f"--set {item}: unknown model {target!r}; choose one of: {', '.join(MODELS)}")
-        value = parse_set_args([f"{name if dot else key}={item.partition('=')[2]}"])
-        chosen = [target] if dot else models
-        for m in chosen:
-            if m not in out:
+        for m in [target] if dot else models:
+            if m not in out:  # a model this call does not time
                 continue
-            if (name if dot else key) not in config_keys(m):
-                if dot:
-                    raise UserError(f"--set {item}: {m} has no config key {name!r}")
-                continue
-            out[m].update(value)
+            if name in config_keys(m):
+                out[m][name] = value
+            elif dot:
+                raise UserError(f"--set {item}: {m} has no config key {name!r}")
     return out
 
 
