@@ -1,5 +1,6 @@
-"""What every benchmark JSON records about where it ran: CPU model (as lscpu names it), cores,
-torch version and threads, and the 1-minute load average at the start and end of the measurement."""
+"""What every benchmark JSON records about where it ran: CPU model (as lscpu names it) and its widest
+matmul instructions, cores, torch version and threads, and the 1-minute load average at the start and end of
+the measurement."""
 
 from __future__ import annotations
 
@@ -10,21 +11,40 @@ from pathlib import Path
 from typing import Any
 
 
-def cpu_model() -> str:
+def cpu_info(cpuinfo: str) -> tuple[str, str]:
+    """(model name, widest matmul instructions) of the first CPU in ``/proc/cpuinfo`` text, "" where
+    absent. CPUs of one model name differ: an "AMD EPYC" with AVX512-BF16 ran bf16 1.85x fp32, one
+    with AVX2 only emulates bf16, so the instructions go with every figure."""
+    name, flags = "", set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and not name:
+            name = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags = set(value.split())
+    return name, next((f.upper() for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in flags), "")
+
+
+def _this_cpu() -> tuple[str, str]:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        name, isa = cpu_info(Path("/proc/cpuinfo").read_text())
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        name, isa = "", ""
+    return name or platform.processor() or platform.machine(), isa
+
+
+def cpu_model() -> str:
+    return _this_cpu()[0]
 
 
 def machine(threads: int | None = None) -> dict[str, Any]:
+    """Where a measurement ran: CPU model and its widest matmul instructions (``cpu_isa``, absent when
+    /proc/cpuinfo names none), cores, torch version and threads, the load average at the start."""
     import torch
 
+    cpu, isa = _this_cpu()
     return {
-        "cpu": cpu_model(), "logical_cpus": os.cpu_count(), "torch": torch.__version__,
+        "cpu": cpu, **({"cpu_isa": isa} if isa else {}), "logical_cpus": os.cpu_count(), "torch": torch.__version__,
         "torch_threads": threads if threads is not None else torch.get_num_threads(),
         "python": platform.python_version(), "loadavg_1min_start": round(os.getloadavg()[0], 2),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

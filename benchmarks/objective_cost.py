@@ -32,7 +32,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchinfo import machine, write_result
-from reproduce import cpu_info
 
 from glintru.config import MODELS, build_config, config_keys, parse_set_args
 from glintru.errors import UserError
@@ -113,7 +112,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     info = machine(args.threads)
-    info["cpu_isa"] = cpu_info(Path("/proc/cpuinfo").read_text())[1] if Path("/proc/cpuinfo").is_file() else ""
     times: dict[tuple[str, str], list[float]] = {}
     targets: dict[tuple[str, str], int] = {}
     for r in range(args.rounds):

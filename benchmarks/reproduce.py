@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import sys
@@ -55,6 +54,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
+
+from benchinfo import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -101,33 +102,6 @@ LOSS_RUNS: dict[str, tuple[str, dict[str, Any]]] = {
     "glintru-loss_gbce_offset": ("glintru", {"loss": "gbce", "gbce_offset": True}),  # with the learnable offset
 }
 PLANS = {"models": MODEL_RUNS, "ablation": ABLATION_RUNS, "losses": LOSS_RUNS}
-
-
-def machine() -> dict[str, Any]:
-    """What the numbers were measured on (CPU model as ``lscpu`` names it)."""
-    import torch
-
-    try:
-        name, isa = cpu_info(Path("/proc/cpuinfo").read_text())
-    except OSError:
-        name, isa = "", ""
-    cpu = name or platform.processor() or platform.machine()
-    return {"cpu": cpu, **({"cpu_isa": isa} if isa else {}), "logical_cpus": os.cpu_count(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
-
-
-def cpu_info(cpuinfo: str) -> tuple[str, str]:
-    """(model name, widest matmul instructions) of the first CPU in ``/proc/cpuinfo`` text, "" where
-    absent. CPUs of one model name differ: an "AMD EPYC" with AVX512-BF16 ran bf16 1.85x fp32, one
-    with AVX2 only emulates bf16, so the instructions go with every figure."""
-    name, flags = "", set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name" and not name:
-            name = value.strip()
-        elif key.strip() == "flags" and not flags:
-            flags = set(value.split())
-    return name, next((f.upper() for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in flags), "")
 
 
 def device_name(device: str) -> str:

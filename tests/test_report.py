@@ -373,12 +373,12 @@ def test_paired_table_row_by_hand():
 
 
 def test_runs_record_the_cpus_matmul_instructions_and_tables_name_them():
-    import reproduce
+    import benchinfo
 
     text = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx fma avx2\n\nprocessor\t: 1\nmodel name\t: other\n"
-    assert reproduce.cpu_info(text) == ("AMD EPYC", "AVX2")
-    assert reproduce.cpu_info(text.replace("avx2", "avx2 avx512f avx512_bf16")) == ("AMD EPYC", "AVX512_BF16")
-    assert reproduce.cpu_info("flags : fpu sse2\n") == ("", "")
+    assert benchinfo.cpu_info(text) == ("AMD EPYC", "AVX2")
+    assert benchinfo.cpu_info(text.replace("avx2", "avx2 avx512f avx512_bf16")) == ("AMD EPYC", "AVX512_BF16")
+    assert benchinfo.cpu_info("flags : fpu sse2\n") == ("", "")
     assert report.cpu_label({"cpu": "AMD EPYC", "cpu_isa": "AVX2"}) == "EPYC (AVX2)"
     assert report.cpu_label({"cpu": "AMD EPYC", "cpu_isa": "AVX2"}, short=False) == "AMD EPYC (AVX2)"
     assert report.cpu_label({"cpu": "Intel(R) Xeon(R) Processor @ 2.60GHz"}) == "Xeon @ 2.60GHz"  # recorded before
