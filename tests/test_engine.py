@@ -307,6 +307,13 @@ def test_step_weights_hand_checked():
     assert step_weights(samples, batches, "batch") is None
     prefixes = training_samples(data, "last_position", max_len=8)  # one target per sample
     assert np.allclose(step_weights(prefixes, [np.arange(4), np.arange(4, 6)], "equal"), [4 / 3, 2 / 3])
+    # Two ranks: global batches [1, 2] and [0, 2] (3 and 5 targets, mean 4); rank 0 takes samples 1 and 0
+    # (1 and 3 targets), rank 1 takes 2 and 2 (2 and 2). Each weight is 2 n_rk / N_k or 2 n_rk / mean(N).
+    two = [np.array([1, 2]), np.array([0, 2])]
+    assert np.allclose(step_weights(samples, two, "batch", rank=0, world_size=2), [2 / 3, 6 / 5])
+    assert np.allclose(step_weights(samples, two, "batch", rank=1, world_size=2), [4 / 3, 4 / 5])
+    assert np.allclose(step_weights(samples, two, "equal", rank=0, world_size=2), [1 / 2, 3 / 2])
+    assert np.allclose(step_weights(samples, two, "equal", rank=1, world_size=2), [1, 1])
     with pytest.raises(ValueError, match="target_weight must be one of"):
         step_weights(samples, batches, "users")
 

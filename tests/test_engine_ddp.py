@@ -1,10 +1,12 @@
-"""fit() under two data-parallel processes (torch.distributed gloo, no Ray): ranks agree and the
-all-reduced validation metrics are those of the synchronised weights."""
+"""fit() under two data-parallel processes (torch.distributed gloo, no Ray): ranks agree, the
+all-reduced validation metrics are those of the synchronised weights, and without dropout two ranks
+train exactly as one process on the same global batches, under either target weighting."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -20,18 +22,24 @@ def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _worker(rank: int, port: int, out: str) -> None:
+def _cfg(**overrides):
+    from glintru.config import build_config
+
+    return build_config("gru4rec", {"hidden_size": 8, "embedding_size": 8, "max_len": 6, "batch_size": 4,
+                                    "eval_batch_size": 4, "num_negatives": 0, "topk": [5, 10], "max_epochs": 2,
+                                    **overrides})
+
+
+def _worker(rank: int, port: int, out: str, overrides: dict | None = None, sequences: list | None = None) -> None:
     from torch.nn.parallel import DistributedDataParallel
 
-    from glintru.config import build_config
     from glintru.engine import fit
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
-        cfg = build_config("gru4rec", {"hidden_size": 8, "embedding_size": 8, "max_len": 6, "batch_size": 4,
-                                       "eval_batch_size": 4, "num_negatives": 0, "topk": [5, 10], "max_epochs": 2})
-        data = make_dataset(cyclic_sequences(9, N_ITEMS), N_ITEMS)
+        cfg = _cfg(**(overrides or {}))
+        data = make_dataset(sequences or cyclic_sequences(9, N_ITEMS), N_ITEMS)
         result = fit(cfg, data, Path(out) / f"rank{rank}", rank=rank, world_size=2, wrap_model=DistributedDataParallel,
                      all_reduce_sum=_all_reduce_sum, progress=False)
         torch.save({"history": result.history, "test": result.test_metrics}, Path(out) / f"result{rank}.pt")
@@ -48,3 +56,33 @@ def test_two_ranks_agree_and_cover_every_user(tmp_path):
         [{k: v for k, v in h.items() if k not in drop} for h in r1["history"]]
     # Rank 0 alone writes the run directory.
     assert (tmp_path / "rank0" / "best.pt").is_file() and not (tmp_path / "rank1").exists()
+
+
+def test_two_ranks_train_exactly_as_one_process_under_either_weighting(tmp_path):
+    """Rank r holds n_rk of step k's N_k targets (ranks split a length-sorted batch, so rank 1 holds the
+    longer windows); scaling its mean loss by 2 n_rk / N_k (batch) or 2 n_rk / mean(N) (equal) makes the
+    averaged gradient the one-process gradient of the global batch. Without dropout the two runs then
+    agree epoch by epoch; weighing each rank by its own batches alone (the previous rule) does not."""
+    import numpy as np
+
+    from glintru.engine import fit
+    from glintru.engine.batching import global_batches, shard, training_samples
+
+    sequences = cyclic_sequences(13, N_ITEMS, min_len=4, max_len=20)
+    data = make_dataset(sequences, N_ITEMS)
+    samples = training_samples(data, "all_positions", 6)
+    first = global_batches(samples, 4, seed=_cfg().train.seed, epoch=1, world_size=2)
+    alone = global_batches(samples, 4, seed=_cfg().train.seed, epoch=1)  # one process: the same batches
+    assert [b.tolist() for b in first] == [b.tolist() for b in alone]
+    per_rank = [[samples.n_targets(b) for b in shard(first, r, 2)] for r in (0, 1)]
+    assert np.mean(per_rank[1]) > np.mean(per_rank[0])  # the ranks' shares differ
+    torch.set_num_threads(1)
+    for weighting in ("batch", "equal"):
+        overrides = {"emb_dropout": 0.0, "target_weight": weighting, "max_epochs": 3, "lr": 0.05}  # weights move
+        one = fit(_cfg(**overrides), data, tmp_path / f"one-{weighting}", progress=False)
+        mp.spawn(_worker, args=(free_port(), str(tmp_path / weighting), overrides, sequences), nprocs=2, join=True)
+        two = torch.load(tmp_path / weighting / "result0.pt", weights_only=True)
+        keys = [k for k in one.history[0] if k.startswith(("train/loss", "valid/"))]
+        for h1, h2 in zip(one.history, two["history"], strict=True):
+            assert [h2[k] for k in keys] == pytest.approx([h1[k] for k in keys], rel=1e-5, abs=1e-7), weighting
+        assert two["test"] == pytest.approx(one.test_metrics, rel=1e-5, abs=1e-7)

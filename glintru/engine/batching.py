@@ -20,11 +20,16 @@ of input items, 1..max_len). The model reads ``items[start:start + n]`` (right-p
   input = the last L items before ``s[i]``, target = ``s[i]`` = ``items[start + n]``, i = 1..T-1.
 
 Step weights (``TrainConfig.target_weight``): ``batch`` leaves each step's loss the mean over its
-targets, so every step weighs the same; ``equal`` scales step k by ``n_k / mean(n)`` (its targets
-over the epoch's mean targets per batch on this rank), which makes every target of the epoch weigh the
-same. ``last_position`` batches hold ``batch_size`` targets each, so there the two differ only in a
-short last batch; ``all_positions`` batches of short windows hold few targets, so ``batch`` gives
-those targets (short histories' and the first ones of long histories) more weight than ``equal``.
+targets, so every step weighs the same; ``equal`` scales step k by ``N_k / mean(N)`` (its targets
+over the epoch's mean targets per batch), which makes every target of the epoch weigh the same.
+``last_position`` batches hold ``batch_size`` targets each, so there the two differ only in a short
+last batch; ``all_positions`` batches of short windows hold few targets, so ``batch`` gives those
+targets (short histories' and the first ones of long histories) more weight than ``equal``.
+Counts are those of the *global* batch: with ``world_size`` ranks, rank r holding ``n_rk`` of step k's
+``N_k`` targets scales its own mean loss by ``world_size * n_rk / N_k`` (``batch``) or
+``world_size * n_rk / mean(N)`` (``equal``), so the gradient that data-parallel training averages
+over ranks is exactly the one-process gradient of the global batch (ranks' shares of a batch differ:
+they split a length-sorted batch, so rank r gets the longer of each run of ``world_size``).
 
 Batches are length-aware: samples are shuffled, stably sorted by ``n`` and chunked into global
 batches, whose order is then shuffled; all of it seeded by ``(seed, epoch)``. Rank r of
@@ -107,14 +112,24 @@ def epoch_batches(
     world_size: int = 1,
     max_samples: int = 0,
 ) -> list[np.ndarray]:
-    """This rank's batches for ``epoch``: a list of sample-index arrays, ``batch_size // world_size`` each.
+    """This rank's batches for ``epoch``: a list of sample-index arrays, ``batch_size // world_size`` each,
+    ``shard(global_batches(...), rank, world_size)``."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, world_size), got rank={rank}, world_size={world_size}")
+    return shard(global_batches(samples, batch_size, seed=seed, epoch=epoch, world_size=world_size,
+                                max_samples=max_samples), rank, world_size)
+
+
+def global_batches(
+    samples: Samples, batch_size: int, *, seed: int, epoch: int, world_size: int = 1, max_samples: int = 0
+) -> list[np.ndarray]:
+    """Every rank's samples of each step of ``epoch``, in step order: ``(batch_size // world_size) *
+    world_size`` each, the same list on every rank.
 
     ``max_samples`` > 0 draws that many samples at random for the epoch (same draw on every rank).
     A final global batch with fewer than ``world_size`` samples is merged into the one before, so
     every rank gets a non-empty batch at every step (data-parallel ranks must step together).
     """
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank must be in [0, world_size), got rank={rank}, world_size={world_size}")
     per_rank = batch_size // world_size
     if per_rank < 1:
         raise ValueError(f"batch_size {batch_size} is smaller than world_size {world_size}")
@@ -129,21 +144,30 @@ def epoch_batches(
         bounds.pop(-2)
     batches = [idx[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:]) if hi - lo >= world_size]
     order = rng.permutation(len(batches))
-    return [batches[b][rank::world_size] for b in order]
+    return [batches[b] for b in order]
+
+
+def shard(batches: list[np.ndarray], rank: int, world_size: int) -> list[np.ndarray]:
+    """Rank ``rank``'s part of each global batch: ``batch[rank::world_size]``."""
+    return [b[rank::world_size] for b in batches]
 
 
 TARGET_WEIGHTS = ("batch", "equal")
 
 
-def step_weights(samples: Samples, batches: list[np.ndarray], how: str) -> np.ndarray | None:
-    """Loss multipliers [len(batches)] float64 for ``how`` = ``"equal"`` (module docstring), None for
-    ``"batch"`` (every step's mean loss as it is)."""
+def step_weights(
+    samples: Samples, batches: list[np.ndarray], how: str, *, rank: int = 0, world_size: int = 1
+) -> np.ndarray | None:
+    """Loss multipliers [len(batches)] float64 for rank ``rank``'s shard of the *global* ``batches``
+    (module docstring); None where every multiplier is 1 (``"batch"`` on one process)."""
     if how not in TARGET_WEIGHTS:
         raise ValueError(f"target_weight must be one of {TARGET_WEIGHTS}, got {how!r}")
-    if how == "batch" or not batches:
+    if not batches or (how == "batch" and world_size == 1):
         return None
-    counts = np.array([samples.n_targets(idx) for idx in batches], dtype=np.float64)
-    return counts / counts.mean()
+    total = np.array([samples.n_targets(idx) for idx in batches], dtype=np.float64)
+    mine = total if world_size == 1 else np.array(
+        [samples.n_targets(idx) for idx in shard(batches, rank, world_size)], dtype=np.float64)
+    return world_size * mine / (total if how == "batch" else total.mean())
 
 
 def make_batch(

@@ -10,9 +10,9 @@ computed at the end with the best epoch's weights.
 Determinism: model init is seeded by ``seed``; data order by ``(seed, epoch)`` and dropout by
 ``torch.manual_seed`` of a function of ``(seed, epoch, rank)`` at every epoch start, so resuming from
 a checkpoint (model + Adam state) continues exactly like an uninterrupted run, with no RNG state saved.
-With several data-parallel ranks each rank's loss is its own mean over its target positions (times
-its step weight under ``target_weight=equal``, from its own batches: ``batching.step_weights``) and
-DDP averages the gradients, which weighs ranks equally rather than target positions.
+With several data-parallel ranks each rank's loss is its own mean over its target positions times
+its share of the global batch's targets (``batching.step_weights``), so the gradient DDP averages
+is the one-process gradient of the global batch under either ``target_weight``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from torch import nn
 
 from glintru.config import RunConfig, TrainConfig, build_config, values_before_new_keys
 from glintru.data.dataset import PreparedDataset
-from glintru.engine.batching import epoch_batches, make_batch, step_weights, training_samples
+from glintru.engine.batching import global_batches, make_batch, shard, step_weights, training_samples
 from glintru.engine.checkpoint import FORMAT_VERSION, load_checkpoint, save_best, save_checkpoint
 from glintru.engine.loss import make_sequence_loss
 from glintru.engine.optim import make_optimizer
@@ -216,11 +216,10 @@ def fit(
     epoch = start_epoch
     while not stopped and epoch <= cfg.max_epochs:
         torch.manual_seed(epoch_seed(cfg.seed, epoch, rank))
-        batches = epoch_batches(
-            samples, cfg.batch_size, seed=cfg.seed, epoch=epoch, rank=rank, world_size=world_size,
-            max_samples=cfg.max_train_samples,
-        )
-        weights = step_weights(samples, batches, cfg.target_weight)
+        every_rank = global_batches(samples, cfg.batch_size, seed=cfg.seed, epoch=epoch, world_size=world_size,
+                                    max_samples=cfg.max_train_samples)
+        batches = shard(every_rank, rank, world_size)
+        weights = step_weights(samples, every_rank, cfg.target_weight, rank=rank, world_size=world_size)
         loss_module.train()
         t_epoch = time.perf_counter()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
