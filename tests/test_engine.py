@@ -167,6 +167,15 @@ def test_sharding_is_disjoint_complete_and_in_step():
     assert len(flat) == len(samples) and np.array_equal(np.sort(flat), np.arange(len(samples)))
 
 
+def test_a_rank_outside_the_world_is_refused_before_any_batch():
+    samples = training_samples(make_dataset(cyclic_sequences(5, 20), 20), "all_positions", max_len=5)
+    for rank in (-1, 2):
+        with pytest.raises(ValueError, match=f"rank must be in \\[0, world_size\\), got rank={rank}, world_size=2"):
+            epoch_batches(samples, 4, seed=1, epoch=1, rank=rank, world_size=2)
+        with pytest.raises(ValueError, match="rank must be in"):
+            step_weights(samples, [np.arange(4)], "equal", rank=rank, world_size=2)
+
+
 def test_batches_are_length_aware_and_seeded():
     data = make_dataset(cyclic_sequences(40, 60, min_len=3, max_len=60), 60)
     samples = training_samples(data, "all_positions", max_len=50)

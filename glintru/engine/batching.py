@@ -114,8 +114,6 @@ def epoch_batches(
 ) -> list[np.ndarray]:
     """This rank's batches for ``epoch``: a list of sample-index arrays, ``batch_size // world_size`` each,
     ``shard(global_batches(...), rank, world_size)``."""
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank must be in [0, world_size), got rank={rank}, world_size={world_size}")
     return shard(global_batches(samples, batch_size, seed=seed, epoch=epoch, world_size=world_size,
                                 max_samples=max_samples), rank, world_size)
 
@@ -149,6 +147,8 @@ def global_batches(
 
 def shard(batches: list[np.ndarray], rank: int, world_size: int) -> list[np.ndarray]:
     """Rank ``rank``'s part of each global batch: ``batch[rank::world_size]``."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, world_size), got rank={rank}, world_size={world_size}")
     return [b[rank::world_size] for b in batches]
 
 
