@@ -144,8 +144,20 @@ def cpu_label(machine: dict[str, Any], short: bool = True) -> str:
 
 
 def run_cpu(run: dict[str, Any], short: bool = True) -> str:
-    """A run's CPU as a cell names it: "n/a" for a JSON written before runs recorded their machine."""
-    return cpu_label(run["machine"], short) if "machine" in run else "n/a"
+    """A run's machine as a cell names it: its CPU (:func:`cpu_label`), or the GPU it trained on
+    (``H200 GPU``; long form with the host's CPU, which measured its latency per user); "n/a" for a
+    JSON written before runs recorded their machine."""
+    if "machine" not in run:
+        return "n/a"
+    device = run["machine"].get("device") or "cpu"
+    if device.startswith("cuda"):  # "cuda: NVIDIA H200"
+        gpu = device.partition(":")[2].strip() or "CUDA"
+        return f"{gpu.removeprefix('NVIDIA ')} GPU" if short else f"{gpu} GPU (host {cpu_label(run['machine'], False)})"
+    return cpu_label(run["machine"], short)
+
+
+def on_gpu(run: dict[str, Any]) -> bool:
+    return str(run.get("machine", {}).get("device") or "cpu").startswith("cuda")
 
 
 def runs_cpus(runs: list[dict[str, Any]], short: bool = True) -> list[str]:
@@ -215,7 +227,7 @@ def model_table(dataset: str, groups: dict[str, list[dict[str, Any]]],
                 masking: dict[tuple[str, str], dict[str, Any]] | None = None) -> list[str]:
     masking = load_masking() if masking is None else masking
     head = ["model", "seeds", "full HR@10", "full NDCG@10", "pop100 HR@10", "pop100 NDCG@10", "epochs (best)",
-            "train min", "latency ms/user", "CPU", "precision", "published HR@10 / NDCG@10",
+            "train min", "latency ms/user", "trained on", "precision", "published HR@10 / NDCG@10",
             "ours / published NDCG"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, rs in groups.items():
@@ -318,7 +330,7 @@ def losses_table(runs: list[dict[str, Any]], dataset: str) -> list[str]:
     if not rs:
         return []
     head = ["loss", "negatives", "full HR@10", "full NDCG@10", "pop100 NDCG@10", "epochs (best)", "train min",
-            "median targets/s", "precision", "CPU"]
+            "median targets/s", "precision", "trained on"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in LOSS_ORDER:
         if name not in rs:
@@ -366,7 +378,7 @@ def ablation_table(runs: list[dict[str, Any]], dataset: str) -> list[str]:
     if not rs:
         return []
     head = ["variant", "attn_norm", "experts", "kernel", "full HR@10", "full NDCG@10", "pop100 NDCG@10",
-            "epochs (best)", "mix at best (GRU share)", "train min", "precision", "CPU"]
+            "epochs (best)", "mix at best (GRU share)", "train min", "precision", "trained on"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in ABLATION_ORDER:
         if name not in rs:
@@ -532,7 +544,11 @@ def report(runs: list[dict[str, Any]], studies: list[dict[str, Any]] | None = No
             continue
         groups = model_groups(runs, ds)
         cpus = runs_cpus([r for r in runs if r["dataset"] == ds], short=False)
-        lines += [f"### {ds}", "", f"Measured on: {', '.join(cpus)}; one torch thread per run, two runs at a time.", ""]
+        gpu_runs = [r for r in runs if r["dataset"] == ds and on_gpu(r)]
+        shared = (f"; on a GPU, up to {max(r['machine'].get('parallel_runs', 1) for r in gpu_runs)} runs of one "
+                  "call shared it, one process each") if gpu_runs else ""
+        lines += [f"### {ds}", "", f"Measured on: {', '.join(cpus)}; one torch thread per run, two runs at a time "
+                  f"on a CPU{shared}.", ""]
         if groups:
             lines += ["Models (test metrics in %, the best epoch on each protocol's own validation metric):", ""]
             lines += model_table(ds, groups, masking) + [""]

@@ -395,3 +395,19 @@ def test_a_variant_of_the_default_takes_the_main_tables_seeds_as_its_base():
     # base seeds 1 and 2: mean 3.88 %, sample std 0.127 %; (4.43 - 3.88) / 0.127 = +4.3
     assert row[:7] == ["| `glintru` (default-prefix)", "batch_size=2048, objective=last_position", "1", "4.43",
                        "4.43", "3.88 ± 0.13 (1,2)", "+4.3"]
+
+
+def test_a_run_trained_on_a_gpu_is_named_by_its_gpu_and_the_header_says_runs_shared_it():
+    cpu_run = run("sasrec", 1, 0.0399)
+    cpu_run["machine"] = {"cpu": "AMD EPYC", "cpu_isa": "AVX2", "device": "cpu", "parallel_runs": 2}
+    gpu_run = run("sasrec", 2, 0.0401)
+    gpu_run["machine"] = {"cpu": "Intel(R) Xeon(R) Processor", "cpu_isa": "AMX_BF16", "device": "cuda: NVIDIA H200",
+                          "parallel_runs": 14}
+    assert report.run_cpu(gpu_run) == "H200 GPU"
+    assert report.run_cpu(gpu_run, short=False) == "NVIDIA H200 GPU (host Intel(R) Xeon(R) Processor (AMX_BF16))"
+    assert report.runs_cpus([cpu_run, gpu_run]) == ["EPYC (AVX2)", "H200 GPU"]
+    row = report.model_table("amazon-beauty", {"sasrec": [cpu_run, gpu_run]}, masking={})[2].split(" | ")
+    assert row[9] == "EPYC (AVX2), H200 GPU"
+    text = report.report([cpu_run, gpu_run], studies=[], masking={}, paired=[])
+    assert ("Measured on: AMD EPYC (AVX2), NVIDIA H200 GPU (host Intel(R) Xeon(R) Processor (AMX_BF16)); one torch "
+            "thread per run, two runs at a time on a CPU; on a GPU, up to 14 runs of one call shared it") in text

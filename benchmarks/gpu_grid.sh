@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The reproduction's runs on one lent GPU, as one prepared call (the runs share the GPU, one process each).
+#
+#   bash benchmarks/gpu_grid.sh smoke OUT        # ~3 min: the GPU's throughput table and 2 epochs of each run shape
+#   bash benchmarks/gpu_grid.sh main OUT [SECS]  # the grid below, stopped after SECS seconds (default 480)
+#
+# Prepared data must already be in benchmarks/work/data/<dataset>/ (reproduce.py's --work-dir; it is
+# prepared there from --data-root on the first run, e.g. on the CPU machine, and carried along), so the
+# GPU machine needs no raw files. Every finished run writes its JSON to benchmarks/results/runs/ as on
+# the CPU; what this call finished is packed into OUT/runs.tgz with the logs, to unpack in the
+# repository root (`tar xzf OUT/runs.tgz`). A run the deadline stops is lost (its checkpoints stay on the
+# GPU machine); size the grid from the smoke's epoch times. PYTHON picks the interpreter (default python3);
+# DEVICE=cpu, THROUGHPUT=0 (no throughput table) and SMOKE_SET="KEY=VALUE ..." (extra --set for the
+# smoke's runs) try the script on a CPU.
+set -u -o pipefail
+mode=${1:?usage: gpu_grid.sh smoke|main OUT [SECS]}
+out=${2:?usage: gpu_grid.sh smoke|main OUT [SECS]}
+secs=${3:-480}
+py=${PYTHON:-python3}
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here" || exit 2
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
+for ds in ml-1m amazon-beauty; do
+    [[ -f benchmarks/work/data/$ds/manifest.json ]] || { echo "error: benchmarks/work/data/$ds: not prepared" >&2; exit 2; }
+done
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+$py -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+marker=$(mktemp)
+# --data-root is only read for a dataset that is not prepared yet (never, after the check above)
+rep=("$py" benchmarks/reproduce.py --data-root /nonexistent --device "${DEVICE:-cuda}" --threads 1)
+extra=()
+for kv in ${SMOKE_SET:-}; do extra+=(--set "$kv"); done
+
+case $mode in
+smoke)
+    [[ ${THROUGHPUT:-1} == 0 ]] || $py benchmarks/throughput.py --data benchmarks/work/data/ml-1m --device "${DEVICE:-cuda}" --train-seconds 5 \
+        --out "$out/throughput_gpu.json" 2>&1 | tee "$out/throughput.log"
+    # two epochs of every shape the main grid trains, 12 runs at once (the main grid's load)
+    timeout -k 10 240 "${rep[@]}" --plan models --datasets amazon-beauty --set target_weight=equal \
+        --set precision=fp32 --set max_epochs=2 "${extra[@]}" --tag smoke --results-dir "$out/smoke" --jobs 6 \
+        > "$out/smoke_beauty.log" 2>&1 &
+    timeout -k 10 240 "${rep[@]}" --plan models --datasets ml-1m --tuned benchmarks/tuned --tuned-from amazon-beauty \
+        --set precision=bf16 --set window_overlap=150 --set max_epochs=2 "${extra[@]}" --tag smoke --results-dir "$out/smoke" \
+        --jobs 6 > "$out/smoke_ml1m.log" 2>&1 &
+    wait
+    tar czf "$out/smoke.tgz" -C "$out" smoke 2>/dev/null
+    tail -n 8 "$out"/smoke_*.log
+    ;;
+main)
+    # The smoke (H200, 12 runs at once): 3-4 s per Beauty epoch, 2.5-4 s per ML-1M epoch of window 200,
+    # NARM's attention at every position 24 s (left out). 15 runs at once, longest first.
+    stop=(timeout -s INT -k 20 "$secs")
+    # ML-1M's seed spread: GLINT-RU and SASRec with Beauty's tuned settings (about 100 epochs each), and
+    # the default GLINT-RU (the ablation's glintru-norm_kernel), seed 2, bf16 like their seed 1
+    "${stop[@]}" "${rep[@]}" --plan models --datasets ml-1m --runs glintru sasrec --tuned benchmarks/tuned \
+        --tuned-from amazon-beauty --seeds 2 --set precision=bf16 --jobs 2 > "$out/ml1m_seeds.log" 2>&1 &
+    "${stop[@]}" "${rep[@]}" --plan ablation --datasets ml-1m --runs glintru-norm_kernel --seeds 2 \
+        --set precision=bf16 --jobs 1 > "$out/ml1m_ablation.log" 2>&1 &
+    # Beauty, equal target weights: the four baselines tuned so, three seeds each (fp32 like GLINT-RU's and SASRec's)
+    "${stop[@]}" "${rep[@]}" --plan models --datasets amazon-beauty --runs gru4rec narm sasrec_preln sasrec_1block \
+        --tuned benchmarks/tuned-equal --set target_weight=equal --set precision=fp32 --tag equal --seeds 1 2 3 \
+        --jobs 12 > "$out/beauty_equal.log" 2>&1 &
+    wait
+    # a run the deadline stopped: its newest checkpoint, to resume it elsewhere (`tar xzf` in the
+    # repository root, then the same reproduce.py command), when it fits what comes back
+    n=0
+    for d in benchmarks/work/runs/*/*/; do
+        ck=$(ls -d "$d"checkpoints/epoch_* 2>/dev/null | tail -n 1)
+        [[ -n $ck && $ck -nt $marker ]] || continue
+        n=$((n + 1))
+        tar czf "$out/ckpt_$n.tgz" "$ck" "$d"history.json "$d"best.pt 2>/dev/null
+        if (( $(stat -c %s "$out/ckpt_$n.tgz") > 16000000 || n > 5 )); then rm -f "$out/ckpt_$n.tgz"; echo "not packed: $ck"; fi
+    done
+    tail -n 20 "$out"/ml1m_*.log "$out"/beauty_equal.log
+    ;;
+*)
+    echo "error: mode $mode: expected smoke or main" >&2
+    exit 2
+    ;;
+esac
+find benchmarks/results/runs benchmarks/work/logs -newer "$marker" -type f 2>/dev/null > "$out/new_files.txt"
+[[ -s $out/new_files.txt ]] && tar czf "$out/runs.tgz" -T "$out/new_files.txt"
+echo "new files: $(wc -l < "$out/new_files.txt")"
