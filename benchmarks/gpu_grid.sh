@@ -51,6 +51,9 @@ main)
     # The smoke (H200, 12 runs at once): 3-4 s per Beauty epoch, 2.5-4 s per ML-1M epoch of window 200,
     # NARM's attention at every position 24 s (left out). 15 runs at once, longest first.
     stop=(timeout -s INT -k 20 "$secs")
+    # the user's command on this GPU: `glintru train --gpu` (precision auto: bf16 on a GPU), two epochs
+    "$py" -m glintru train --data benchmarks/work/data/amazon-beauty --model glintru --gpu --max-epochs 2 \
+        --out "$(mktemp -d)/train" > "$out/cli_train_gpu.log" 2>&1 &
     # ML-1M's seed spread: GLINT-RU and SASRec with Beauty's tuned settings (about 100 epochs each), and
     # the default GLINT-RU (the ablation's glintru-norm_kernel), seed 2, bf16 like their seed 1
     "${stop[@]}" "${rep[@]}" --plan models --datasets ml-1m --runs glintru sasrec --tuned benchmarks/tuned \
