@@ -8,9 +8,9 @@
 # prepared there from --data-root on the first run, e.g. on the CPU machine, and carried along), so the
 # GPU machine needs no raw files. Every finished run writes its JSON to benchmarks/results/runs/ as on
 # the CPU; what this call finished is packed into OUT/runs.tgz with the logs, to unpack in the
-# repository root (`tar xzf OUT/runs.tgz`). A run the deadline stops is lost (its checkpoints stay on the
-# GPU machine); size the grid from the smoke's epoch times. PYTHON picks the interpreter (default python3);
-# DEVICE=cpu, THROUGHPUT=0 (no throughput table) and SMOKE_SET="KEY=VALUE ..." (extra --set for the
+# repository root (`tar xzf OUT/runs.tgz`), with the files the end of this script lists. A run the
+# deadline stops loses what its newest checkpoint does not hold: size the grid from the smoke's epoch
+# times. PYTHON picks the interpreter (default python3); DEVICE=cpu, THROUGHPUT=0 (no throughput table) and SMOKE_SET="KEY=VALUE ..." (extra --set for the
 # smoke's runs) try the script on a CPU.
 set -u -o pipefail
 mode=${1:?usage: gpu_grid.sh smoke|main OUT [SECS]}
@@ -49,7 +49,7 @@ smoke)
     ;;
 main)
     # The smoke (H200, 12 runs at once): 3-4 s per Beauty epoch, 2.5-4 s per ML-1M epoch of window 200,
-    # NARM's attention at every position 24 s (left out). 15 runs at once, longest first.
+    # NARM's attention at every position 24 s (left out). 13 processes at once.
     stop=(timeout -s INT -k 20 "$secs")
     # the user's command on this GPU: `glintru train --gpu` (precision auto: bf16 on a GPU), two epochs
     "$py" -m glintru train --data benchmarks/work/data/amazon-beauty --model glintru --gpu --max-epochs 2 \
@@ -65,16 +65,6 @@ main)
         --tuned benchmarks/tuned-equal --set target_weight=equal --set precision=fp32 --tag equal --seeds 1 2 3 \
         --jobs 12 > "$out/beauty_equal.log" 2>&1 &
     wait
-    # a run the deadline stopped: its newest checkpoint, to resume it elsewhere (`tar xzf` in the
-    # repository root, then the same reproduce.py command), when it fits what comes back
-    n=0
-    for d in benchmarks/work/runs/*/*/; do
-        ck=$(ls -d "$d"checkpoints/epoch_* 2>/dev/null | tail -n 1)
-        [[ -n $ck && $ck -nt $marker ]] || continue
-        n=$((n + 1))
-        tar czf "$out/ckpt_$n.tgz" "$ck" "$d"history.json "$d"best.pt 2>/dev/null
-        if (( $(stat -c %s "$out/ckpt_$n.tgz") > 16000000 || n > 5 )); then rm -f "$out/ckpt_$n.tgz"; echo "not packed: $ck"; fi
-    done
     tail -n 20 "$out"/ml1m_*.log "$out"/beauty_equal.log
     ;;
 *)
@@ -82,6 +72,27 @@ main)
     exit 2
     ;;
 esac
-find benchmarks/results/runs benchmarks/work/logs -newer "$marker" -type f 2>/dev/null > "$out/new_files.txt"
-[[ -s $out/new_files.txt ]] && tar czf "$out/runs.tgz" -T "$out/new_files.txt"
-echo "new files: $(wc -l < "$out/new_files.txt")"
+# What comes back from a lent machine is at most 8 files of at most 16 MB each: runs.tgz (the new
+# result JSONs and every log), then one file per run: the best weights of each seed-1 run this call
+# finished (what paired_users.py rescores), then the newest checkpoint of each run the deadline
+# stopped (to resume it elsewhere: `tar xzf` in the repository root, then the same reproduce.py command).
+{ find benchmarks/results/runs benchmarks/work/logs -newer "$marker" -type f 2>/dev/null; ls "$out"/*.log; } > "$out/new_files.txt"
+tar czf "$out/runs.tgz" -T "$out/new_files.txt" && rm -f "$out"/*.log
+echo "packed in runs.tgz: $(wc -l < "$out/new_files.txt") files"
+rm -f "$out/new_files.txt"
+[[ $mode == main ]] || exit 0
+slots=7
+pack() {  # pack NAME PATH...: one more file to come back, if one is left and it fits
+    if (( slots == 0 )); then echo "not packed (no file left): $2"; return; fi
+    tar czf "$out/$1.tgz" "${@:2}" 2>/dev/null
+    if (( $(stat -c %s "$out/$1.tgz") > 16000000 )); then rm -f "$out/$1.tgz"; echo "not packed (over 16 MB): $2"; return; fi
+    slots=$((slots - 1)); echo "packed $1.tgz"
+}
+for d in benchmarks/work/runs/*/*__seed1/; do
+    [[ -f ${d}best.pt && ${d}best.pt -nt $marker && ! -d ${d}checkpoints ]] && pack "best_$(basename "$d")" "${d}best.pt"
+done
+for d in benchmarks/work/runs/*/*/; do
+    ck=$(ls -d "${d}"checkpoints/epoch_* 2>/dev/null | tail -n 1)
+    [[ -n $ck && $ck -nt $marker ]] && pack "ckpt_$(basename "$d")" "$ck"  # it holds the best weights too
+done
+exit 0
