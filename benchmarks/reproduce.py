@@ -395,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
         data_dirs = {ds: str(prepare_dataset(Path(args.data_root), ds, work_dir)) for ds in {t[0] for t in todo}}
         ctx = get_context("spawn")
         failed = 0
-        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx, max_tasks_per_child=1) as pool:
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx, max_tasks_per_child=1,
+                                 initializer=_quiet_interrupt) as pool:
             futs = {pool.submit(run_one, ds, name, model, over, seed, data_dirs[ds], str(work_dir), str(results_dir),
                                 args.threads, args.jobs, setting, src, args.device):
                     (ds, run_label(name, setting, ds, src), seed)
@@ -418,6 +419,17 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl+C, or `timeout -s INT` at a deadline
+        print(f"{time.strftime('%H:%M:%S')} interrupted: finished runs keep their JSON; the same command "
+              "resumes the others from their last epoch checkpoint", file=sys.stderr, flush=True)
+        return 130
+
+
+def _quiet_interrupt() -> None:
+    """A run's process ends at Ctrl+C without a traceback (its last epoch checkpoint stays)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 if __name__ == "__main__":
