@@ -149,14 +149,14 @@ def run_cpu(run: dict[str, Any], short: bool = True) -> str:
     JSON written before runs recorded their machine."""
     if "machine" not in run:
         return "n/a"
-    device = run["machine"].get("device") or "cpu"
-    if device.startswith("cuda"):  # "cuda: NVIDIA H200"
-        gpu = device.partition(":")[2].strip() or "CUDA"
+    if on_gpu(run):  # device "cuda: NVIDIA H200"
+        gpu = run["machine"]["device"].partition(":")[2].strip() or "CUDA"
         return f"{gpu.removeprefix('NVIDIA ')} GPU" if short else f"{gpu} GPU (host {cpu_label(run['machine'], False)})"
     return cpu_label(run["machine"], short)
 
 
 def on_gpu(run: dict[str, Any]) -> bool:
+    """Whether a run trained on a GPU (``reproduce.py --device cuda`` records ``"cuda: <name>"``)."""
     return str(run.get("machine", {}).get("device") or "cpu").startswith("cuda")
 
 
