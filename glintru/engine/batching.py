@@ -145,10 +145,15 @@ def global_batches(
     return [batches[b] for b in order]
 
 
-def shard(batches: list[np.ndarray], rank: int, world_size: int) -> list[np.ndarray]:
-    """Rank ``rank``'s part of each global batch: ``batch[rank::world_size]``."""
+def check_rank(rank: int, world_size: int) -> None:
+    """A ValueError unless ``0 <= rank < world_size`` (training batches and evaluation shards alike)."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, world_size), got rank={rank}, world_size={world_size}")
+
+
+def shard(batches: list[np.ndarray], rank: int, world_size: int) -> list[np.ndarray]:
+    """Rank ``rank``'s part of each global batch: ``batch[rank::world_size]``."""
+    check_rank(rank, world_size)
     return [b[rank::world_size] for b in batches]
 
 

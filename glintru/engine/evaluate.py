@@ -25,6 +25,7 @@ from torch import nn
 
 from glintru.config import TrainConfig
 from glintru.data.dataset import PreparedDataset, ragged_arange
+from glintru.engine.batching import check_rank
 from glintru.engine.precision import autocast_for
 from glintru.engine.scoring import history_mask_coords, score_blocks
 from glintru.errors import UserError
@@ -124,8 +125,7 @@ def evaluate(
         ``{key: mean}`` for the keys of :func:`metric_keys`, plus ``{split}/n_users`` (a count).
     """
     _check_split(split)
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank must be in [0, world_size), got rank={rank}, world_size={world_size}")
+    check_rank(rank, world_size)
     device = torch.device(device)
     inner = model.module if isinstance(getattr(model, "module", None), nn.Module) else model
     users, end, targets = data.eval_examples(split)
