@@ -307,3 +307,11 @@ def test_no_evaluable_user_is_a_user_error():
     data = make_dataset([[1, 2], [3]], n_items=3)
     with pytest.raises(UserError, match="nothing to evaluate"):
         evaluate(LookupModel(torch.zeros(4, 4)), data, "valid", TrainConfig(num_negatives=0), negatives=None)
+
+
+def test_a_rank_outside_the_world_is_one_value_error_before_any_user():
+    data = make_dataset(SEQUENCES, n_items=6)
+    cfg = TrainConfig(topk=(1, 3), num_negatives=0, eval_batch_size=2)
+    for rank in (-1, 2):
+        with pytest.raises(ValueError, match=f"rank must be in \\[0, world_size\\), got rank={rank}, world_size=2"):
+            evaluate(LookupModel(lookup_table()), data, "valid", cfg, negatives=None, rank=rank, world_size=2)
