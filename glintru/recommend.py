@@ -7,11 +7,18 @@ column ``j`` = item index ``j + 1``. Items the user has already interacted with 
 default (their score becomes ``-inf``); a user who has seen all but fewer than ``k`` items gets a
 shorter list. Ties are broken by :func:`torch.topk` (unspecified order among equal scores).
 
-Scale-out: the users of ``sequences.parquet`` are read as a Ray Dataset and scored with
-``map_batches`` by a pool of actors (:class:`RecommendActor`), each of which builds the model once
-from an object-store copy of the weights and keeps it on its CPU or GPU. Batches come back in user
-order and are streamed by the driver into one parquet file, written to a temporary name and renamed,
-so ``--out`` is either the complete result or absent.
+Two ways to run, one scoring path (:class:`BatchScorer`):
+
+- in this process (``--workers 0``, and the default on a single machine): batches of users straight
+  from the prepared arrays, no Ray started. On one machine this is the fast way: a local Ray costs
+  its start-up and the object-store copies (``benchmarks/recommend.py`` measures both);
+- scale-out (``--workers N``, and the default when a cluster is addressed with ``--address`` or
+  ``RAY_ADDRESS``, as under ``ray job submit``): the users of ``sequences.parquet`` are read as a
+  Ray Dataset and scored with ``map_batches`` by a pool of actors (:class:`RecommendActor`), each of
+  which builds the model once from an object-store copy of the weights and keeps it on its CPU or GPU.
+
+Either way batches come in user order and are streamed into one parquet file, written to a
+temporary name and renamed, so ``--out`` is either the complete result or absent.
 
 Model sources: a checkpoint file, a run directory or an MLflow model URI, all read without
 unpickling code (:func:`glintru.loading.load_model`).
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,32 +123,44 @@ def actor_threads() -> int:
     return max(1, int(value)) if value.isdigit() else 1
 
 
-class RecommendActor:
-    """Ray Data ``map_batches`` callable: builds the model once per actor, then scores batches.
+class BatchScorer:
+    """Scores a batch of users: a ``pyarrow.Table`` (or ``RecordBatch``) with ``user_id`` and
+    ``items`` (list<int32>) in, the output schema (:func:`recs_table`) out. The one scoring path of
+    both modes: called directly in this process, or as a Ray actor (:class:`RecommendActor`)."""
 
-    A batch is a ``pyarrow.Table`` with ``user_id`` and ``items`` (list<int32>); the result has
-    ``user_id``, ``item_ids`` (list<string>) and ``scores`` (list<float32>).
-    """
-
-    def __init__(self, model_ref: list[Any], item_ids: np.ndarray, k: int, max_len: int, include_seen: bool, use_gpu: bool) -> None:
-        import ray
-
-        torch.set_num_threads(actor_threads())
-        self.device = torch.device("cuda" if use_gpu else "cpu")
-        model = ray.get(model_ref[0])  # a list, so Ray passes the reference instead of resolving it
+    def __init__(self, model: nn.Module, item_ids: np.ndarray, k: int, max_len: int, include_seen: bool,
+                 device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.item_ids = np.asarray(item_ids, dtype=object)  # [n_items + 1], index 0 = padding
         self.k, self.max_len, self.include_seen = k, max_len, include_seen
 
     def __call__(self, batch: Any) -> Any:
-        col = batch.column("items").combine_chunks()
+        col = batch.column("items")
+        if hasattr(col, "combine_chunks"):  # a Table's column is chunked, a RecordBatch's is not
+            col = col.combine_chunks()
         offsets = col.offsets.to_numpy().astype(np.int64)
         values = col.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]
-        offsets = offsets - offsets[0]
+        return self.score(batch.column("user_id"), offsets - offsets[0], values)
+
+    def score(self, user_ids: Any, offsets: np.ndarray, values: np.ndarray) -> Any:
+        """The output table for users ``user_ids`` with histories ``values[offsets[u]:offsets[u + 1]]``."""
         items, scores = top_k_from_histories(
             self.model, offsets, values, k=self.k, max_len=self.max_len, include_seen=self.include_seen, device=self.device
         )
-        return recs_table(batch.column("user_id"), items, scores, self.item_ids)
+        return recs_table(user_ids, items, scores, self.item_ids)
+
+
+class RecommendActor(BatchScorer):
+    """Ray Data ``map_batches`` callable: a :class:`BatchScorer` whose model is built once per actor
+    from the object store, with the actor's CPU threads (or its GPU)."""
+
+    def __init__(self, model_ref: list[Any], item_ids: np.ndarray, k: int, max_len: int, include_seen: bool, use_gpu: bool) -> None:
+        import ray
+
+        torch.set_num_threads(actor_threads())
+        model = ray.get(model_ref[0])  # a list, so Ray passes the reference instead of resolving it
+        super().__init__(model, item_ids, k, max_len, include_seen, "cuda" if use_gpu else "cpu")
 
 
 def recs_table(user_ids: Any, items: np.ndarray, scores: np.ndarray, item_ids: np.ndarray) -> Any:
@@ -170,9 +190,26 @@ def recs_table(user_ids: Any, items: np.ndarray, scores: np.ndarray, item_ids: n
 class RecommendResult:
     out: Path
     n_users: int
-    wall_s: float  # whole call: Ray start, model broadcast, scoring, writing
+    wall_s: float  # whole call: model loading, (Ray start, model broadcast,) scoring, writing
     score_s: float  # from the first batch requested to the last written
     users_per_s: float  # n_users / score_s
+    workers: int  # Ray scoring actors; 0 = scored in this process
+
+
+def scoring_workers(workers: int | None, address: str | None, num_cpus: int | None) -> int:
+    """How many Ray actors score (0: this process, no Ray). ``None`` picks: one actor when a cluster
+    is addressed (``address`` or ``RAY_ADDRESS``, as under ``ray job submit``), else this process.
+    Contradictory options are a UserError naming them."""
+    cluster = address or os.environ.get("RAY_ADDRESS")
+    if workers is None:
+        workers = 1 if cluster or num_cpus is not None else 0
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise UserError(f"--workers: must be an integer >= 0 (0 scores in this process, without Ray), got {workers!r}")
+    if workers == 0 and address:
+        raise UserError("--workers 0 scores in this process; --address connects to a Ray cluster: drop one of them")
+    if workers == 0 and num_cpus is not None:
+        raise UserError("--num-cpus sizes a local Ray; --workers 0 scores in this process without Ray: drop one of them")
+    return workers
 
 
 def check_output_path(out: str | Path) -> Path:
@@ -215,7 +252,7 @@ def recommend(
     out: str | Path,
     *,
     k: int = 10,
-    workers: int = 1,
+    workers: int | None = None,
     include_seen: bool = False,
     batch_size: int = 1024,
     use_gpu: bool = False,
@@ -223,18 +260,23 @@ def recommend(
     tracking_uri: str | None = None,
     address: str | None = None,
     num_cpus: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> RecommendResult:
-    """Score every user of ``data_dir`` with Ray Data and write ``out`` atomically; see the module doc."""
-    import pyarrow.parquet as pq
+    """Score every user of ``data_dir`` and write ``out`` atomically; see the module doc.
 
+    ``workers``: Ray scoring actors, 0 for this process (:func:`scoring_workers` picks when None).
+    ``progress(done, total)`` is called after each batch written in this process (users).
+    """
     from glintru.data.dataset import SEQUENCES, load_prepared
 
     t0 = time.perf_counter()
     out_path = check_output_path(out)
-    if workers < 1:
-        raise UserError(f"--workers: must be >= 1, got {workers}")
+    workers = scoring_workers(workers, address, num_cpus)
     if batch_size < 1:
         raise UserError(f"--batch-size: must be >= 1, got {batch_size}")
+    if use_gpu and workers == 0 and not torch.cuda.is_available():
+        raise UserError("--gpu: this process sees no CUDA device (in-process scoring runs here; "
+                        "--workers N scores on the GPUs of a Ray cluster)")
     data = load_prepared(data_dir)  # validates the manifest and the sequences
     loaded = load_model(model_spec, max_len=max_len, tracking_uri=tracking_uri)
     if loaded.n_items != data.n_items:
@@ -248,20 +290,72 @@ def recommend(
     if int(data.lengths.min()) < 1:
         raise UserError(f"{data.path / SEQUENCES}: a user has an empty history")
     item_ids = item_id_table(data.path, data.n_items)
+    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
+    try:
+        if workers == 0:
+            scorer = BatchScorer(loaded.model, item_ids, k, loaded.max_len, include_seen, "cuda" if use_gpu else "cpu")
+            n, score_s = write_batches(tmp, in_process_batches(scorer, data, batch_size), data.n_users, progress)
+        else:
+            n, score_s = score_with_ray(tmp, data.path / SEQUENCES, data.n_users, loaded, item_ids, k=k, workers=workers,
+                                        include_seen=include_seen, batch_size=batch_size, use_gpu=use_gpu,
+                                        address=address, num_cpus=num_cpus)
+        if n != data.n_users:
+            raise RuntimeError(f"recommend wrote {n} rows for {data.n_users} users")
+        os.replace(tmp, out_path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return RecommendResult(out_path, n, time.perf_counter() - t0, score_s, n / score_s if score_s > 0 else float("inf"), workers)
 
+
+def in_process_batches(scorer: BatchScorer, data: Any, batch_size: int) -> Iterator[Any]:
+    """Output tables of ``batch_size`` users each, in user order, scored in this process."""
+    offsets = data.offsets  # [U + 1]
+    for lo in range(0, data.n_users, batch_size):
+        hi = min(lo + batch_size, data.n_users)
+        values = data.items[offsets[lo] : offsets[hi]]
+        yield scorer.score(data.user_ids[lo:hi], offsets[lo : hi + 1] - offsets[lo], values)
+
+
+def write_batches(path: Path, batches: Iterable[Any], total: int,
+                  progress: Callable[[int, int], None] | None = None) -> tuple[int, float]:
+    """Stream output tables into one parquet file at ``path``: ``(rows written, seconds)``."""
+    import pyarrow.parquet as pq
+
+    t1 = time.perf_counter()
+    n = 0
+    writer = None
+    try:
+        for batch in batches:
+            if writer is None:
+                writer = pq.ParquetWriter(path, batch.schema)
+            writer.write_table(batch)
+            n += batch.num_rows
+            if progress is not None:
+                progress(n, total)
+    finally:
+        if writer is not None:
+            writer.close()
+    return n, time.perf_counter() - t1
+
+
+def score_with_ray(path: Path, sequences: Path, n_users: int, loaded: Any, item_ids: np.ndarray, *, k: int,
+                   workers: int, include_seen: bool, batch_size: int, use_gpu: bool, address: str | None,
+                   num_cpus: int | None) -> tuple[int, float]:
+    """Score with a pool of ``workers`` Ray Data actors (a local Ray started and stopped here unless
+    one is running or a cluster is addressed) and write ``path``: ``(rows written, seconds)``."""
     import ray
 
     from glintru.distributed.trainer import init_ray
 
     started = not ray.is_initialized()
     init_ray(address, num_cpus, min_cpus=workers)
-    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
     try:
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True
         model_ref = ray.put(loaded.model)
-        blocks = max(workers * 4, (data.n_users + batch_size - 1) // batch_size)
-        ds = ray.data.read_parquet(str(data.path / SEQUENCES)).select_columns(["user_id", "items"]).repartition(blocks)
+        blocks = max(workers * 4, (n_users + batch_size - 1) // batch_size)
+        ds = ray.data.read_parquet(str(sequences)).select_columns(["user_id", "items"]).repartition(blocks)
         resources = {"num_gpus": 1} if use_gpu else {"num_cpus": 1}
         ds = ds.map_batches(
             RecommendActor,
@@ -274,25 +368,7 @@ def recommend(
             compute=ray.data.ActorPoolStrategy(size=workers),
             **resources,
         )
-        t1 = time.perf_counter()
-        n = 0
-        writer = None
-        try:
-            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                if writer is None:
-                    writer = pq.ParquetWriter(tmp, batch.schema)
-                writer.write_table(batch)
-                n += batch.num_rows
-        finally:
-            if writer is not None:
-                writer.close()
-        score_s = time.perf_counter() - t1
-        if n != data.n_users:
-            raise RuntimeError(f"recommend wrote {n} rows for {data.n_users} users")
-        os.replace(tmp, out_path)
+        return write_batches(path, ds.iter_batches(batch_size=None, batch_format="pyarrow"), n_users)
     finally:
-        if tmp.exists():
-            tmp.unlink()
         if started and address is None:
             ray.shutdown()
-    return RecommendResult(out_path, n, time.perf_counter() - t0, score_s, n / score_s if score_s > 0 else float("inf"))

@@ -1,5 +1,6 @@
 """``glintru recommend``: top-K from the engine's own scoring, seen items excluded, ids mapped back,
-Ray Data actors, atomic output, and one clear error per bad input."""
+in this process or with Ray Data actors (the same file), atomic output, and one clear error per bad
+input."""
 
 from __future__ import annotations
 
@@ -160,9 +161,33 @@ def test_recommend_command_maps_ids_back_and_matches_the_engine(ray_local, train
         assert not {f"movie-{7 * i}" for i in seq} & set(rec_ids[u])
     assert rec_ids[0] == ["movie-84"]  # only item 12 unseen
     assert not list(tmp_path.glob(".recs.parquet.tmp-*"))
+    assert "2 Ray actors" in capsys.readouterr().out
+
+    # The same file from this process, without Ray, in batches of a different size.
+    inproc = tmp_path / "inproc.parquet"
+    assert main(["recommend", "--model", str(best.parent), "--data", str(data), "--k", "3", "--out", str(inproc),
+                 "--workers", "0", "--batch-size", "3"]) == 0
+    assert "in this process" in capsys.readouterr().out
+    other = pq.read_table(inproc)
+    assert other.schema == table.schema
+    assert other.column("user_id").to_pylist() == table.column("user_id").to_pylist()
+    assert other.column("item_ids").to_pylist() == rec_ids
+    for a, b in zip(other.column("scores").to_pylist(), rec_scores):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_include_seen_and_a_checkpoint_file_source(ray_local, trained, tmp_path):
+@pytest.fixture
+def no_ray(monkeypatch):
+    from glintru.distributed import trainer
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(trainer, "init_ray", refuse)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+
+
+def test_include_seen_and_a_checkpoint_file_source_in_this_process_by_default(no_ray, trained, tmp_path):
     model, run_cfg, seqs, data, best = trained
     out = tmp_path / "recs.parquet"
     assert main(["recommend", "--model", str(best), "--data", str(data), "--k", "5", "--out", str(out), "--include-seen"]) == 0
@@ -355,6 +380,59 @@ def test_incremental_mode_bad_inputs(trained, tmp_path, capsys):
     official = save_best(tmp_path / "official", build_model(tiny_cfg("glintru_official"), N_ITEMS), tiny_cfg("glintru_official"))
     assert "needs a causal GLINT-RU" in _error_of(["recommend", "--model", str(official), "--data", str(data), "--out", out,
                                                     "--events", str(events)], capsys)
+    assert not Path(out).exists()
+
+
+def test_progress_is_reported_after_every_batch_written(no_ray, trained, tmp_path):
+    from glintru.recommend import recommend
+
+    model, run_cfg, seqs, data, best = trained
+    calls = []
+    res = recommend(str(best), data, tmp_path / "r.parquet", k=2, batch_size=6, progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(6, 20), (12, 20), (18, 20), (20, 20)]  # 20 users in batches of 6
+    assert (res.n_users, res.workers) == (20, 0)
+    assert pq.read_table(tmp_path / "r.parquet").num_rows == 20
+
+
+def test_progress_line_prints_at_most_every_interval_and_not_at_the_end(monkeypatch, capsys):
+    from glintru.commands import recommend as command
+
+    clock = iter([0.0, 5.0, 12.0, 15.0, 30.0])  # construction, then one reading per call
+    monkeypatch.setattr(command.time, "perf_counter", lambda: next(clock))
+    line = command.ProgressLine(every_s=10.0)
+    for done in (100, 200, 300, 400):
+        line(done, 400)
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["scored 200 / 400 users (17 users/s, about 12 s left)"]  # 200 / 12 s; 200 left at that rate
+
+
+@pytest.mark.parametrize("workers, address, env, num_cpus, want", [
+    (None, None, None, None, 0),      # one machine: this process
+    (None, "auto", None, None, 1),    # a cluster addressed: one actor
+    (None, None, "ray://head:10001", None, 1),
+    (None, None, None, 4, 1),         # --num-cpus sizes a local Ray: Ray it is
+    (3, None, None, None, 3),
+    (0, None, "ray://head:10001", None, 0),
+])
+def test_scoring_workers_default_follows_the_cluster(monkeypatch, workers, address, env, num_cpus, want):
+    from glintru.recommend import scoring_workers
+
+    if env is None:
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    else:
+        monkeypatch.setenv("RAY_ADDRESS", env)
+    assert scoring_workers(workers, address, num_cpus) == want
+
+
+def test_contradictory_scoring_options_are_one_line_errors_before_any_work(no_ray, trained, tmp_path, capsys, monkeypatch):
+    model, run_cfg, seqs, data, best = trained
+    out = str(tmp_path / "recs.parquet")
+    base = ["recommend", "--model", str(best), "--data", str(data), "--out", out]
+    assert "--workers: must be an integer >= 0" in _error_of(base + ["--workers", "-1"], capsys)
+    assert "--workers 0 scores in this process; --address" in _error_of(base + ["--workers", "0", "--address", "auto"], capsys)
+    assert "--num-cpus sizes a local Ray; --workers 0" in _error_of(base + ["--workers", "0", "--num-cpus", "2"], capsys)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert "--gpu: this process sees no CUDA device" in _error_of(base + ["--gpu"], capsys)
     assert not Path(out).exists()
 
 

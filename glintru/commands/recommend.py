@@ -1,6 +1,7 @@
 """``glintru recommend``: top-K items for every user of a prepared dataset, from a trained model.
 
-    glintru recommend --model runs/glintru --data data/ml-1m --k 10 --out recs.parquet --workers 2
+    glintru recommend --model runs/glintru --data data/ml-1m --k 10 --out recs.parquet          # in this process
+    glintru recommend --model runs/glintru --data data/ml-1m --out recs.parquet --workers 2    # 2 Ray Data actors
     glintru recommend --model runs/glintru/checkpoints/epoch_0007/checkpoint.pt --data DIR --out recs.parquet
     glintru recommend --model models:/glintru/1 --mlflow-uri http://127.0.0.1:5000 --data DIR --out recs.parquet
 
@@ -15,6 +16,8 @@ See :mod:`glintru.recommend` for the model sources, the scoring and the output s
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 
 INCREMENTAL_HELP = (
     "incremental mode (causal GLINT-RU): --save-state FILE stores every user's recurrent state "
@@ -29,7 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="prepared dataset directory (or s3:// URI) the model was trained on")
     p.add_argument("--out", required=True, help="output parquet file (written atomically)")
     p.add_argument("--k", type=int, default=10, help="items per user (default 10)")
-    p.add_argument("--workers", type=int, default=1, help="Ray Data scoring actors (default 1)")
+    p.add_argument("--workers", type=int,
+                   help="Ray Data scoring actors; 0 scores in this process without starting Ray. Default: 0 on "
+                        "a single machine, 1 when a cluster is addressed (--address or RAY_ADDRESS)")
     p.add_argument("--batch-size", type=int, default=1024, help="users per scoring batch (default 1024)")
     p.add_argument("--include-seen", action="store_true", help="keep items the user already interacted with")
     p.add_argument("--gpu", "--use-gpu", dest="gpu", action="store_true",
@@ -37,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-len", type=int, help="input window (default: the model's max_len)")
     p.add_argument("--mlflow-uri", help="tracking URI for an MLflow model URI (default MLFLOW_TRACKING_URI)")
     p.add_argument("--address", help="Ray cluster address (e.g. auto); default: a local Ray")
-    p.add_argument("--num-cpus", type=int, help="logical CPUs of a local Ray (never sent to a cluster)")
+    p.add_argument("--num-cpus", type=int, help="logical CPUs of a local Ray (never sent to a cluster; implies Ray scoring)")
     inc = p.add_argument_group("incremental mode", INCREMENTAL_HELP)
     inc.add_argument("--save-state", metavar="FILE", help="write every user's streaming state to FILE (after --events if given)")
     inc.add_argument("--state", metavar="FILE", help="streaming states written by an earlier --save-state")
@@ -49,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         from glintru.errors import UserError
         from glintru.streaming import recommend_incremental
 
-        if args.gpu or args.workers != 1:
+        if args.gpu or args.workers is not None:
             raise UserError("--gpu and --workers apply to batch mode; incremental mode runs in this process on CPU")
         res = recommend_incremental(
             args.model, args.data, args.out, state=args.state, events=args.events, save_state=args.save_state,
@@ -64,7 +69,25 @@ def run(args: argparse.Namespace) -> int:
     res = recommend(
         args.model, args.data, args.out, k=args.k, workers=args.workers, include_seen=args.include_seen,
         batch_size=args.batch_size, use_gpu=args.gpu, max_len=args.max_len, tracking_uri=args.mlflow_uri,
-        address=args.address, num_cpus=args.num_cpus,
+        address=args.address, num_cpus=args.num_cpus, progress=ProgressLine(),
     )
-    print(f"{res.n_users} users -> {res.out} ({res.users_per_s:.0f} users/s scoring, {res.wall_s:.1f} s in all)")
+    where = f"{res.workers} Ray actor{'s' if res.workers > 1 else ''}" if res.workers else "in this process"
+    print(f"{res.n_users} users -> {res.out} ({res.users_per_s:.0f} users/s scoring {where}, {res.wall_s:.1f} s in all)")
     return 0
+
+
+class ProgressLine:
+    """``progress(done, total)`` for in-process scoring: one stderr line at most every ``every_s``
+    seconds (none for a run shorter than that)."""
+
+    def __init__(self, every_s: float = 10.0) -> None:
+        self.every_s = every_s
+        self.t0 = self.last = time.perf_counter()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - self.last >= self.every_s and done < total:
+            self.last = now
+            rate = done / (now - self.t0)
+            print(f"scored {done:,} / {total:,} users ({rate:,.0f} users/s, about {(total - done) / rate:.0f} s left)",
+                  file=sys.stderr, flush=True)
