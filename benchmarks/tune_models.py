@@ -65,6 +65,18 @@ def study_key(dataset: str, model: str, tag: str | None = None) -> str:
     return f"{dataset}__{model}" + (f"__{tag}" if tag else "")
 
 
+def record_invocation(path: Path, wall_s: float, rc: int | None) -> list[dict]:
+    """Append one invocation of a study (seconds, exit status; None if interrupted before it
+    returned) to ``path`` and return them all: a study resumed over several invocations records the
+    sum as its wall time."""
+    walls = json.loads(path.read_text()) if path.is_file() else []
+    walls.append({"wall_s": round(wall_s, 1), "rc": rc, "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(walls, indent=1) + "\n")
+    tmp.replace(path)
+    return walls
+
+
 def tune_one(dataset: str, model: str, data_dir: Path, work_dir: Path, tuned_dir: Path, results_dir: Path,
              max_concurrent: int, overrides: list[str] = (), tag: str | None = None) -> dict:
     key = study_key(dataset, model, tag)
@@ -81,11 +93,14 @@ def tune_one(dataset: str, model: str, data_dir: Path, work_dir: Path, tuned_dir
     log = work_dir / "logs" / f"tune__{key}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    with log.open("a") as fh:
-        fh.write(f"$ {' '.join(cmd)}\n")
-        fh.flush()
-        rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=work_dir)
-    wall = time.perf_counter() - t0
+    rc = None
+    try:
+        with log.open("a") as fh:
+            fh.write(f"$ {' '.join(cmd)}\n")
+            fh.flush()
+            rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=work_dir)
+    finally:  # an interrupted invocation's time counts too: the study resumes from it
+        walls = record_invocation(work_dir / "logs" / f"tune__{key}.walls.json", time.perf_counter() - t0, rc)
     if rc != 0:
         raise RuntimeError(f"glintru tune exited {rc}; see {log}")
     tuned_dir.mkdir(parents=True, exist_ok=True)
@@ -93,7 +108,8 @@ def tune_one(dataset: str, model: str, data_dir: Path, work_dir: Path, tuned_dir
         trials = list(csv.DictReader(fh))
     record_first = first_trial(model, trials)
     record = {"dataset": dataset, "model": model, "tag": tag, "search_space": f"benchmarks/spaces/{model}.yaml",
-              "trials": trials, "first_trial": record_first, "overrides": list(overrides), "wall_s": round(wall, 1), "max_concurrent": max_concurrent,
+              "trials": trials, "first_trial": record_first, "overrides": list(overrides),
+              "wall_s": round(sum(w["wall_s"] for w in walls), 1), "invocations": walls, "max_concurrent": max_concurrent,
               "best_config": (out / "best_config.yaml").read_text(), "machine": machine(),
               "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     results_dir.mkdir(parents=True, exist_ok=True)

@@ -101,3 +101,36 @@ def test_every_benchmark_space_fixes_the_protocols_keys_at_the_protocols_values(
         assert {"target_weight", "batch_size", "patience"} <= shared, model
         assert {k: space.fixed[k] for k in shared} == {k: PROTOCOL["*"][k] for k in shared}, model
         assert space.fixed["max_len"] == PROTOCOL["amazon-beauty"]["max_len"]
+
+
+def test_a_study_resumed_over_invocations_records_their_summed_wall_time(tmp_path, monkeypatch):
+    """The first invocation is interrupted (glintru tune exits 130), the second finishes the study:
+    the record's wall time is the sum of both, each listed with its exit status."""
+    import json
+
+    import tune_models
+
+    codes = iter([130, 0])
+    clock = iter([0.0, 40.0, 100.0, 125.5])  # start/end of each invocation
+
+    def fake_tune(cmd, stdout, stderr, env, cwd):
+        rc = next(codes)
+        if rc == 0:
+            out = Path(cmd[cmd.index("--out") + 1])
+            out.mkdir(parents=True)
+            (out / "trials.csv").write_text("trial_id,lr,emb_dropout\na1,0.001,0.3\n")
+            (out / "best_config.yaml").write_text("model: gru4rec\nlr: 0.001\n")
+        return rc
+
+    monkeypatch.setattr(tune_models.subprocess, "call", fake_tune)
+    monkeypatch.setattr(tune_models.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(tune_models, "prepare_dataset", lambda root, ds, work: tmp_path / "data" / ds)
+    argv = ["--data-root", str(tmp_path), "--datasets", "ml-1m", "--models", "gru4rec", "--work-dir",
+            str(tmp_path / "work"), "--tuned-dir", str(tmp_path / "tuned"), "--results-dir", str(tmp_path / "res")]
+    assert tune_models.main(argv) != 0  # the interrupted study: no record, no tuned file
+    assert not (tmp_path / "tuned" / "ml-1m__gru4rec.yaml").exists()
+    assert tune_models.main(argv) == 0
+    rec = json.loads((tmp_path / "res" / "tuning" / "ml-1m__gru4rec.json").read_text())
+    assert rec["wall_s"] == 40.0 + 25.5
+    assert [(w["wall_s"], w["rc"]) for w in rec["invocations"]] == [(40.0, 130), (25.5, 0)]
+
