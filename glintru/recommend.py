@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -43,6 +43,9 @@ from torch import nn
 from glintru.engine.scoring import history_mask_coords, score_blocks
 from glintru.errors import UserError
 from glintru.loading import load_model
+
+if TYPE_CHECKING:
+    from glintru.data.dataset import PreparedDataset
 
 # --------------------------------------------------------------------------------------------
 # Scoring
@@ -124,9 +127,9 @@ def actor_threads() -> int:
 
 
 class BatchScorer:
-    """Scores a batch of users: a ``pyarrow.Table`` (or ``RecordBatch``) with ``user_id`` and
-    ``items`` (list<int32>) in, the output schema (:func:`recs_table`) out. The one scoring path of
-    both modes: called directly in this process, or as a Ray actor (:class:`RecommendActor`)."""
+    """Scores a batch of users: a ``pyarrow.Table`` with ``user_id`` and ``items`` (list<int32>) in
+    (``__call__``; or the arrays, :meth:`score`), the output schema (:func:`recs_table`) out. The one
+    scoring path of both modes: in this process, or as a Ray actor (:class:`RecommendActor`)."""
 
     def __init__(self, model: nn.Module, item_ids: np.ndarray, k: int, max_len: int, include_seen: bool,
                  device: str | torch.device = "cpu") -> None:
@@ -136,9 +139,7 @@ class BatchScorer:
         self.k, self.max_len, self.include_seen = k, max_len, include_seen
 
     def __call__(self, batch: Any) -> Any:
-        col = batch.column("items")
-        if hasattr(col, "combine_chunks"):  # a Table's column is chunked, a RecordBatch's is not
-            col = col.combine_chunks()
+        col = batch.column("items").combine_chunks()
         offsets = col.offsets.to_numpy().astype(np.int64)
         values = col.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]
         return self.score(batch.column("user_id"), offsets - offsets[0], values)
@@ -308,7 +309,7 @@ def recommend(
     return RecommendResult(out_path, n, time.perf_counter() - t0, score_s, n / score_s if score_s > 0 else float("inf"), workers)
 
 
-def in_process_batches(scorer: BatchScorer, data: Any, batch_size: int) -> Iterator[Any]:
+def in_process_batches(scorer: BatchScorer, data: PreparedDataset, batch_size: int) -> Iterator[Any]:
     """Output tables of ``batch_size`` users each, in user order, scored in this process."""
     offsets = data.offsets  # [U + 1]
     for lo in range(0, data.n_users, batch_size):
