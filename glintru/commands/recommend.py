@@ -41,7 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="score on GPUs: one per scoring actor (--use-gpu is an old spelling)")
     p.add_argument("--max-len", type=int, help="input window (default: the model's max_len)")
     p.add_argument("--mlflow-uri", help="tracking URI for an MLflow model URI (default MLFLOW_TRACKING_URI)")
-    p.add_argument("--address", help="Ray cluster address (e.g. auto); default: a local Ray")
+    p.add_argument("--address", help="Ray cluster address (e.g. auto) to score on with Ray Data actors; default: "
+                                      "RAY_ADDRESS, else no cluster")
     p.add_argument("--num-cpus", type=int, help="logical CPUs of a local Ray (never sent to a cluster; implies Ray scoring)")
     inc = p.add_argument_group("incremental mode", INCREMENTAL_HELP)
     inc.add_argument("--save-state", metavar="FILE", help="write every user's streaming state to FILE (after --events if given)")
