@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU path end to end on a machine with a GPU (a few minutes): train with bf16 on one Ray Train
 # worker, a study whose trials share a GPU (--gpus-per-worker 0.5, two at a time), recommendations
-# on the GPU. Writes everything under OUT (default gpu_check/) and a summary log with the date.
+# on the GPU (in this process, and from a Ray Data actor). Writes everything under OUT (default
+# gpu_check/) and a summary log with the date.
 #   bash scripts/gpu_check.sh [OUT]
 #   GPU_CHECK_REHEARSAL=1 bash scripts/gpu_check.sh /tmp/rehearsal    # the same commands on a CPU, without --gpu
 set -euo pipefail
@@ -22,7 +23,10 @@ py="${PYTHON:-.venv/bin/python}"
   echo "== glintru tune --gpu --gpus-per-worker 0.5 (2 trials at once)"
   time "$py" -m glintru tune --data "$out/data" --profile quick --num-samples 4 --max-epochs 2 --workers 1 \
       $share --storage-path "$out/ray_results" --mlflow-uri "sqlite:///$PWD/$out/mlflow.db"
-  echo "== glintru recommend --gpu"
+  echo "== glintru recommend --gpu (in this process)"
   time "$py" -m glintru recommend --model "$out/train" --data "$out/data" --out "$out/recs.parquet" $gpu --k 10
+  echo "== glintru recommend --gpu --workers 1 (a Ray Data actor on the GPU)"
+  time "$py" -m glintru recommend --model "$out/train" --data "$out/data" --out "$out/recs_ray.parquet" $gpu --k 10 \
+      --workers 1
   echo "== done"
 } 2>&1 | tee "$log"
