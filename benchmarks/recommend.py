@@ -67,7 +67,7 @@ def main() -> None:
         for workers in args.workers:
             res = recommend(spec, t / "data", t / f"recs{workers}.parquet", k=args.k, workers=workers,
                             batch_size=args.batch_size, use_gpu=args.use_gpu)
-            runs.append({"workers": workers, "where": "in this process" if workers == 0 else f"{workers} Ray actors",
+            runs.append({"workers": workers, "where": "in this process" if workers == 0 else f"{workers} Ray actor{'s' if workers > 1 else ''}",
                          "users_per_s": round(res.users_per_s, 1), "score_s": round(res.score_s, 2),
                          "wall_s": round(res.wall_s, 2)})
         finish(info)
