@@ -34,18 +34,16 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from glintru.data.dataset import PreparedDataset, list_column_arrays
 from glintru.engine.scoring import history_mask_coords, score_blocks
 from glintru.errors import UserError
 from glintru.loading import load_model
-
-if TYPE_CHECKING:
-    from glintru.data.dataset import PreparedDataset
 
 # --------------------------------------------------------------------------------------------
 # Scoring
@@ -139,10 +137,8 @@ class BatchScorer:
         self.k, self.max_len, self.include_seen = k, max_len, include_seen
 
     def __call__(self, batch: Any) -> Any:
-        col = batch.column("items").combine_chunks()
-        offsets = col.offsets.to_numpy().astype(np.int64)
-        values = col.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]
-        return self.score(batch.column("user_id"), offsets - offsets[0], values)
+        offsets, values = list_column_arrays(batch.column("items"))
+        return self.score(batch.column("user_id"), offsets, values)
 
     def score(self, user_ids: Any, offsets: np.ndarray, values: np.ndarray) -> Any:
         """The output table for users ``user_ids`` with histories ``values[offsets[u]:offsets[u + 1]]``."""

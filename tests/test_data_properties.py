@@ -93,3 +93,16 @@ def test_any_input_gives_dataset_or_user_error(doc: tuple[str, bytes], dedup: bo
         assert len(vocab) == len(set(vocab)) == m["n_items"]
     finally:
         shutil.rmtree(root)
+
+
+def test_list_column_arrays_of_a_sliced_chunked_column_are_its_rows():
+    import pyarrow as pa
+
+    from glintru.data.dataset import list_column_arrays
+
+    rows = [[1, 2], [3], [4, 5, 6], [7]]
+    chunked = pa.chunked_array([pa.array(rows[:2], pa.list_(pa.int32())), pa.array(rows[2:], pa.list_(pa.int32()))])
+    for column, want in ((chunked, rows), (chunked.slice(1, 2), rows[1:3]), (pa.array(rows).slice(2), rows[2:])):
+        offsets, values = list_column_arrays(column)
+        assert offsets[0] == 0 and len(values) == offsets[-1]
+        assert [values[offsets[r]:offsets[r + 1]].tolist() for r in range(len(want))] == want

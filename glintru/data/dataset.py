@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -89,6 +90,15 @@ class PreparedDataset:
         return np.bincount(self.items, minlength=self.n_items + 1)
 
 
+def list_column_arrays(column: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A list<int> Arrow column (chunked or not, possibly a slice) as ``(offsets [R + 1] int64 from 0,
+    values [offsets[-1]])``: row r is ``values[offsets[r]:offsets[r + 1]]``."""
+    col = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+    offsets = col.offsets.to_numpy().astype(np.int64)
+    values = col.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]
+    return offsets - offsets[0], values
+
+
 def load_prepared(path: str | Path) -> PreparedDataset:
     """Read ``DIR/manifest.json`` and ``DIR/sequences.parquet``; clear errors if either is bad.
 
@@ -121,11 +131,9 @@ def load_prepared(path: str | Path) -> PreparedDataset:
         table = pq.read_table(spath, columns=["user_id", "items"])
     except (OSError, pa.ArrowException) as exc:
         raise UserError(f"{spath}: cannot read ({exc})") from None
-    col = table.column("items").combine_chunks()
-    offsets = col.offsets.to_numpy().astype(np.int64)
-    offsets = offsets - offsets[0]
+    offsets, values = list_column_arrays(table.column("items"))
     # A writable copy: Arrow buffers are read-only and torch.from_numpy warns on them.
-    items = np.array(col.values.to_numpy(zero_copy_only=False)[: offsets[-1]], dtype=np.int32)
+    items = np.array(values, dtype=np.int32)
     if len(items) and (items.min() < 1 or items.max() > n_items):
         raise UserError(f"{spath}: item indices must lie in 1..{n_items} (manifest n_items)")
     user_ids = np.asarray(table.column("user_id").to_pylist(), dtype=object)
