@@ -412,19 +412,3 @@ def test_a_run_trained_on_a_gpu_is_named_by_its_gpu_and_the_header_says_runs_sha
     text = report.report([cpu_run, gpu_run], studies=[], masking={}, paired=[])
     assert ("Measured on: AMD EPYC (AVX2), NVIDIA H200 GPU (host Intel(R) Xeon(R) Processor (AMX_BF16)); one torch "
             "thread per run, two runs at a time on a CPU; on a GPU, up to 14 runs of one call shared it") in text
-
-
-def test_an_interrupted_grid_is_one_line_and_exit_130_not_a_traceback(tmp_path, capsys, monkeypatch):
-    import reproduce
-
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(reproduce, "prepare_dataset", lambda root, ds, work: tmp_path / ds)
-    monkeypatch.setattr(reproduce, "ProcessPoolExecutor", interrupted)
-    argv = ["--data-root", str(tmp_path), "--datasets", "ml-1m", "--runs", "gru4rec", "--results-dir",
-            str(tmp_path / "res"), "--work-dir", str(tmp_path / "work")]
-    assert reproduce.main(argv) == 130
-    err = capsys.readouterr().err
-    assert "interrupted: finished runs keep their JSON" in err and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1

@@ -135,3 +135,17 @@ def test_each_bad_option_is_one_error_line_and_nothing_is_written(tmp_path, caps
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "res").exists() and not (tmp_path / "work").exists()
+
+
+def test_an_interrupted_grid_is_one_line_and_exit_130_not_a_traceback(tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(reproduce, "prepare_dataset", lambda root, ds, work: tmp_path / ds)
+    monkeypatch.setattr(reproduce, "ProcessPoolExecutor", interrupted)
+    argv = ["--data-root", str(tmp_path), "--datasets", "ml-1m", "--runs", "gru4rec", "--results-dir",
+            str(tmp_path / "res"), "--work-dir", str(tmp_path / "work")]
+    assert reproduce.main(argv) == 130
+    err = capsys.readouterr().err
+    assert "interrupted: finished runs keep their JSON" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
