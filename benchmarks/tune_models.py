@@ -100,7 +100,7 @@ def tune_one(dataset: str, model: str, data_dir: Path, work_dir: Path, tuned_dir
             fh.flush()
             rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=work_dir)
     finally:  # an interrupted invocation's time counts too: the study resumes from it
-        walls = record_invocation(work_dir / "logs" / f"tune__{key}.walls.json", time.perf_counter() - t0, rc)
+        walls = record_invocation(log.with_suffix(".walls.json"), time.perf_counter() - t0, rc)
     if rc != 0:
         raise RuntimeError(f"glintru tune exited {rc}; see {log}")
     tuned_dir.mkdir(parents=True, exist_ok=True)
