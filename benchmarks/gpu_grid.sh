@@ -73,27 +73,38 @@ main)
     exit 2
     ;;
 esac
-# What comes back from a lent machine is at most 8 files of at most 16 MB each: runs.tgz (the new
-# result JSONs and every log), then one file per run: the best weights of each seed-1 run this call
-# finished (what paired_users.py rescores), then the newest checkpoint of each run the deadline
-# stopped (to resume it elsewhere: `tar xzf` in the repository root, then the same reproduce.py command).
+# What comes back from a lent machine is at most 8 files of at most 16 MB each, 64 MB in all: runs.tgz
+# (the new result JSONs and every log), then the newest checkpoint of each run the deadline stopped
+# (to resume it elsewhere: `tar xzf` in the repository root, then the same reproduce.py command), then
+# the best weights of the runs this call finished, seed 2's before seed 1's, as many to a file as fit
+# (what paired_users.py and history_masking.py rescore).
 { find benchmarks/results/runs benchmarks/work/logs -newer "$marker" -type f 2>/dev/null; ls "$out"/*.log; } > "$out/new_files.txt"
 tar czf "$out/runs.tgz" -T "$out/new_files.txt" && rm -f "$out"/*.log
 echo "packed in runs.tgz: $(wc -l < "$out/new_files.txt") files"
 rm -f "$out/new_files.txt"
 [[ $mode == main ]] || exit 0
-slots=7
+slots=7 room=60000000
 pack() {  # pack NAME PATH...: one more file to come back, if one is left and it fits
-    if (( slots == 0 )); then echo "not packed (no file left): $2"; return; fi
+    if (( slots == 0 )); then echo "not packed (no file left): ${*:2}"; return 1; fi
     tar czf "$out/$1.tgz" "${@:2}" 2>/dev/null
-    if (( $(stat -c %s "$out/$1.tgz") > 16000000 )); then rm -f "$out/$1.tgz"; echo "not packed (over 16 MB): $2"; return; fi
-    slots=$((slots - 1)); echo "packed $1.tgz"
+    local size; size=$(stat -c %s "$out/$1.tgz")
+    if (( size > 16000000 || size > room )); then rm -f "$out/$1.tgz"; echo "not packed (too large): ${*:2}"; return 1; fi
+    slots=$((slots - 1)) room=$((room - size)); echo "packed $1.tgz: ${*:2}"
 }
-for d in benchmarks/work/runs/*/*__seed1/; do
-    [[ -f ${d}best.pt && ${d}best.pt -nt $marker && ! -d ${d}checkpoints ]] && pack "best_$(basename "$d")" "${d}best.pt"
-done
 for d in benchmarks/work/runs/*/*/; do
     ck=$(ls -d "${d}"checkpoints/epoch_* 2>/dev/null | tail -n 1)
     [[ -n $ck && $ck -nt $marker ]] && pack "ckpt_$(basename "$d")" "$ck"  # it holds the best weights too
 done
+group=() bytes=0 n=0
+for d in benchmarks/work/runs/*/*__seed2/ benchmarks/work/runs/*/*__seed1/; do
+    f=${d}best.pt
+    [[ -f $f && $f -nt $marker && ! -d ${d}checkpoints ]] || continue
+    size=$(stat -c %s "$f")
+    if (( ${#group[@]} > 0 && bytes + size > 15000000 )); then
+        pack "best_$n" "${group[@]}" || break
+        group=() bytes=0 n=$((n + 1))
+    fi
+    group+=("$f") bytes=$((bytes + size))
+done
+(( ${#group[@]} == 0 )) || pack "best_$n" "${group[@]}"
 exit 0
