@@ -20,6 +20,10 @@ prefixes): its tuned YAMLs go to ``benchmarks/tuned-NAME/`` (the same file names
 ``tuning/<dataset>__<model>__NAME.json``:
 
     python benchmarks/tune_models.py --data-root DATA --set objective=last_position --set batch_size=2048 --tag prefix
+
+Ctrl+C (or ``timeout -s INT``, ``kill -INT`` of this process) stops the study under way: ``glintru
+tune`` gets the interrupt once, saves the study and exits, and this script exits 130; the same
+command resumes it.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import csv
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -65,6 +70,34 @@ def study_key(dataset: str, model: str, tag: str | None = None) -> str:
     return f"{dataset}__{model}" + (f"__{tag}" if tag else "")
 
 
+class StudyInterrupted(KeyboardInterrupt):
+    """Raised by :func:`run_study` once the interrupted ``glintru tune`` has exited (``rc``: its status)."""
+
+    def __init__(self, rc: int | None, study: str = "") -> None:
+        super().__init__(rc)
+        self.rc, self.study = rc, study
+
+
+def run_study(cmd: list[str], log, env: dict[str, str], cwd: Path) -> int:
+    """Run ``glintru tune`` (``cmd``, output to the open file ``log``) to its end; return its exit status.
+
+    The child runs in a session of its own, so an interrupt reaches it exactly once, forwarded from
+    here, whether it came from the terminal (which signals this process group) or was sent to this
+    process alone: ``glintru tune`` then saves the study and exits, and :class:`StudyInterrupted` is
+    raised after it has. A second interrupt while it saves is forwarded too."""
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+    while proc.poll() is None:
+        try:
+            proc.wait()
+        except KeyboardInterrupt:
+            proc.send_signal(signal.SIGINT)
+    raise StudyInterrupted(proc.returncode)
+
+
 def record_invocation(path: Path, wall_s: float, rc: int | None) -> list[dict]:
     """Append one invocation of a study (seconds, exit status; None if interrupted before it
     returned) to ``path`` and return them all: a study resumed over several invocations records the
@@ -98,7 +131,10 @@ def tune_one(dataset: str, model: str, data_dir: Path, work_dir: Path, tuned_dir
         with log.open("a") as fh:
             fh.write(f"$ {' '.join(cmd)}\n")
             fh.flush()
-            rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=work_dir)
+            rc = run_study(cmd, fh, env, work_dir)
+    except StudyInterrupted as exc:
+        rc, exc.study = exc.rc, key
+        raise
     finally:  # an interrupted invocation's time counts too: the study resumes from it
         walls = record_invocation(log.with_suffix(".walls.json"), time.perf_counter() - t0, rc)
     if rc != 0:
@@ -147,6 +183,18 @@ def main(argv: list[str] | None = None) -> int:
     tuned_dir = Path(args.tuned_dir) if args.tuned_dir else default_tuned
     results_dir = Path(args.results_dir) / "tuning"
     failed = 0
+    try:
+        failed = tune_all(args, work_dir, tuned_dir, results_dir)
+    except StudyInterrupted as exc:
+        print(f"{time.strftime('%H:%M:%S')} interrupted: study {exc.study} stopped (glintru tune exited {exc.rc}) "
+              "with its trials saved; the same command resumes it", file=sys.stderr, flush=True)
+        return 130
+    return 1 if failed else 0
+
+
+def tune_all(args: argparse.Namespace, work_dir: Path, tuned_dir: Path, results_dir: Path) -> int:
+    """Every study of the call in turn (a model whose tuned file exists is skipped); the number that failed."""
+    failed = 0
     for ds in args.datasets:
         data_dir = prepare_dataset(Path(args.data_root), ds, work_dir).resolve()
         for model in args.models:
@@ -163,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"{time.strftime('%H:%M:%S')} done {ds} {model}: {len(rec['trials'])} trials, "
                   f"{rec['wall_s']:.0f} s", flush=True)
-    return 1 if failed else 0
+    return failed
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 
@@ -15,7 +17,7 @@ def test_tune_models_writes_the_trials_under_results_tuning_and_the_best_config_
 
     calls = []
 
-    def fake_tune(cmd, stdout, stderr, env, cwd):
+    def fake_tune(cmd, log, env, cwd):
         calls.append(cmd)
         out = Path(cmd[cmd.index("--out") + 1])
         out.mkdir(parents=True)
@@ -24,7 +26,7 @@ def test_tune_models_writes_the_trials_under_results_tuning_and_the_best_config_
         (out / "best_config.yaml").write_text("model: gru4rec\nlr: 0.002\nemb_dropout: 0.4\n")
         return 0
 
-    monkeypatch.setattr(tune_models.subprocess, "call", fake_tune)
+    monkeypatch.setattr(tune_models, "run_study", fake_tune)
     monkeypatch.setattr(tune_models, "prepare_dataset", lambda root, ds, work: tmp_path / "data" / ds)
     argv = ["--data-root", str(tmp_path), "--datasets", "ml-1m", "--models", "gru4rec", "--work-dir",
             str(tmp_path / "work"), "--tuned-dir", str(tmp_path / "tuned"), "--results-dir", str(tmp_path / "res"),
@@ -52,7 +54,7 @@ def test_a_tagged_family_of_studies_is_filed_apart_from_the_first(tmp_path, monk
 
     calls = []
 
-    def fake_tune(cmd, stdout, stderr, env, cwd):
+    def fake_tune(cmd, log, env, cwd):
         calls.append(cmd)
         out = Path(cmd[cmd.index("--out") + 1])
         out.mkdir(parents=True)
@@ -62,7 +64,7 @@ def test_a_tagged_family_of_studies_is_filed_apart_from_the_first(tmp_path, monk
         (out / "best_config.yaml").write_text(f"model: gru4rec\nlr: 0.001\nobjective: {objective}\n")
         return 0
 
-    monkeypatch.setattr(tune_models.subprocess, "call", fake_tune)
+    monkeypatch.setattr(tune_models, "run_study", fake_tune)
     monkeypatch.setattr(tune_models, "prepare_dataset", lambda root, ds, work: tmp_path / "data" / ds)
     monkeypatch.setattr(tune_models, "ROOT", tmp_path)  # where the default tuned directories live
     argv = ["--data-root", str(tmp_path), "--models", "gru4rec", "--work-dir", str(tmp_path / "work"),
@@ -113,7 +115,7 @@ def test_a_study_resumed_over_invocations_records_their_summed_wall_time(tmp_pat
     codes = iter([130, 0])
     clock = iter([0.0, 40.0, 100.0, 125.5])  # start/end of each invocation
 
-    def fake_tune(cmd, stdout, stderr, env, cwd):
+    def fake_tune(cmd, log, env, cwd):
         rc = next(codes)
         if rc == 0:
             out = Path(cmd[cmd.index("--out") + 1])
@@ -122,7 +124,7 @@ def test_a_study_resumed_over_invocations_records_their_summed_wall_time(tmp_pat
             (out / "best_config.yaml").write_text("model: gru4rec\nlr: 0.001\n")
         return rc
 
-    monkeypatch.setattr(tune_models.subprocess, "call", fake_tune)
+    monkeypatch.setattr(tune_models, "run_study", fake_tune)
     monkeypatch.setattr(tune_models.time, "perf_counter", lambda: next(clock))
     monkeypatch.setattr(tune_models, "prepare_dataset", lambda root, ds, work: tmp_path / "data" / ds)
     argv = ["--data-root", str(tmp_path), "--datasets", "ml-1m", "--models", "gru4rec", "--work-dir",
@@ -134,3 +136,76 @@ def test_a_study_resumed_over_invocations_records_their_summed_wall_time(tmp_pat
     assert rec["wall_s"] == 40.0 + 25.5
     assert [(w["wall_s"], w["rc"]) for w in rec["invocations"]] == [(40.0, 130), (25.5, 0)]
 
+
+
+CHILD = """
+import signal, sys, time
+from pathlib import Path
+seen = []
+signal.signal(signal.SIGINT, lambda *a: seen.append(1))
+Path(sys.argv[1]).write_text("ready")
+while not seen:
+    time.sleep(0.02)
+time.sleep(0.5)  # saving the study: a duplicate interrupt would arrive now
+Path(sys.argv[2]).write_text(str(len(seen)))
+sys.exit(130)
+"""
+
+DRIVER = """
+import sys
+sys.path.insert(0, {bench!r})
+import tune_models
+try:
+    tune_models.run_study([sys.executable, "-c", {child!r}, {ready!r}, {count!r}], sys.stdout, None, {cwd!r})
+except tune_models.StudyInterrupted as exc:
+    print("interrupted", exc.rc)
+    sys.exit(7)
+"""
+
+
+@pytest.mark.parametrize("how", ["this process alone", "its process group (a terminal's Ctrl+C)"])
+def test_an_interrupt_reaches_glintru_tune_once_and_is_raised_after_it_exits(tmp_path, how):
+    """`timeout -s INT` signals the driver alone, a terminal's Ctrl+C its whole process group: either
+    way the study process gets exactly one interrupt (a second would force it to quit unsaved), and the
+    driver raises StudyInterrupted with its exit status only once it has exited."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    bench = str(Path(__file__).resolve().parent.parent / "benchmarks")
+    ready, count = tmp_path / "ready", tmp_path / "count"
+    code = DRIVER.format(bench=bench, child=CHILD, ready=str(ready), count=str(count), cwd=str(tmp_path))
+    driver = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()
+        time.sleep(0.02)
+    if how == "this process alone":
+        os.kill(driver.pid, signal.SIGINT)
+    else:
+        os.killpg(driver.pid, signal.SIGINT)
+    out, err = driver.communicate(timeout=60)
+    assert (driver.returncode, out.strip(), count.read_text()) == (7, "interrupted 130", "1"), err
+
+
+def test_an_interrupted_study_exits_130_naming_it_and_records_the_invocation(tmp_path, monkeypatch, capsys):
+    import json
+
+    import tune_models
+
+    def interrupted(cmd, log, env, cwd):
+        raise tune_models.StudyInterrupted(130)
+
+    monkeypatch.setattr(tune_models, "run_study", interrupted)
+    monkeypatch.setattr(tune_models, "prepare_dataset", lambda root, ds, work: tmp_path / "data" / ds)
+    argv = ["--data-root", str(tmp_path), "--datasets", "ml-1m", "--models", "gru4rec", "narm", "--work-dir",
+            str(tmp_path / "work"), "--tuned-dir", str(tmp_path / "tuned"), "--results-dir", str(tmp_path / "res")]
+    assert tune_models.main(argv) == 130
+    out, err = capsys.readouterr()
+    assert "interrupted: study ml-1m__gru4rec stopped (glintru tune exited 130)" in err and "resumes" in err
+    assert "Traceback" not in err and "narm" not in out  # the next study does not start
+    walls = json.loads((tmp_path / "work" / "logs" / "tune__ml-1m__gru4rec.walls.json").read_text())
+    assert [w["rc"] for w in walls] == [130]
+    assert not (tmp_path / "tuned").exists() and not (tmp_path / "res").exists()
