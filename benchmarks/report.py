@@ -441,8 +441,15 @@ def variants_table(runs: list[dict[str, Any]], dataset: str) -> list[str]:
             gap = f"{(statistics.mean(nd) - statistics.mean(bnd)) / statistics.stdev(bnd):+.1f}"
 
         def per_epoch(group: list[dict[str, Any]]) -> str:
-            secs = [h["train/s"] for r in group for h in r["history"] if "train/s" in h]
-            return f"{statistics.median(secs):.0f}" if secs else "n/a"
+            """The median seconds of a training epoch; per machine where the group's runs trained on
+            several (a GPU's epochs and a CPU's do not share a median)."""
+            by_cpu: dict[str, list[float]] = {}
+            for r in group:
+                by_cpu.setdefault(run_cpu(r), []).extend(h["train/s"] for h in r["history"] if "train/s" in h)
+            meds = {cpu: f"{statistics.median(v):.0f}" for cpu, v in sorted(by_cpu.items()) if v}
+            if len(meds) > 1:
+                return ", ".join(f"{m} ({cpu})" for cpu, m in meds.items())
+            return next(iter(meds.values()), "n/a")
 
         lines.append("| " + " | ".join([
             f"`{name}` ({setting})", ", ".join(f"{k}={v}" for k, v in sorted(changed.items())),
@@ -450,7 +457,7 @@ def variants_table(runs: list[dict[str, Any]], dataset: str) -> list[str]:
             f"{100 * statistics.mean(nd):.2f}",
             f"{mean_std(bnd)} ({','.join(str(r['seed']) for r in base)})" if base else "none",
             gap, f"{per_epoch(rs)} / {per_epoch(base)}" if base else per_epoch(rs),
-            " / ".join(runs_cpus(rs)) + (" / " + ", ".join(runs_cpus(base)) if base else ""),
+            ", ".join(runs_cpus(rs)) + (" / " + ", ".join(runs_cpus(base)) if base else ""),
         ]) + " |")
     return lines
 

@@ -412,3 +412,18 @@ def test_a_run_trained_on_a_gpu_is_named_by_its_gpu_and_the_header_says_runs_sha
     text = report.report([cpu_run, gpu_run], studies=[], masking={}, paired=[])
     assert ("Measured on: AMD EPYC (AVX2), NVIDIA H200 GPU (host Intel(R) Xeon(R) Processor (AMX_BF16)); one torch "
             "thread per run, two runs at a time on a CPU; on a GPU, up to 14 runs of one call shared it") in text
+
+
+def test_a_variant_trained_on_a_gpu_and_a_cpu_gives_each_machines_epoch_time_apart():
+    """Seeds of one variant split between a lent GPU and the CPU: one median over both would be
+    neither machine's figure, so each gets its own; the machines of one side are listed with commas,
+    the two sides split by the slash."""
+    base = run("glintru", 1, 0.049, setting="tuned")
+    cpu_seed = run("glintru", 1, 0.057, setting="tuned-equal", target_weight="equal")
+    gpu_seeds = [run("glintru", k, 0.059, setting="tuned-equal", target_weight="equal") for k in (2, 3)]
+    base["history"], base["machine"] = [{"train/s": 18.0}], {"cpu": "AMD EPYC"}
+    cpu_seed["history"], cpu_seed["machine"] = [{"train/s": 40.0}, {"train/s": 44.0}], {"cpu": "AMD EPYC", "cpu_isa": "AVX2"}
+    for r, secs in zip(gpu_seeds, (5.0, 7.0)):
+        r["history"], r["machine"] = [{"train/s": secs}], {"cpu": "Intel(R) Xeon(R) Processor", "device": "cuda: NVIDIA H200"}
+    row = report.variants_table([base, cpu_seed, *gpu_seeds], "amazon-beauty")[2].split(" | ")
+    assert row[7:] == ["42 (EPYC (AVX2)), 6 (H200 GPU) / 18", "EPYC (AVX2), H200 GPU / EPYC |"]
