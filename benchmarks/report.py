@@ -286,20 +286,34 @@ def load_tuning(results: Path = RESULTS) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted((results / "tuning").glob("*.json"))]
 
 
+def chosen_trial(study: dict[str, Any], keys: list[str], metric: str) -> dict[str, str]:
+    """The trial whose searched values the study's ``best_config`` holds: ``glintru tune`` chooses by
+    each trial's best epoch, which the trials list (each trial's last report) does not show. A record
+    without ``best_config``, or whose values match no trial, falls back to the highest last report."""
+    import yaml
+
+    best = yaml.safe_load(study.get("best_config") or "") or {}
+    if all(k in best for k in keys):
+        for t in study["trials"]:
+            if all(abs(float(t[k]) - float(best[k])) <= 1e-9 * max(1.0, abs(float(best[k]))) for k in keys):
+                return t
+    return max(study["trials"], key=lambda t: float(t[metric]))
+
+
 def tuning_table(studies: list[dict[str, Any]], dataset: str) -> list[str]:
-    """One row per model's study: trials, epochs, the best trial's validation NDCG@10 and its values."""
+    """One row per model's study: trials, epochs, the chosen trial's validation NDCG@10 and its values."""
     rows = [s for s in studies if s["dataset"] == dataset]
     if not rows:
         return []
     metric = "valid/full/ndcg@10"
     head = ["model", "trials", "epochs trained (all trials)", "first trial (defaults) valid NDCG@10",
-            "best valid NDCG@10", "best configuration", "trial minutes (sum)"]
+            "chosen trial valid NDCG@10", "chosen configuration", "trial minutes (sum)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     order = {m: i for i, m in enumerate(MODEL_ORDER)}
     for st in sorted(rows, key=lambda s: order.get(s["model"], 99)):
         trials = st["trials"]
         keys = [k for k in trials[0] if k not in ("trial_id", "epoch", metric) and not k.endswith("_s")]
-        best = max(trials, key=lambda t: float(t[metric]))
+        best = chosen_trial(st, keys, metric)
         first = next((t for t in trials if t["trial_id"] == st.get("first_trial")), None)
 
         def fmt(v: str) -> str:
@@ -578,7 +592,8 @@ def report(runs: list[dict[str, Any]], studies: list[dict[str, Any]] | None = No
         if tun:
             lines += ["Tuning (`benchmarks/tune_models.py`: `glintru tune`, the same budget for every model: 8 "
                       "trials, ASHA grace 5 epochs, at most 30 epochs; validation full NDCG@10 in %, the value a "
-                      "trial last reported):", ""] + tun + [""]
+                      "trial last reported; the study chooses the trial whose best epoch was highest, so its "
+                      "last report can be below another trial's):", ""] + tun + [""]
         lines += losses_section(runs, ds)
         var = variants_table(runs, ds)
         if var:

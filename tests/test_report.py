@@ -53,7 +53,7 @@ def test_tuned_runs_have_their_own_result_file():
     assert result_path(root, "amazon-beauty", "sasrec", 2, "tuned").name == "sasrec__tuned__seed2.json"
 
 
-def test_tuning_table_best_trial_and_first_trial():
+def test_tuning_table_chosen_trial_and_first_trial():
     trials = [{"trial_id": "a", "lr": "0.001", "kernel_size": "3", "epoch": "30", "valid/full/ndcg@10": "0.045",
                "trial_s": "900.0"},
               {"trial_id": "b", "lr": "0.0021", "kernel_size": "5", "epoch": "10", "valid/full/ndcg@10": "0.048",
@@ -61,6 +61,10 @@ def test_tuning_table_best_trial_and_first_trial():
     study = {"dataset": "amazon-beauty", "model": "glintru", "trials": trials, "first_trial": "a", "wall_s": 17.0}
     row = report.tuning_table([study], "amazon-beauty")[2].split(" | ")
     assert row == ["| `glintru`", "2", "40", "4.50", "4.80", "lr=0.0021, kernel_size=5", "20 |"]  # (900 + 300) s
+    # the study chose trial a (its best epoch beat b's, though its last report is lower): the row is a's
+    study["best_config"] = "model: glintru\nlr: 0.001\nkernel_size: 3\nhidden_size: 128\n"
+    row = report.tuning_table([study], "amazon-beauty")[2].split(" | ")
+    assert row[4:6] == ["4.50", "lr=0.001, kernel_size=3"]
 
 
 @pytest.mark.parametrize("values, text", [([], "n/a"), ([0.0397], "3.97"), ([0.02, 0.04], "3.00 ± 1.41")])
