@@ -291,3 +291,20 @@ def test_a_stopped_trial_gets_tunes_wall_time_and_its_training_loop_time():
     stopped = _Result({}, {"time_total_s": 21.0, "epoch": 2.0})
     assert partial_timing(stopped, history) == {"ray/trial_s": 21.0, "ray/train_s": 5.5}  # 2.5 + 3.0
     assert partial_timing(_Result({}, {}), [{"epoch": 1.0}]) == {}
+
+
+def test_the_chosen_trial_shows_its_best_epochs_metrics_not_its_last_report():
+    """Tune chose the trial by its best epoch (scope "all"); ASHA stopped it 3 epochs later, so its
+    result's last report is lower. The summary and the registry's score take the peak's validation
+    metrics (test metrics, had it any, stay); a trial that ran to its end already reported its best
+    epoch's values last and is unchanged."""
+    from glintru.tuning.summary import chosen_metrics
+
+    history = [{"epoch": 1.0, "valid/m": 0.03, "valid/hr": 0.06, "train/loss": 9.0},
+               {"epoch": 2.0, "valid/m": 0.05, "valid/hr": 0.09, "train/loss": 8.0},
+               {"epoch": 5.0, "valid/m": 0.04, "valid/hr": 0.10, "train/loss": 7.0}]
+    stopped = {"trial_id": "a", "epoch": 5.0, "valid/m": 0.04, "valid/hr": 0.10, "train/loss": 7.0}
+    assert chosen_metrics(stopped, history, "valid/m") == ({"valid/m": 0.05, "valid/hr": 0.09}, 2)
+    finished = {"epoch": 5.0, "valid/m": 0.05, "valid/hr": 0.09, "test/m": 0.045}  # the engine's final report
+    assert chosen_metrics(finished, history, "valid/m") == ({"valid/m": 0.05, "valid/hr": 0.09, "test/m": 0.045}, 2)
+    assert chosen_metrics(stopped, [], "valid/m") == ({"valid/m": 0.04, "valid/hr": 0.10}, None)  # no history kept

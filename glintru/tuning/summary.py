@@ -96,6 +96,23 @@ def trial_history(s: StudySettings, trial_id: str, result: Any) -> list[dict[str
     return [rows[e] for e in sorted(rows)]
 
 
+def chosen_metrics(last: dict[str, Any], history: list[dict[str, float]], metric: str) -> tuple[dict[str, float], int | None]:
+    """The chosen trial's validation and test metrics at its best epoch, and that epoch.
+
+    Tune chooses the trial whose best epoch reported the highest ``metric`` (scope "all"), but its
+    result holds its last report: for a trial ASHA stopped some epochs after its peak that is lower,
+    and neither the summary nor the registry's score should show it. A trial that ran to its end
+    reported its best epoch's validation metrics last (the engine's final report), so it is unchanged."""
+    out = {k: float(v) for k, v in last.items() if k.startswith(("valid/", "test/"))}
+    rows = [h for h in history if metric in h and "epoch" in h]
+    if not rows:
+        return out, None
+    peak = max(rows, key=lambda h: h[metric])
+    if peak[metric] > out.get(metric, -math.inf):
+        out.update({k: float(v) for k, v in peak.items() if k.startswith("valid/")})
+    return out, int(peak["epoch"])
+
+
 def trial_id_of(result: Any) -> str:
     return str((result.metrics or {}).get("trial_id") or Path(result.path).name)
 
@@ -212,10 +229,13 @@ def summarise(s: StudySettings, space: SearchSpace, grid: Any, out_dir: Path) ->
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = out_dir / "best_config.yaml"
     storage.atomic_write_text(cfg_path, yaml.safe_dump(best_cfg.to_flat(), sort_keys=False))
-    best_metrics = {k: float(best.metrics[k]) for k in sorted(best.metrics) if k.startswith(("valid/", "test/"))}
+    best_metrics, best_epoch = chosen_metrics(best.metrics, histories[best_id], s.metric)
+    best_metrics = dict(sorted(best_metrics.items()))
     k = s.metric.rsplit("@", 1)[-1]
     shown = {m: v for m, v in best_metrics.items() if m.endswith(f"@{k}") and "/mrr@" not in m}
-    print_table([("trial", best_id), *params.items(), *shown.items()], f"Best trial of study {s.name} ({s.metric})")
+    epoch_row = [("best epoch", best_epoch)] if best_epoch is not None else []
+    print_table([("trial", best_id), *params.items(), *epoch_row, *shown.items()],
+                f"Best trial of study {s.name} ({s.metric})")
     print(f"best config written to {cfg_path}  (glintru train --config {cfg_path} --data {s.data_dir})")
     storage.atomic_write_text(out_dir / "trials.csv", trials_table(ok, list(space.params), s.metric, timings))
     line = overhead_line(list(timings.values()))
@@ -238,7 +258,7 @@ def summarise(s: StudySettings, space: SearchSpace, grid: Any, out_dir: Path) ->
             ckpt = best_checkpoint(s, best_id, best_run, Path(tmp)) if best_run else None
             if ckpt is not None:
                 version, new, champion = register_best_model(
-                    uri, best_run, ckpt, s.register_name, s.metric, float(best.metrics[s.metric]), s.name)
+                    uri, best_run, ckpt, s.register_name, s.metric, best_metrics[s.metric], s.name)
                 print(f"best model {'registered' if new else 'already registered'} in MLflow as '{s.register_name}' "
                       f"version {version}{' (alias @champion)' if champion else ''}  "
                       f"(glintru recommend --model models:/{s.register_name}/{version} ...)")
