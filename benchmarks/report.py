@@ -312,7 +312,8 @@ def tuning_table(studies: list[dict[str, Any]], dataset: str) -> list[str]:
     order = {m: i for i, m in enumerate(MODEL_ORDER)}
     for st in sorted(rows, key=lambda s: order.get(s["model"], 99)):
         trials = st["trials"]
-        keys = [k for k in trials[0] if k not in ("trial_id", "epoch", metric) and not k.endswith("_s")]
+        keys = [k for k in trials[0] if k not in ("trial_id", "epoch", metric, "best_epoch", f"best {metric}")
+                and not k.endswith("_s")]
         best = chosen_trial(st, keys, metric)
         first = next((t for t in trials if t["trial_id"] == st.get("first_trial")), None)
 

@@ -270,10 +270,14 @@ def test_trials_table_shows_where_the_time_went_and_the_overhead_line():
                _Result({"kernel_size": 5}, {"trial_id": "b", "epoch": 1.0, "m": 0.3})]
     csv_text = trials_table(results, ["kernel_size"], "m", {"a": t})
     assert csv_text.splitlines() == [
-        "trial_id,kernel_size,epoch,m,trial_s,fit_s,train_s,overhead_s",
-        "b,5,1.0,0.3,,,,",  # best first; no timing known
-        "a,3,2.0,0.1,30.0,21.0,15.0,9.0",
+        "trial_id,kernel_size,epoch,m,best_epoch,best m,trial_s,fit_s,train_s,overhead_s",
+        "b,5,1.0,0.3,,0.3,,,,",  # best first; no timing known, no history kept
+        "a,3,2.0,0.1,,0.1,30.0,21.0,15.0,9.0",
     ]
+    # a's first epoch beat b: a trial is ranked, as the study chooses, by its best epoch
+    histories = {"a": [{"epoch": 1.0, "m": 0.35}, {"epoch": 2.0, "m": 0.1}], "b": [{"epoch": 1.0, "m": 0.3}]}
+    assert trials_table(results, ["kernel_size"], "m", {"a": t}, histories).splitlines()[1:] == [
+        "a,3,2.0,0.1,1,0.35,30.0,21.0,15.0,9.0", "b,5,1.0,0.3,1,0.3,,,,"]
     u = trial_timing(0.0, 1.0, 50.0, {"wall_s": 30.0, "train_s": 20.0})  # 50 s wall, 20 s overhead
     v = trial_timing(0.0, 1.0, 40.0, {"wall_s": 30.0, "train_s": 24.0})  # 40 s wall, 10 s overhead
     # medians of (30, 50, 40) = 40 s wall, (21, 30, 30) = 30 s fit, (15, 20, 24) = 20 s train, (9, 20, 10) = 10 s

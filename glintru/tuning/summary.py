@@ -103,13 +103,13 @@ def chosen_metrics(last: dict[str, Any], history: list[dict[str, float]], metric
     result holds its last report: for a trial ASHA stopped some epochs after its peak that is lower,
     and neither the summary nor the registry's score should show it. A trial that ran to its end
     reported its best epoch's validation metrics last (the engine's final report), so it is unchanged."""
-    out = {k: float(v) for k, v in last.items() if k.startswith(("valid/", "test/"))}
+    out = {k: float(v) for k, v in last.items() if k.startswith(("valid/", "test/")) or k == metric}
     rows = [h for h in history if metric in h and "epoch" in h]
     if not rows:
         return out, None
     peak = max(rows, key=lambda h: h[metric])
     if peak[metric] > out.get(metric, -math.inf):
-        out.update({k: float(v) for k, v in peak.items() if k.startswith("valid/")})
+        out.update({k: float(v) for k, v in peak.items() if k.startswith("valid/") or k == metric})
     return out, int(peak["epoch"])
 
 
@@ -117,16 +117,24 @@ def trial_id_of(result: Any) -> str:
     return str((result.metrics or {}).get("trial_id") or Path(result.path).name)
 
 
-def trials_table(results: list[Any], keys: list[str], metric: str, timings: dict[str, dict[str, float]]) -> str:
-    """CSV: trial_id, the searched keys, the epoch reached, ``metric`` and where each trial's wall
-    time went (empty cells when unknown); best first."""
+def trials_table(results: list[Any], keys: list[str], metric: str, timings: dict[str, dict[str, float]],
+                 histories: dict[str, list[dict[str, float]]] | None = None) -> str:
+    """CSV: trial_id, the searched keys, the epoch reached and ``metric`` as last reported, the best
+    epoch and its ``metric`` (what the study chooses by), and where each trial's wall time went
+    (empty cells when unknown); the study's choice first."""
+    histories = histories or {}
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["trial_id", *keys, "epoch", metric, *TIMING_COLUMNS])
-    for r in sorted(results, key=lambda r: -float(r.metrics[metric])):
+    w.writerow(["trial_id", *keys, "epoch", metric, "best_epoch", f"best {metric}", *TIMING_COLUMNS])
+    rows = []
+    for r in results:
+        peak, epoch = chosen_metrics(r.metrics, histories.get(trial_id_of(r), []), metric)
+        rows.append((peak[metric], epoch, r))
+    for best, epoch, r in sorted(rows, key=lambda row: -row[0]):
         t = timings.get(trial_id_of(r), {})
         cells = [f"{t[f'ray/{c}']:.1f}" if f"ray/{c}" in t else "" for c in TIMING_COLUMNS]
-        w.writerow([trial_id_of(r), *[r.config.get(k) for k in keys], r.metrics.get("epoch"), r.metrics[metric], *cells])
+        w.writerow([trial_id_of(r), *[r.config.get(k) for k in keys], r.metrics.get("epoch"), r.metrics[metric],
+                    "" if epoch is None else epoch, best, *cells])
     return buf.getvalue()
 
 
@@ -237,7 +245,7 @@ def summarise(s: StudySettings, space: SearchSpace, grid: Any, out_dir: Path) ->
     print_table([("trial", best_id), *params.items(), *epoch_row, *shown.items()],
                 f"Best trial of study {s.name} ({s.metric})")
     print(f"best config written to {cfg_path}  (glintru train --config {cfg_path} --data {s.data_dir})")
-    storage.atomic_write_text(out_dir / "trials.csv", trials_table(ok, list(space.params), s.metric, timings))
+    storage.atomic_write_text(out_dir / "trials.csv", trials_table(ok, list(space.params), s.metric, timings, histories))
     line = overhead_line(list(timings.values()))
     if line:
         print(line)
