@@ -182,7 +182,6 @@ def main(argv: list[str] | None = None) -> int:
     default_tuned = ROOT / "benchmarks" / ("tuned" if args.tag is None else f"tuned-{args.tag}")
     tuned_dir = Path(args.tuned_dir) if args.tuned_dir else default_tuned
     results_dir = Path(args.results_dir) / "tuning"
-    failed = 0
     try:
         failed = tune_all(args, work_dir, tuned_dir, results_dir)
     except StudyInterrupted as exc:
