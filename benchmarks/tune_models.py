@@ -214,4 +214,7 @@ def tune_all(args: argparse.Namespace, work_dir: Path, tuned_dir: Path, results_
 
 
 if __name__ == "__main__":
+    # Ctrl+C and `kill -INT` stop the study under way even when a non-interactive shell started this
+    # in the background, which leaves SIGINT ignored (glintru tune sets its own handlers likewise)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.exit(main())

@@ -152,9 +152,11 @@ sys.exit(130)
 """
 
 DRIVER = """
-import sys
+import signal, sys
 sys.path.insert(0, {bench!r})
 import tune_models
+# as __main__ does: a test run from a background shell inherits SIGINT ignored
+signal.signal(signal.SIGINT, signal.default_int_handler)
 try:
     tune_models.run_study([sys.executable, "-c", {child!r}, {ready!r}, {count!r}], sys.stdout, None, {cwd!r})
 except tune_models.StudyInterrupted as exc:
