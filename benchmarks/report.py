@@ -291,13 +291,11 @@ def chosen_trial(study: dict[str, Any], keys: list[str], metric: str) -> dict[st
     each trial's best epoch, which the trials list (each trial's last report) does not show. A record
     without ``best_config``, or whose values match no trial, falls back to the highest last report."""
     import yaml
+    from tune_models import matching_trial
 
     best = yaml.safe_load(study.get("best_config") or "") or {}
-    if all(k in best for k in keys):
-        for t in study["trials"]:
-            if all(abs(float(t[k]) - float(best[k])) <= 1e-9 * max(1.0, abs(float(best[k]))) for k in keys):
-                return t
-    return max(study["trials"], key=lambda t: float(t[metric]))
+    chosen = matching_trial(study["trials"], {k: best[k] for k in keys}) if all(k in best for k in keys) else None
+    return chosen or max(study["trials"], key=lambda t: float(t[metric]))
 
 
 def tuning_table(studies: list[dict[str, Any]], dataset: str) -> list[str]:

@@ -57,10 +57,15 @@ def first_trial(model: str, trials: list[dict[str, str]]) -> str | None:
     from glintru.tuning.space import load_search_space
 
     space = load_search_space(SPACES / f"{model}.yaml")
-    point = paper_point(space, dict(space.fixed))
+    t = matching_trial(trials, paper_point(space, dict(space.fixed)))
+    return t["trial_id"] if t else None
+
+
+def matching_trial(trials: list[dict[str, str]], point: dict[str, object]) -> dict[str, str] | None:
+    """The first row of a study's trials whose searched values are ``point``'s, or None."""
     for t in trials:
         if all(abs(float(t[k]) - float(v)) < 1e-9 for k, v in point.items()):
-            return t["trial_id"]
+            return t
     return None
 
 
