@@ -144,7 +144,8 @@ from pathlib import Path
 seen = []
 signal.signal(signal.SIGINT, lambda *a: seen.append(1))
 Path(sys.argv[1]).write_text("ready")
-while not seen:
+deadline = time.monotonic() + 90  # never outlive a failed test (this process has a session of its own)
+while not seen and time.monotonic() < deadline:
     time.sleep(0.02)
 time.sleep(0.5)  # saving the study: a duplicate interrupt would arrive now
 Path(sys.argv[2]).write_text(str(len(seen)))
@@ -180,15 +181,20 @@ def test_an_interrupt_reaches_glintru_tune_once_and_is_raised_after_it_exits(tmp
     code = DRIVER.format(bench=bench, child=CHILD, ready=str(ready), count=str(count), cwd=str(tmp_path))
     driver = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()
-        time.sleep(0.02)
-    if how == "this process alone":
-        os.kill(driver.pid, signal.SIGINT)
-    else:
-        os.killpg(driver.pid, signal.SIGINT)
-    out, err = driver.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()
+            time.sleep(0.02)
+        if how == "this process alone":
+            os.kill(driver.pid, signal.SIGINT)
+        else:
+            os.killpg(driver.pid, signal.SIGINT)
+        out, err = driver.communicate(timeout=60)
+    finally:  # a hung driver must not outlive the test
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
     assert (driver.returncode, out.strip(), count.read_text()) == (7, "interrupted 130", "1"), err
 
 
