@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from window_context import window_targets
+from window_context import add_window_options, window_specs, window_targets
 
 from glintru.data.dataset import load_prepared
 from glintru.engine.batching import global_batches, training_samples
@@ -66,9 +66,7 @@ def weight_shares(data_dir: str, max_len: int, overlap: int, batch_size: int, se
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", nargs="+", required=True, help="PREPARED_DIR:MAX_LEN, one per dataset")
-    ap.add_argument("--overlap-shares", type=float, nargs="+", default=[0.0],
-                    help="window_overlap as a share of each dataset's max_len, in [0, 1)")
+    add_window_options(ap)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--epochs", type=int, default=3, help="epochs of batches to average over")
@@ -77,16 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     for opt, n in (("--batch-size", args.batch_size), ("--epochs", args.epochs)):
         if n < 1:
             ap.error(f"{opt} {n}: must be a positive count")
-    rows = []
-    for spec in args.data:
-        path, _, length = spec.rpartition(":")
-        if not path or not length.isdigit():
-            ap.error(f"--data {spec!r}: expected PREPARED_DIR:MAX_LEN")
-        for share in args.overlap_shares:
-            if not 0 <= share < 1:
-                ap.error(f"--overlap-shares {share}: must be in [0, 1)")
-            rows.append(weight_shares(path, int(length), int(share * int(length)), args.batch_size,
-                                      args.seed, args.epochs))
+    rows = [weight_shares(*spec, args.batch_size, args.seed, args.epochs) for spec in window_specs(ap, args)]
     print(f"{'dataset':<20} {'overlap':>7} {'steps':>6} {'effective share':>15}  group: targets % -> batch weight %")
     for r in rows:
         groups = "; ".join(f"{name}: {100 * g['targets']:.1f} -> {100 * g['batch_weight']:.1f}"

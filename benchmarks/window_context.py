@@ -48,14 +48,17 @@ def context_loss(data_dir: str, max_len: int, overlap: int) -> dict:
             "share_cut": float(short.mean()), "mean_items_cut": float((full - have).mean())}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_window_options(ap: argparse.ArgumentParser) -> None:
+    """``--data PREPARED_DIR:MAX_LEN ...`` and ``--overlap-shares``, read back by :func:`window_specs`."""
     ap.add_argument("--data", nargs="+", required=True, help="PREPARED_DIR:MAX_LEN, one per dataset")
     ap.add_argument("--overlap-shares", type=float, nargs="+", default=[0.0],
                     help="window_overlap as a share of each dataset's max_len, in [0, 1)")
-    ap.add_argument("--out")
-    args = ap.parse_args(argv)
-    rows = []
+
+
+def window_specs(ap: argparse.ArgumentParser, args: argparse.Namespace) -> list[tuple[str, int, int]]:
+    """``(prepared dir, max_len, window_overlap)`` for every dataset and overlap share; a bad value is
+    one ``ap.error`` line naming the option."""
+    specs = []
     for spec in args.data:
         path, _, length = spec.rpartition(":")
         if not path or not length.isdigit():
@@ -63,7 +66,16 @@ def main(argv: list[str] | None = None) -> int:
         for share in args.overlap_shares:
             if not 0 <= share < 1:
                 ap.error(f"--overlap-shares {share}: must be in [0, 1)")
-            rows.append(context_loss(path, int(length), int(share * int(length))))
+            specs.append((path, int(length), int(share * int(length))))
+    return specs
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_window_options(ap)
+    ap.add_argument("--out")
+    args = ap.parse_args(argv)
+    rows = [context_loss(*spec) for spec in window_specs(ap, args)]
     print(f"{'dataset':<20} {'max_len':>7} {'overlap':>7} {'targets':>9} {'cut %':>6} {'items cut':>9} {'positions / target':>18}")
     for r in rows:
         print(f"{r['dataset']:<20} {r['max_len']:>7} {r['window_overlap']:>7} {r['targets']:>9,} "
