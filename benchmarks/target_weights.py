@@ -34,12 +34,11 @@ from glintru.storage import atomic_write_text
 def batch_weights(s, win: np.ndarray, batch_size: int, seed: int, epochs: int) -> np.ndarray:
     """Each target's share [n] of an epoch's total loss weight under ``target_weight=batch``,
     averaged over ``epochs`` epochs of the engine's batches; the shares sum to 1."""
-    per_window = s.n - (0 if s.skip is None else s.skip)  # targets in each window
     w = np.zeros(len(s))
     for epoch in range(epochs):
         batches = global_batches(s, batch_size, seed=seed, epoch=epoch)
         for idx in batches:  # every target of the step weighs 1 / (K n_k)
-            w[idx] += 1.0 / (len(batches) * per_window[idx].sum())
+            w[idx] += 1.0 / (len(batches) * s.n_targets(idx))
     return w[win] / epochs
 
 
