@@ -91,16 +91,16 @@ def run_study(cmd: list[str], log, env: dict[str, str], cwd: Path) -> int:
     process alone: ``glintru tune`` then saves the study and exits, and :class:`StudyInterrupted` is
     raised after it has. A second interrupt while it saves is forwarded too."""
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        proc.send_signal(signal.SIGINT)
+    interrupted = False
     while proc.poll() is None:
         try:
             proc.wait()
         except KeyboardInterrupt:
+            interrupted = True
             proc.send_signal(signal.SIGINT)
-    raise StudyInterrupted(proc.returncode)
+    if interrupted:
+        raise StudyInterrupted(proc.returncode)
+    return proc.returncode
 
 
 def record_invocation(path: Path, wall_s: float, rc: int | None) -> list[dict]:
