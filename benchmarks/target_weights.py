@@ -46,10 +46,9 @@ def weight_shares(data_dir: str, max_len: int, overlap: int, batch_size: int, se
     """Target and ``batch``-weight shares of the groups named in the module docstring."""
     data = load_prepared(data_dir)
     s = training_samples(data, "all_positions", max_len, overlap)
-    win, _, i = window_targets(data, s)
+    win, _, t_user, i = window_targets(data, s)
     w = batch_weights(s, win, batch_size, seed, epochs)
     n_targets = data.train_lengths().astype(np.int64) - 1  # targets of each user, s[1..T-1]
-    t_user = np.searchsorted(data.offsets[1:], s.start[win], side="right")  # user of each target
     long_users = n_targets >= np.quantile(n_targets[n_targets > 0], 0.75)
     groups = {
         f"first {max_len // 4} of each history": i <= max_len // 4,

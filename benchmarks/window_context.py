@@ -26,21 +26,21 @@ from glintru.engine.batching import make_batch, training_samples
 from glintru.storage import atomic_write_text
 
 
-def window_targets(data, s) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def window_targets(data, s) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Every training target of the ``all_positions`` samples ``s``: its window [n], its input
-    position in that window [n] and its index in its user's sequence [n]."""
+    position in that window [n], its user [n] and its index in that user's sequence [n]."""
     batch = make_batch(data.items, s, np.arange(len(s)))  # the windows training reads; target 0 = none
     win, pos = np.nonzero(batch["targets"].numpy())  # each target's window and input position
     target = s.start[win] + pos + 1  # index into data.items
-    user_first = np.repeat(data.offsets[:-1], np.diff(data.offsets))
-    return win, pos, target - user_first[target]
+    user = np.repeat(np.arange(len(data.offsets) - 1), np.diff(data.offsets))[target]
+    return win, pos, user, target - data.offsets[user]
 
 
 def context_loss(data_dir: str, max_len: int, overlap: int) -> dict:
     """Targets, the share whose window context is shorter than the evaluation's, and the mean items cut."""
     data = load_prepared(data_dir)
     s = training_samples(data, "all_positions", max_len, overlap)
-    win, pos, i = window_targets(data, s)
+    win, pos, _, i = window_targets(data, s)
     have, full = pos + 1, np.minimum(i, max_len)
     short = have < full
     return {"dataset": Path(data_dir).name, "max_len": max_len, "window_overlap": overlap,
