@@ -6,7 +6,9 @@ efficiency plots, from the run JSON files of ``benchmarks/reproduce.py``.
 Everything between ``<!-- report:begin -->`` and ``<!-- report:end -->`` in docs/results.md is
 generated; the text around it is written by hand. Plots go to ``docs/results/``. A GLINT-RU
 ablation run whose configuration equals the ``glintru`` model run's (the default normaliser) counts
-as that run's seed.
+as that run's seed. A tagged setting (``reproduce.py --set ... --tag``) under which three or more
+models trained is a comparison of its own (e.g. every model tuned with equal target weights): it gets
+its own models table, best test full NDCG@10 first, captioned with what it changed for every model.
 """
 
 from __future__ import annotations
@@ -258,6 +260,64 @@ def with_variants(groups: dict[str, list[dict[str, Any]]], runs: list[dict[str, 
             out.setdefault(group_label(r["name"], r["setting"], tuned_source(r)), []).append(r)
     order = {m: i for i, m in enumerate(MODEL_ORDER)}
     return dict(sorted(out.items(), key=lambda kv: order.get(kv[0].partition(" ")[0], 99)))
+
+
+def families(runs: list[dict[str, Any]], dataset: str,
+             min_models: int = 3) -> dict[tuple[str, str | None], dict[str, list[dict[str, Any]]]]:
+    """Tagged settings (``reproduce.py --set ... --tag``) under which at least ``min_models`` of the
+    report's models trained on ``dataset``: ``{(setting, tuned on): {model name: its seeds}}``, the
+    models ordered by mean test full NDCG@10, best first. Each is a comparison of its own: every model
+    changed alike (e.g. ``tuned-equal``: equal target weights, each model's tuned configuration)."""
+    found: dict[tuple[str, str | None], dict[str, list[dict[str, Any]]]] = {}
+    for r in runs:
+        if r["dataset"] == dataset and r["name"] in MODEL_ORDER and "-" in r.get("setting", "default"):
+            found.setdefault((r["setting"], tuned_source(r)), {}).setdefault(r["name"], []).append(r)
+
+    def mean_ndcg(rs: list[dict[str, Any]]) -> float:
+        return statistics.mean(r["metrics"]["test/full/ndcg@10"] for r in rs)
+
+    return {key: dict(sorted(groups.items(), key=lambda kv: -mean_ndcg(kv[1])))
+            for key, groups in sorted(found.items()) if len(groups) >= min_models}
+
+
+def plan_flat(name: str, dataset: str) -> dict[str, Any]:
+    """Every flat key of a ``models``-plan run ``name`` as its plan gives it (protocol, plan keys)."""
+    from reproduce import MODEL_RUNS, run_spec
+
+    model, overrides = MODEL_RUNS[name]
+    return {k: v for k, v in run_spec(dataset, name, model, overrides, 0).to_flat().items() if k != "seed"}
+
+
+def family_changes(groups: dict[str, list[dict[str, Any]]],
+                   dataset: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """What a family changed from the plan's configuration of each model: the keys every run shares
+    with a value other than some model's plan value (changed for all alike), and each model's other
+    changed keys (its tuned values, or a model-specific ``--set``)."""
+    from glintru.config import values_before_new_keys
+
+    cfgs = {name: [{**values_before_new_keys(r["config"]), **r["config"]} for r in rs] for name, rs in groups.items()}
+    flat = [c for cs in cfgs.values() for c in cs]
+    plans = {name: plan_flat(name, dataset) for name in groups}
+    missing = object()
+    common = {k: v for k, v in flat[0].items() if k != "seed" and all(c.get(k, missing) == v for c in flat[1:])}
+    alike = {k: v for k, v in common.items() if any(p.get(k) != v for p in plans.values())}
+    own = {name: {k: v for k, v in cfgs[name][0].items()
+                  if k != "seed" and k not in common and plans[name].get(k) != v} for name in groups}
+    return alike, own
+
+
+def family_caption(setting: str, tuned_from: str | None, groups: dict[str, list[dict[str, Any]]],
+                   dataset: str) -> str:
+    alike, own = family_changes(groups, dataset)
+    if setting.startswith("tuned"):
+        parts = [f"each model's configuration tuned on {tuned_from or 'this dataset'}"]
+    else:
+        except_ = " and ".join(f"{name}: {', '.join(f'{k}={v}' for k, v in sorted(o.items()))}"
+                               for name, o in own.items() if o)
+        parts = ["each model at the protocol's defaults" + (f", except {except_}" if except_ else "")]
+    if alike:
+        parts.append("every model with " + ", ".join(f"{k}={v}" for k, v in sorted(alike.items())))
+    return f"Models trained alike, `{setting}` ({'; '.join(parts)}), best test full NDCG@10 first (in %):"
 
 
 def masking_table(dataset: str, masking: dict[tuple[str, str], dict[str, Any]],
@@ -572,6 +632,8 @@ def report(runs: list[dict[str, Any]], studies: list[dict[str, Any]] | None = No
         if groups:
             lines += ["Models (test metrics in %, the best epoch on each protocol's own validation metric):", ""]
             lines += model_table(ds, groups, masking) + [""]
+        for (setting, src), fam in families(runs, ds).items():
+            lines += [family_caption(setting, src, fam, ds), ""] + model_table(ds, fam, masking) + [""]
         mask = masking_table(ds, masking, with_variants(groups, runs, ds))
         if mask:
             lines += ["The same weights' test metrics with each user's own items removed from the ranking "

@@ -431,3 +431,44 @@ def test_a_variant_trained_on_a_gpu_and_a_cpu_gives_each_machines_epoch_time_apa
         r["history"], r["machine"] = [{"train/s": secs}], {"cpu": "Intel(R) Xeon(R) Processor", "device": "cuda: NVIDIA H200"}
     row = report.variants_table([base, cpu_seed, *gpu_seeds], "amazon-beauty")[2].split(" | ")
     assert row[7:] == ["42 (EPYC (AVX2)), 6 (H200 GPU) / 18", "EPYC (AVX2), H200 GPU / EPYC |"]
+
+
+def test_a_tagged_setting_of_three_models_is_a_family_of_its_own_best_first():
+    """Three models under one tag form a family table ordered by mean test NDCG@10; a tag with two
+    models, untagged runs and ablation runs do not; the caption names what changed for all alike."""
+    eq = {"target_weight": "equal", "window_overlap": 10}
+    runs = [run("glintru", 1, 0.040, setting="default-eq", **eq), run("glintru", 2, 0.044, setting="default-eq", **eq),
+            run("sasrec", 1, 0.043, setting="default-eq", **eq),
+            run("gru4rec", 1, 0.030, setting="default-eq", embedding_size=64, **eq),
+            run("glintru-norm_none", 1, 0.05, setting="default-eq", attn_norm="none", **eq),
+            run("glintru", 1, 0.05, setting="default-bf16", precision="bf16"),
+            run("sasrec", 1, 0.05, setting="default-bf16", precision="bf16"),
+            run("narm", 1, 0.06), run("gru4rec", 2, 0.07), run("sasrec_1block", 1, 0.08)]
+    fam = report.families(runs, "amazon-beauty")
+    assert list(fam) == [("default-eq", None)]
+    groups = fam[("default-eq", None)]
+    # means: sasrec 4.30, glintru (4.0 + 4.4) / 2 = 4.20, gru4rec 3.00
+    assert list(groups) == ["sasrec", "glintru", "gru4rec"]
+    assert [r["seed"] for r in groups["glintru"]] == [1, 2]
+    alike, own = report.family_changes(groups, "amazon-beauty")
+    assert alike == {"target_weight": "equal", "window_overlap": 10}
+    assert own == {"sasrec": {}, "glintru": {}, "gru4rec": {"embedding_size": 64}}
+    caption = report.family_caption("default-eq", None, groups, "amazon-beauty")
+    assert caption == ("Models trained alike, `default-eq` (each model at the protocol's defaults, except gru4rec: "
+                       "embedding_size=64; every model with target_weight=equal, window_overlap=10), best test full "
+                       "NDCG@10 first (in %):")
+    rows = [line.split(" | ")[:4] for line in report.model_table("amazon-beauty", groups)[2:]]
+    assert rows == [["| `sasrec`", "1", "8.60", "4.30"], ["| `glintru`", "1,2", "8.40 ± 0.57", "4.20 ± 0.28"],
+                    ["| `gru4rec`", "1", "6.00", "3.00"]]
+
+
+def test_a_tuned_family_says_where_it_was_tuned_and_not_each_models_tuned_values():
+    runs = [run(name, 1, v, setting="tuned-equal", dataset="ml-1m", target_weight="equal", lr=lr)
+            for name, v, lr in (("glintru", 0.12, 8e-4), ("sasrec", 0.11, 6e-4), ("narm", 0.10, 3e-3))]
+    for r in runs:
+        r["tuned_from"] = "amazon-beauty"
+    (key, groups), = report.families(runs, "ml-1m").items()
+    assert key == ("tuned-equal", "amazon-beauty")
+    assert report.family_caption(*key, groups, "ml-1m") == (
+        "Models trained alike, `tuned-equal` (each model's configuration tuned on amazon-beauty; every model "
+        "with target_weight=equal), best test full NDCG@10 first (in %):")
