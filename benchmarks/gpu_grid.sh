@@ -49,7 +49,7 @@ smoke)
     ;;
 main)
     # The smoke (H200, 12 runs at once): 3-4 s per Beauty epoch, 2.5-4 s per ML-1M epoch of window 200,
-    # NARM's attention at every position 24 s. 13 processes at once.
+    # NARM's attention at every position 24 s. 16 processes at once (the CLI check, 12 + 3 runs).
     stop=(timeout -s INT -k 20 "$secs")
     # the user's command on this GPU: `glintru train --gpu` (precision auto: bf16 on a GPU), two epochs
     "$py" -m glintru train --data benchmarks/work/data/amazon-beauty --model glintru --gpu --max-epochs 2 \
@@ -61,8 +61,14 @@ main)
     "${stop[@]}" "${rep[@]}" --plan models --datasets ml-1m --runs glintru sasrec sasrec_preln sasrec_1block \
         gru4rec narm --set precision=bf16 --set target_weight=equal --set window_overlap=150 \
         --tag equal_overlap150 --seeds 1 2 3 --jobs "${ML1M_JOBS:-12}" > "$out/ml1m_equal.log" 2>&1 &
+    # the same family with the configurations tuned with equal weights on Beauty: GRU4Rec's and both
+    # RecBole-block SASRecs' are their defaults (recorded as the runs above once those have finished),
+    # so three runs train
+    "${stop[@]}" "${rep[@]}" --plan models --datasets ml-1m --tuned benchmarks/tuned-equal --tuned-from amazon-beauty \
+        --runs glintru sasrec_preln narm --set precision=bf16 --set window_overlap=150 --tag equal_overlap150 \
+        --seeds 1 --jobs 3 > "$out/ml1m_tuned_equal.log" 2>&1 &
     wait
-    tail -n 20 "$out"/ml1m_equal.log
+    tail -n 20 "$out"/ml1m_equal.log "$out"/ml1m_tuned_equal.log
     ;;
 *)
     echo "error: mode $mode: expected smoke or main" >&2
