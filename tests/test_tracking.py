@@ -288,6 +288,16 @@ def test_trials_table_shows_where_the_time_went_and_the_overhead_line():
     assert overhead_line([{}, {"ray/trial_s": 9.0, "ray/train_s": 3.0}]) is None  # no trial timed itself
 
 
+def test_a_resumed_trial_counts_its_earlier_segments_in_its_wall_time():
+    from glintru.tuning.summary import trial_timing
+
+    # the engine's fit resumed from a checkpoint: 100 s over both segments, 40 s of them in this call
+    t = trial_timing(started=0.0, fit_started=1.0, ended=41.0, final={"wall_s": 100.0, "train_s": 90.0})
+    assert t == {"ray/trial_s": 101.0, "ray/setup_s": 1.0, "ray/fit_s": 100.0, "ray/train_s": 90.0,
+                 "ray/overhead_s": 1.0, "ray/resumed_s": 60.0}
+    assert t["ray/trial_s"] >= t["ray/fit_s"]  # before: a 41 s trial with a 100 s fit
+
+
 def test_a_stopped_trial_gets_tunes_wall_time_and_its_training_loop_time():
     from glintru.tuning.summary import partial_timing
 

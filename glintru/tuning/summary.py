@@ -44,16 +44,25 @@ def trial_timing(started: float, fit_started: float, ended: float, final: dict[s
     """Where a trial's wall time went (seconds): ``ray/trial_s`` from the trial function's start to
     the end of its training, ``ray/fit_s`` inside the engine's ``fit`` (data, model, epochs,
     evaluation), ``ray/train_s`` in its training loop, and ``ray/overhead_s`` = trial - fit
-    (Tune, MLflow set-up and, for Ray Train trials, the controller, workers and process group)."""
-    trial_s = ended - started
+    (Tune, MLflow set-up and, for Ray Train trials, the controller, workers and process group).
+
+    A trial resumed from its checkpoint after the study was interrupted reports the engine's time
+    over every segment in ``wall_s`` but runs this function once: the earlier segments' fit time
+    (``ray/resumed_s``, the engine's total less this call's) is added to ``ray/trial_s`` so that the
+    trial's time is never below its fit time; their Ray overhead is unknown and counts as 0."""
     fit_s = float(final.get("wall_s", 0.0))
-    return {
+    resumed_s = max(0.0, fit_s - (ended - fit_started))
+    trial_s = ended - started + resumed_s
+    out = {
         "ray/trial_s": trial_s,
         "ray/setup_s": fit_started - started,
         "ray/fit_s": fit_s,
         "ray/train_s": float(final.get("train_s", 0.0)),
         "ray/overhead_s": max(0.0, trial_s - fit_s),
     }
+    if resumed_s > 0:
+        out["ray/resumed_s"] = resumed_s
+    return out
 
 
 def timing_path(s: StudySettings, trial_id: str) -> str:
