@@ -24,7 +24,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 DOC = ROOT / "docs" / "results.md"
 PLOTS = ROOT / "docs" / "results"
 BEGIN, END = "<!-- report:begin -->", "<!-- report:end -->"
-DATASETS = ("amazon-beauty", "amazon-video-games", "ml-1m", "amazon-beauty-54k")
+DATASETS = ("amazon-beauty", "amazon-video-games", "ml-1m", "ml-1m-5core", "amazon-beauty-54k")
 MODEL_ORDER = ("glintru", "sasrec_preln", "sasrec", "sasrec_1block", "narm", "gru4rec")
 # Published full-ranking HR@10 / NDCG@10 under leave-one-out with CE training (the issue's anchors).
 ANCHORS: dict[str, dict[str, tuple[float, float, str]]] = {
@@ -41,7 +41,8 @@ ANCHORS: dict[str, dict[str, tuple[float, float, str]]] = {
         "narm": (0.0627, 0.0333, "RecBLR, CIKM 2024 (RecBole)"),
     },
 }
-MASKED = {("ml-1m", "sasrec")}  # anchors measured with the user's own items removed from the ranking
+ANCHORS["ml-1m-5core"] = ANCHORS["ml-1m"]  # the published figures' own 3,416-item catalogue
+MASKED = {("ml-1m", "sasrec"), ("ml-1m-5core", "sasrec")}  # anchors measured with the user's own items removed from the ranking
 ABLATION_ORDER = ("glintru-norm_none", "glintru-norm_count", "glintru-norm_kernel", "glintru-gru_only",
                   "glintru-attn_only", "glintru-kernel1")
 
@@ -175,6 +176,13 @@ def run_stem(run: dict[str, Any]) -> str:
     return f"{run_label(run['name'], setting, run['dataset'], run.get('tuned_from'))}__seed{run['seed']}"
 
 
+def weights_stem(run: dict[str, Any]) -> str:
+    """The stem of the run whose weights gave ``run``'s metrics: its own, or for a run reproduce.py
+    recorded as the same configuration as another (``"same_run_as"``), that one's."""
+    twin = run.get("same_run_as")
+    return twin.removesuffix(".json") if twin else run_stem(run)
+
+
 def load_masking(results: Path = RESULTS) -> dict[tuple[str, str], dict[str, Any]]:
     """Rows of ``history_masking.json`` (benchmarks/history_masking.py) by (dataset, run stem)."""
     p = results / "history_masking.json"
@@ -218,7 +226,7 @@ def anchor_cells(dataset: str, label: str, rs: list[dict[str, Any]],
     published = f"{100 * anchor[0]:.2f} / {100 * anchor[1]:.2f}"
     if (dataset, label.partition(" ")[0].split("_")[0]) not in MASKED:
         return [published, f"{statistics.mean(r['metrics']['test/full/ndcg@10'] for r in rs) / anchor[1]:.0%}"]
-    rows = [masking.get((dataset, run_stem(r))) for r in rs]
+    rows = [masking.get((dataset, weights_stem(r))) for r in rs]
     if not all(rows):
         return [f"{published} (own items removed)", "not rescored yet"]
     ndcg = statistics.mean(r["masked_ndcg@10"] for r in rows)
@@ -253,10 +261,11 @@ def model_table(dataset: str, groups: dict[str, list[dict[str, Any]]],
 
 def with_variants(groups: dict[str, list[dict[str, Any]]], runs: list[dict[str, Any]],
                   dataset: str) -> dict[str, list[dict[str, Any]]]:
-    """``groups`` followed by the tagged variants (``glintru (tuned-bf16)``), each after its base."""
+    """``groups`` followed by the tagged variants (``glintru (tuned-bf16)``), each after its base; a
+    run recorded as the same configuration as another (``"same_run_as"``) is that run's row."""
     out = dict(groups)
     for r in sorted(runs, key=lambda r: (r["name"], r.get("setting", ""), r["seed"])):
-        if r["dataset"] == dataset and "-" in r.get("setting", "default"):
+        if r["dataset"] == dataset and "-" in r.get("setting", "default") and "same_run_as" not in r:
             out.setdefault(group_label(r["name"], r["setting"], tuned_source(r)), []).append(r)
     order = {m: i for i, m in enumerate(MODEL_ORDER)}
     return dict(sorted(out.items(), key=lambda kv: order.get(kv[0].partition(" ")[0], 99)))
@@ -317,6 +326,13 @@ def family_caption(setting: str, tuned_from: str | None, groups: dict[str, list[
         parts = ["each model at the protocol's defaults" + (f", except {except_}" if except_ else "")]
     if alike:
         parts.append("every model with " + ", ".join(f"{k}={v}" for k, v in sorted(alike.items())))
+    twins: dict[str, list[str]] = {}  # a configuration equal to another setting's run: reproduce.py recorded that run
+    for name, rs in groups.items():
+        if all("same_run_as" in r for r in rs):
+            twins.setdefault(rs[0]["same_run_as"].split("__")[1], []).append(name)
+    for other, names in sorted(twins.items()):
+        parts.append(f"{' and '.join(sorted(names))}: the `{other}` run{'s' if len(names) > 1 else ''}, "
+                     f"the same configuration{'s' if len(names) > 1 else ''}")
     return f"Models trained alike, `{setting}` ({'; '.join(parts)}), best test full NDCG@10 first (in %):"
 
 
@@ -329,8 +345,8 @@ def masking_table(dataset: str, masking: dict[tuple[str, str], dict[str, Any]],
             "NDCG@10 removed", "NDCG removed / kept"]
     lines = []
     for label, rs in groups.items():
-        rows = [masking[(dataset, run_stem(r))] for r in sorted(rs, key=lambda r: r["seed"])
-                if (dataset, run_stem(r)) in masking]
+        rows = [masking[(dataset, weights_stem(r))] for r in sorted(rs, key=lambda r: r["seed"])
+                if (dataset, weights_stem(r)) in masking]
         if not rows:
             continue
         lines.append("| " + " | ".join([
@@ -483,7 +499,8 @@ def variants_table(runs: list[dict[str, Any]], dataset: str) -> list[str]:
     The training losses have their own table (:func:`losses_section`), tagged or not."""
     tagged: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in runs:
-        if r["dataset"] == dataset and "-" in r.get("setting", "default") and r["name"] not in LOSS_ORDER:
+        if (r["dataset"] == dataset and "-" in r.get("setting", "default") and r["name"] not in LOSS_ORDER
+                and "same_run_as" not in r):  # a recorded twin is its original's row
             tagged.setdefault((r["name"], r["setting"]), []).append(r)
     if not tagged:
         return []

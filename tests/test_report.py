@@ -472,3 +472,44 @@ def test_a_tuned_family_says_where_it_was_tuned_and_not_each_models_tuned_values
     assert report.family_caption(*key, groups, "ml-1m") == (
         "Models trained alike, `tuned-equal` (each model's configuration tuned on amazon-beauty; every model "
         "with target_weight=equal), best test full NDCG@10 first (in %):")
+
+
+def test_a_recorded_twin_takes_its_originals_rescoring_and_is_not_a_variant_of_its_own():
+    """A tuned configuration equal to a default run is recorded as that run (``same_run_as``): in its
+    family it shows the original's masked NDCG against the anchor, the caption says whose run it is,
+    and the variants and masking tables do not repeat it."""
+    eq = {"target_weight": "equal"}
+    orig = run("sasrec", 1, 0.13, setting="default-eq", dataset="ml-1m", **eq)
+    twin = {**run("sasrec", 1, 0.13, setting="tuned-eq", dataset="ml-1m", **eq), "tuned_from": "amazon-beauty",
+            "same_run_as": "sasrec__default-eq__seed1.json"}
+    others = [{**run(n, 1, v, setting="tuned-eq", dataset="ml-1m", lr=3e-3, **eq), "tuned_from": "amazon-beauty"}
+              for n, v in (("glintru", 0.14), ("narm", 0.11))]
+    runs = [orig, twin, *others]
+    assert report.run_stem(twin) == "sasrec__tuned-eq__from-amazon-beauty__seed1"
+    assert report.weights_stem(twin) == "sasrec__default-eq__seed1"
+    masking = {("ml-1m", "sasrec__default-eq__seed1"): {"kept_hr@10": 0.25, "kept_ndcg@10": 0.13,
+                                                       "masked_hr@10": 0.32, "masked_ndcg@10": 0.1911,
+                                                       "ndcg_lift": 1.47}}
+    groups = report.families(runs, "ml-1m")[("tuned-eq", "amazon-beauty")]
+    assert list(groups) == ["glintru", "sasrec", "narm"]
+    sasrec_row = report.model_table("ml-1m", groups, masking)[3].split(" | ")
+    assert sasrec_row[-1].rstrip(" |") == "105% (ours rescored so: 19.11)"  # 0.1911 / 0.182
+    assert report.family_caption("tuned-eq", "amazon-beauty", groups, "ml-1m") == (
+        "Models trained alike, `tuned-eq` (each model's configuration tuned on amazon-beauty; every model with "
+        "target_weight=equal; sasrec: the `default-eq` run, the same configuration), best test full NDCG@10 "
+        "first (in %):")
+    variants = report.variants_table(runs, "ml-1m")
+    assert [line.split(" | ")[0] for line in variants[2:]] == ["| `glintru` (tuned-eq)", "| `narm` (tuned-eq)",
+                                                               "| `sasrec` (default-eq)"]
+    mask_groups = report.with_variants(report.model_groups(runs, "ml-1m"), runs, "ml-1m")
+    assert "sasrec (tuned-eq on amazon-beauty)" not in mask_groups
+    assert [line.split(" | ")[0] for line in report.masking_table("ml-1m", masking, mask_groups)[2:]] == [
+        "| `sasrec` (default-eq)"]
+
+
+def test_the_5core_ml1m_is_compared_with_the_ml1m_anchors_sasrec_rescored():
+    gru = run("gru4rec", 1, 0.1476, dataset="ml-1m-5core")
+    assert report.anchor_cells("ml-1m-5core", "gru4rec", [gru], {}) == ["29.40 / 16.40", "90%"]  # 0.1476 / 0.164
+    sasrec = run("sasrec", 1, 0.13, dataset="ml-1m-5core")
+    assert report.anchor_cells("ml-1m-5core", "sasrec", [sasrec], {}) == ["31.50 / 18.20 (own items removed)",
+                                                                           "not rescored yet"]
