@@ -149,3 +149,21 @@ def test_an_interrupted_grid_is_one_line_and_exit_130_not_a_traceback(tmp_path, 
     err = capsys.readouterr().err
     assert "interrupted: finished runs keep their JSON" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_the_5core_ml1m_drops_rare_items_from_the_same_source_and_keeps_ml1m_whole(tmp_path):
+    """``ml-1m-5core`` prepares ML-1M's file as RecBole filters it (users and items with >= 5
+    interactions); ``ml-1m`` keeps every item of the same file."""
+    root = tmp_path / "data" / "ml-1m"
+    root.mkdir(parents=True)
+    # items 1-6 are seen by all 8 users; item 7 by 4 users (below 5), item 8 by one
+    lines = [" ".join(str(x) for x in [u, *range(1, 7), *([7] if u <= 4 else []), *([8] if u == 1 else [])])
+             for u in range(1, 9)]
+    (root / "ml-1m.seq.txt").write_text("\n".join(lines) + "\n")
+    full = json.loads((reproduce.prepare_dataset(tmp_path / "data", "ml-1m", tmp_path / "w") / "manifest.json").read_text())
+    core = reproduce.prepare_dataset(tmp_path / "data", "ml-1m-5core", tmp_path / "w")
+    manifest = json.loads((core / "manifest.json").read_text())
+    assert core == tmp_path / "w" / "data" / "ml-1m-5core"
+    assert (full["n_items"], full["n_interactions"]) == (8, 8 * 6 + 4 + 1)
+    assert (manifest["n_users"], manifest["n_items"], manifest["n_interactions"]) == (8, 6, 8 * 6)
+    assert reproduce.PROTOCOL["ml-1m-5core"]["max_len"] == reproduce.PROTOCOL["ml-1m"]["max_len"] == 200
