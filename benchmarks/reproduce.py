@@ -21,7 +21,8 @@ writes ``benchmarks/results/runs/<dataset>/<name>__seed<k>.json`` (contract fiel
 ``model``, ``seed``, ``config``, ``stopped``, ``best_epoch``, ``epochs``, ``metrics``,
 ``train_s``, ``wall_s``; plus the per-epoch history with the GLINT-RU diagnostics, the pop100
 selection, the inference latency per user and the machine). A run whose JSON exists is skipped; an
-interrupted run resumes from its last epoch checkpoint. A run whose configuration (model, seed, every
+interrupted run resumes from its last epoch checkpoint. Ctrl+C, ``kill -INT`` or ``kill`` (SIGTERM)
+sent to the grid's process alone stops its run processes too (exit 130, or 143 for SIGTERM). A run whose configuration (model, seed, every
 flat key) equals a finished run's is not trained again: its JSON is that run's record under its own
 name, with ``"same_run_as"`` naming the file (the ablation's ``glintru-norm_kernel`` and the losses'
 ``glintru-loss_ce`` are both GLINT-RU at its defaults).
@@ -52,7 +53,9 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -405,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         ctx = get_context("spawn")
         failed = 0
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx, max_tasks_per_child=1,
-                                 initializer=_quiet_interrupt) as pool:
+                                 initializer=_quiet_interrupt) as pool, _workers_end_with(pool):
             futs = {pool.submit(run_one, ds, name, model, over, seed, data_dirs[ds], str(work_dir), str(results_dir),
                                 args.threads, args.jobs, setting, src, args.device):
                     (ds, run_label(name, setting, ds, src), seed)
@@ -428,18 +431,52 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl+C, or `timeout -s INT` at a deadline
-        print(f"{time.strftime('%H:%M:%S')} interrupted: finished runs keep their JSON; the same command "
-              "resumes the others from their last epoch checkpoint", file=sys.stderr, flush=True)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl+C, `kill -INT`, `kill` (SIGTERM), or `timeout` at a deadline
+        print(f"{time.strftime('%H:%M:%S')} {'terminated' if isinstance(exc, Terminated) else 'interrupted'}: "
+              "finished runs keep their JSON; the same command resumes the others from their last epoch "
+              "checkpoint", file=sys.stderr, flush=True)
+        return 143 if isinstance(exc, Terminated) else 130
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM to the grid's process, handled as Ctrl+C is (:func:`_handle_signals`)."""
+
+
+@contextmanager
+def _workers_end_with(pool: ProcessPoolExecutor) -> Iterator[None]:
+    """Stop the pool's run processes when the grid stops early (an interrupt, SIGTERM, an error), so
+    that a signal sent to the grid's process alone (`kill PID`) does not leave its runs training on
+    as orphans; each run keeps its last epoch checkpoint. Ctrl+C in a terminal reaches them anyway."""
+    try:
+        yield
+    except BaseException:
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            if proc.is_alive():
+                proc.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
 
 
 def _quiet_interrupt() -> None:
-    """A run's process ends at Ctrl+C without a traceback (its last epoch checkpoint stays)."""
+    """A run's process ends at Ctrl+C or SIGTERM without a traceback (its last epoch checkpoint stays)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _handle_signals() -> None:
+    """Ctrl+C and `kill -INT` interrupt the grid even when a non-interactive shell started it in the
+    background (which leaves SIGINT ignored); SIGTERM does the same, with exit status 143."""
+    import signal
+
+    def terminated(signum: int, frame: Any) -> None:
+        raise Terminated
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, terminated)
 
 
 if __name__ == "__main__":
+    _handle_signals()
     sys.exit(main())

@@ -167,3 +167,47 @@ def test_the_5core_ml1m_drops_rare_items_from_the_same_source_and_keeps_ml1m_who
     assert (full["n_items"], full["n_interactions"]) == (8, 8 * 6 + 4 + 1)
     assert (manifest["n_users"], manifest["n_items"], manifest["n_interactions"]) == (8, 6, 8 * 6)
     assert reproduce.PROTOCOL["ml-1m-5core"]["max_len"] == reproduce.PROTOCOL["ml-1m"]["max_len"] == 200
+
+
+@pytest.mark.parametrize("sig, rc, word", [("SIGTERM", 143, "terminated"), ("SIGINT", 130, "interrupted")])
+def test_a_signal_to_the_grid_alone_stops_its_runs_too_and_keeps_their_checkpoints(tmp_path, sig, rc, word):
+    """`kill PID` (or `kill -INT PID` to a grid a background shell started, SIGINT ignored) reaches the
+    grid's process only: it stops its run processes instead of leaving them training as orphans,
+    says how to resume, and the run's last epoch checkpoint stays."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    beauty_like(tmp_path / "data")
+    script = Path(reproduce.__file__)
+    cmd = [sys.executable, str(script), "--data-root", str(tmp_path / "data"), "--datasets", "amazon-beauty",
+           "--runs", "gru4rec", "--work-dir", str(tmp_path / "work"), "--results-dir", str(tmp_path / "res"),
+           "--jobs", "1", "--set", "max_epochs=200", "--set", "patience=200", "--set", "hidden_size=16"]
+    grid = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": str(script.parent.parent)},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # a background shell's
+    ckpts = tmp_path / "work" / "runs" / "amazon-beauty" / "gru4rec__seed1" / "checkpoints"
+    try:
+        deadline = time.monotonic() + 120
+        while not (ckpts.is_dir() and any(ckpts.iterdir())):
+            assert grid.poll() is None and time.monotonic() < deadline, grid.communicate()
+            time.sleep(0.05)
+        children = [int(p) for p in Path(f"/proc/{grid.pid}/task/{grid.pid}/children").read_text().split()]
+        runs = [p for p in children if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
+        assert runs, children  # the run's own process
+        os.kill(grid.pid, getattr(signal, sig))
+        out, err = grid.communicate(timeout=60)
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{p}").exists() and "spawn_main" in Path(f"/proc/{p}/cmdline").read_text() for p in runs):
+            assert time.monotonic() < deadline, "a run process outlived its grid"
+            time.sleep(0.05)
+    finally:  # neither a hung grid nor an orphaned run may outlive the test (its session is the group)
+        try:
+            os.killpg(grid.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        grid.wait()
+    assert grid.returncode == rc, err
+    assert f"{word}: finished runs keep their JSON; the same command resumes" in err and "Traceback" not in err
+    assert any(ckpts.iterdir()) and not (tmp_path / "res" / "runs" / "amazon-beauty").exists()
