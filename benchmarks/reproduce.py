@@ -439,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM to the grid's process, handled as Ctrl+C is (:func:`_handle_signals`)."""
+    """SIGTERM to the grid's process, handled as Ctrl+C is (:func:`handle_signals`)."""
 
 
 @contextmanager
@@ -465,9 +465,9 @@ def _quiet_interrupt() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def _handle_signals() -> None:
-    """Ctrl+C and `kill -INT` interrupt the grid even when a non-interactive shell started it in the
-    background (which leaves SIGINT ignored); SIGTERM does the same, with exit status 143."""
+def handle_signals() -> None:
+    """Ctrl+C and `kill -INT` interrupt the script even when a non-interactive shell started it in the
+    background (which leaves SIGINT ignored); SIGTERM raises :class:`Terminated`, a KeyboardInterrupt."""
     import signal
 
     def terminated(signum: int, frame: Any) -> None:
@@ -478,5 +478,5 @@ def _handle_signals() -> None:
 
 
 if __name__ == "__main__":
-    _handle_signals()
+    handle_signals()
     sys.exit(main())

@@ -22,8 +22,8 @@ prefixes): its tuned YAMLs go to ``benchmarks/tuned-NAME/`` (the same file names
     python benchmarks/tune_models.py --data-root DATA --set objective=last_position --set batch_size=2048 --tag prefix
 
 Ctrl+C (or ``timeout -s INT``, ``kill -INT`` of this process) stops the study under way: ``glintru
-tune`` gets the interrupt once, saves the study and exits, and this script exits 130; the same
-command resumes it.
+tune`` gets the interrupt once, saves the study and exits, and this script exits 130; ``kill``
+(SIGTERM) likewise, forwarded as SIGTERM, exit 143. The same command resumes the study.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from reproduce import DATASETS, check_tag, machine, prepare_dataset  # noqa: E402
+from reproduce import DATASETS, Terminated, check_tag, handle_signals, machine, prepare_dataset  # noqa: E402
 
 from glintru.errors import UserError  # noqa: E402
 
@@ -78,9 +78,9 @@ def study_key(dataset: str, model: str, tag: str | None = None) -> str:
 class StudyInterrupted(KeyboardInterrupt):
     """Raised by :func:`run_study` once the interrupted ``glintru tune`` has exited (``rc``: its status)."""
 
-    def __init__(self, rc: int | None, study: str = "") -> None:
+    def __init__(self, rc: int | None, study: str = "", terminated: bool = False) -> None:
         super().__init__(rc)
-        self.rc, self.study = rc, study
+        self.rc, self.study, self.terminated = rc, study, terminated
 
 
 def run_study(cmd: list[str], log, env: dict[str, str], cwd: Path) -> int:
@@ -89,17 +89,18 @@ def run_study(cmd: list[str], log, env: dict[str, str], cwd: Path) -> int:
     The child runs in a session of its own, so an interrupt reaches it exactly once, forwarded from
     here, whether it came from the terminal (which signals this process group) or was sent to this
     process alone: ``glintru tune`` then saves the study and exits, and :class:`StudyInterrupted` is
-    raised after it has. A second interrupt while it saves is forwarded too."""
+    raised after it has. A second interrupt while it saves is forwarded too. SIGTERM to this process
+    (:class:`reproduce.Terminated`) is forwarded as SIGTERM, which ``glintru tune`` handles alike."""
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
-    interrupted = False
+    interrupted = terminated = False
     while proc.poll() is None:
         try:
             proc.wait()
-        except KeyboardInterrupt:
-            interrupted = True
-            proc.send_signal(signal.SIGINT)
+        except KeyboardInterrupt as exc:
+            interrupted, terminated = True, terminated or isinstance(exc, Terminated)
+            proc.send_signal(signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
     if interrupted:
-        raise StudyInterrupted(proc.returncode)
+        raise StudyInterrupted(proc.returncode, terminated=terminated)
     return proc.returncode
 
 
@@ -190,9 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         failed = tune_all(args, work_dir, tuned_dir, results_dir)
     except StudyInterrupted as exc:
-        print(f"{time.strftime('%H:%M:%S')} interrupted: study {exc.study} stopped (glintru tune exited {exc.rc}) "
-              "with its trials saved; the same command resumes it", file=sys.stderr, flush=True)
-        return 130
+        print(f"{time.strftime('%H:%M:%S')} {'terminated' if exc.terminated else 'interrupted'}: study {exc.study} "
+              f"stopped (glintru tune exited {exc.rc}) with its trials saved; the same command resumes it",
+              file=sys.stderr, flush=True)
+        return 143 if exc.terminated else 130
     return 1 if failed else 0
 
 
@@ -219,7 +221,7 @@ def tune_all(args: argparse.Namespace, work_dir: Path, tuned_dir: Path, results_
 
 
 if __name__ == "__main__":
-    # Ctrl+C and `kill -INT` stop the study under way even when a non-interactive shell started this
-    # in the background, which leaves SIGINT ignored (glintru tune sets its own handlers likewise)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # Ctrl+C, `kill -INT` and `kill` stop the study under way even when a non-interactive shell started
+    # this in the background, which leaves SIGINT ignored (glintru tune sets its own handlers likewise)
+    handle_signals()
     sys.exit(main())

@@ -142,14 +142,15 @@ CHILD = """
 import signal, sys, time
 from pathlib import Path
 seen = []
-signal.signal(signal.SIGINT, lambda *a: seen.append(1))
+signal.signal(signal.SIGINT, lambda *a: seen.append("INT"))
+signal.signal(signal.SIGTERM, lambda *a: seen.append("TERM"))
 Path(sys.argv[1]).write_text("ready")
 deadline = time.monotonic() + 90  # never outlive a failed test (this process has a session of its own)
 while not seen and time.monotonic() < deadline:
     time.sleep(0.02)
 time.sleep(0.5)  # saving the study: a duplicate interrupt would arrive now
-Path(sys.argv[2]).write_text(str(len(seen)))
-sys.exit(130)
+Path(sys.argv[2]).write_text(",".join(seen))
+sys.exit(143 if seen == ["TERM"] else 130)
 """
 
 DRIVER = """
@@ -157,20 +158,22 @@ import signal, sys
 sys.path.insert(0, {bench!r})
 import tune_models
 # as __main__ does: a test run from a background shell inherits SIGINT ignored
-signal.signal(signal.SIGINT, signal.default_int_handler)
+tune_models.handle_signals()
 try:
     tune_models.run_study([sys.executable, "-c", {child!r}, {ready!r}, {count!r}], sys.stdout, None, {cwd!r})
 except tune_models.StudyInterrupted as exc:
-    print("interrupted", exc.rc)
+    print("interrupted", exc.rc, exc.terminated)
     sys.exit(7)
 """
 
 
-@pytest.mark.parametrize("how", ["this process alone", "its process group (a terminal's Ctrl+C)"])
-def test_an_interrupt_reaches_glintru_tune_once_and_is_raised_after_it_exits(tmp_path, how):
-    """`timeout -s INT` signals the driver alone, a terminal's Ctrl+C its whole process group: either
-    way the study process gets exactly one interrupt (a second would force it to quit unsaved), and the
-    driver raises StudyInterrupted with its exit status only once it has exited."""
+@pytest.mark.parametrize("how, sig", [("this process alone", "SIGINT"), ("its process group (a terminal's Ctrl+C)", "SIGINT"),
+                                      ("this process alone", "SIGTERM")])
+def test_an_interrupt_reaches_glintru_tune_once_and_is_raised_after_it_exits(tmp_path, how, sig):
+    """`timeout -s INT` signals the driver alone, a terminal's Ctrl+C its whole process group, `kill`
+    the driver alone with SIGTERM: each way the study process gets exactly one signal, the same one (a
+    second would force it to quit unsaved), and the driver raises StudyInterrupted with its exit
+    status only once it has exited."""
     import os
     import signal
     import subprocess
@@ -187,33 +190,36 @@ def test_an_interrupt_reaches_glintru_tune_once_and_is_raised_after_it_exits(tmp
             assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()
             time.sleep(0.02)
         if how == "this process alone":
-            os.kill(driver.pid, signal.SIGINT)
+            os.kill(driver.pid, getattr(signal, sig))
         else:
-            os.killpg(driver.pid, signal.SIGINT)
+            os.killpg(driver.pid, getattr(signal, sig))
         out, err = driver.communicate(timeout=60)
     finally:  # a hung driver must not outlive the test
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
             driver.wait()
-    assert (driver.returncode, out.strip(), count.read_text()) == (7, "interrupted 130", "1"), err
+    expected = "interrupted 143 True" if sig == "SIGTERM" else "interrupted 130 False"
+    assert (driver.returncode, out.strip(), count.read_text()) == (7, expected, sig.removeprefix("SIG")), err
 
 
-def test_an_interrupted_study_exits_130_naming_it_and_records_the_invocation(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("rc, word", [(130, "interrupted"), (143, "terminated")])
+def test_an_interrupted_study_exits_130_naming_it_and_records_the_invocation(tmp_path, monkeypatch, capsys, rc, word):
+    """Ctrl+C: exit 130; SIGTERM (forwarded as SIGTERM, glintru tune exits 143): exit 143."""
     import json
 
     import tune_models
 
     def interrupted(cmd, log, env, cwd):
-        raise tune_models.StudyInterrupted(130)
+        raise tune_models.StudyInterrupted(rc, terminated=rc == 143)
 
     monkeypatch.setattr(tune_models, "run_study", interrupted)
     monkeypatch.setattr(tune_models, "prepare_dataset", lambda root, ds, work: tmp_path / "data" / ds)
     argv = ["--data-root", str(tmp_path), "--datasets", "ml-1m", "--models", "gru4rec", "narm", "--work-dir",
             str(tmp_path / "work"), "--tuned-dir", str(tmp_path / "tuned"), "--results-dir", str(tmp_path / "res")]
-    assert tune_models.main(argv) == 130
+    assert tune_models.main(argv) == rc
     out, err = capsys.readouterr()
-    assert "interrupted: study ml-1m__gru4rec stopped (glintru tune exited 130)" in err and "resumes" in err
+    assert f"{word}: study ml-1m__gru4rec stopped (glintru tune exited {rc})" in err and "resumes" in err
     assert "Traceback" not in err and "narm" not in out  # the next study does not start
     walls = json.loads((tmp_path / "work" / "logs" / "tune__ml-1m__gru4rec.walls.json").read_text())
-    assert [w["rc"] for w in walls] == [130]
+    assert [w["rc"] for w in walls] == [rc]
     assert not (tmp_path / "tuned").exists() and not (tmp_path / "res").exists()
