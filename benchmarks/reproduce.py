@@ -22,10 +22,11 @@ writes ``benchmarks/results/runs/<dataset>/<name>__seed<k>.json`` (contract fiel
 ``train_s``, ``wall_s``; plus the per-epoch history with the GLINT-RU diagnostics, the pop100
 selection, the inference latency per user and the machine). A run whose JSON exists is skipped; an
 interrupted run resumes from its last epoch checkpoint. Ctrl+C, ``kill -INT`` or ``kill`` (SIGTERM)
-sent to the grid's process alone stops its run processes too (exit 130, or 143 for SIGTERM). A run whose configuration (model, seed, every
-flat key) equals a finished run's is not trained again: its JSON is that run's record under its own
-name, with ``"same_run_as"`` naming the file (the ablation's ``glintru-norm_kernel`` and the losses'
-``glintru-loss_ce`` are both GLINT-RU at its defaults).
+sent to the grid's process alone stops its run processes too (exit 130, or 143 for SIGTERM). A run
+whose configuration (model, seed, every flat key) equals a finished run's is not trained again: its
+JSON is that run's record under its own name, with ``"same_run_as"`` naming the file (the
+ablation's ``glintru-norm_kernel`` and the losses' ``glintru-loss_ce`` are both GLINT-RU at its
+defaults).
 
 Plans: ``ablation`` (GLINT-RU variants: attention normaliser none / count / kernel, the GRU
 expert alone, the attention expert alone, kernel size 1), ``losses`` (GLINT-RU trained with the
