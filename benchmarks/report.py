@@ -331,7 +331,9 @@ def family_caption(setting: str, tuned_from: str | None, groups: dict[str, list[
         if all("same_run_as" in r for r in rs):
             twins.setdefault(rs[0]["same_run_as"].split("__")[1], []).append(name)
     for other, names in sorted(twins.items()):
-        parts.append(f"{' and '.join(sorted(names))}: the `{other}` run{'s' if len(names) > 1 else ''}, "
+        names = sorted(names)
+        who = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+        parts.append(f"{who}: the `{other}` run{'s' if len(names) > 1 else ''}, "
                      f"the same configuration{'s' if len(names) > 1 else ''}")
     return f"Models trained alike, `{setting}` ({'; '.join(parts)}), best test full NDCG@10 first (in %):"
 

@@ -505,6 +505,12 @@ def test_a_recorded_twin_takes_its_originals_rescoring_and_is_not_a_variant_of_i
     assert "sasrec (tuned-eq on amazon-beauty)" not in mask_groups
     assert [line.split(" | ")[0] for line in report.masking_table("ml-1m", masking, mask_groups)[2:]] == [
         "| `sasrec` (default-eq)"]
+    # several twins of one setting are named together
+    gru_twin = {**run("gru4rec", 1, 0.12, setting="tuned-eq", dataset="ml-1m", **eq), "tuned_from": "amazon-beauty",
+                "same_run_as": "gru4rec__default-eq__seed1.json"}
+    groups2 = report.families([*runs, gru_twin], "ml-1m")[("tuned-eq", "amazon-beauty")]
+    assert "; gru4rec and sasrec: the `default-eq` runs, the same configurations)" in report.family_caption(
+        "tuned-eq", "amazon-beauty", groups2, "ml-1m")
 
 
 def test_the_5core_ml1m_is_compared_with_the_ml1m_anchors_sasrec_rescored():
