@@ -42,7 +42,8 @@ ANCHORS: dict[str, dict[str, tuple[float, float, str]]] = {
     },
 }
 ANCHORS["ml-1m-5core"] = ANCHORS["ml-1m"]  # the published figures' own 3,416-item catalogue
-MASKED = {("ml-1m", "sasrec"), ("ml-1m-5core", "sasrec")}  # anchors measured with the user's own items removed from the ranking
+# anchors measured with the user's own items removed from the ranking
+MASKED = {("ml-1m", "sasrec"), ("ml-1m-5core", "sasrec")}
 ABLATION_ORDER = ("glintru-norm_none", "glintru-norm_count", "glintru-norm_kernel", "glintru-gru_only",
                   "glintru-attn_only", "glintru-kernel1")
 

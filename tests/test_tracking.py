@@ -296,6 +296,9 @@ def test_a_resumed_trial_counts_its_earlier_segments_in_its_wall_time():
     assert t == {"ray/trial_s": 101.0, "ray/setup_s": 1.0, "ray/fit_s": 100.0, "ray/train_s": 90.0,
                  "ray/overhead_s": 1.0, "ray/resumed_s": 60.0}
     assert t["ray/trial_s"] >= t["ray/fit_s"]  # before: a 41 s trial with a 100 s fit
+    # a fit a few milliseconds longer than this call's window (two clocks) is not a resumed trial
+    u = trial_timing(started=0.0, fit_started=1.0, ended=41.0, final={"wall_s": 40.004, "train_s": 30.0})
+    assert "ray/resumed_s" not in u and u["ray/trial_s"] == 41.0
 
 
 def test_a_stopped_trial_gets_tunes_wall_time_and_its_training_loop_time():

@@ -28,6 +28,7 @@ from glintru.tuning.space import SearchSpace
 
 TIMING_FILE = "trial_timing.json"
 TIMING_COLUMNS = ("trial_s", "fit_s", "train_s", "overhead_s")
+RESUMED_MIN_S = 0.5  # a fit this much longer than this call's: the trial resumed from earlier segments
 
 
 @dataclass
@@ -51,7 +52,8 @@ def trial_timing(started: float, fit_started: float, ended: float, final: dict[s
     (``ray/resumed_s``, the engine's total less this call's) is added to ``ray/trial_s`` so that the
     trial's time is never below its fit time; their Ray overhead is unknown and counts as 0."""
     fit_s = float(final.get("wall_s", 0.0))
-    resumed_s = max(0.0, fit_s - (ended - fit_started))
+    resumed_s = fit_s - (ended - fit_started)
+    resumed_s = resumed_s if resumed_s > RESUMED_MIN_S else 0.0  # not a clock's jitter (two clocks)
     trial_s = ended - started + resumed_s
     out = {
         "ray/trial_s": trial_s,
