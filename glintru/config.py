@@ -84,6 +84,8 @@ class NARMConfig:
     n_layers: int = 1
     emb_dropout: float = 0.25
     ct_dropout: float = 0.5
+    # RecBole's GRU has biases (True); False keeps the state of leading padding at exactly zero
+    gru_bias: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,8 @@ class GRU4RecConfig:
     embedding_size: int = 128
     n_layers: int = 1
     emb_dropout: float = 0.3
+    # RecBole's GRU has biases (True); False keeps the state of leading padding at exactly zero
+    gru_bias: bool = False
 
 
 @dataclass(frozen=True)

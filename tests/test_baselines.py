@@ -131,6 +131,39 @@ def test_last_hidden_equals_gathered_forward(name, n_layers):
     torch.testing.assert_close(model.last_hidden(items, lengths), expected, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["gru4rec", "narm"])
+def test_gru_bias_keeps_causality_right_padding_and_read_out(name):
+    """RecBole's GRU has biases (``gru_bias=True``): the engine's right padding and read-out stay exact."""
+    model = make(name, gru_bias=True)
+    assert all(model.gru.get_parameter(f"bias_{kind}_l{i}").abs().sum() > 0
+               for kind in ("ih", "hh") for i in range(model.cfg.n_layers))
+    items = random_items(3, 9)
+    full = model(items)
+    changed = items.clone()
+    changed[:, 5:] = items[:, 5:] % N_ITEMS + 1
+    torch.testing.assert_close(model(changed)[:, :5], full[:, :5], rtol=0, atol=1e-5)
+    padded = torch.cat([items, torch.zeros(3, 4, dtype=torch.long)], dim=1)
+    torch.testing.assert_close(model(padded)[:, :9], full, rtol=0, atol=1e-5)
+    lengths = torch.tensor([9, 4, 1])
+    batch = right_pad(items, lengths.tolist())
+    torch.testing.assert_close(model.last_hidden(batch, lengths), gather_last(model(batch), lengths), rtol=0, atol=1e-5)
+    for row, n in enumerate(lengths.tolist()):
+        torch.testing.assert_close(model(batch)[row, :n], model(items[row : row + 1, :n])[0], rtol=0, atol=1e-5)
+    # the biases drive the state of leading padding away from zero: left padding changes the outputs,
+    # which is why the bias-free GRU is the default (the engine never left-pads)
+    left = torch.cat([torch.zeros(3, 4, dtype=torch.long), items], dim=1)
+    assert not torch.allclose(model(left)[:, 4:], full, atol=1e-4)
+    # the same weights without the biases are the bias-free model
+    plain = make(name, gru_bias=False)
+    state = {k: v for k, v in model.state_dict().items() if ".bias_" not in k}
+    plain.load_state_dict(state)
+    with torch.no_grad():
+        for k in model.state_dict():
+            if ".bias_" in k:
+                model.get_parameter(k).zero_()
+    torch.testing.assert_close(model(items), plain(items), rtol=0, atol=1e-6)
+
+
 def test_narm_last_hidden_matches_the_paper_formula():
     """c_t = [h_t; sum_j v^T sigmoid(A1 h_t + A2 h_j) h_j], hidden = B c_t, one row at a time."""
     model = make("narm")
@@ -229,10 +262,15 @@ def test_seeded_construction_and_dropout_are_deterministic(name):
         ("narm", 128, 3707 * 128 + 3 * 2 * 128 * 128 + 2 * 128 * 128 + 128 + 256 * 128),
         # emb 3707*128 + GRU (no bias) 3*(128*128 + 128*128) + dense 128*128 + 128
         ("gru4rec", 128, 3707 * 128 + 3 * 2 * 128 * 128 + 128 * 128 + 128),
+        # RecBole's GRU biases: b_ih and b_hh, 3*128 each
+        ("narm+gru_bias", 128, 3707 * 128 + 3 * 2 * 128 * 128 + 2 * 3 * 128 + 2 * 128 * 128 + 128 + 256 * 128),
+        ("gru4rec+gru_bias", 128, 3707 * 128 + 3 * 2 * 128 * 128 + 2 * 3 * 128 + 128 * 128 + 128),
     ],
 )
 def test_parameter_count_at_ml1m_shape(name, d, expected):
-    model = build_model(build_config(name, {"max_len": 200}), n_items=3706)
+    name, _, flag = name.partition("+")
+    overrides = {"max_len": 200, **({flag: True} if flag else {})}
+    model = build_model(build_config(name, overrides), n_items=3706)
     assert sum(p.numel() for p in model.parameters()) == expected
 
 

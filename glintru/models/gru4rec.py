@@ -12,12 +12,13 @@ Deviations from the paper (RecBole's configuration, re-implemented):
    instead of a separate output layer.
 2. Loss: full-softmax cross-entropy (engine), not the paper's session-parallel mini-batches with
    BPR/TOP1 ranking losses over in-batch negatives.
-3. The GRU has no biases (``bias=False``). Padding inputs are zeroed (padding row of the embedding
-   and an explicit mask), and a bias-free GRU fed zeros from a zero state stays exactly at zero
-   (r = z = 1/2, candidate tanh(0) = 0). Hence leading (left) padding does not change the outputs at
-   real positions; trailing (right) padding cannot, by causality.
-4. Init: xavier-normal item embedding (padding row reset to zero), xavier-uniform GRU weights of
-   every layer, PyTorch's default for the output Linear.
+3. The GRU has no biases by default (``gru_bias=False``; RecBole's GRU has them, ``gru_bias=True``).
+   Padding inputs are zeroed (padding row of the embedding and an explicit mask), and a bias-free GRU
+   fed zeros from a zero state stays exactly at zero (r = z = 1/2, candidate tanh(0) = 0). Hence
+   leading (left) padding does not change the outputs at real positions; trailing (right) padding,
+   the engine's layout, cannot, by causality, with or without biases.
+4. Init: xavier-normal item embedding (padding row reset to zero), xavier-uniform GRU weight
+   matrices of every layer, PyTorch's default for the GRU biases and the output Linear (as RecBole).
 """
 
 from __future__ import annotations
@@ -41,13 +42,14 @@ class GRU4Rec(SequentialRecommender):
         self.cfg = cfg
         self.item_embedding = nn.Embedding(n_items + 1, cfg.embedding_size, padding_idx=0)
         self.emb_dropout = nn.Dropout(cfg.emb_dropout)
-        self.gru = nn.GRU(cfg.embedding_size, cfg.hidden_size, cfg.n_layers, bias=False, batch_first=True)
+        self.gru = nn.GRU(cfg.embedding_size, cfg.hidden_size, cfg.n_layers, bias=cfg.gru_bias, batch_first=True)
         self.dense = nn.Linear(cfg.hidden_size, cfg.embedding_size)  # hidden state -> embedding space
         nn.init.xavier_normal_(self.item_embedding.weight)
         with torch.no_grad():
             self.item_embedding.weight[0].zero_()
-        for w in self.gru.parameters():
-            nn.init.xavier_uniform_(w)  # weight_ih_l*, weight_hh_l* (no biases)
+        for name, w in self.gru.named_parameters():
+            if name.startswith("weight_"):  # weight_ih_l*, weight_hh_l*; biases keep PyTorch's init
+                nn.init.xavier_uniform_(w)
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         """``items`` [B, N] item ids, 0 = padding -> hidden states [B, N, embedding_size]."""

@@ -21,13 +21,14 @@ Read-out paths:
 
 Choices and deviations:
 
-1. The GRU has no biases (``bias=False``) and padding inputs are zeroed, so leading padding keeps the
-   GRU state at exactly zero and padded keys carry h_j = 0; padded positions are also masked out of
-   the local encoder. Right padding never changes ``last_hidden``.
+1. The GRU has no biases by default (``gru_bias=False``; RecBole's GRU has them, ``gru_bias=True``)
+   and padding inputs are zeroed, so without biases leading padding keeps the GRU state at exactly
+   zero and padded keys carry h_j = 0. Padded positions are masked out of the local encoder either
+   way, so right padding (the engine's layout) never changes ``last_hidden`` or ``forward``.
 2. The loss is full-softmax cross-entropy (engine), as in the paper's learning section, over the whole
    catalogue; the paper's item embedding and output embedding are one matrix, as here.
 3. Init: xavier-normal item embedding (padding row reset to zero) and Linear weights, PyTorch's
-   default GRU init. The Linears A_1, A_2, v and B have no biases (the paper's formulas have none).
+   default GRU init (weights and biases). The Linears A_1, A_2, v and B have no biases (the paper's formulas have none).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class NARM(SequentialRecommender):
         self.cfg = cfg
         self.item_embedding = nn.Embedding(n_items + 1, E, padding_idx=0)
         self.emb_dropout = nn.Dropout(cfg.emb_dropout)
-        self.gru = nn.GRU(E, H, cfg.n_layers, bias=False, batch_first=True)  # global encoder's GRU
+        self.gru = nn.GRU(E, H, cfg.n_layers, bias=cfg.gru_bias, batch_first=True)  # global encoder's GRU
         self.a1 = nn.Linear(H, H, bias=False)  # A_1, applied to the query state h_t (local encoder)
         self.a2 = nn.Linear(H, H, bias=False)  # A_2, applied to every state h_j
         self.v = nn.Linear(H, 1, bias=False)  # v
