@@ -15,9 +15,13 @@ Read-out paths:
   computed exactly (attention query from h_t, keys j <= t only): so ``forward(x)[:, t]`` equals
   ``last_hidden`` of the prefix ending at t. The model is therefore causal and may train with
   ``objective=all_positions`` (every prefix of a window in one pass). It costs O(N^2 * hidden_size)
-  per row, computed in chunks of query positions (recomputed in backward through activation
-  checkpointing); a chunk of queries ending at position e reads the keys before e only, so the
-  masked upper triangle of the [N, N] attention is never computed (about half the work).
+  per row, element-wise (the sigmoid does not factor), so it is memory-bound: ``causal_local``
+  computes it in tiles of a few rows and query positions small enough to stay in the CPU's L2
+  cache (``TILE_ELEMENTS``; on a GPU, every row at once: ``TILE_ELEMENTS_GPU``); a tile of queries ending at position e reads the keys before e only,
+  so the masked upper triangle of the [N, N] attention is never computed (about half the work).
+  Only the [B, N, N] attention weights are kept for backward, which recomputes each tile's sigmoid
+  and takes its gradients in place (``_CausalLocal``), instead of autograd's saved [B, T, N, H]
+  blocks.
 
 Choices and deviations:
 
@@ -35,10 +39,71 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from glintru.config import NARMConfig, check_model_config
 from glintru.models import SequentialRecommender
+
+TILE_ELEMENTS = 1 << 18  # elements of one [rows, queries, keys, hidden] tile on a CPU (1 MiB in fp32: L2)
+# on a GPU, tiles of every row: few kernel launches, and its memory bandwidth needs no cache blocking
+TILE_ELEMENTS_GPU = 1 << 25
+
+
+def _tiles(B: int, N: int, H: int, tile: int):
+    """(b0, b1, t0, t1): row and query ranges of the tiles; a tile of queries ending at t1 reads keys < t1."""
+    tq = max(1, min(N, 8, tile // max(1, N * H)))  # query positions per tile
+    for t0 in range(0, N, tq):
+        t1 = min(N, t0 + tq)
+        rows = max(1, tile // ((t1 - t0) * t1 * H))
+        for b0 in range(0, B, rows):
+            yield b0, min(B, b0 + rows), t0, t1
+
+
+class _CausalLocal(torch.autograd.Function):
+    """alpha_tj = allowed_tj * v . sigmoid(q_t + k_j) for j < t1 of each tile; returns alpha [B, N, N].
+
+    Backward recomputes each tile's sigmoid s and takes, in place, ds = v * s * (1 - s) scaled by
+    d alpha: dq_t = sum_j, dk_j = sum_t, dv = sum d alpha * s. Nothing of size [B, N, N, H] is kept.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, allowed, tile):  # q, k [B, N, H], v [H], allowed [B, N, N]
+        B, N, H = q.shape
+        alpha = torch.zeros(B, N, N, dtype=q.dtype, device=q.device)
+        for b0, b1, t0, t1 in _tiles(B, N, H, tile):
+            s = torch.sigmoid_(q[b0:b1, t0:t1, None, :] + k[b0:b1, None, :t1, :])  # [b, t, j, H]
+            alpha[b0:b1, t0:t1, :t1] = (s @ v) * allowed[b0:b1, t0:t1, :t1]
+        ctx.save_for_backward(q, k, v, allowed)
+        ctx.tile = tile
+        return alpha
+
+    @staticmethod
+    def backward(ctx, d_alpha):
+        q, k, v, allowed = ctx.saved_tensors
+        B, N, H = q.shape
+        d_alpha = (d_alpha * allowed).to(q.dtype)
+        dq, dk = torch.zeros_like(q), torch.zeros_like(k)
+        dv = torch.zeros(H, dtype=torch.float32, device=q.device)
+        for b0, b1, t0, t1 in _tiles(B, N, H, ctx.tile):
+            s = torch.sigmoid_(q[b0:b1, t0:t1, None, :] + k[b0:b1, None, :t1, :])  # [b, t, j, H]
+            da = d_alpha[b0:b1, t0:t1, :t1]  # [b, t, j]
+            dv += (da.reshape(1, -1) @ s.reshape(-1, H)).float().squeeze(0)
+            s.addcmul_(s, s, value=-1)  # s * (1 - s): the sigmoid's derivative, in place
+            dq[b0:b1, t0:t1] += (da.unsqueeze(-2) @ s).squeeze(-2)  # sum over keys j
+            for i in range(t1 - t0):  # sum over queries t, one query row at a time (no temporary)
+                dk[b0:b1, :t1].addcmul_(da[:, i].unsqueeze(-1), s[:, i])
+        return dq * v, dk * v, dv.to(v.dtype), None, None
+
+
+def causal_local(q: torch.Tensor, k: torch.Tensor, h: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor,
+                 tile: int = TILE_ELEMENTS) -> torch.Tensor:
+    """NARM's local encoder at every query: c^l_t = sum_j allowed_tj (v . sigmoid(q_t + k_j)) h_j.
+
+    q, k, h [B, N, H] (A_1 h, A_2 h, the GRU states), v [H], allowed [B, N, N] zero above the
+    diagonal and at padded keys -> [B, N, H]. Equal to ``NARM._local`` over all queries at once.
+    """
+    dtype = torch.promote_types(q.dtype, k.dtype)
+    alpha = _CausalLocal.apply(q.to(dtype), k.to(dtype), v.to(dtype), allowed.to(dtype), tile)
+    return alpha.to(h.dtype) @ h
 
 
 class NARM(SequentialRecommender):
@@ -46,7 +111,8 @@ class NARM(SequentialRecommender):
 
     causal = True  # forward(x)[:, t] is exactly the state of the prefix ending at t
     needs_full_window = False
-    CHUNK_ELEMENTS = 1 << 22  # forward: at most this many elements in one [B, T, N, hidden] block
+    TILE_ELEMENTS = TILE_ELEMENTS  # forward: elements of one [rows, queries, keys, hidden] tile (CPU)
+    TILE_ELEMENTS_GPU = TILE_ELEMENTS_GPU
 
     def __init__(self, cfg: NARMConfig, n_items: int, max_len: int) -> None:
         super().__init__()
@@ -94,22 +160,13 @@ class NARM(SequentialRecommender):
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         """Session state of every prefix: items [B, N] -> [B, N, E]; row t sees items <= t only."""
-        B, N = items.shape
+        N = items.size(1)
         h, mask = self._states(items)
         q, k = self.a1(h), self.a2(h)  # [B, N, H]
         causal = torch.ones(N, N, dtype=h.dtype, device=h.device).tril()  # key j <= query t
         allowed = causal * mask.unsqueeze(1)  # [B, N, N]
-        step = max(1, self.CHUNK_ELEMENTS // max(1, B * N * h.size(-1)))
-        parts = []
-        for s in range(0, N, step):  # chunks of query positions bound the [B, T, N, H] block
-            # queries t < e see keys j <= t < e only; the later keys are masked, so they are not computed
-            e = min(N, s + step)
-            args = (q[:, s:e], k[:, :e], h[:, :e], allowed[:, s:e, :e])
-            if torch.is_grad_enabled():
-                parts.append(checkpoint(self._local, *args, use_reentrant=False))
-            else:
-                parts.append(self._local(*args))
-        return self._decode(h, torch.cat(parts, dim=1))
+        tile = self.TILE_ELEMENTS if h.device.type == "cpu" else self.TILE_ELEMENTS_GPU
+        return self._decode(h, causal_local(q, k, h, self.v.weight[0], allowed, tile))
 
     def item_embeddings(self) -> torch.Tensor:
         """Tied item embeddings [n_items + 1, E]; row 0 (padding) is zero and never scored."""
