@@ -251,11 +251,22 @@ def test_narm_local_backward_passes_gradcheck():
 
 
 def test_narm_bf16_autocast_tiled_path_matches_fp32():
+    """Under bf16 autocast the tiles run in bf16 and sum their gradients in fp32: close to fp32's."""
     model = make("narm")
     items = right_pad(random_items(3, 11), [11, 6, 2])
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        low = model(items)
-    torch.testing.assert_close(low.float(), model(items), rtol=0.05, atol=0.05)
+    grads, outs = {}, {}
+    for low in (False, True):
+        model.zero_grad()
+        with torch.enable_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=low):
+            out = model(items)
+            out.float().pow(2).sum().backward()
+        grads[low] = {n: p.grad.clone() for n, p in model.named_parameters()}
+        outs[low] = out.detach()
+    assert outs[True].dtype == torch.bfloat16
+    torch.testing.assert_close(outs[True].float(), outs[False], rtol=0.05, atol=0.05)
+    for n in ("a1.weight", "a2.weight", "v.weight", "gru.weight_hh_l0"):
+        rel = (grads[True][n] - grads[False][n]).norm() / grads[False][n].norm()
+        assert rel < 0.05, (n, float(rel))
 
 
 @pytest.mark.parametrize("name", list(TINY))

@@ -17,8 +17,9 @@ Read-out paths:
   ``objective=all_positions`` (every prefix of a window in one pass). It costs O(N^2 * hidden_size)
   per row, element-wise (the sigmoid does not factor), so it is memory-bound: ``causal_local``
   computes it in tiles of a few rows and query positions small enough to stay in the CPU's L2
-  cache (``TILE_ELEMENTS``; on a GPU, every row at once: ``TILE_ELEMENTS_GPU``); a tile of queries ending at position e reads the keys before e only,
-  so the masked upper triangle of the [N, N] attention is never computed (about half the work).
+  cache (``TILE_ELEMENTS``; on a GPU, every row at once: ``TILE_ELEMENTS_GPU``); a tile of queries
+  ending at position e reads the keys before e only, so the masked upper triangle of the [N, N]
+  attention is never computed (about half the work).
   Only the [B, N, N] attention weights are kept for backward, which recomputes each tile's sigmoid
   and takes its gradients in place (``_CausalLocal``), instead of autograd's saved [B, T, N, H]
   blocks.
@@ -32,7 +33,8 @@ Choices and deviations:
 2. The loss is full-softmax cross-entropy (engine), as in the paper's learning section, over the whole
    catalogue; the paper's item embedding and output embedding are one matrix, as here.
 3. Init: xavier-normal item embedding (padding row reset to zero) and Linear weights, PyTorch's
-   default GRU init (weights and biases). The Linears A_1, A_2, v and B have no biases (the paper's formulas have none).
+   default GRU init (weights and biases). The Linears A_1, A_2, v and B have no biases (the paper's
+   formulas have none).
 """
 
 from __future__ import annotations
@@ -81,17 +83,18 @@ class _CausalLocal(torch.autograd.Function):
         q, k, v, allowed = ctx.saved_tensors
         B, N, H = q.shape
         d_alpha = (d_alpha * allowed).to(q.dtype)
-        dq, dk = torch.zeros_like(q), torch.zeros_like(k)
-        dv = torch.zeros(H, dtype=torch.float32, device=q.device)
+        acc = torch.promote_types(q.dtype, torch.float32)  # sums over tiles in fp32 (bf16 tiles too)
+        dq, dk = (torch.zeros(B, N, H, dtype=acc, device=q.device) for _ in range(2))
+        dv = torch.zeros(H, dtype=acc, device=q.device)
         for b0, b1, t0, t1 in _tiles(B, N, H, ctx.tile):
             s = torch.sigmoid_(q[b0:b1, t0:t1, None, :] + k[b0:b1, None, :t1, :])  # [b, t, j, H]
             da = d_alpha[b0:b1, t0:t1, :t1]  # [b, t, j]
-            dv += (da.reshape(1, -1) @ s.reshape(-1, H)).float().squeeze(0)
+            dv += (da.reshape(1, -1) @ s.reshape(-1, H)).squeeze(0)
             s.addcmul_(s, s, value=-1)  # s * (1 - s): the sigmoid's derivative, in place
             dq[b0:b1, t0:t1] += (da.unsqueeze(-2) @ s).squeeze(-2)  # sum over keys j
             for i in range(t1 - t0):  # sum over queries t, one query row at a time (no temporary)
                 dk[b0:b1, :t1].addcmul_(da[:, i].unsqueeze(-1), s[:, i])
-        return dq * v, dk * v, dv.to(v.dtype), None, None
+        return (dq * v).to(q.dtype), (dk * v).to(k.dtype), dv.to(v.dtype), None, None
 
 
 def causal_local(q: torch.Tensor, k: torch.Tensor, h: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor,
