@@ -48,11 +48,12 @@ from glintru.models import SequentialRecommender
 TILE_ELEMENTS = 1 << 18  # elements of one [rows, queries, keys, hidden] tile on a CPU (1 MiB in fp32: L2)
 # on a GPU, tiles of every row: few kernel launches, and its memory bandwidth needs no cache blocking
 TILE_ELEMENTS_GPU = 1 << 25
+TILE_QUERIES = 8  # query positions per tile at most
 
 
 def _tiles(B: int, N: int, H: int, tile: int):
     """(b0, b1, t0, t1): row and query ranges of the tiles; a tile of queries ending at t1 reads keys < t1."""
-    tq = max(1, min(N, 8, tile // max(1, N * H)))  # query positions per tile
+    tq = max(1, min(N, TILE_QUERIES, tile // max(1, N * H)))  # query positions per tile
     for t0 in range(0, N, tq):
         t1 = min(N, t0 + tq)
         rows = max(1, tile // ((t1 - t0) * t1 * H))
