@@ -15,8 +15,10 @@ measured in interleaved rounds (round r runs each once, so a change in machine l
   last query only, a hand-written backward that recomputes each tile's sigmoid in place.
 
 A step: 128 windows of 200 items (ML-1M's longest all-position batch, 25,600 targets), d = 128,
-forward, the engine's full-softmax cross-entropy over 3,706 items, backward, Adam. Also checks that both give
-the same loss and gradients (1e-5).
+forward, the engine's full-softmax cross-entropy over 3,706 items, backward, Adam; with ``--context
+150`` the first 150 positions of each window are context only (ML-1M's later windows with
+``window_overlap=150``: 50 targets each), which the tiled model skips (``takes_queries``). Also
+checks that all give the same loss and gradients (1e-5; bf16 rounds each form differently).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class PreviousNARM(NARM):
 
     CHUNK_ELEMENTS = 1 << 22  # at most this many elements in one [B, T, N, hidden] chunk
     TRUNCATE = False
+    takes_queries = False  # every position's state, whichever the loss reads
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         B, N = items.shape
@@ -68,10 +71,12 @@ VARIANTS = {"previous": PreviousNARM, "truncated": TruncatedNARM, "tiled": NARM}
 
 
 def loss_of(model: NARM, items: torch.Tensor, targets: torch.Tensor, precision: str) -> torch.Tensor:
-    """The engine's loss: full-softmax CE in cache-sized chunks with fused gradients (its defaults)."""
+    """The engine's loss: full-softmax CE in cache-sized chunks with fused gradients (its defaults),
+    over the real targets; a model that ``takes_queries`` computes their positions only, as in the engine."""
+    real = targets > 0
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-        h = model(items).reshape(-1, model.cfg.embedding_size)
-        return full_softmax_ce(h, model.item_embeddings(), targets.reshape(-1), chunk=TrainConfig().loss_chunk)
+        h = model(items, queries=real) if model.takes_queries else model(items)
+        return full_softmax_ce(h[real], model.item_embeddings(), targets[real], chunk=TrainConfig().loss_chunk)
 
 
 def make_step(model: NARM, items: torch.Tensor, targets: torch.Tensor, precision: str):
@@ -97,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                     help="bf16: the step under CPU bf16 autocast, as the reproduction's ML-1M runs train")
     ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    ap.add_argument("--context", type=int, default=0,
+                    help="the first C positions of every window are context only (no target), as in a window "
+                         "that overlaps the previous one by C items (window_overlap)")
     args = ap.parse_args(argv)
     if len(args.variants) < 2:
         ap.error("--variants: name at least two to compare")
@@ -106,7 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg = NARMConfig(hidden_size=d, embedding_size=d, emb_dropout=0.0, ct_dropout=0.0)
     g = torch.Generator().manual_seed(0)
     items = torch.randint(1, n_items + 1, (args.batch, args.window + 1), generator=g)
-    x, y = items[:, :-1], items[:, 1:]
+    x, y = items[:, :-1], items[:, 1:].clone()
+    if not 0 <= args.context < args.window:
+        ap.error(f"--context must be in [0, --window), got {args.context}")
+    y[:, : args.context] = 0  # context only: no target there
     models = {}
     for name in args.variants:
         torch.manual_seed(0)
@@ -129,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             losses[name].append(s())
             times[name].append(time.perf_counter() - t0)
-    targets = args.batch * args.window
+    targets = args.batch * (args.window - args.context)
     rows = [{"variant": n, "step_s_median": statistics.median(t), "targets_per_s": targets / statistics.median(t),
              "step_s": t, "losses": losses[n]} for n, t in times.items()]
     for r in rows:
@@ -138,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     tol = 1e-5 if args.precision == "fp32" else 2e-2  # bf16 rounds each form's products differently
     grad_tol = 1e-5 if args.precision == "fp32" else 5e-2
     same = all(abs(a - b) < tol * max(1.0, abs(a)) for o in others for a, b in zip(losses[first], losses[o]))
-    result = {"shape": {"batch": args.batch, "window": args.window, "d": d, "n_items": n_items},
+    result = {"shape": {"batch": args.batch, "window": args.window, "context": args.context, "d": d,
+                        "n_items": n_items},
               "precision": args.precision, "rounds": args.rounds, "rows": rows,
               "speedup": speedup, "speedup_of": f"{args.variants[-1]} vs {first}",
               "max_grad_diff": max_diff, "same_losses": same}

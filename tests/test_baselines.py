@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -223,6 +224,42 @@ def test_narm_tiled_forward_and_gradients_equal_plain_autograd(monkeypatch, tile
         torch.testing.assert_close(p.grad, expected_grads[n], rtol=1e-5, atol=1e-6, msg=n)
 
 
+@pytest.mark.parametrize("tile", [1, 1 << 18])
+def test_narm_forward_at_chosen_queries_is_exact_there_with_the_same_gradients(monkeypatch, tile):
+    """forward(items, queries) is exact at the chosen positions, and a loss read there has the same
+    gradients as with every position computed (context-only positions of overlapping windows)."""
+    monkeypatch.setattr(NARM, "TILE_ELEMENTS", tile)
+    model = make("narm")
+    items = right_pad(random_items(3, 11), [11, 6, 2])
+    queries = torch.zeros(3, 11, dtype=torch.bool)
+    queries[0, 8:] = True  # a window whose first 8 positions are context only
+    queries[1, :6] = True  # every real position of a shorter row
+    results = []
+    for q in (None, queries):
+        model.zero_grad()
+        with torch.enable_grad():
+            out = model(items) if q is None else model(items, queries=q)
+            out[queries].pow(2).sum().backward()
+        results.append((out.detach()[queries], {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (full, full_grads), (chosen, chosen_grads) = results
+    torch.testing.assert_close(chosen, full, rtol=0, atol=1e-6)
+    for n in full_grads:
+        torch.testing.assert_close(chosen_grads[n], full_grads[n], rtol=1e-5, atol=1e-6, msg=n)
+
+
+def test_narm_tiles_skip_those_without_a_chosen_query():
+    from glintru.models.narm import _tiles
+
+    B, N, H = 4, 40, 8
+    need = np.zeros((B, N), dtype=bool)
+    need[:, 30:] = True  # the last 10 positions of each row, as in an overlapping window
+    all_tiles = list(_tiles(B, N, H, 1 << 10))
+    chosen = list(_tiles(B, N, H, 1 << 10, need))
+    assert chosen == [t for t in all_tiles if need[t[0]:t[1], t[2]:t[3]].any()]
+    work = lambda tiles: sum((b1 - b0) * (t1 - t0) * t1 for b0, b1, t0, t1 in tiles)  # noqa: E731
+    assert work(chosen) < 0.5 * work(all_tiles)  # the keys of 10 queries out of 40, not of all 40
+
+
 def test_narm_tiles_cover_the_causal_triangle_once():
     """Every (row, query) lies in exactly one tile, and a tile reads the keys before its last query only."""
     from glintru.models.narm import _tiles
@@ -246,8 +283,12 @@ def test_narm_local_backward_passes_gradcheck():
     v = torch.randn(H, generator=g, dtype=torch.float64, requires_grad=True)
     allowed = torch.ones(N, N, dtype=torch.float64).tril().expand(B, N, N).clone()
     allowed[1, :, 3:] = 0  # row 1: two padded keys
+    need = np.zeros((B, N), dtype=bool)
+    need[0, 3:] = need[1, :2] = True  # skipped tiles' rows are zero: a function with these gradients too
     for tile in (1, 2 * 4 * H, 1 << 18):
-        assert torch.autograd.gradcheck(lambda q, k, v, t=tile: _CausalLocal.apply(q, k, v, allowed, t), (q, k, v))
+        for chosen in (None, need):
+            assert torch.autograd.gradcheck(
+                lambda q, k, v, t=tile, c=chosen: _CausalLocal.apply(q, k, v, allowed, t, c), (q, k, v))
 
 
 def test_narm_bf16_autocast_tiled_path_matches_fp32():

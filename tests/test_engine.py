@@ -31,6 +31,7 @@ TINY_MODEL = {
     "glintru": {"hidden_size": 8, "n_heads": 2},
     "gru4rec": {"hidden_size": 8, "embedding_size": 8},
     "sasrec": {"hidden_size": 8, "n_heads": 2, "inner_size": 16},
+    "narm": {"hidden_size": 8, "embedding_size": 8},
 }
 TINY_TRAIN = {"max_len": 6, "batch_size": 4, "eval_batch_size": 4, "num_negatives": 0, "topk": [5, 10],
               "max_epochs": 2, "lr": 0.01}
@@ -223,7 +224,7 @@ def test_fused_loss_gradients_pass_gradcheck():
     assert torch.autograd.gradcheck(lambda a, b: full_softmax_ce(a, b, targets, 4), (h, emb))
 
 
-@pytest.mark.parametrize("name", ["glintru", "gru4rec", "sasrec"])
+@pytest.mark.parametrize("name", ["glintru", "gru4rec", "sasrec", "narm"])
 def test_all_position_loss_equals_mean_of_prefix_losses_for_causal_models(name):
     data = make_dataset(cyclic_sequences(5, N_ITEMS, min_len=4, max_len=11), N_ITEMS)
     cfg = tiny_cfg(name, max_len=20)
@@ -236,6 +237,47 @@ def test_all_position_loss_equals_mean_of_prefix_losses_for_causal_models(name):
     l_pre = loss(make_batch(data.items, prefix, np.arange(len(prefix))))
     assert len(prefix) == allpos.n_targets() > len(allpos)
     torch.testing.assert_close(l_all, l_pre, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("loss_name", ["ce", "gbce"])
+def test_narm_reads_only_target_queries_with_the_same_loss_and_gradients(monkeypatch, loss_name):
+    """The loss passes NARM its targets' positions (``takes_queries``): overlapping windows' context-only
+    positions skip the local encoder, and the loss and every gradient stay those of the full forward."""
+    from glintru.engine.loss import make_sequence_loss
+    from glintru.models.narm import NARM
+
+    monkeypatch.setattr(NARM, "TILE_ELEMENTS", 1)  # a tile per row and query: context-only ones are skipped
+    data = make_dataset(cyclic_sequences(6, N_ITEMS, min_len=9, max_len=15), N_ITEMS)
+    cfg = tiny_cfg("narm", objective="all_positions", max_len=6, window_overlap=4, loss=loss_name,
+                   num_negatives_train=5)
+    samples = training_samples(data, "all_positions", 6, overlap=4)
+    batch = make_batch(data.items, samples, np.arange(len(samples)))
+    assert ((batch["items"] > 0) & (batch["targets"] == 0)).any()  # context-only positions exist
+    results = []
+    for reads_targets in (True, False):
+        monkeypatch.setattr(NARM, "takes_queries", reads_targets)
+        torch.manual_seed(0)
+        model = build_model(cfg, N_ITEMS).train()
+        loss_mod = make_sequence_loss(model, cfg.train, N_ITEMS, np.ones(N_ITEMS + 1))
+        calls: list = []
+
+        def spy(items, queries=None, f=model.forward, seen=calls):
+            out = f(items, queries)
+            seen.append((queries, out.detach()))
+            return out
+
+        monkeypatch.setattr(model, "forward", spy)
+        torch.manual_seed(1)  # the same dropout draws and negatives
+        loss = loss_mod(batch)
+        loss.backward()
+        assert (calls[0][0] is not None) == reads_targets
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}, calls[0][1]))
+    (l_q, g_q, out_q), (l_all, g_all, out_all) = results
+    context = (batch["items"] > 0) & (batch["targets"] == 0)
+    assert not torch.allclose(out_q[context], out_all[context])  # their tiles were skipped
+    torch.testing.assert_close(l_q, l_all, rtol=1e-6, atol=1e-7)
+    for n in g_all:
+        torch.testing.assert_close(g_q[n], g_all[n], rtol=1e-5, atol=1e-7, msg=n)
 
 
 @pytest.mark.parametrize("name", ["glintru", "gru4rec", "sasrec"])

@@ -263,7 +263,12 @@ class SequenceLoss(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         items, targets = batch["items"], batch["targets"]  # [B, N], [B, N] or [B]
         one_target = targets.dim() == 1
-        h = self.model.last_hidden(items, batch["lengths"]) if one_target else self.encoder(items)  # [B, d] / [B, N, d]
+        if one_target:
+            h = self.model.last_hidden(items, batch["lengths"])  # [B, d]
+        elif getattr(self.model, "takes_queries", False):  # every loss reads the targets' positions only
+            h = self.encoder(items, queries=targets > 0)  # [B, N, d], exact at the targets' positions
+        else:
+            h = self.encoder(items)  # [B, N, d]
         emb = self.model.item_embeddings()
         # A sparse table gradient when the model's embedding is sparse (glintru.engine.optim).
         sparse = bool(getattr(getattr(self.model, "item_embedding", None), "sparse", False))

@@ -20,6 +20,9 @@ class SequentialRecommender(nn.Module):
 
     causal: bool = True
     needs_full_window: bool = False
+    # forward(items, queries=mask [B, N] bool) computes only the positions the caller reads (the
+    # training targets); the others' outputs are then unspecified. The engine passes it when True.
+    takes_queries: bool = False
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:  # [B, N] -> [B, N, d]
         raise NotImplementedError

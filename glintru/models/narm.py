@@ -39,6 +39,7 @@ Choices and deviations:
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -51,14 +52,19 @@ TILE_ELEMENTS_GPU = 1 << 25
 TILE_QUERIES = 8  # query positions per tile at most
 
 
-def _tiles(B: int, N: int, H: int, tile: int):
-    """(b0, b1, t0, t1): row and query ranges of the tiles; a tile of queries ending at t1 reads keys < t1."""
+def _tiles(B: int, N: int, H: int, tile: int, need: np.ndarray | None = None):
+    """(b0, b1, t0, t1): row and query ranges of the tiles; a tile of queries ending at t1 reads keys < t1.
+
+    ``need`` [B, N] bool (host memory): the queries whose context is wanted; tiles without one are skipped.
+    """
     tq = max(1, min(N, TILE_QUERIES, tile // max(1, N * H)))  # query positions per tile
     for t0 in range(0, N, tq):
         t1 = min(N, t0 + tq)
         rows = max(1, tile // ((t1 - t0) * t1 * H))
         for b0 in range(0, B, rows):
-            yield b0, min(B, b0 + rows), t0, t1
+            b1 = min(B, b0 + rows)
+            if need is None or need[b0:b1, t0:t1].any():
+                yield b0, b1, t0, t1
 
 
 class _CausalLocal(torch.autograd.Function):
@@ -69,14 +75,14 @@ class _CausalLocal(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, allowed, tile):  # q, k [B, N, H], v [H], allowed [B, N, N]
+    def forward(ctx, q, k, v, allowed, tile, need):  # q, k [B, N, H], v [H], allowed [B, N, N]
         B, N, H = q.shape
         alpha = torch.zeros(B, N, N, dtype=q.dtype, device=q.device)
-        for b0, b1, t0, t1 in _tiles(B, N, H, tile):
+        for b0, b1, t0, t1 in _tiles(B, N, H, tile, need):
             s = torch.sigmoid_(q[b0:b1, t0:t1, None, :] + k[b0:b1, None, :t1, :])  # [b, t, j, H]
             alpha[b0:b1, t0:t1, :t1] = (s @ v) * allowed[b0:b1, t0:t1, :t1]
         ctx.save_for_backward(q, k, v, allowed)
-        ctx.tile = tile
+        ctx.tile, ctx.need = tile, need
         return alpha
 
     @staticmethod
@@ -87,7 +93,7 @@ class _CausalLocal(torch.autograd.Function):
         acc = torch.promote_types(q.dtype, torch.float32)  # sums over tiles in fp32 (bf16 tiles too)
         dq, dk = (torch.zeros(B, N, H, dtype=acc, device=q.device) for _ in range(2))
         dv = torch.zeros(H, dtype=acc, device=q.device)
-        for b0, b1, t0, t1 in _tiles(B, N, H, ctx.tile):
+        for b0, b1, t0, t1 in _tiles(B, N, H, ctx.tile, ctx.need):
             s = torch.sigmoid_(q[b0:b1, t0:t1, None, :] + k[b0:b1, None, :t1, :])  # [b, t, j, H]
             da = d_alpha[b0:b1, t0:t1, :t1]  # [b, t, j]
             dv += (da.reshape(1, -1) @ s.reshape(-1, H)).squeeze(0)
@@ -95,18 +101,21 @@ class _CausalLocal(torch.autograd.Function):
             dq[b0:b1, t0:t1] += (da.unsqueeze(-2) @ s).squeeze(-2)  # sum over keys j
             for i in range(t1 - t0):  # sum over queries t, one query row at a time (no temporary)
                 dk[b0:b1, :t1].addcmul_(da[:, i].unsqueeze(-1), s[:, i])
-        return (dq * v).to(q.dtype), (dk * v).to(k.dtype), dv.to(v.dtype), None, None
+        return (dq * v).to(q.dtype), (dk * v).to(k.dtype), dv.to(v.dtype), None, None, None
 
 
 def causal_local(q: torch.Tensor, k: torch.Tensor, h: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor,
-                 tile: int = TILE_ELEMENTS) -> torch.Tensor:
+                 tile: int = TILE_ELEMENTS, queries: torch.Tensor | None = None) -> torch.Tensor:
     """NARM's local encoder at every query: c^l_t = sum_j allowed_tj (v . sigmoid(q_t + k_j)) h_j.
 
     q, k, h [B, N, H] (A_1 h, A_2 h, the GRU states), v [H], allowed [B, N, N] zero above the
     diagonal and at padded keys -> [B, N, H]. Equal to ``NARM._local`` over all queries at once.
+    ``queries`` [B, N] bool: only these rows are needed; tiles holding none are skipped (their
+    rows' context, and its gradient, are then zero instead of exact).
     """
     dtype = torch.promote_types(q.dtype, k.dtype)
-    alpha = _CausalLocal.apply(q.to(dtype), k.to(dtype), v.to(dtype), allowed.to(dtype), tile)
+    need = None if queries is None else queries.detach().to("cpu", torch.bool).numpy()
+    alpha = _CausalLocal.apply(q.to(dtype), k.to(dtype), v.to(dtype), allowed.to(dtype), tile, need)
     return alpha.to(h.dtype) @ h
 
 
@@ -114,6 +123,7 @@ class NARM(SequentialRecommender):
     """NARM: ``last_hidden(items [B, N], lengths [B]) -> [B, embedding_size]`` (the real path)."""
 
     causal = True  # forward(x)[:, t] is exactly the state of the prefix ending at t
+    takes_queries = True  # forward(x, queries=...) computes the local encoder at those positions only
     needs_full_window = False
     TILE_ELEMENTS = TILE_ELEMENTS  # forward: elements of one [rows, queries, keys, hidden] tile (CPU)
     TILE_ELEMENTS_GPU = TILE_ELEMENTS_GPU
@@ -162,15 +172,20 @@ class NARM(SequentialRecommender):
         c_local = self._local(self.a1(h_t).unsqueeze(1), self.a2(h), h, mask.unsqueeze(1)).squeeze(1)
         return self._decode(h_t, c_local)
 
-    def forward(self, items: torch.Tensor) -> torch.Tensor:
-        """Session state of every prefix: items [B, N] -> [B, N, E]; row t sees items <= t only."""
+    def forward(self, items: torch.Tensor, queries: torch.Tensor | None = None) -> torch.Tensor:
+        """Session state of every prefix: items [B, N] -> [B, N, E]; row t sees items <= t only.
+
+        ``queries`` [B, N] bool: the positions whose state the caller reads (the engine passes its
+        training targets: with overlapping windows most positions are context only). The local
+        encoder then skips tiles holding none of them, and the other positions' states are not exact.
+        """
         N = items.size(1)
         h, mask = self._states(items)
         q, k = self.a1(h), self.a2(h)  # [B, N, H]
         causal = torch.ones(N, N, dtype=h.dtype, device=h.device).tril()  # key j <= query t
         allowed = causal * mask.unsqueeze(1)  # [B, N, N]
         tile = self.TILE_ELEMENTS if h.device.type == "cpu" else self.TILE_ELEMENTS_GPU
-        return self._decode(h, causal_local(q, k, h, self.v.weight[0], allowed, tile))
+        return self._decode(h, causal_local(q, k, h, self.v.weight[0], allowed, tile, queries))
 
     def item_embeddings(self) -> torch.Tensor:
         """Tied item embeddings [n_items + 1, E]; row 0 (padding) is zero and never scored."""
