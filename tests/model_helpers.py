@@ -26,6 +26,18 @@ def gather_last(h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return h[torch.arange(h.size(0)), lengths - 1]
 
 
+def assert_causal_and_right_padding_invariant(model, items: torch.Tensor, t: int, n_items: int) -> torch.Tensor:
+    """Outputs before ``t`` ignore every later item, and trailing padding changes no real position.
+    Returns ``model(items)``."""
+    full = model(items)
+    changed = items.clone()
+    changed[:, t:] = items[:, t:] % n_items + 1  # every item from t on differs
+    torch.testing.assert_close(model(changed)[:, :t], full[:, :t], rtol=0, atol=1e-5)
+    padded = torch.cat([items, torch.zeros(items.size(0), 4, dtype=torch.long)], dim=1)
+    torch.testing.assert_close(model(padded)[:, : items.size(1)], full, rtol=0, atol=1e-5)
+    return full
+
+
 def assert_overfits(model, opt: torch.optim.Optimizer, loss_fn, steps: int = 60) -> None:
     """Train ``steps`` steps on one batch: the loss must fall below half its start, and the padding
     embedding row must stay zero (it is never a prediction target)."""

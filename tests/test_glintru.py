@@ -8,7 +8,14 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from model_helpers import N_ITEMS, assert_overfits, gather_last, random_items, right_pad
+from model_helpers import (
+    N_ITEMS,
+    assert_causal_and_right_padding_invariant,
+    assert_overfits,
+    gather_last,
+    random_items,
+    right_pad,
+)
 
 from glintru.config import GlintRUConfig
 from glintru.errors import UserError
@@ -344,12 +351,7 @@ def test_count_normaliser_keeps_the_attention_sum_bounded_on_long_histories():
 def test_every_normaliser_is_causal_and_right_padding_invariant(norm, kernel_size):
     model = make(attn_norm=norm, kernel_size=kernel_size)
     items = random_items(2, 12)
-    h = model(items)
-    changed = items.clone()
-    changed[:, 6:] = changed[:, 6:] % N_ITEMS + 1
-    torch.testing.assert_close(model(changed)[:, :6], h[:, :6], rtol=0, atol=1e-5)
-    padded = torch.cat([items, torch.zeros(2, 5, dtype=torch.long)], dim=1)
-    torch.testing.assert_close(model(padded)[:, :12], h, rtol=0, atol=1e-5)
+    h = assert_causal_and_right_padding_invariant(model, items, 6, N_ITEMS)
     left = torch.cat([torch.zeros(2, 3, dtype=torch.long), items], dim=1)
     torch.testing.assert_close(model(left)[:, 3:], h, rtol=0, atol=1e-5)
 
