@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchinfo import machine, write_result
 
 from glintru.config import NARMConfig, TrainConfig
-from glintru.engine.loss import full_softmax_ce
+from glintru.engine.loss import SequenceLoss
 from glintru.models.narm import NARM
 
 
@@ -71,12 +71,10 @@ VARIANTS = {"previous": PreviousNARM, "truncated": TruncatedNARM, "tiled": NARM}
 
 
 def loss_of(model: NARM, items: torch.Tensor, targets: torch.Tensor, precision: str) -> torch.Tensor:
-    """The engine's loss: full-softmax CE in cache-sized chunks with fused gradients (its defaults),
-    over the real targets; a model that ``takes_queries`` computes their positions only, as in the engine."""
-    real = targets > 0
+    """The engine's own loss module: full-softmax CE over the real targets in cache-sized chunks with
+    fused gradients; a model that ``takes_queries`` computes the targets' positions only."""
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-        h = model(items, queries=real) if model.takes_queries else model(items)
-        return full_softmax_ce(h[real], model.item_embeddings(), targets[real], chunk=TrainConfig().loss_chunk)
+        return SequenceLoss(model, TrainConfig().loss_chunk)({"items": items, "targets": targets})
 
 
 def make_step(model: NARM, items: torch.Tensor, targets: torch.Tensor, precision: str):
