@@ -84,7 +84,7 @@ class NARMConfig:
     n_layers: int = 1
     emb_dropout: float = 0.25
     ct_dropout: float = 0.5
-    # RecBole's GRU has biases (True); False keeps the state of leading padding at exactly zero
+    # no GRU biases, as RecBole's nn.GRU(bias=False): the state of leading padding stays exactly zero
     gru_bias: bool = False
 
 
@@ -96,7 +96,7 @@ class GRU4RecConfig:
     embedding_size: int = 128
     n_layers: int = 1
     emb_dropout: float = 0.3
-    # RecBole's GRU has biases (True); False keeps the state of leading padding at exactly zero
+    # no GRU biases, as RecBole's nn.GRU(bias=False): the state of leading padding stays exactly zero
     gru_bias: bool = False
 
 

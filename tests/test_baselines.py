@@ -141,7 +141,7 @@ def test_last_hidden_equals_gathered_forward(name, n_layers):
 
 @pytest.mark.parametrize("name", ["gru4rec", "narm"])
 def test_gru_bias_keeps_causality_right_padding_and_read_out(name):
-    """RecBole's GRU has biases (``gru_bias=True``): the engine's right padding and read-out stay exact."""
+    """With GRU biases (``gru_bias=True``) the engine's right padding and read-out stay exact."""
     model = make(name, gru_bias=True)
     assert all(model.gru.get_parameter(f"bias_{kind}_l{i}").abs().sum() > 0
                for kind in ("ih", "hh") for i in range(model.cfg.n_layers))
@@ -361,7 +361,7 @@ def test_seeded_construction_and_dropout_are_deterministic(name):
         ("narm", 128, 3707 * 128 + 3 * 2 * 128 * 128 + 2 * 128 * 128 + 128 + 256 * 128),
         # emb 3707*128 + GRU (no bias) 3*(128*128 + 128*128) + dense 128*128 + 128
         ("gru4rec", 128, 3707 * 128 + 3 * 2 * 128 * 128 + 128 * 128 + 128),
-        # RecBole's GRU biases: b_ih and b_hh, 3*128 each
+        # GRU biases: b_ih and b_hh, 3*128 each
         ("narm+gru_bias", 128, 3707 * 128 + 3 * 2 * 128 * 128 + 2 * 3 * 128 + 2 * 128 * 128 + 128 + 256 * 128),
         ("gru4rec+gru_bias", 128, 3707 * 128 + 3 * 2 * 128 * 128 + 2 * 3 * 128 + 128 * 128 + 128),
     ],

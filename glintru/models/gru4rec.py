@@ -12,13 +12,15 @@ Deviations from the paper (RecBole's configuration, re-implemented):
    instead of a separate output layer.
 2. Loss: full-softmax cross-entropy (engine), not the paper's session-parallel mini-batches with
    BPR/TOP1 ranking losses over in-batch negatives.
-3. The GRU has no biases by default (``gru_bias=False``; RecBole's GRU has them, ``gru_bias=True``).
+3. The GRU has no biases by default (``gru_bias=False``, as RecBole's ``nn.GRU(bias=False)``;
+   ``gru_bias=True`` adds PyTorch's).
    Padding inputs are zeroed (padding row of the embedding and an explicit mask), and a bias-free GRU
    fed zeros from a zero state stays exactly at zero (r = z = 1/2, candidate tanh(0) = 0). Hence
    leading (left) padding does not change the outputs at real positions; trailing (right) padding,
    the engine's layout, cannot, by causality, with or without biases.
 4. Init: xavier-normal item embedding (padding row reset to zero), xavier-uniform GRU weight
-   matrices of every layer, PyTorch's default for the GRU biases and the output Linear (as RecBole).
+   matrices, PyTorch's default for the output Linear (and for the GRU biases with ``gru_bias=True``),
+   as RecBole's, which leaves the weights of a second GRU layer at PyTorch's default.
 """
 
 from __future__ import annotations

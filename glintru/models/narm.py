@@ -26,7 +26,7 @@ Read-out paths:
 
 Choices and deviations:
 
-1. The GRU has no biases by default (``gru_bias=False``; RecBole's GRU has them, ``gru_bias=True``)
+1. The GRU has no biases by default (``gru_bias=False``, as RecBole's; ``gru_bias=True`` adds them)
    and padding inputs are zeroed, so without biases leading padding keeps the GRU state at exactly
    zero and padded keys carry h_j = 0. Padded positions are masked out of the local encoder either
    way, so right padding (the engine's layout) never changes ``last_hidden`` or ``forward``.
