@@ -8,7 +8,8 @@ generated; the text around it is written by hand. Plots go to ``docs/results/``.
 ablation run whose configuration equals the ``glintru`` model run's (the default normaliser) counts
 as that run's seed. A tagged setting (``reproduce.py --set ... --tag``) under which three or more
 models trained is a comparison of its own (e.g. every model tuned with equal target weights): it gets
-its own models table, best test full NDCG@10 first, captioned with what it changed for every model.
+its own models table, best test full NDCG@10 first, captioned with what it changed for every model,
+and its own accuracy-against-cost figure.
 """
 
 from __future__ import annotations
@@ -584,7 +585,74 @@ def efficiency_points(runs: list[dict[str, Any]], dataset: str,
             if r["dataset"] == dataset and r["name"] in LOSS_ORDER and r["seed"] == 1}
 
 
-def plots(runs: list[dict[str, Any]], dataset: str, groups: dict[str, list[dict[str, Any]]]) -> list[str]:
+MARKERS = "o^sDvP*X"
+
+
+def figure_stem(dataset: str, setting: str | None = None, tuned_from: str | None = None) -> str:
+    """The file stem of a dataset's accuracy-against-cost figure: the main model table's, or a
+    family's (``efficiency_ml-1m__tuned-equal_overlap150__from-amazon-beauty``)."""
+    stem = f"efficiency_{dataset}"
+    if setting:
+        stem += f"__{setting}" + (f"__from-{tuned_from}" if tuned_from else "")
+    return stem
+
+
+def cost_coordinates(points: dict[str, list[dict[str, Any]]]) -> tuple[list[tuple[str, str, float, float]],
+                                                                      list[tuple[str, str, float, float]]]:
+    """What the accuracy-against-cost figure places, as (group, machine, x, test full NDCG@10 in %):
+    training minutes to convergence (left panel) and latency per user in ms (right). A run trained on
+    a GPU has no point on the left (its training time is not on the CPU's scale); its latency, measured
+    on its host's CPU like every run's, is on the right."""
+    left, right = [], []
+    for name, rs in points.items():
+        for r in rs:
+            nd = 100 * r["metrics"]["test/full/ndcg@10"]
+            if not on_gpu(r):
+                left.append((name, run_cpu(r), r["train_s"] / 60, nd))
+            right.append((name, run_cpu(r), r["latency_ms_per_user"], nd))
+    return left, right
+
+
+def efficiency_figure(points: dict[str, list[dict[str, Any]]], title: str, path: Path) -> bool:
+    """Test full NDCG@10 against training time to convergence (left) and latency per user (right),
+    one colour a model group, one marker a machine (:func:`cost_coordinates`). False (and no file)
+    when there is nothing to place."""
+    left, right = cost_coordinates(points)
+    if not right:
+        path.unlink(missing_ok=True)
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    machines = sorted({m for _, m, _, _ in right})
+    marker = {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(machines)}
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colour = {name: cycle[i % len(cycle)] for i, name in enumerate(points)}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    for ax, placed in zip(axes, (left, right)):
+        for name, m, x, y in placed:
+            ax.scatter(x, y, color=colour[name], marker=marker[m])
+        ax.set_ylabel("test full NDCG@10 (%)")
+    left_out = len(right) - len(left)
+    axes[0].set_xlabel("training time to convergence (min, 1 CPU thread)"
+                       + (f"; {left_out} GPU-trained run{'s' if left_out > 1 else ''} left out" if left_out else ""))
+    axes[1].set_xlabel("inference latency per user (ms, batch of 1, 1 CPU thread)")
+    axes[0].legend(handles=[Line2D([], [], color=c, marker="o", ls="", label=n) for n, c in colour.items()], fontsize=7)
+    axes[1].legend(handles=[Line2D([], [], color="grey", marker=marker[m], ls="", label=f"trained on {m}")
+                            for m in machines], fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def plots(runs: list[dict[str, Any]], dataset: str, groups: dict[str, list[dict[str, Any]]],
+          fams: dict[tuple[str, str | None], dict[str, list[dict[str, Any]]]] | None = None) -> list[str]:
+    """The learning curves, the main table's accuracy-against-cost figure and one per family."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -606,26 +674,18 @@ def plots(runs: list[dict[str, Any]], dataset: str, groups: dict[str, list[dict[
     fig.savefig(path, dpi=100)
     plt.close(fig)
     out.append(f"![learning curves]({path.relative_to(DOC.parent)})")
-    points = efficiency_points(runs, dataset, groups)
-    path = PLOTS / f"efficiency_{dataset}.png"
-    if not points:  # nothing to place: no stale or empty figure
-        path.unlink(missing_ok=True)
-        return out
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for name, rs in points.items():
-        nd = [100 * r["metrics"]["test/full/ndcg@10"] for r in rs]
-        axes[0].scatter([r["train_s"] / 60 for r in rs], nd, label=name)
-        axes[1].scatter([r["latency_ms_per_user"] for r in rs], nd, label=name)
-    axes[0].set_xlabel("training time to convergence (min, 1 CPU thread)")
-    axes[1].set_xlabel("inference latency per user (ms, batch of 1, 1 thread)")
-    for a in axes:
-        a.set_ylabel("test full NDCG@10 (%)")
-        a.legend(fontsize=7)
-    fig.suptitle(f"{dataset}: accuracy against cost")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    out.append(f"![accuracy against cost]({path.relative_to(DOC.parent)})")
+    figures = [(efficiency_points(runs, dataset, groups), f"{dataset}: accuracy against cost", figure_stem(dataset))]
+    for (setting, src), fam in (fams or {}).items():
+        figures.append((fam, f"{dataset}, `{setting}`" + (f" (tuned on {src})" if src else "")
+                        + ": accuracy against cost", figure_stem(dataset, setting, src)))
+    for points, title, stem in figures:
+        path = PLOTS / f"{stem}.png"
+        if efficiency_figure(points, title.replace("`", ""), path):
+            out.append(f"![{title.replace('`', '')}]({path.relative_to(DOC.parent)})")
+    made = {stem for _, _, stem in figures}
+    for old in PLOTS.glob(f"{figure_stem(dataset)}__*.png"):  # a family no longer in the report
+        if old.stem not in made:
+            old.unlink()
     return out
 
 
@@ -683,7 +743,7 @@ def report(runs: list[dict[str, Any]], studies: list[dict[str, Any]] | None = No
         abl = ablation_table(runs, ds)
         if abl:
             lines += ["Ablation (GLINT-RU, seed 1):", ""] + abl + [""]
-        lines += plots(runs, ds, groups) + [""]
+        lines += plots(runs, ds, groups, families(runs, ds)) + [""]
     return "\n".join(lines)
 
 

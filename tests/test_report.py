@@ -349,6 +349,37 @@ def test_the_cost_figure_places_the_losses_where_a_dataset_has_no_model_runs():
     assert report.efficiency_points([], "amazon-beauty", {}) == {}
 
 
+def test_the_cost_figure_leaves_gpu_training_times_out_and_keeps_their_latency():
+    cpu_run = run("sasrec", 1, 0.03)
+    cpu_run["machine"] = {"cpu": "AMD EPYC", "cpu_isa": "AVX2", "device": "cpu"}
+    gpu_run = run("sasrec", 2, 0.04)
+    gpu_run["machine"] = {"cpu": "Intel(R) Xeon(R) Processor", "cpu_isa": "AMX_BF16", "device": "cuda: NVIDIA H200"}
+    gpu_run["latency_ms_per_user"] = 2.5
+    left, right = report.cost_coordinates({"sasrec": [cpu_run, gpu_run]})
+    assert left == [("sasrec", "EPYC (AVX2)", 10.0, 3.0)]  # 600 s of training, 3 % NDCG@10
+    assert right == [("sasrec", "EPYC (AVX2)", 1.0, 3.0), ("sasrec", "H200 GPU", 2.5, 4.0)]
+
+
+def test_each_family_gets_its_own_cost_figure_and_a_dropped_familys_figure_goes(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "DOC", tmp_path / "results.md")
+    monkeypatch.setattr(report, "PLOTS", tmp_path / "results")
+    (tmp_path / "results").mkdir()
+    stale = tmp_path / "results" / "efficiency_amazon-beauty__tuned-old.png"
+    other = tmp_path / "results" / "efficiency_amazon-beauty-54k__tuned-equal.png"  # another dataset's
+    stale.write_bytes(b"png")
+    other.write_bytes(b"png")
+    main = {"sasrec": [run("sasrec", 1, 0.03)]}
+    fam = {("tuned-equal", "amazon-video-games"): {"glintru": [run("glintru", 1, 0.05, setting="tuned-equal")]}}
+    lines = report.plots([*main["sasrec"], *fam[("tuned-equal", "amazon-video-games")]["glintru"]],
+                         "amazon-beauty", main, fam)
+    family_png = "efficiency_amazon-beauty__tuned-equal__from-amazon-video-games.png"
+    assert lines[1:] == ["![amazon-beauty: accuracy against cost](results/efficiency_amazon-beauty.png)",
+                         "![amazon-beauty, tuned-equal (tuned on amazon-video-games): accuracy against cost]"
+                         f"(results/{family_png})"]
+    assert (tmp_path / "results" / family_png).read_bytes()[:4] == b"\x89PNG"
+    assert not stale.exists() and other.exists()
+
+
 def test_paired_users_per_user_metrics_and_interval_by_hand():
     import numpy as np
     import paired_users
