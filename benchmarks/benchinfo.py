@@ -76,8 +76,11 @@ def write_result(path: str | Path, result: dict[str, Any], info: dict[str, Any],
     import json
 
     result["machine"] = finish(info)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(result, indent=1) + "\n")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")  # a reader never sees half a file
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    tmp.replace(path)
     print_table(result["rows"], columns)
     print(f"cpu {info['cpu']}, {info['torch_threads']} thread(s), load {info['loadavg_1min_start']} -> "
           f"{info['loadavg_1min_end']}; written to {path}")

@@ -199,6 +199,28 @@ def load_paired(results: Path = RESULTS) -> list[dict[str, Any]]:
     return json.loads(p.read_text())["rows"] if p.is_file() else []
 
 
+def load_latency(results: Path = RESULTS) -> dict[tuple[str, str], dict[str, Any]]:
+    """Rows of ``latency.json`` (benchmarks/latency.py) by (dataset, run JSON stem)."""
+    p = results / "latency.json"
+    rows = json.loads(p.read_text())["rows"] if p.is_file() else []
+    return {(r["dataset"], r["run"]): r for r in rows}
+
+
+def latency_table(dataset: str, latency: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
+    """One line per run timed side by side: the median and fastest round, and the figure the run
+    recorded at the end of its training."""
+    mine = [r for (ds, _), r in latency.items() if ds == dataset]
+    if not mine:
+        return []
+    head = ["run", "window", "ms per user: median of rounds", "fastest round", "recorded after training", "CPU"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in sorted(mine, key=lambda r: r["median_ms"]):
+        rec = "" if r.get("recorded_ms") is None else f"{r['recorded_ms']:.2f}"
+        lines.append("| " + " | ".join([f"`{r['run']}`", str(r["window"]), f"{r['median_ms']:.2f}",
+                                         f"{r['min_ms']:.2f}", rec, cpu_short(r["cpu"])]) + " |")
+    return lines
+
+
 def paired_table(dataset: str, rows: list[dict[str, Any]]) -> list[str]:
     """One line per compared pair of runs: the per-user mean difference (points) with its bootstrap
     95% interval over test users, and how many users each run ranks better."""
@@ -597,27 +619,48 @@ def figure_stem(dataset: str, setting: str | None = None, tuned_from: str | None
     return stem
 
 
-def cost_coordinates(points: dict[str, list[dict[str, Any]]]) -> tuple[list[tuple[str, str, float, float]],
-                                                                      list[tuple[str, str, float, float]]]:
+def side_by_side(runs: list[dict[str, Any]],
+                 latency: dict[tuple[str, str], dict[str, Any]]) -> dict[int, float] | None:
+    """Each run's latency from one side-by-side measurement (``benchmarks/latency.py``, the run's
+    own weights or its twin's), by ``id(run)``: only when every run has one, all taken on one CPU,
+    else None (a figure never mixes those with the latencies recorded after training)."""
+    found = {}
+    for r in runs:
+        row = latency.get((r["dataset"], run_stem(r))) or latency.get((r["dataset"], weights_stem(r)))
+        if row is None:
+            return None
+        found[id(r)] = row
+    if len({row["cpu"] for row in found.values()}) > 1:
+        return None
+    return {k: row["median_ms"] for k, row in found.items()}
+
+
+def cost_coordinates(points: dict[str, list[dict[str, Any]]],
+                     latency: dict[tuple[str, str], dict[str, Any]] | None = None,
+                     ) -> tuple[list[tuple[str, str, float, float]], list[tuple[str, str, float, float]], bool]:
     """What the accuracy-against-cost figure places, as (group, machine, x, test full NDCG@10 in %):
-    training minutes to convergence (left panel) and latency per user in ms (right). A run trained on
-    a GPU has no point on the left (its training time is not on the CPU's scale); its latency, measured
-    on its host's CPU like every run's, is on the right."""
+    training minutes to convergence (left panel) and latency per user in ms (right), and whether the
+    latencies are one side-by-side measurement (:func:`side_by_side`) rather than each run's own,
+    recorded after its training. A run trained on a GPU has no point on the left (its training time
+    is not on the CPU's scale); its latency, measured on a CPU like every run's, is on the right."""
+    runs = [r for rs in points.values() for r in rs]
+    shared = side_by_side(runs, latency or {})
     left, right = [], []
     for name, rs in points.items():
         for r in rs:
             nd = 100 * r["metrics"]["test/full/ndcg@10"]
             if not on_gpu(r):
                 left.append((name, run_cpu(r), r["train_s"] / 60, nd))
-            right.append((name, run_cpu(r), r["latency_ms_per_user"], nd))
-    return left, right
+            right.append((name, run_cpu(r), shared[id(r)] if shared else r["latency_ms_per_user"], nd))
+    return left, right, shared is not None
 
 
-def efficiency_figure(points: dict[str, list[dict[str, Any]]], title: str, path: Path) -> bool:
+def efficiency_figure(points: dict[str, list[dict[str, Any]]], title: str, path: Path,
+                      latency: dict[tuple[str, str], dict[str, Any]] | None = None) -> bool:
     """Test full NDCG@10 against training time to convergence (left) and latency per user (right),
     one colour a model group, one marker a machine (:func:`cost_coordinates`). False (and no file)
     when there is nothing to place."""
-    left, right = cost_coordinates(points)
+    left, right, shared = cost_coordinates(points, latency)
     if not right:
         path.unlink(missing_ok=True)
         return False
@@ -639,7 +682,8 @@ def efficiency_figure(points: dict[str, list[dict[str, Any]]], title: str, path:
     left_out = len(right) - len(left)
     axes[0].set_xlabel("training time to convergence (min, 1 CPU thread)"
                        + (f"; {left_out} GPU-trained run{'s' if left_out > 1 else ''} left out" if left_out else ""))
-    axes[1].set_xlabel("inference latency per user (ms, batch of 1, 1 CPU thread)")
+    axes[1].set_xlabel("inference latency per user (ms, batch of 1, 1 CPU thread"
+                       + ("; measured side by side)" if shared else "; each run's own, after training)"))
     axes[0].legend(handles=[Line2D([], [], color=c, marker="o", ls="", label=n) for n, c in colour.items()], fontsize=7)
     axes[1].legend(handles=[Line2D([], [], color="grey", marker=marker[m], ls="", label=f"trained on {m}")
                             for m in machines], fontsize=7)
@@ -651,7 +695,8 @@ def efficiency_figure(points: dict[str, list[dict[str, Any]]], title: str, path:
 
 
 def plots(runs: list[dict[str, Any]], dataset: str, groups: dict[str, list[dict[str, Any]]],
-          fams: dict[tuple[str, str | None], dict[str, list[dict[str, Any]]]] | None = None) -> list[str]:
+          fams: dict[tuple[str, str | None], dict[str, list[dict[str, Any]]]] | None = None,
+          latency: dict[tuple[str, str], dict[str, Any]] | None = None) -> list[str]:
     """The learning curves, the main table's accuracy-against-cost figure and one per family."""
     import matplotlib
 
@@ -680,7 +725,7 @@ def plots(runs: list[dict[str, Any]], dataset: str, groups: dict[str, list[dict[
                         + ": accuracy against cost", figure_stem(dataset, setting, src)))
     for points, title, stem in figures:
         path = PLOTS / f"{stem}.png"
-        if efficiency_figure(points, title.replace("`", ""), path):
+        if efficiency_figure(points, title.replace("`", ""), path, latency):
             out.append(f"![{title.replace('`', '')}]({path.relative_to(DOC.parent)})")
     made = {stem for _, _, stem in figures}
     for old in PLOTS.glob(f"{figure_stem(dataset)}__*.png"):  # a family no longer in the report
@@ -691,10 +736,13 @@ def plots(runs: list[dict[str, Any]], dataset: str, groups: dict[str, list[dict[
 
 def report(runs: list[dict[str, Any]], studies: list[dict[str, Any]] | None = None,
            masking: dict[tuple[str, str], dict[str, Any]] | None = None,
-           paired: list[dict[str, Any]] | None = None) -> str:
-    """The generated block; ``studies`` are the tuning records, ``masking`` the history-masking rows
-    and ``paired`` the user-by-user comparisons (default: those under ``benchmarks/results``)."""
+           paired: list[dict[str, Any]] | None = None,
+           latency: dict[tuple[str, str], dict[str, Any]] | None = None) -> str:
+    """The generated block; ``studies`` are the tuning records, ``masking`` the history-masking rows,
+    ``paired`` the user-by-user comparisons and ``latency`` the side-by-side latencies (default:
+    those under ``benchmarks/results``)."""
     paired = load_paired() if paired is None else paired
+    latency = load_latency() if latency is None else latency
     studies = load_tuning() if studies is None else studies
     masking = load_masking() if masking is None else masking
     lines = []
@@ -725,6 +773,12 @@ def report(runs: list[dict[str, Any]], studies: list[dict[str, Any]] | None = No
                       "(`benchmarks/paired_users.py`: each run's best weights, each user's test rank paired "
                       "across the two runs; mean difference in points with a bootstrap 95% interval over "
                       "users; the seed-to-seed spread is not in it):", ""] + pair + [""]
+        lat = latency_table(ds, latency)
+        if lat:
+            lines += ["Inference latency per user measured side by side (`benchmarks/latency.py`: each run's best "
+                      "weights in one process, one thread, round-robin; per round the median over the first test "
+                      "users, scored one at a time over the whole catalogue; the figures below use these where "
+                      "every run of a figure has one):", ""] + lat + [""]
         diag = diagnostics_table(groups)
         if diag:
             lines += ["The expert mix during training (`glintru`, seed 1; norms are means over real positions of a "
@@ -743,7 +797,7 @@ def report(runs: list[dict[str, Any]], studies: list[dict[str, Any]] | None = No
         abl = ablation_table(runs, ds)
         if abl:
             lines += ["Ablation (GLINT-RU, seed 1):", ""] + abl + [""]
-        lines += plots(runs, ds, groups, families(runs, ds)) + [""]
+        lines += plots(runs, ds, groups, families(runs, ds), latency) + [""]
     return "\n".join(lines)
 
 
@@ -754,7 +808,8 @@ def write_report(results: Path = RESULTS, doc: Path = DOC) -> Path:
     before, rest = text.split(BEGIN, 1)
     _, after = rest.split(END, 1)
     tmp = doc.with_name(doc.name + ".tmp")
-    tmp.write_text(before + BEGIN + "\n" + report(load_runs(results), load_tuning(results), load_masking(results)) + "\n" + END + after, encoding="utf-8")
+    tmp.write_text(before + BEGIN + "\n" + report(load_runs(results), load_tuning(results), load_masking(results),
+                                                       load_paired(results), load_latency(results)) + "\n" + END + after, encoding="utf-8")
     tmp.replace(doc)
     return doc
 

@@ -355,9 +355,27 @@ def test_the_cost_figure_leaves_gpu_training_times_out_and_keeps_their_latency()
     gpu_run = run("sasrec", 2, 0.04)
     gpu_run["machine"] = {"cpu": "Intel(R) Xeon(R) Processor", "cpu_isa": "AMX_BF16", "device": "cuda: NVIDIA H200"}
     gpu_run["latency_ms_per_user"] = 2.5
-    left, right = report.cost_coordinates({"sasrec": [cpu_run, gpu_run]})
+    left, right, shared = report.cost_coordinates({"sasrec": [cpu_run, gpu_run]})
     assert left == [("sasrec", "EPYC (AVX2)", 10.0, 3.0)]  # 600 s of training, 3 % NDCG@10
-    assert right == [("sasrec", "EPYC (AVX2)", 1.0, 3.0), ("sasrec", "H200 GPU", 2.5, 4.0)]
+    assert right == [("sasrec", "EPYC (AVX2)", 1.0, 3.0), ("sasrec", "H200 GPU", 2.5, 4.0)] and not shared
+
+
+def test_the_cost_figure_takes_side_by_side_latencies_only_when_every_run_has_one_on_one_cpu():
+    a, b = run("sasrec", 1, 0.03), run("sasrec", 2, 0.04)
+    twin = {**run("sasrec", 3, 0.05, setting="tuned"), "same_run_as": "sasrec__seed3.json"}  # its twin's weights
+    rows = {("amazon-beauty", "sasrec__seed1"): {"median_ms": 0.7, "min_ms": 0.6, "cpu": "AMD EPYC"},
+            ("amazon-beauty", "sasrec__seed2"): {"median_ms": 0.9, "min_ms": 0.8, "cpu": "AMD EPYC"},
+            ("amazon-beauty", "sasrec__seed3"): {"median_ms": 1.1, "min_ms": 1.0, "cpu": "AMD EPYC"}}
+    _, right, shared = report.cost_coordinates({"sasrec": [a, b, twin]}, rows)
+    assert shared and [x for _, _, x, _ in right] == [0.7, 0.9, 1.1]
+    _, right, shared = report.cost_coordinates({"sasrec": [a, b]}, {k: rows[k] for k in list(rows)[:1]})
+    assert not shared and [x for _, _, x, _ in right] == [1.0, 1.0]  # one run unmeasured: each run's own
+    other_cpu = {**rows, ("amazon-beauty", "sasrec__seed2"): {**rows[("amazon-beauty", "sasrec__seed2")], "cpu": "x"}}
+    assert not report.cost_coordinates({"sasrec": [a, b]}, other_cpu)[2]
+    lines = report.latency_table("amazon-beauty", {k: {**v, "run": k[1], "window": 50, "recorded_ms": None}
+                                                   for k, v in rows.items()})
+    assert lines[2] == "| `sasrec__seed1` | 50 | 0.70 | 0.60 |  | EPYC |"  # fastest median first
+    assert report.latency_table("ml-1m", rows) == []
 
 
 def test_each_family_gets_its_own_cost_figure_and_a_dropped_familys_figure_goes(tmp_path, monkeypatch):
@@ -444,7 +462,7 @@ def test_a_run_trained_on_a_gpu_is_named_by_its_gpu_and_the_header_says_runs_sha
     row = report.model_table("amazon-beauty", {"sasrec": [cpu_run, gpu_run]}, masking={})[2].split(" | ")
     assert row[9] == "EPYC (AVX2), H200 GPU"
     monkeypatch.setattr(report, "plots", lambda *args: [])  # the figures under docs/ stay as they are
-    text = report.report([cpu_run, gpu_run], studies=[], masking={}, paired=[])
+    text = report.report([cpu_run, gpu_run], studies=[], masking={}, paired=[], latency={})
     assert ("Measured on: AMD EPYC (AVX2), NVIDIA H200 GPU (host Intel(R) Xeon(R) Processor (AMX_BF16)); one torch "
             "thread per run, two runs at a time on a CPU; on a GPU, up to 14 runs of one call shared it") in text
 

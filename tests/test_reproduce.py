@@ -93,12 +93,29 @@ def test_a_run_writes_the_contract_json_and_its_twin_is_recorded_not_trained(tmp
                               *work]) == 0
     (row,) = json.loads(paired_json.read_text())["rows"]
     assert (row["base_better"], row["other_better"], row["diff_ndcg@10"], row["users"]) == (0, 0, 0.0, 120)
+    # latency.py: both runs timed round-robin in one process, every round kept, the recorded figure beside
+    import latency
+
+    lat_json = tmp_path / "latency.json"
+    lat = ["--work-dir", str(tmp_path / "work"), "--out", str(lat_json), "--users", "5", "--rounds", "2"]
+    assert latency.main(["--runs", str(path), str(path.parent / "glintru-loss_ce__seed3.json"), *lat]) == 0
+    rows = json.loads(lat_json.read_text())["rows"]
+    assert [r["run"] for r in rows] == ["glintru-norm_kernel__seed3", "glintru-loss_ce__seed3"]
+    for r in rows:
+        assert (r["users"], r["window"], len(r["rounds_ms"]), r["recorded_ms"]) == (5, 50, 2, rec["latency_ms_per_user"])
+        assert 0 < r["min_ms"] <= r["median_ms"] == pytest.approx(sum(r["rounds_ms"]) / 2, abs=1e-3)
+    capsys.readouterr()
+    assert latency.main(["--runs", str(path), *lat[:-1], "0"]) == 2
+    assert capsys.readouterr().err == "error: --rounds must be at least 1, got 0\n"
     # each bad input is one message naming its file, before any evaluation, and the output is untouched
     before = paired_json.read_bytes()
     capsys.readouterr()
     gone = path.parent / "glintru-norm_none__seed3.json"
     assert paired_users.main(["--base", str(path), "--against", str(gone), *work]) == 2
     assert capsys.readouterr().err == f"error: {gone}: no such run JSON\n"
+    assert latency.main(["--runs", str(path), str(gone), *lat]) == 2
+    assert capsys.readouterr().err == f"error: {gone}: no such run JSON\n"
+    assert len(json.loads(lat_json.read_text())["rows"]) == 2
     other_machine = tmp_path / "elsewhere.json"  # a run JSON from git whose weights are on another machine
     other_machine.write_text(json.dumps({**rec, "name": "glintru-norm_none"}))
     assert history_masking.main(["--runs", str(other_machine), "--work-dir", str(tmp_path / "work"),
