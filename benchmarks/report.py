@@ -762,43 +762,34 @@ def report(runs: list[dict[str, Any]], studies: list[dict[str, Any]] | None = No
             lines += model_table(ds, groups, masking) + [""]
         for (setting, src), fam in families(runs, ds).items():
             lines += [family_caption(setting, src, fam, ds), ""] + model_table(ds, fam, masking) + [""]
-        mask = masking_table(ds, masking, with_variants(groups, runs, ds))
-        if mask:
-            lines += ["The same weights' test metrics with each user's own items removed from the ranking "
-                      "(`benchmarks/history_masking.py`; our protocol keeps them as candidates; in %, over the "
-                      "seeds whose weights are at hand):", ""] + mask + [""]
-        pair = paired_table(ds, paired)
-        if pair:
-            lines += ["Runs compared user by user against the noise of the test users alone "
-                      "(`benchmarks/paired_users.py`: each run's best weights, each user's test rank paired "
-                      "across the two runs; mean difference in points with a bootstrap 95% interval over "
-                      "users; the seed-to-seed spread is not in it):", ""] + pair + [""]
-        lat = latency_table(ds, latency)
-        if lat:
-            lines += ["Inference latency per user measured side by side (`benchmarks/latency.py`: each run's best "
-                      "weights in one process, one thread, round-robin; per round the median over the first test "
-                      "users, scored one at a time over the whole catalogue; the figures below use these where "
-                      "every run of a figure has one):", ""] + lat + [""]
-        diag = diagnostics_table(groups)
-        if diag:
-            lines += ["The expert mix during training (`glintru`, seed 1; norms are means over real positions of a "
-                      "fixed batch of 256 training windows):", ""] + diag + [""]
-        tun = tuning_table(studies, ds)
-        if tun:
-            lines += ["Tuning (`benchmarks/tune_models.py`: `glintru tune`, the same budget for every model: 8 "
-                      "trials, ASHA grace 5 epochs, at most 30 epochs; validation full NDCG@10 in %, the value a "
-                      "trial last reported; the study chooses the trial whose best epoch was highest, so its "
-                      "last report can be below another trial's):", ""] + tun + [""]
+        lines += captioned("The same weights' test metrics with each user's own items removed from the ranking "
+                           "(`benchmarks/history_masking.py`; our protocol keeps them as candidates; in %, over the "
+                           "seeds whose weights are at hand):", masking_table(ds, masking, with_variants(groups, runs, ds)))
+        lines += captioned("Runs compared user by user against the noise of the test users alone "
+                           "(`benchmarks/paired_users.py`: each run's best weights, each user's test rank paired "
+                           "across the two runs; mean difference in points with a bootstrap 95% interval over "
+                           "users; the seed-to-seed spread is not in it):", paired_table(ds, paired))
+        lines += captioned("Inference latency per user measured side by side (`benchmarks/latency.py`: each run's best "
+                           "weights in one process, one thread, round-robin; per round the median over the first test "
+                           "users, scored one at a time over the whole catalogue; the figures below use these where "
+                           "every run of a figure has one):", latency_table(ds, latency))
+        lines += captioned("The expert mix during training (`glintru`, seed 1; norms are means over real positions of a "
+                           "fixed batch of 256 training windows):", diagnostics_table(groups))
+        lines += captioned("Tuning (`benchmarks/tune_models.py`: `glintru tune`, the same budget for every model: 8 "
+                           "trials, ASHA grace 5 epochs, at most 30 epochs; validation full NDCG@10 in %, the value a "
+                           "trial last reported; the study chooses the trial whose best epoch was highest, so its "
+                           "last report can be below another trial's):", tuning_table(studies, ds))
         lines += losses_section(runs, ds)
-        var = variants_table(runs, ds)
-        if var:
-            lines += ["Variants (`reproduce.py --set ... --tag ...`: one setting changed, the other keys as in the "
-                      "base runs; test full NDCG@10 in %):", ""] + var + [""]
-        abl = ablation_table(runs, ds)
-        if abl:
-            lines += ["Ablation (GLINT-RU, seed 1):", ""] + abl + [""]
+        lines += captioned("Variants (`reproduce.py --set ... --tag ...`: one setting changed, the other keys as in the "
+                           "base runs; test full NDCG@10 in %):", variants_table(runs, ds))
+        lines += captioned("Ablation (GLINT-RU, seed 1):", ablation_table(runs, ds))
         lines += plots(runs, ds, groups, families(runs, ds), latency) + [""]
     return "\n".join(lines)
+
+
+def captioned(caption: str, table: list[str]) -> list[str]:
+    """A table under its caption, each followed by a blank line; nothing for an empty table."""
+    return [caption, "", *table, ""] if table else []
 
 
 def write_report(results: Path = RESULTS, doc: Path = DOC) -> Path:
