@@ -673,7 +673,9 @@ def efficiency_figure(points: dict[str, list[dict[str, Any]]], title: str, path:
     machines = sorted({m for _, m, _, _ in right})
     marker = {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(machines)}
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    colour = {name: cycle[i % len(cycle)] for i, name in enumerate(points)}
+    order = {m: i for i, m in enumerate(MODEL_ORDER)}  # a model keeps its colour from figure to figure
+    colour = {name: cycle[order.get(name.partition(" ")[0], len(order) + i) % len(cycle)]
+              for i, name in enumerate(points)}
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
     for ax, placed in zip(axes, (left, right)):
         for name, m, x, y in placed:
@@ -682,8 +684,8 @@ def efficiency_figure(points: dict[str, list[dict[str, Any]]], title: str, path:
     left_out = len(right) - len(left)
     axes[0].set_xlabel("training time to convergence (min, 1 CPU thread)"
                        + (f"; {left_out} GPU-trained run{'s' if left_out > 1 else ''} left out" if left_out else ""))
-    axes[1].set_xlabel("inference latency per user (ms, batch of 1, 1 CPU thread"
-                       + ("; measured side by side)" if shared else "; each run's own, after training)"))
+    axes[1].set_xlabel("latency per user (ms, batch of 1, 1 CPU thread, "
+                       + ("side by side)" if shared else "each run after its training)"))
     axes[0].legend(handles=[Line2D([], [], color=c, marker="o", ls="", label=n) for n, c in colour.items()], fontsize=7)
     axes[1].legend(handles=[Line2D([], [], color="grey", marker=marker[m], ls="", label=f"trained on {m}")
                             for m in machines], fontsize=7)
