@@ -19,8 +19,8 @@ Deviations from the paper (RecBole's configuration, re-implemented):
    leading (left) padding does not change the outputs at real positions; trailing (right) padding,
    the engine's layout, cannot, by causality, with or without biases.
 4. Init: xavier-normal item embedding (padding row reset to zero), xavier-uniform GRU weight
-   matrices, PyTorch's default for the output Linear (and for the GRU biases with ``gru_bias=True``),
-   as RecBole's, which leaves the weights of a second GRU layer at PyTorch's default.
+   matrices of every layer (RecBole's init touches the first layer only), PyTorch's default for the
+   output Linear (and for the GRU biases with ``gru_bias=True``).
 """
 
 from __future__ import annotations
