@@ -76,11 +76,9 @@ def write_result(path: str | Path, result: dict[str, Any], info: dict[str, Any],
     import json
 
     result["machine"] = finish(info)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")  # a reader never sees half a file
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    tmp.replace(path)
+    from glintru.storage import atomic_write_text
+
+    atomic_write_text(path, json.dumps(result, indent=1) + "\n")  # a reader never sees half a file
     print_table(result["rows"], columns)
     print(f"cpu {info['cpu']}, {info['torch_threads']} thread(s), load {info['loadavg_1min_start']} -> "
           f"{info['loadavg_1min_end']}; written to {path}")

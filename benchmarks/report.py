@@ -723,12 +723,12 @@ def plots(runs: list[dict[str, Any]], dataset: str, groups: dict[str, list[dict[
     out.append(f"![learning curves]({path.relative_to(DOC.parent)})")
     figures = [(efficiency_points(runs, dataset, groups), f"{dataset}: accuracy against cost", figure_stem(dataset))]
     for (setting, src), fam in (fams or {}).items():
-        figures.append((fam, f"{dataset}, `{setting}`" + (f" (tuned on {src})" if src else "")
+        figures.append((fam, f"{dataset}, {setting}" + (f" (tuned on {src})" if src else "")
                         + ": accuracy against cost", figure_stem(dataset, setting, src)))
     for points, title, stem in figures:
         path = PLOTS / f"{stem}.png"
-        if efficiency_figure(points, title.replace("`", ""), path, latency):
-            out.append(f"![{title.replace('`', '')}]({path.relative_to(DOC.parent)})")
+        if efficiency_figure(points, title, path, latency):
+            out.append(f"![{title}]({path.relative_to(DOC.parent)})")
     made = {stem for _, _, stem in figures}
     for old in PLOTS.glob(f"{figure_stem(dataset)}__*.png"):  # a family no longer in the report
         if old.stem not in made:
