@@ -8,7 +8,12 @@ file (the project's own code), never unpickles an object, and works with
     import mlflow
     model = mlflow.pyfunc.load_model("models:/ml-1m-glintru@champion")
     model.predict(pandas.DataFrame({"items": [[12, 7, 301], [5]]}))      # item indices, oldest first
-    # -> DataFrame: "items" (top-k item indices, best first) and "scores", one row per input row
+    # -> DataFrame: "items" (top-10 item indices, best first) and "scores", one row per input row
+    model.predict(pandas.DataFrame({"items": [[12, 7, 301]]}), params={"k": 50})   # top 50
+
+The registered signature (:func:`glintru.tuning.registry.signature`) names the ``items`` column and
+the ``k`` parameter, so MLflow refuses an input without ``items`` before the model runs, and
+``mlflow models serve`` documents both.
 
 ``glintru recommend --model models:/NAME@champion`` uses the same loader
 (:func:`glintru.loading.load_model`) and maps indices back to the dataset's item ids.
@@ -17,6 +22,7 @@ file (the project's own code), never unpickles an object, and works with
 from __future__ import annotations
 
 import mlflow.pyfunc
+import pandas as pd
 
 TOP_K = 10
 
@@ -28,12 +34,12 @@ class GlintruRecommender(mlflow.pyfunc.PythonModel):
         from glintru.loading import load_checkpoint_file
 
         self.loaded = load_checkpoint_file(context.artifacts["checkpoint"])
-        config = context.model_config or {}
-        self.k = int(config.get("k", TOP_K))
+        self.k = TOP_K  # predict(..., params={"k": n}) asks for another length (the signature's parameter)
 
-    def predict(self, context, model_input, params=None):  # noqa: ANN001
+    # The DataFrame hint is one MLflow infers no schema from: it validates nothing and, unlike a
+    # predict() without hints, does not warn whoever loads the model to add some.
+    def predict(self, context, model_input: pd.DataFrame, params=None):  # noqa: ANN001
         import numpy as np
-        import pandas as pd
 
         from glintru.recommend import top_k_from_histories
 

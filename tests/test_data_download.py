@@ -94,7 +94,10 @@ def test_unreachable_url(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     args = ["prepare", "--dataset", "ml-1m", "--cache-dir", str(tmp_path / "c"), "--url", url]
     args += ["--out", str(tmp_path / "o")]
     assert main(args) == 2
-    assert "download failed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "download failed" in err
+    # the offline routes: where a copy of the archive goes, and --source
+    assert str(tmp_path / "c" / "ml-1m.zip") in err and "--source FILE" in err
     assert list((tmp_path / "c").iterdir()) == []
 
 

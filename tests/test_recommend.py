@@ -5,6 +5,7 @@ input."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -308,17 +309,37 @@ def test_a_registered_model_loads_by_alias_with_pickle_refused_and_scores_like_t
     exp = mlflow.create_experiment("rec", artifact_location=(tmp_path / "mlruns").as_uri())
     with mlflow.start_run(experiment_id=exp) as run:
         pass
-    version, new, champion = register_best_model(uri, run.info.run_id, best, "rec", "valid/full/ndcg@10", 0.2, "s")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        version, new, champion = register_best_model(uri, run.info.run_id, best, "rec", "valid/full/ndcg@10", 0.2, "s")
     assert (version, new, champion) == ("1", True, True)
+    assert not [w for w in caught if "type hint" in str(w.message)]
     assert register_best_model(uri, run.info.run_id, best, "rec", "valid/full/ndcg@10", 0.2, "s") == ("1", False, True)
     seqs = sequences()
     offsets = np.concatenate([[0], np.cumsum([len(s) for s in seqs])])
     want, _ = top_k_from_histories(model, offsets, np.concatenate(seqs), k=3, max_len=MAX_LEN)
     for spec in ("models:/rec@champion", "models:/rec/1", f"runs:/{run.info.run_id}/model"):
-        loaded = load_model(spec, tracking_uri=uri)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            loaded = load_model(spec, tracking_uri=uri)
+        # no MLflow advice about predict()'s type hints for someone who only scores users
+        assert not [w for w in caught if "type hint" in str(w.message)], spec
         assert loaded.max_len == MAX_LEN and loaded.n_items == N_ITEMS
         got, _ = top_k_from_histories(loaded.model, offsets, np.concatenate(seqs), k=3, max_len=loaded.max_len)
         assert np.array_equal(got, want), spec
+    # the pyfunc itself (what `mlflow models serve` runs): a DataFrame of histories in, top 10 out
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    pyfunc = mlflow.pyfunc.load_model("models:/rec@champion")
+    top10, _ = top_k_from_histories(model, offsets, np.concatenate(seqs), k=10, max_len=MAX_LEN)
+    out = pyfunc.predict(pd.DataFrame({"items": seqs}))
+    assert list(out.columns) == ["items", "scores"]
+    assert [list(r) for r in out["items"]] == [r[r > 0].tolist() for r in top10]
+    out = pyfunc.predict(pd.DataFrame({"items": seqs}), params={"k": 3})  # the signature's parameter
+    assert [list(r) for r in out["items"]] == [r[r > 0].tolist() for r in want]
+    with pytest.raises(MlflowException, match="items"):  # the signature's input column
+        pyfunc.predict(pd.DataFrame({"history": seqs}))
     with mlflow.start_run(experiment_id=exp) as pickled:
         mlflow.pytorch.log_model(model, name="model", serialization_format="pickle")
     with pytest.raises(UserError, match="not a model registered by glintru|cannot load the MLflow model"):

@@ -101,7 +101,10 @@ def fetch(
     except (urllib.error.URLError, OSError, ValueError) as exc:
         tmp.unlink(missing_ok=True)
         reason = getattr(exc, "reason", None) or exc
-        raise UserError(f"{url}: download failed ({reason})") from None
+        raise UserError(
+            f"{url}: download failed ({reason}); offline, copy the file to {target} (its checksum is "
+            f"verified) or give prepare --source FILE"
+        ) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -37,16 +37,33 @@ def requirements() -> list[str]:
     ]
 
 
+def signature():  # -> mlflow.models.ModelSignature
+    """The pyfunc's interface: a column ``items`` (each row one history of item indices, oldest
+    first) in, ``items`` and ``scores`` (top k, best first) out, and the parameter ``k``. MLflow
+    checks inputs against it (a missing ``items`` column is refused before the model runs)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
+
+    from glintru.serving import TOP_K
+
+    return ModelSignature(
+        inputs=Schema([ColSpec(Array("long"), "items")]),
+        outputs=Schema([ColSpec(Array("long"), "items"), ColSpec(Array("float"), "scores")]),
+        params=ParamSchema([ParamSpec("k", "long", TOP_K)]),
+    )
+
+
 def register_best_model(uri: str, run_id: str, checkpoint: Path, name: str, metric: str, value: float,
                         study: str) -> tuple[str, bool, bool]:
     """Log ``checkpoint`` as the pyfunc model of ``run_id``, register it as ``name`` and move the
     alias if it is the best so far; returns ``(version, newly registered, is champion)``."""
     import mlflow
     import mlflow.pyfunc
+    import pandas as pd
 
     import glintru
-    from glintru import serving
 
+    code = Path(glintru.__file__).parent
     c = tracking.client(uri)
     try:
         existing = c.search_model_versions(f"name='{name}' and run_id='{run_id}'")
@@ -56,14 +73,12 @@ def register_best_model(uri: str, run_id: str, checkpoint: Path, name: str, metr
     if existing:
         version = str(existing[0].version)
     else:
-        import warnings
-
         mlflow.set_tracking_uri(uri)
-        with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # MLflow's advice on predict() type hints
+        with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
-                name="model", python_model=str(Path(serving.__file__)), artifacts={"checkpoint": str(checkpoint)},
-                code_paths=[str(Path(glintru.__file__).parent)], pip_requirements=requirements(),
+                name="model", python_model=str(code / "serving.py"), artifacts={"checkpoint": str(checkpoint)},
+                code_paths=[str(code)], pip_requirements=requirements(), signature=signature(),
+                input_example=pd.DataFrame({"items": [[1]]}),  # one history of one item (every catalogue has it)
                 registered_model_name=name,
             )
         version = str(getattr(info, "registered_model_version", "") or "1")
