@@ -69,6 +69,33 @@ def test_a_run_writes_the_contract_json_and_its_twin_is_recorded_not_trained(tmp
     # and a finished run is skipped
     assert reproduce.main(["--plan", "ablation", "--runs", "glintru-norm_kernel", *common]) == 0
     assert "glintru-norm_kernel__seed3.json exists" in capsys.readouterr().out
+    # the same command trained again elsewhere reproduces it epoch by epoch (rerun_match.py), and a
+    # record that differs at one epoch is reported from that epoch on
+    import rerun_match
+
+    again = [*common]
+    again[again.index("--work-dir") + 1] = str(tmp_path / "work2")
+    again[again.index("--results-dir") + 1] = str(tmp_path / "res2")
+    assert reproduce.main(["--plan", "ablation", "--runs", "glintru-norm_kernel", *again]) == 0
+    recorded_dir, match_json = tmp_path / "res" / "runs", tmp_path / "match.json"
+    args = ["--recorded", str(recorded_dir), "--rerun", str(tmp_path / "res2" / "runs"), "--out", str(match_json)]
+    assert rerun_match.main(args) == 0
+    (row,) = json.loads(match_json.read_text())["rows"]
+    assert (row["run"], row["match"], row["same_kind_of_machine"]) == ("glintru-norm_kernel__seed3", True, True)
+    assert (row["first_epoch_differing"], row["max_epoch_diff"], row["max_test_diff"]) == (None, 0.0, 0.0)
+    assert row["config_one_side"] == ["target_weight"]  # deleted from the record above, as if it predated it
+    rerun_path = tmp_path / "res2" / "runs" / "amazon-beauty" / "glintru-norm_kernel__seed3.json"
+    changed = json.loads(rerun_path.read_text())
+    changed["history"][1]["valid/full/ndcg@10"] += 0.25
+    rerun_path.write_text(json.dumps(changed))
+    assert rerun_match.main(args) == 0
+    (row,) = json.loads(match_json.read_text())["rows"]
+    assert (row["match"], row["first_epoch_differing"], row["max_epoch_diff"]) == (False, 2, pytest.approx(0.25))
+    rerun_path.rename(rerun_path.with_name("glintru-norm_none__seed3.json"))  # nothing recorded to compare with
+    capsys.readouterr()
+    assert rerun_match.main(args) == 2
+    assert capsys.readouterr().err.startswith(f"error: {rerun_path.with_name('glintru-norm_none__seed3.json')}: "
+                                              "no recorded run ")
     # history_masking.py rescores the saved weights: unmasked it gives the recorded figure, and masking
     # the users' own items (never a target: no user repeats an item here) can only raise it
     import history_masking
