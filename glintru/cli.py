@@ -24,7 +24,7 @@ COMMANDS = {
 def build_parser() -> argparse.ArgumentParser:
     from glintru import __version__
 
-    parser = argparse.ArgumentParser(prog="glintru", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="glintru", description=__doc__.splitlines()[0].replace("``", ""))
     parser.add_argument("--version", action="version", version=f"glintru {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS.items():

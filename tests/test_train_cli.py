@@ -136,6 +136,10 @@ def test_every_command_has_one_gpu_flag(capsys):
         assert re.search(r"--gpu\b(?!-)", helps[command]), command
     assert "--gpus-per-worker" in helps["tune"]
     assert "incremental mode" in helps["recommend"] and "--events" in helps["recommend"]
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    top = capsys.readouterr().out
+    assert "glintru command line: prepare, train, tune, recommend." in top and "``" not in top  # no reST markup
 
 
 @pytest.mark.parametrize("smoke", [False, True])
