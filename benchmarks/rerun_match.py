@@ -68,8 +68,9 @@ def compare(recorded: dict[str, Any], rerun: dict[str, Any], run: str) -> dict[s
         "match": not config_diff and same_course and max_epoch_diff == 0.0 and max_test_diff == 0.0
         and len(recorded["history"]) == len(rerun["history"]),
         "same_kind_of_machine": all(rm.get(k) == nm.get(k) for k in SAME_MACHINE_KEYS),
-        "recorded_machine": {k: rm.get(k) for k in (*SAME_MACHINE_KEYS, "date_utc")},
-        "rerun_machine": {k: nm.get(k) for k in (*SAME_MACHINE_KEYS, "date_utc")},
+        "recorded_finished_utc": recorded.get("finished_utc"), "rerun_finished_utc": rerun.get("finished_utc"),
+        "recorded_machine": {k: rm.get(k) for k in SAME_MACHINE_KEYS},
+        "rerun_machine": {k: nm.get(k) for k in SAME_MACHINE_KEYS},
     }
 
 
