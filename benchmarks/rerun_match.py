@@ -1,17 +1,18 @@
 """Does a run trained again from the same command reproduce the recorded one? Epoch by epoch.
 
     python benchmarks/reproduce.py ... --results-dir /tmp/rerun       # the recorded run's command, elsewhere
-    python benchmarks/rerun_match.py --recorded benchmarks/results/runs --rerun /tmp/rerun \
+    python benchmarks/rerun_match.py --recorded benchmarks/results/runs --rerun /tmp/rerun/runs \
         --out benchmarks/results/rerun_match.json
 
 Every run JSON under ``--rerun`` is paired with the run of the same dataset and name under
-``--recorded``. A pair matches when the configurations are equal (a field that one record predates, absent from
-its configuration, is listed apart and not counted) and, at every epoch, the training
-loss and each validation metric are equal, as are the best and last epochs, the stopping reason
-and every test metric. The table gives the largest absolute difference found, so a pair that does
-not match shows by how much and from which epoch. Runs are seeded and deterministic on one kind of
-machine (same torch, same CPU instructions, same thread count); a rerun on another kind is expected
-to differ in the last digits from the first epoch on and then to drift. Rows of an existing
+``--recorded``. A pair matches when the configurations are equal (a field that one record
+predates, absent from its configuration, is listed apart and not counted) and, at every epoch,
+the training loss, each validation metric and GLINT-RU's diagnostics (mixing weights, expert
+output norms) are equal, as are the best and last epochs, the stopping reason and every test
+metric. The table gives the largest absolute difference found, so a pair that does not match
+shows by how much and from which epoch. Runs are seeded and deterministic on one kind of machine
+(same torch, same CPU instructions, same thread count); a rerun on another kind is expected to
+differ in the last digits from the first epoch on and then to drift. Rows of an existing
 ``--out`` file for other pairs are kept.
 """
 
@@ -49,7 +50,7 @@ def compare(recorded: dict[str, Any], rerun: dict[str, Any], run: str) -> dict[s
     config_one_side = sorted(set(a) ^ set(b))  # a field one record predates: listed, not a difference
     first_diff, max_epoch_diff = None, 0.0
     for x, y in zip(recorded["history"], rerun["history"]):
-        keys = [k for k in x if (k == "train/loss" or k.startswith("valid/")) and k in y]
+        keys = [k for k in x if (k == "train/loss" or k.startswith(("valid/", "diag/"))) and k in y]
         d = max((abs(float(x[k]) - float(y[k])) for k in keys), default=0.0)
         if d > 0 and first_diff is None:
             first_diff = int(x["epoch"])
