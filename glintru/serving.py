@@ -12,8 +12,8 @@ file (the project's own code), never unpickles an object, and works with
     model.predict(pandas.DataFrame({"items": [[12, 7, 301]]}), params={"k": 50})   # top 50
 
 The registered signature (:func:`glintru.tuning.registry.signature`) names the ``items`` column and
-the ``k`` parameter, so MLflow refuses an input without ``items`` before the model runs, and
-``mlflow models serve`` documents both.
+the ``k`` parameter, so MLflow (``mlflow.pyfunc`` and ``mlflow models serve`` alike) refuses an
+input without ``items`` before the model runs and passes ``k`` through (docs/operating.md).
 
 ``glintru recommend --model models:/NAME@champion`` uses the same loader
 (:func:`glintru.loading.load_model`) and maps indices back to the dataset's item ids.
