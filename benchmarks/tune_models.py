@@ -6,7 +6,8 @@
     python benchmarks/reproduce.py --data-root DATA --plan models --tuned benchmarks/tuned --seeds 1 2 3
 
 Each model's search space is ``benchmarks/spaces/<model>.yaml``: the same number of trials (8), the
-same ASHA settings (grace 5 epochs, at most 30 epochs a trial), d = 128 fixed, learning rate and the
+same ASHA settings (grace 5 epochs, at most 30 epochs a trial; ``--grace-period N`` for a family of
+studies with a longer grace), d = 128 fixed, learning rate and the
 model's dropouts searched, plus GLINT-RU's kernel size and mixing initialisation. The study is an
 ordinary ``glintru tune`` study (Ray Tune + Optuna, MLflow in ``<work-dir>/mlflow.db``), so an
 interrupted call resumes when run again. When a study finishes, its best configuration is copied to
@@ -20,6 +21,7 @@ prefixes): its tuned YAMLs go to ``benchmarks/tuned-NAME/`` (the same file names
 ``tuning/<dataset>__<model>__NAME.json``:
 
     python benchmarks/tune_models.py --data-root DATA --set objective=last_position --set batch_size=2048 --tag prefix
+    python benchmarks/tune_models.py --data-root DATA --set target_weight=equal --grace-period 15 --tag equal_grace15
 
 Ctrl+C (or ``timeout -s INT``, ``kill -INT`` of this process) stops the study under way: ``glintru
 tune`` gets the interrupt once, saves the study and exits, and this script exits 130; ``kill``
@@ -59,6 +61,13 @@ def first_trial(model: str, trials: list[dict[str, str]]) -> str | None:
     space = load_search_space(SPACES / f"{model}.yaml")
     t = matching_trial(trials, paper_point(space, dict(space.fixed)))
     return t["trial_id"] if t else None
+
+
+def space_grace(model: str) -> int:
+    """The ASHA grace period of ``model``'s search-space file (what a study without ``--grace-period`` uses)."""
+    from glintru.tuning.space import load_search_space
+
+    return load_search_space(SPACES / f"{model}.yaml").tune.get("grace_period", 1)
 
 
 def matching_trial(trials: list[dict[str, str]], point: dict[str, object]) -> dict[str, str] | None:
@@ -117,13 +126,16 @@ def record_invocation(path: Path, wall_s: float, rc: int | None) -> list[dict]:
 
 
 def tune_one(dataset: str, model: str, data_dir: Path, work_dir: Path, tuned_dir: Path, results_dir: Path,
-             max_concurrent: int, overrides: list[str] = (), tag: str | None = None) -> dict:
+             max_concurrent: int, overrides: list[str] = (), tag: str | None = None,
+             grace_period: int | None = None) -> dict:
     key = study_key(dataset, model, tag)
     out = work_dir / "tune-out" / key
     cmd = [sys.executable, "-m", "glintru", "tune", "--search-space", str(SPACES / f"{model}.yaml"),
            "--data", str(data_dir), "--storage-path", str(work_dir / "tune"),
            "--mlflow-uri", f"sqlite:///{work_dir / 'mlflow.db'}", "--max-concurrent", str(max_concurrent),
            "--num-cpus", str(max_concurrent), "--out", str(out)]
+    if grace_period is not None:  # else the space file's (the same for every model)
+        cmd += ["--grace-period", str(grace_period)]
     if dataset in WINDOW:
         cmd += ["--set", f"max_len={WINDOW[dataset]}"]
     for item in overrides:  # e.g. precision=bf16, the same for every model of a dataset
@@ -151,6 +163,7 @@ def tune_one(dataset: str, model: str, data_dir: Path, work_dir: Path, tuned_dir
     record_first = first_trial(model, trials)
     record = {"dataset": dataset, "model": model, "tag": tag, "search_space": f"benchmarks/spaces/{model}.yaml",
               "trials": trials, "first_trial": record_first, "overrides": list(overrides),
+              "grace_period": grace_period or space_grace(model),
               "wall_s": round(sum(w["wall_s"] for w in walls), 1), "invocations": walls, "max_concurrent": max_concurrent,
               "best_config": (out / "best_config.yaml").read_text(), "machine": machine(),
               "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -178,9 +191,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="a config value fixed for every trial of every study of this call, e.g. precision=bf16 "
                          "(use the same for every model of a dataset); repeatable")
     ap.add_argument("--tag", help="name a second family of studies (with --set), kept apart from the first")
+    ap.add_argument("--grace-period", type=int, help="epochs before ASHA may stop a trial, for every study of the "
+                    "call (default: the space files' 5); name the family with --tag")
     args = ap.parse_args(argv)
     try:
         check_tag(args.tag)
+        if args.grace_period is not None and args.grace_period < 1:
+            raise UserError(f"--grace-period: must be >= 1, got {args.grace_period}")
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -210,7 +227,7 @@ def tune_all(args: argparse.Namespace, work_dir: Path, tuned_dir: Path, results_
             print(f"{time.strftime('%H:%M:%S')} tuning {ds} {model}", flush=True)
             try:
                 rec = tune_one(ds, model, data_dir, work_dir, tuned_dir, results_dir, args.max_concurrent,
-                               args.overrides, args.tag)
+                               args.overrides, args.tag, args.grace_period)
             except RuntimeError as exc:
                 failed += 1
                 print(f"{time.strftime('%H:%M:%S')} FAILED {ds} {model}: {exc}", flush=True)

@@ -58,6 +58,6 @@ def test_tune_pipeline_smoke_test_runs_as_a_ray_job_on_a_running_cluster(tmp_pat
     assert code == 0, tail
     assert "succeeded" in tail
     # The job joined the running cluster (3 CPUs: one trial of 2 workers at a time) and ran both trials.
-    assert "1 trials x <= 2 epochs, 2 worker(s) each, 1 at a time (the nodes alive now)" in log
+    assert "1 trials x <= 2 epochs (ASHA grace 1), 2 worker(s) each, 1 at a time (the nodes alive now)" in log
     assert "Best trial of study glintru-" in log
     assert "1 trials; best " in log

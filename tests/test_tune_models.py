@@ -70,9 +70,10 @@ def test_a_tagged_family_of_studies_is_filed_apart_from_the_first(tmp_path, monk
     argv = ["--data-root", str(tmp_path), "--models", "gru4rec", "--work-dir", str(tmp_path / "work"),
             "--results-dir", str(tmp_path / "res"), "--max-concurrent", "1"]
     assert tune_models.main(argv) == 0
-    assert tune_models.main([*argv, "--set", "objective=last_position", "--tag", "last_position"]) == 0
+    assert tune_models.main([*argv, "--set", "objective=last_position", "--tag", "last_position", "--grace-period", "12"]) == 0
     assert [c[c.index("--out") + 1].rsplit("/", 1)[1] for c in calls] == [
         "amazon-beauty__gru4rec", "amazon-beauty__gru4rec__last_position"]
+    assert ["--grace-period" in c for c in calls] == [False, True] and calls[1][calls[1].index("--grace-period") + 1] == "12"
     first = (tmp_path / "benchmarks" / "tuned" / "amazon-beauty__gru4rec.yaml").read_text()
     tagged = (tmp_path / "benchmarks" / "tuned-last_position" / "amazon-beauty__gru4rec.yaml").read_text()
     assert (first.splitlines()[-1], tagged.splitlines()[-1]) == ("objective: all_positions", "objective: last_position")
@@ -87,6 +88,10 @@ def test_a_tagged_family_of_studies_is_filed_apart_from_the_first(tmp_path, monk
     assert "tuned-last_position/amazon-beauty__gru4rec.yaml exists" in capsys.readouterr().out
     assert tune_models.main([*argv, "--tag", "Prefix Runs"]) == 2
     assert capsys.readouterr().err == "error: --tag: 'Prefix Runs' is not a short lower-case name (letters, digits, '_', '.')\n"
+    graces = [json.loads((tmp_path / "res" / "tuning" / f).read_text())["grace_period"] for f in files]
+    assert graces == [5, 12]  # the space file's grace, then the call's
+    assert tune_models.main([*argv, "--tag", "g0", "--grace-period", "0"]) == 2
+    assert capsys.readouterr().err == "error: --grace-period: must be >= 1, got 0\n" and len(calls) == 2
 
 
 def test_every_benchmark_space_fixes_the_protocols_keys_at_the_protocols_values():

@@ -23,3 +23,74 @@ def test_stops_like_asha_before_the_last_epoch_and_never_on_it():
     assert plain == ["CONTINUE", "STOP", "STOP", "STOP", "CONTINUE", "STOP", "STOP", "STOP"]
     assert safe[:4] == plain[:4]  # epoch 1: ASHA's own rung decisions
     assert safe[4:] == ["CONTINUE"] * 4  # epoch 2 = last epoch: never stopped
+
+
+# --- `glintru tune --grace-period`: from the command line to the scheduler --------------------------
+
+def test_grace_period_reaches_the_study_and_bad_budgets_are_one_error_line(tmp_path, monkeypatch, capsys):
+    from engine_fixtures import cyclic_sequences, write_prepared
+
+    from glintru.cli import main
+    from glintru.tuning import driver
+
+    data = write_prepared(tmp_path / "data", cyclic_sequences(20, 30), 30)
+    seen = {}
+    monkeypatch.setattr(driver, "run_study", lambda **kw: seen.update(kw) or SimpleNamespace(
+        n_trials=0, best_trial_id=None, best_config_path=None))
+    base = ["tune", "--data", str(data), "--mlflow-uri", f"sqlite:///{tmp_path}/m.db"]
+    assert main([*base, "--grace-period", "3"]) == 0 and seen["grace_period"] == 3
+    seen.clear()
+    for option in ("--grace-period", "--max-epochs", "--num-samples"):
+        assert main([*base, option, "0"]) == 2
+        assert capsys.readouterr().err == f"error: {option}: must be >= 1, got 0\n"
+    assert seen == {}  # no study started
+
+
+def test_grace_period_names_its_own_study_and_holds_back_asha(tmp_path, monkeypatch):
+    from engine_fixtures import cyclic_sequences, write_prepared
+
+    from glintru.tuning import driver, scheduler
+    from glintru.tuning.space import load_search_space
+
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text("model: gru4rec\nfixed: {max_len: 6}\nparams:\n  lr: {loguniform: [1.0e-4, 1.0e-2]}\n"
+                          "tune: {num_samples: 4, max_epochs: 6, grace_period: 1}\n")
+    data = write_prepared(tmp_path / "data", cyclic_sequences(20, 30), 30)
+    started = []
+    monkeypatch.setattr(driver, "_new_study", lambda space, data_abs, base, metric, opts, name, *a: started.append(
+        (opts["grace_period"], name)))
+    for grace in (None, 3):
+        driver.run_study(data_dir=str(data), search_space=str(space_file), storage_path=str(tmp_path / "rr"),
+                         mlflow_uri=f"sqlite:///{tmp_path}/m.db", experiment=None, num_samples=None, max_epochs=None,
+                         workers=None, overrides={}, grace_period=grace)
+    (g_file, name_file), (g_cli, name_cli) = started
+    assert (g_file, g_cli) == (1, 3) and name_file != name_cli  # a longer grace is another study, not a resume
+
+    made = []
+
+    class Recording(scheduler.LastEpochSafeASHA):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            made.append(self)
+
+    monkeypatch.setattr(scheduler, "LastEpochSafeASHA", Recording)
+    s = _settings_for(tmp_path, grace_period=3, max_epochs=6)
+    driver.build_tuner(s, load_search_space(space_file), verbose=True)
+    (asha,) = made
+    assert asha.set_search_properties("m", "max")  # what Tune does with TuneConfig's metric when the study runs
+    assert _decisions(asha) == ["CONTINUE"] * 8  # epochs 1 and 2: under the grace, no trial is stopped
+    at_grace = [asha.on_trial_result(None, SimpleNamespace(trial_id=f"t{i}"), {"epoch": 3, "m": 1.0 - 0.1 * i})
+                for i in range(4)]
+    assert at_grace == ["CONTINUE", "STOP", "STOP", "STOP"]  # the first rung is at the grace period
+
+
+def _settings_for(tmp_path, **kw):
+    from glintru.tuning.settings import StudySettings
+
+    return StudySettings(**{
+        "name": "g", "storage_path": str(tmp_path / "rr"), "data_dir": str(tmp_path / "data"), "search_space": "s.yaml",
+        "model": "gru4rec", "base_flat": {"max_len": 6}, "num_samples": 4, "max_epochs": 6, "workers": 1,
+        "cpus_per_worker": 1.0, "gpus_per_worker": 0.0, "grace_period": 1, "seed": 0, "metric": "valid/full/ndcg@10",
+        "tracking_uri": f"sqlite:///{tmp_path}/m.db", "mlflow_experiment": "e", "mlflow_experiment_id": "1",
+        "parent_run_id": "p", "register_name": "r", "max_concurrent": 1,
+        "optuna_storage": f"sqlite:///{tmp_path}/o.db", **kw})

@@ -29,6 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--profile", help="a file of search_spaces/ by name, e.g. quick")
     p.add_argument("--num-samples", type=int, help="number of trials (default: the file's tune.num_samples)")
     p.add_argument("--max-epochs", type=int, help="epochs per trial at most (ASHA max_t)")
+    p.add_argument("--grace-period", type=int, help="epochs every trial runs before ASHA may stop it (default: the "
+                   "file's tune.grace_period, else 1); longer lets slowly converging configurations catch up")
     p.add_argument("--workers", type=int, help="workers per trial (default: the file's tune.workers, else 1); "
                    "1 trains in the trial's own process, N > 1 with Ray Train (DDP)")
     p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per worker (default 1)")
@@ -60,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.gpus_per_worker is not None and not args.gpu:
         raise UserError("--gpus-per-worker: needs --gpu")
+    for option, value in (("--num-samples", args.num_samples), ("--max-epochs", args.max_epochs),
+                          ("--grace-period", args.grace_period)):
+        if value is not None and value < 1:
+            raise UserError(f"{option}: must be >= 1, got {value}")
     if args.gpus_per_worker is not None and not 0 < args.gpus_per_worker:
         raise UserError(f"--gpus-per-worker: must be > 0, got {args.gpus_per_worker:g}")
     try:
@@ -106,7 +112,7 @@ def _run(args: argparse.Namespace) -> int:
         out = driver.run_study(
             data_dir=data, search_space=space, storage_path=args.storage_path, mlflow_uri=args.mlflow_uri,
             experiment=args.experiment, num_samples=args.num_samples, max_epochs=args.max_epochs, workers=args.workers,
-            overrides=overrides, cpus_per_worker=args.cpus_per_worker,
+            grace_period=args.grace_period, overrides=overrides, cpus_per_worker=args.cpus_per_worker,
             gpus_per_worker=(args.gpus_per_worker or 1.0) if args.gpu else 0.0, seed=args.seed,
             max_concurrent=args.max_concurrent, address=args.address, num_cpus=args.num_cpus,
             register_name=args.register_name, mlflow_experiment=args.mlflow_experiment,

@@ -297,6 +297,7 @@ def run_study(
     max_epochs: int | None,
     workers: int | None,
     overrides: dict[str, Any],
+    grace_period: int | None = None,
     cpus_per_worker: float = 1.0,
     gpus_per_worker: float = 0.0,
     seed: int | None = None,
@@ -324,7 +325,7 @@ def run_study(
         "max_epochs": max_epochs or space.tune.get("max_epochs", 3),
         "workers": workers or space.tune.get("workers", 1),
         "seed": seed if seed is not None else space.tune.get("seed", 0),
-        "grace_period": space.tune.get("grace_period", 1),
+        "grace_period": grace_period or space.tune.get("grace_period", 1),
     }
     if cpus_per_worker <= 0 or gpus_per_worker < 0:
         raise UserError("--cpus-per-worker must be > 0 and --gpus-per-worker >= 0")
@@ -400,14 +401,15 @@ def _new_study(space: SearchSpace, data_abs: str, base: dict[str, Any], metric: 
         save_settings(s)
         tracking.BestEffort(uri, parent, f"study {name}").call(tracking.log_params, {
             "model": s.model, "search_space": Path(search_space).name, "num_samples": s.num_samples,
-            "max_epochs": s.max_epochs, "workers": s.workers, "seed": s.seed, "metric": s.metric,
+            "max_epochs": s.max_epochs, "grace_period": s.grace_period, "workers": s.workers, "seed": s.seed, "metric": s.metric,
             "gpus_per_worker": s.gpus_per_worker, **{f"fixed.{k}": v for k, v in base.items()},
             **{f"space.{k}": f"{p.kind}{list(p.values) if p.values else [p.low, p.high]}" for k, p in space.params.items()},
         })
         tracking.BestEffort(uri, parent, f"study {name}").call(tracking.set_tags, {
             "max_concurrent": mc, "optuna_storage": s.optuna_storage,
             "tpe_startup_trials": search.startup_trials(s.num_samples)})
-        print(f"study {name}: {s.num_samples} trials x <= {s.max_epochs} epochs, {s.workers} worker(s) each, "
+        print(f"study {name}: {s.num_samples} trials x <= {s.max_epochs} epochs (ASHA grace "
+              f"{min(s.grace_period, s.max_epochs)}), {s.workers} worker(s) each, "
               f"{mc} at a time ({cap.source}); Tune state in {exp_path}; Optuna study in {s.optuna_storage}")
         grid = _fit(s, build_tuner(s, space, verbose))
         return summarise(s, space, grid, Path(out_dir or (exp_path if s.is_local else name)))
