@@ -400,13 +400,16 @@ def chosen_trial(study: dict[str, Any], keys: list[str], metric: str) -> dict[st
     return chosen or max(study["trials"], key=lambda t: float(t[metric]))
 
 
+SPACE_GRACE = 5  # the grace of benchmarks/spaces/*.yaml: studies recorded before "grace_period" was, ran with it
+
+
 def tuning_table(studies: list[dict[str, Any]], dataset: str) -> list[str]:
     """One row per model's study: trials, epochs, the chosen trial's validation NDCG@10 and its values."""
     rows = [s for s in studies if s["dataset"] == dataset]
     if not rows:
         return []
     metric = "valid/full/ndcg@10"
-    head = ["model", "trials", "epochs trained (all trials)", "first trial (defaults) valid NDCG@10",
+    head = ["model", "trials", "ASHA grace", "epochs trained (all trials)", "first trial (defaults) valid NDCG@10",
             "chosen trial valid NDCG@10", "chosen configuration", "trial minutes (sum)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     order = {m: i for i, m in enumerate(MODEL_ORDER)}
@@ -422,7 +425,8 @@ def tuning_table(studies: list[dict[str, Any]], dataset: str) -> list[str]:
             return f"{x:.3g}" if x != int(x) else str(int(x))
 
         lines.append("| " + " | ".join([
-            f"`{st['model']}`" + (f" ({st['tag']})" if st.get("tag") else ""), str(len(trials)), str(sum(int(float(t["epoch"])) for t in trials)),
+            f"`{st['model']}`" + (f" ({st['tag']})" if st.get("tag") else ""), str(len(trials)),
+            str(st.get("grace_period", SPACE_GRACE)), str(sum(int(float(t["epoch"])) for t in trials)),
             f"{100 * float(first[metric]):.2f}" if first else "",
             f"{100 * float(best[metric]):.2f}", ", ".join(f"{k}={fmt(best[k])}" for k in keys),
             f"{sum(float(t['trial_s'] or 0) for t in trials) / 60:.0f}",
@@ -778,7 +782,7 @@ def report(runs: list[dict[str, Any]], studies: list[dict[str, Any]] | None = No
         lines += captioned("The expert mix during training (`glintru`, seed 1; norms are means over real positions of a "
                            "fixed batch of 256 training windows):", diagnostics_table(groups))
         lines += captioned("Tuning (`benchmarks/tune_models.py`: `glintru tune`, the same budget for every model: 8 "
-                           "trials, ASHA grace 5 epochs, at most 30 epochs; validation full NDCG@10 in %, the value a "
+                           "trials, ASHA grace 5 epochs (a family with a longer grace names it), at most 30 epochs; validation full NDCG@10 in %, the value a "
                            "trial last reported; the study chooses the trial whose best epoch was highest, so its "
                            "last report can be below another trial's):", tuning_table(studies, ds))
         lines += losses_section(runs, ds)

@@ -60,11 +60,13 @@ def test_tuning_table_chosen_trial_and_first_trial():
                "trial_s": "300.0"}]
     study = {"dataset": "amazon-beauty", "model": "glintru", "trials": trials, "first_trial": "a", "wall_s": 17.0}
     row = report.tuning_table([study], "amazon-beauty")[2].split(" | ")
-    assert row == ["| `glintru`", "2", "40", "4.50", "4.80", "lr=0.0021, kernel_size=5", "20 |"]  # (900 + 300) s
+    assert row == ["| `glintru`", "2", "5", "40", "4.50", "4.80", "lr=0.0021, kernel_size=5", "20 |"]  # (900 + 300) s
     # the study chose trial a (its best epoch beat b's, though its last report is lower): the row is a's
     study["best_config"] = "model: glintru\nlr: 0.001\nkernel_size: 3\nhidden_size: 128\n"
     row = report.tuning_table([study], "amazon-beauty")[2].split(" | ")
-    assert row[4:6] == ["4.50", "lr=0.001, kernel_size=3"]
+    assert row[5:7] == ["4.50", "lr=0.001, kernel_size=3"]
+    study.update(grace_period=15, tag="grace15")  # a family of studies with a longer grace says so
+    assert report.tuning_table([study], "amazon-beauty")[2].split(" | ")[:3] == ["| `glintru` (grace15)", "2", "15"]
 
 
 @pytest.mark.parametrize("values, text", [([], "n/a"), ([0.0397], "3.97"), ([0.02, 0.04], "3.00 ± 1.41")])
