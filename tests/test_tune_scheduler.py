@@ -82,6 +82,8 @@ def test_grace_period_names_its_own_study_and_holds_back_asha(tmp_path, monkeypa
     at_grace = [asha.on_trial_result(None, SimpleNamespace(trial_id=f"t{i}"), {"epoch": 3, "m": 1.0 - 0.1 * i})
                 for i in range(4)]
     assert at_grace == ["CONTINUE", "STOP", "STOP", "STOP"]  # the first rung is at the grace period
+    # a grace beyond the epoch limit is the limit: every trial runs to the end, none is cut
+    assert (s.asha_grace, _settings_for(tmp_path, grace_period=20, max_epochs=6).asha_grace) == (3, 6)
 
 
 def _settings_for(tmp_path, **kw):

@@ -212,7 +212,7 @@ def build_tuner(s: StudySettings, space: SearchSpace, verbose: bool) -> Any:
             # so its final report (test metrics) and MLflow artifacts are not cut off.
             scheduler=LastEpochSafeASHA(
                 s.max_epochs, time_attr="epoch", max_t=s.max_epochs + 1,
-                grace_period=min(s.grace_period, s.max_epochs), reduction_factor=2,
+                grace_period=s.asha_grace, reduction_factor=2,
             ),
         ),
         run_config=tune.RunConfig(
@@ -409,7 +409,7 @@ def _new_study(space: SearchSpace, data_abs: str, base: dict[str, Any], metric: 
             "max_concurrent": mc, "optuna_storage": s.optuna_storage,
             "tpe_startup_trials": search.startup_trials(s.num_samples)})
         print(f"study {name}: {s.num_samples} trials x <= {s.max_epochs} epochs (ASHA grace "
-              f"{min(s.grace_period, s.max_epochs)}), {s.workers} worker(s) each, "
+              f"{s.asha_grace}), {s.workers} worker(s) each, "
               f"{mc} at a time ({cap.source}); Tune state in {exp_path}; Optuna study in {s.optuna_storage}")
         grid = _fit(s, build_tuner(s, space, verbose))
         return summarise(s, space, grid, Path(out_dir or (exp_path if s.is_local else name)))

@@ -69,6 +69,11 @@ class StudySettings:
     def use_gpu(self) -> bool:
         return self.gpus_per_worker > 0
 
+    @property
+    def asha_grace(self) -> int:
+        """Epochs every trial runs before ASHA may stop it: the grace period, at most the epoch limit."""
+        return min(self.grace_period, self.max_epochs)
+
     def trial_config(self, params: dict[str, Any], source: str) -> RunConfig:
         """The one place a trial's configuration is made: fixed keys, then the sampled ``params``,
         then the study's epoch limit."""
