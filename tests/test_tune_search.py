@@ -113,6 +113,43 @@ def test_console_reporter_lines_and_table():
     assert table[2].endswith("STOPPED (ASHA)")  # ended without its final report
 
 
+def test_console_reporter_of_a_resumed_study_shows_the_trials_restored_from_before_it():
+    """A resumed study's reporter starts empty: trials that had finished before the interruption
+    keep their epoch, best value and state (a finished trial is not shown as stopped by ASHA), and
+    a trial that resumes keeps the best of its earlier epochs. Trials restored as Tune restores them
+    (their saved JSON state and run metadata)."""
+    from ray.tune.experiment import Trial
+
+    from glintru.tuning.driver import ConsoleReporter
+
+    m = "valid/full/ndcg@10"
+
+    def saved(tid, results, status):
+        t = Trial("g", stub=True, config={"lr": 0.001}, trial_id=tid)
+        t.create_placement_group_factory()
+        for i, r in enumerate(results, 1):
+            t.update_last_result({**r, "training_iteration": i})
+        t.set_status(status)
+        state, meta = t.get_json_state()
+        restored = Trial.from_json_state(state, stub=True)
+        restored.restore_run_metadata(meta)
+        return restored
+
+    done = saved("done", [{"epoch": 1, m: 0.02}, {"epoch": 2, m: 0.05}, {"epoch": 2, m: 0.05, "test/full/ndcg@10": 0.04}],
+                 Trial.TERMINATED)
+    cut = saved("cut", [{"epoch": 1, m: 0.01}, {"epoch": 2, m: 0.03}], Trial.TERMINATED)  # ASHA stopped it
+    back = saved("back", [{"epoch": 1, m: 0.06}, {"epoch": 2, m: 0.04}], Trial.RUNNING)  # saved as PENDING
+    new = saved("new", [], Trial.PENDING)
+    r = ConsoleReporter(m, ["lr"], 3)
+    rows = [row.split() for row in r.table([done, cut, back, new]).splitlines()[1:]]
+    assert rows == [["done", "0.001", "2", "0.0500", "TERMINATED"], ["cut", "0.001", "2", "0.0300", "STOPPED", "(ASHA)"],
+                    ["back", "0.001", "2", "0.0600", "PENDING"], ["new", "0.001", "PENDING"]]
+    back.update_last_result({"epoch": 3, m: 0.05, "training_iteration": 3})  # what Tune does before the callback
+    r2 = ConsoleReporter(m, ["lr"], 3)  # a reporter that sees the resumed trial's result first
+    assert r2.line(back, back.last_result).endswith("trial back epoch 3/3  valid/full/ndcg@10 0.0500")
+    assert r2.best["back"] == 0.06  # its best epoch came before the interruption
+
+
 def test_resume_treats_a_checkpoint_already_deleted_as_deleted(tmp_path, monkeypatch):
     import pyarrow.fs
     from ray.train._internal import checkpoint_manager

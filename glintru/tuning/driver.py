@@ -136,8 +136,25 @@ class ConsoleReporter:
         self.epoch: dict[str, int] = {}
         self.finished: set[str] = set()
 
+    def recall(self, trial: Any) -> None:
+        """Learn a trial this reporter has not seen report from the results Tune saved and restored
+        with it: in a resumed study, the trials that ran before the interruption keep their epoch,
+        best value and finished state (a finished trial is not shown as stopped by ASHA)."""
+        meta = getattr(trial, "run_metadata", None)
+        last = getattr(meta, "last_result", None) or {}
+        tid = trial.trial_id
+        if tid in self.epoch or "epoch" not in last:
+            return
+        self.epoch[tid] = int(last["epoch"])
+        best = meta.metric_analysis.get(self.metric, {}).get("max")
+        if best is not None:
+            self.best[tid] = float(best)
+        if any(k.startswith("test/") for k in last):
+            self.finished.add(tid)
+
     def line(self, trial: Any, result: dict[str, Any]) -> str:
         tid = trial.trial_id
+        self.recall(trial)  # a resumed trial's best includes the epochs before the interruption
         epoch = int(result.get("epoch", 0))
         self.epoch[tid] = epoch
         value = result.get(self.metric)
@@ -161,6 +178,8 @@ class ConsoleReporter:
         def fmt(v: Any) -> str:
             return f"{v:.4g}" if isinstance(v, float) else str(v)
 
+        for t in trials:
+            self.recall(t)
         head = ["trial", *self.params, "epoch", self.metric, "state"]
         rows = [[t.trial_id, *[fmt(t.config.get(p, "")) for p in self.params], str(self.epoch.get(t.trial_id, "")),
                  f"{self.best[t.trial_id]:.4f}" if t.trial_id in self.best else "", state(t)] for t in trials]
