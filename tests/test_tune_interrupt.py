@@ -77,6 +77,12 @@ def test_sigint_leaves_a_resumable_study_and_resume_finishes_it(tmp_path):
 
     log2 = tmp_path / "second.log"
     assert _wait(_tune(["--resume", str(exp_dir)], tmp_path, log2), 420, log2) == 0, log2.read_text()[-3000:]
+    # The console table printed as a trial ends shows it ended (Tune marks it TERMINATED only after
+    # its callbacks): after the last trial's end, no trial is left RUNNING.
+    lines = log2.read_text().splitlines()
+    head = max(i for i, line in enumerate(lines) if line.split()[:1] == ["trial"] and line.split()[-1:] == ["state"])
+    last_table = [line.split() for line in lines[head + 1:head + 1 + N_TRIALS]]
+    assert len(last_table) == N_TRIALS and all(row[-1] in ("TERMINATED", "(ASHA)") for row in last_table), lines[head:]
     runs = c.search_runs([exp.experiment_id])
     parents = [r for r in runs if r.data.tags.get("glintru.role") == "study"]
     trials = [r for r in runs if r.data.tags.get("glintru.role") == "trial"]

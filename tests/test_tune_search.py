@@ -113,6 +113,33 @@ def test_console_reporter_lines_and_table():
     assert table[2].endswith("STOPPED (ASHA)")  # ended without its final report
 
 
+def test_console_table_at_a_trials_end_shows_it_ended_though_tune_still_marks_it_running(capsys):
+    """Tune calls ``on_trial_complete`` before it sets the trial's status to TERMINATED (its
+    ``stop_trial``): the table printed then shows the ending trial as finished, or as stopped by
+    ASHA when it ended without its final report, not as RUNNING."""
+    from ray.tune.experiment import Trial
+
+    from glintru.tuning.driver import console_callback
+
+    m = "valid/full/ndcg@10"
+    a = Trial("g", stub=True, config={"lr": 0.001}, trial_id="a")
+    b = Trial("g", stub=True, config={"lr": 0.01}, trial_id="b")
+    for t in (a, b):
+        t.set_status(Trial.RUNNING)
+    cb = console_callback(m, ["lr"], 2)
+    cb.on_trial_result(0, [a, b], a, {"epoch": 1, m: 0.02})
+    cb.on_trial_result(0, [a, b], b, {"epoch": 1, m: 0.01})
+    cb.on_trial_result(0, [a, b], a, {"epoch": 2, m: 0.05, "test/full/ndcg@10": 0.04})
+    capsys.readouterr()
+    cb.on_trial_complete(0, [a, b], a)  # a finished; b still trains
+    rows = [row.split() for row in capsys.readouterr().out.splitlines()[1:]]
+    assert rows == [["a", "0.001", "2", "0.0500", "TERMINATED"], ["b", "0.01", "1", "0.0100", "RUNNING"]]
+    a.set_status(Trial.TERMINATED)
+    cb.on_trial_complete(0, [a, b], b)  # ASHA stopped b after its first epoch
+    rows = [row.split() for row in capsys.readouterr().out.splitlines()[1:]]
+    assert rows == [["a", "0.001", "2", "0.0500", "TERMINATED"], ["b", "0.01", "1", "0.0100", "STOPPED", "(ASHA)"]]
+
+
 def test_console_reporter_of_a_resumed_study_shows_the_trials_restored_from_before_it():
     """A resumed study's reporter starts empty: trials that had finished before the interruption
     keep their epoch, best value and state (a finished trial is not shown as stopped by ASHA), and

@@ -169,11 +169,15 @@ class ConsoleReporter:
                 f"{float(value):.4f}" + (f"  loss {loss:.4f}" if loss is not None else "")
                 + (f"  {secs:.1f}s" if secs is not None else ""))
 
-    def table(self, trials: list[Any]) -> str:
+    def table(self, trials: list[Any], ending: Any = None) -> str:
+        """The trials' table. ``ending``: the trial that is completing, shown as ended: Tune calls
+        ``on_trial_complete`` while that trial's status is still RUNNING (it marks it TERMINATED
+        after the callbacks), both when it finishes and when ASHA stops it."""
         def state(t: Any) -> str:
-            if t.status == "TERMINATED" and t.trial_id not in self.finished:
+            status = "TERMINATED" if t is ending else str(t.status)
+            if status == "TERMINATED" and t.trial_id not in self.finished:
                 return "STOPPED (ASHA)"
-            return str(t.status)
+            return status
 
         def fmt(v: Any) -> str:
             return f"{v:.4g}" if isinstance(v, float) else str(v)
@@ -203,7 +207,7 @@ def console_callback(metric: str, params: list[str], max_epochs: int) -> Any:
             print(self.reporter.table(trials), flush=True)
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            print(self.reporter.table(trials), flush=True)
+            print(self.reporter.table(trials, ending=trial), flush=True)
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             print(f"trial {trial.trial_id} failed; see its error above", file=sys.stderr, flush=True)
