@@ -43,6 +43,23 @@ def _wait(proc: subprocess.Popen, timeout: float, log: Path) -> int:
         raise AssertionError(f"glintru tune did not end within {timeout} s:\n{log.read_text()[-3000:]}") from None
 
 
+def _tables(text: str) -> list[list[list[str]]]:
+    """The trial tables ``glintru tune`` printed: each a list of rows, a row its words."""
+    tables: list[list[list[str]]] = []
+    rows: list[list[str]] | None = None
+    for line in text.splitlines():
+        words = line.split()
+        if words[:1] == ["trial"] and words[-1:] == ["state"]:
+            rows = []
+            tables.append(rows)
+        elif rows is not None and words and len(words[0]) == 8 and words[-1] in (
+                "PENDING", "RUNNING", "TERMINATED", "ERROR", "PAUSED", "(ASHA)"):
+            rows.append(words)
+        else:
+            rows = None
+    return tables
+
+
 def test_sigint_leaves_a_resumable_study_and_resume_finishes_it(tmp_path):
     import mlflow
     import optuna
@@ -77,12 +94,12 @@ def test_sigint_leaves_a_resumable_study_and_resume_finishes_it(tmp_path):
 
     log2 = tmp_path / "second.log"
     assert _wait(_tune(["--resume", str(exp_dir)], tmp_path, log2), 420, log2) == 0, log2.read_text()[-3000:]
-    # The console table printed as a trial ends shows it ended (Tune marks it TERMINATED only after
-    # its callbacks): after the last trial's end, no trial is left RUNNING.
-    lines = log2.read_text().splitlines()
-    head = max(i for i, line in enumerate(lines) if line.split()[:1] == ["trial"] and line.split()[-1:] == ["state"])
-    last_table = [line.split() for line in lines[head + 1:head + 1 + N_TRIALS]]
-    assert len(last_table) == N_TRIALS and all(row[-1] in ("TERMINATED", "(ASHA)") for row in last_table), lines[head:]
+    # The console tables show a trial in the state it enters (Tune sets it only after its callbacks):
+    # the first study's first table has its first trial RUNNING; after the resumed study's last
+    # trial ends, no trial is left RUNNING.
+    first, last = _tables(text)[0], _tables(log2.read_text())[-1]
+    assert [row[-1] for row in first].count("RUNNING") == 1, first
+    assert len(last) == N_TRIALS and all(row[-1] in ("TERMINATED", "(ASHA)") for row in last), last
     runs = c.search_runs([exp.experiment_id])
     parents = [r for r in runs if r.data.tags.get("glintru.role") == "study"]
     trials = [r for r in runs if r.data.tags.get("glintru.role") == "trial"]

@@ -113,10 +113,11 @@ def test_console_reporter_lines_and_table():
     assert table[2].endswith("STOPPED (ASHA)")  # ended without its final report
 
 
-def test_console_table_at_a_trials_end_shows_it_ended_though_tune_still_marks_it_running(capsys):
-    """Tune calls ``on_trial_complete`` before it sets the trial's status to TERMINATED (its
-    ``stop_trial``): the table printed then shows the ending trial as finished, or as stopped by
-    ASHA when it ended without its final report, not as RUNNING."""
+def test_console_tables_show_a_trial_starting_or_ending_in_its_new_state_though_tune_sets_it_after(capsys):
+    """Tune calls ``on_trial_start`` before it sets the trial RUNNING and ``on_trial_complete``
+    before it sets it TERMINATED (its ``_actor_started`` and ``stop_trial``): the tables printed
+    then show the starting trial RUNNING (not PENDING) and the ending one finished, or stopped by
+    ASHA when it ended without its final report (not RUNNING)."""
     from ray.tune.experiment import Trial
 
     from glintru.tuning.driver import console_callback
@@ -124,20 +125,26 @@ def test_console_table_at_a_trials_end_shows_it_ended_though_tune_still_marks_it
     m = "valid/full/ndcg@10"
     a = Trial("g", stub=True, config={"lr": 0.001}, trial_id="a")
     b = Trial("g", stub=True, config={"lr": 0.01}, trial_id="b")
-    for t in (a, b):
-        t.set_status(Trial.RUNNING)
     cb = console_callback(m, ["lr"], 2)
+
+    def table() -> list[list[str]]:
+        return [row.split() for row in capsys.readouterr().out.splitlines()[1:]]
+
+    cb.on_trial_start(0, [a, b], a)
+    assert table() == [["a", "0.001", "RUNNING"], ["b", "0.01", "PENDING"]]
+    a.set_status(Trial.RUNNING)
+    cb.on_trial_start(0, [a, b], b)
+    assert table() == [["a", "0.001", "RUNNING"], ["b", "0.01", "RUNNING"]]
+    b.set_status(Trial.RUNNING)
     cb.on_trial_result(0, [a, b], a, {"epoch": 1, m: 0.02})
     cb.on_trial_result(0, [a, b], b, {"epoch": 1, m: 0.01})
     cb.on_trial_result(0, [a, b], a, {"epoch": 2, m: 0.05, "test/full/ndcg@10": 0.04})
     capsys.readouterr()
     cb.on_trial_complete(0, [a, b], a)  # a finished; b still trains
-    rows = [row.split() for row in capsys.readouterr().out.splitlines()[1:]]
-    assert rows == [["a", "0.001", "2", "0.0500", "TERMINATED"], ["b", "0.01", "1", "0.0100", "RUNNING"]]
+    assert table() == [["a", "0.001", "2", "0.0500", "TERMINATED"], ["b", "0.01", "1", "0.0100", "RUNNING"]]
     a.set_status(Trial.TERMINATED)
     cb.on_trial_complete(0, [a, b], b)  # ASHA stopped b after its first epoch
-    rows = [row.split() for row in capsys.readouterr().out.splitlines()[1:]]
-    assert rows == [["a", "0.001", "2", "0.0500", "TERMINATED"], ["b", "0.01", "1", "0.0100", "STOPPED", "(ASHA)"]]
+    assert table() == [["a", "0.001", "2", "0.0500", "TERMINATED"], ["b", "0.01", "1", "0.0100", "STOPPED", "(ASHA)"]]
 
 
 def test_console_reporter_of_a_resumed_study_shows_the_trials_restored_from_before_it():

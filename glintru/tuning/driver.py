@@ -169,15 +169,16 @@ class ConsoleReporter:
                 f"{float(value):.4f}" + (f"  loss {loss:.4f}" if loss is not None else "")
                 + (f"  {secs:.1f}s" if secs is not None else ""))
 
-    def table(self, trials: list[Any], ending: Any = None) -> str:
-        """The trials' table. ``ending``: the trial that is completing, shown as ended: Tune calls
-        ``on_trial_complete`` while that trial's status is still RUNNING (it marks it TERMINATED
-        after the callbacks), both when it finishes and when ASHA stops it."""
+    def table(self, trials: list[Any], trial: Any = None, status: str | None = None) -> str:
+        """The trials' table, ``trial`` shown with the ``status`` it is entering: Tune calls
+        ``on_trial_start`` while the starting trial is still PENDING and ``on_trial_complete`` while
+        the ending one is still RUNNING (whether it finished or ASHA stopped it), and sets the new
+        status after its callbacks."""
         def state(t: Any) -> str:
-            status = "TERMINATED" if t is ending else str(t.status)
-            if status == "TERMINATED" and t.trial_id not in self.finished:
+            now = status if t is trial and status else str(t.status)
+            if now == "TERMINATED" and t.trial_id not in self.finished:
                 return "STOPPED (ASHA)"
-            return status
+            return now
 
         def fmt(v: Any) -> str:
             return f"{v:.4g}" if isinstance(v, float) else str(v)
@@ -204,10 +205,10 @@ def console_callback(metric: str, params: list[str], max_epochs: int) -> Any:
             print(self.reporter.line(trial, result), flush=True)
 
         def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            print(self.reporter.table(trials), flush=True)
+            print(self.reporter.table(trials, trial, "RUNNING"), flush=True)
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            print(self.reporter.table(trials, ending=trial), flush=True)
+            print(self.reporter.table(trials, trial, "TERMINATED"), flush=True)
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             print(f"trial {trial.trial_id} failed; see its error above", file=sys.stderr, flush=True)
