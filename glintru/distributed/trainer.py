@@ -282,6 +282,14 @@ def init_ray(address: str | None, num_cpus: int | None, min_cpus: float = 0) -> 
     start_local_ray(cpus)
 
 
+# Ray's own message when the raylet of a node it starts has not registered with the GCS within a
+# fixed 30 s (ray/_private/node.py, not configurable): seen on a 2-core machine running other Ray
+# clusters at the same time. The processes it had started are stopped and Ray is started again.
+RAY_START_TIMEOUT = "timed out during startup"
+RAY_NODE_WAIT_S = 30
+RAY_START_ATTEMPTS = 2
+
+
 def start_local_ray(num_cpus: int, **kwargs: Any) -> None:
     """Start a private local Ray whose own processes can always find its State API.
 
@@ -298,14 +306,35 @@ def start_local_ray(num_cpus: int, **kwargs: Any) -> None:
     --niceness 15 0``, 2 cores busy with two other jobs: a one-epoch trial took 162.8 s, and 7.6 s
     at nice 0). So the workers run at the priority of the command that started them, unless
     ``RAY_worker_niceness`` is already set.
+
+    On a busy machine Ray's node may not come up within Ray's fixed 30 s: the processes that start
+    left are stopped and Ray is started once more; a second timeout is one clear error.
     """
     import socket
+    import sys
 
     import ray
 
+    from glintru.distributed.processes import descendants, kill_all
+    from glintru.errors import UserError
+
     os.environ.setdefault("RAY_worker_niceness", "0")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-    ray.init(address="local", num_cpus=num_cpus, dashboard_host="127.0.0.1", dashboard_port=port, **kwargs)
+    for attempt in range(1, RAY_START_ATTEMPTS + 1):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+        before = descendants(os.getpid())
+        try:
+            ray.init(address="local", num_cpus=num_cpus, dashboard_host="127.0.0.1", dashboard_port=port, **kwargs)
+            return
+        except Exception as e:  # Ray raises a bare Exception when its node does not come up in time
+            if RAY_START_TIMEOUT not in str(e):
+                raise
+            kill_all(descendants(os.getpid()) - before)  # the half-started GCS, raylet, dashboard...
+        if attempt < RAY_START_ATTEMPTS:
+            print(f"the local Ray did not start: its node did not register within Ray's {RAY_NODE_WAIT_S} s "
+                  "(a busy machine?); starting it again", file=sys.stderr, flush=True)
+    raise UserError(f"the local Ray did not start: its node did not register within Ray's {RAY_NODE_WAIT_S} s, "
+                    f"{RAY_START_ATTEMPTS} times (the machine is too busy?). Run the command again when other "
+                    "programs have finished, or connect to a running Ray with --address")
