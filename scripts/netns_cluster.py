@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -40,6 +41,9 @@ RAY_ENV = {  # find a dead node in seconds, not the default 30+
     "RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "1000",
     "RAY_health_check_failure_threshold": "4", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
     "RAY_COLOR_PREFIX": "0", "RAY_AUTH_MODE": "disabled",
+    # workers at the priority of this script, not Ray's default nice 15: at nice 15 on a machine
+    # busy with other work, each Train actor took minutes to start and the runs never finished
+    "RAY_worker_niceness": "0",
     "GLOO_SOCKET_IFNAME": "gr0",  # gloo binds the node's own address, not the hostname's 127.0.x.x
     # this cluster's State API (Ray Train's placement-group cleaner uses it); never one inherited
     # from a Ray that the calling process started outside the namespaces
@@ -191,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         raise SystemExit("needs root: network namespaces are made with `ip netns`")
+    # SIGTERM (`timeout`, a CI job cancelled) ends the script through the `finally` below, which
+    # stops every Ray process in the namespaces and deletes them
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
