@@ -11,6 +11,7 @@ Helpers shared by several test files live in plain modules beside this file (``m
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
@@ -33,6 +34,29 @@ def ray_local():
     if not ray.is_initialized():
         start_local_ray(5, log_to_driver=False)
     return ray
+
+
+@pytest.fixture(scope="session")
+def blank_mlflow_db(tmp_path_factory):
+    """An empty MLflow sqlite store, made once per session: creating one runs MLflow's schema
+    migrations, seconds each time."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow") / "blank.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture()
+def mlflow_store(tmp_path, blank_mlflow_db):
+    """``mlflow_store(name="m.db")``: the URI of a new, empty MLflow sqlite store ``tmp_path/name``
+    (a copy of the session's blank one; artifacts of experiments made by glintru go to ``tmp_path/mlruns``)."""
+
+    def make(name: str = "m.db") -> str:
+        shutil.copyfile(blank_mlflow_db, tmp_path / name)
+        return f"sqlite:///{tmp_path / name}"
+
+    return make
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -289,7 +289,7 @@ def test_a_run_trained_by_the_engine_is_scored_like_the_engine_scores_it(tmp_pat
         np.testing.assert_allclose(scores[u, : len(ref_items)], ref_scores, rtol=1e-5, atol=1e-6)
 
 
-def test_a_registered_model_loads_by_alias_with_pickle_refused_and_scores_like_the_checkpoint(tmp_path, monkeypatch):
+def test_a_registered_model_loads_by_alias_with_pickle_refused_and_scores_like_the_checkpoint(tmp_path, monkeypatch, mlflow_store):
     """The registry's pyfunc (weights-only best.pt + code): `models:/NAME@champion` and
     `runs:/ID/model` load with MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false; a pickled MLflow PyTorch
     model is refused with one clear error."""
@@ -302,7 +302,7 @@ def test_a_registered_model_loads_by_alias_with_pickle_refused_and_scores_like_t
     run_cfg = tiny_cfg()
     model = build_model(run_cfg, N_ITEMS).eval()
     best = save_best(tmp_path / "run", model, run_cfg)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store("mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # set_tracking_uri writes the variable too; pytest restores it
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
     mlflow.set_tracking_uri(uri)

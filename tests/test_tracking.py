@@ -35,8 +35,8 @@ def test_metric_names_are_mlflow_safe():
     assert validate_param_and_metric_name(name)
 
 
-def test_run_is_found_again_by_tag_not_duplicated(tmp_path):
-    uri = f"sqlite:///{tmp_path}/m.db"
+def test_run_is_found_again_by_tag_not_duplicated(tmp_path, mlflow_store):
+    uri = mlflow_store()
     exp = tracking.ensure_experiment(uri, "e")
     assert tracking.ensure_experiment(uri, "e") == exp
     tags = {tracking.ROLE: "trial", tracking.STUDY: "s", tracking.TRIAL_ID: "abc_00001"}
@@ -51,8 +51,8 @@ def test_run_is_found_again_by_tag_not_duplicated(tmp_path):
     assert len(c.search_runs([exp])) == 2
 
 
-def test_params_once_and_metrics_per_epoch(tmp_path):
-    uri = f"sqlite:///{tmp_path}/m.db"
+def test_params_once_and_metrics_per_epoch(tmp_path, mlflow_store):
+    uri = mlflow_store()
     exp = tracking.ensure_experiment(uri, "e")
     run, _ = tracking.get_or_create_run(uri, exp, {tracking.ROLE: "train"}, run_name="r")
     tracking.log_params(uri, run, {"kernel_size": 5, "topk": [5, 10]})
@@ -65,8 +65,8 @@ def test_params_once_and_metrics_per_epoch(tmp_path):
     assert [(m.step, m.value) for m in hist] == [(1, 0.1), (2, 0.2)]
 
 
-def test_run_outputs_are_logged_as_artifacts(tmp_path):
-    uri = f"sqlite:///{tmp_path}/m.db"
+def test_run_outputs_are_logged_as_artifacts(tmp_path, mlflow_store):
+    uri = mlflow_store()
     exp = tracking.ensure_experiment(uri, "e")
     run, _ = tracking.get_or_create_run(uri, exp, {tracking.ROLE: "train"}, run_name="r")
     ckpt = tmp_path / "best.pt"
@@ -84,10 +84,10 @@ def test_run_outputs_are_logged_as_artifacts(tmp_path):
     assert os.path.exists(tmp_path / "mlruns")
 
 
-def test_run_outputs_complete_a_cut_off_upload_and_are_idempotent(tmp_path):
+def test_run_outputs_complete_a_cut_off_upload_and_are_idempotent(tmp_path, mlflow_store):
     """A kill after config.yaml and manifest.json (the symptom seen after a kill + resume): logging
     again adds the learning curve and checkpoint, keeps what is there, and logs no metric twice."""
-    uri = f"sqlite:///{tmp_path}/m.db"
+    uri = mlflow_store()
     exp = tracking.ensure_experiment(uri, "e")
     run, _ = tracking.get_or_create_run(uri, exp, {tracking.ROLE: "trial"}, run_name="r")
     c = tracking.client(uri)
@@ -130,20 +130,20 @@ def _settings(tmp_path, uri, exp, data):
     )
 
 
-def _study_with_work_dir(tmp_path, trial_id):
+def _study_with_work_dir(tmp_path, mlflow_store, trial_id):
     """Settings of study ``kr`` (storage ``tmp_path/rr``, a sqlite store) and trial ``trial_id``'s
     empty work directory: (settings, tracking uri, experiment id, work dir)."""
     from glintru.tuning.smoke import write_synthetic_dataset
 
     data = write_synthetic_dataset(tmp_path / "data", n_users=8, n_items=12)
-    uri = f"sqlite:///{tmp_path}/m.db"
+    uri = mlflow_store()
     exp = tracking.ensure_experiment(uri, "e")
     work = tmp_path / "rr" / "kr" / "work" / trial_id
     work.mkdir(parents=True)
     return _settings(tmp_path, uri, exp, data), uri, exp, work
 
 
-def test_study_driver_syncs_a_trial_mlflow_missed_from_its_work_dir(tmp_path):
+def test_study_driver_syncs_a_trial_mlflow_missed_from_its_work_dir(tmp_path, mlflow_store):
     """A trial that trained while MLflow was down (no run at all), or whose upload was cut off (ASHA's
     stop reaches the workers late): the study driver creates or completes its run from the work
     directory: params, every epoch, final metrics, timing, artifacts; a second sync adds nothing."""
@@ -151,7 +151,7 @@ def test_study_driver_syncs_a_trial_mlflow_missed_from_its_work_dir(tmp_path):
 
     from glintru.tuning.summary import read_timing, sync_trial, trial_history
 
-    s, uri, exp, work = _study_with_work_dir(tmp_path, "t1")
+    s, uri, exp, work = _study_with_work_dir(tmp_path, mlflow_store, "t1")
     history = [{"epoch": 1.0, "train/loss": 2.0, "valid/full/ndcg@10": 0.1}, {"epoch": 2.0, "train/loss": 1.5, "valid/full/ndcg@10": 0.2}]
     (work / "history.json").write_text(json.dumps(history))
     (work / "best.pt").write_bytes(b"weights")
@@ -174,12 +174,12 @@ def test_study_driver_syncs_a_trial_mlflow_missed_from_its_work_dir(tmp_path):
     assert ds.dataset.name == "data" and ds.dataset.digest == tracking.manifest_digest({"counts": {"n_items": 12}})
 
 
-def test_sync_of_an_errored_trial_logs_its_epochs_but_no_artifacts(tmp_path):
+def test_sync_of_an_errored_trial_logs_its_epochs_but_no_artifacts(tmp_path, mlflow_store):
     import json
 
     from glintru.tuning.summary import sync_trial, trial_history
 
-    s, uri, exp, work = _study_with_work_dir(tmp_path, "t2")
+    s, uri, exp, work = _study_with_work_dir(tmp_path, mlflow_store, "t2")
     (work / "history.json").write_text(json.dumps([{"epoch": 1.0, "train/loss": 2.0}]))
     errored = _Result({"hidden_size": 16}, {}, error=RuntimeError("worker died"))
     run = sync_trial(s, "t2", errored, trial_history(s, "t2", errored), None, {})

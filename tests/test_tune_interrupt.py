@@ -8,6 +8,7 @@ the signal handler directly.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -60,7 +61,7 @@ def _tables(text: str) -> list[list[list[str]]]:
     return tables
 
 
-def test_sigint_leaves_a_resumable_study_and_resume_finishes_it(tmp_path):
+def test_sigint_leaves_a_resumable_study_and_resume_finishes_it(tmp_path, capsys):
     import mlflow
     import optuna
     from mlflow.tracking import MlflowClient
@@ -136,3 +137,25 @@ def test_sigint_leaves_a_resumable_study_and_resume_finishes_it(tmp_path):
             os.environ.pop("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", None)
         else:
             os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = old
+
+    # The finished study moved to another MLflow (`--resume --mlflow-uri`, as after losing mlflow.db):
+    # logged anew there from its directories, in this process and without Ray (nothing to train):
+    # one parent, every trial with the epochs it trained, the best model registered.
+    from glintru.cli import main
+
+    capsys.readouterr()
+    new_uri = f"sqlite:///{tmp_path}/again.db"
+    assert main(["tune", "--resume", str(exp_dir), "--mlflow-uri", new_uri]) == 0
+    out = capsys.readouterr().out
+    assert f"study ir moves to {new_uri}; experiment 'data-glintru'" in out and "(nothing to train)" in out
+    c2 = MlflowClient(new_uri)
+    runs2 = c2.search_runs([c2.get_experiment_by_name("data-glintru").experiment_id])
+    (parent2,) = [r for r in runs2 if r.data.tags.get("glintru.role") == "study"]
+    trials2 = {r.data.tags["glintru.trial_id"]: r for r in runs2 if r.data.tags.get("glintru.role") == "trial"}
+    assert parent2.info.status == "FINISHED" and len(trials2) == N_TRIALS
+    for tid, r in trials2.items():
+        history = json.loads((exp_dir / "work" / tid / "history.json").read_text())
+        assert [m.step for m in c2.get_metric_history(r.info.run_id, "epoch")] == [int(h["epoch"]) for h in history]
+        assert r.data.tags["mlflow.parentRunId"] == parent2.info.run_id
+    assert str(c2.get_model_version_by_alias("data-glintru", "champion").version) == "1"
+    assert json.loads((exp_dir / "glintru_study.json").read_text())["tracking_uri"] == new_uri

@@ -73,6 +73,9 @@ def test_tune_run_again_hands_its_space_to_the_resume_only_under_the_derived_nam
     calls = []
     monkeypatch.setattr(driver, "study_exists", lambda path: True)
     monkeypatch.setattr(driver, "resume_study", lambda path, **kw: calls.append((path, kw)) or "outcome")
+    checked = []  # a named study is first compared with the options it recorded (tests/test_study_run.py)
+    monkeypatch.setattr(driver, "load_settings", lambda path: path)
+    monkeypatch.setattr(driver, "check_same_study", lambda recorded, *a: checked.append(recorded))
     space_file = tmp_path / "moved" / "quick.yaml"
     space_file.parent.mkdir()
     shutil.copyfile(SPACES / "quick.yaml", space_file)
@@ -80,6 +83,7 @@ def test_tune_run_again_hands_its_space_to_the_resume_only_under_the_derived_nam
                            mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment=experiment, num_samples=None,
                            max_epochs=None, workers=None, overrides={})
     assert out == "outcome" and len(calls) == 1
+    assert checked == ([] if experiment is None else [calls[0][0]])
     given = calls[0][1]["space"]
     if experiment is None:  # the derived name fingerprints this very space
         assert given.fingerprint() == load_search_space(space_file).fingerprint()

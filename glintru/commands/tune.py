@@ -33,14 +33,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "file's tune.grace_period, else 1); longer lets slowly converging configurations catch up")
     p.add_argument("--workers", type=int, help="workers per trial (default: the file's tune.workers, else 1); "
                    "1 trains in the trial's own process, N > 1 with Ray Train (DDP)")
-    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per worker (default 1)")
+    p.add_argument("--cpus-per-worker", type=float, help="CPUs per worker (default 1)")
     p.add_argument("--gpu", action="store_true", help="train on GPUs (nccl across workers); --gpus-per-worker sets the share")
     p.add_argument("--gpus-per-worker", type=float, help="GPUs per worker with --gpu (default 1); a fraction such as "
                    "0.5 lets trials share a GPU")
     p.add_argument("--storage-path", help="Tune/Train results: local directory (default ./ray_results) or s3://...")
-    p.add_argument("--mlflow-uri", help="MLflow tracking URI (default MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)")
+    p.add_argument("--mlflow-uri", help="MLflow tracking URI (default MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db); "
+                   "with --resume, the study logs there from now on")
     p.add_argument("--experiment", help="study name (default: a hash of the search space, data and options)")
-    p.add_argument("--resume", metavar="PATH", help="continue an interrupted study: its experiment directory")
+    p.add_argument("--resume", metavar="PATH", help="continue an interrupted study: its experiment directory (the "
+                   "study keeps its options; only --mlflow-uri, --address, --num-cpus, --out, --verbose apply)")
     p.add_argument("--seed", type=int, help="Optuna TPE seed")
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: from cluster resources)")
     p.add_argument("--address", help="Ray cluster address (e.g. auto under `ray submit`); default: a local Ray")
@@ -52,6 +54,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="where best_config.yaml, trials.csv and the plot go (default: the experiment dir)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="fixed config override for every trial")
     p.add_argument("--smoke-test", action="store_true", help="2 trials x 2 epochs on a tiny synthetic dataset")
+
+
+# What defines a study (saved when it starts), and what a resume may choose (where it runs, where it logs).
+STUDY_OPTIONS = ("--data", "--search-space", "--profile", "--num-samples", "--max-epochs", "--grace-period", "--workers",
+                 "--cpus-per-worker", "--gpu", "--gpus-per-worker", "--storage-path", "--experiment", "--seed",
+                 "--max-concurrent", "--register-name", "--mlflow-experiment", "--optuna-storage", "--set",
+                 "--smoke-test")
+RESUME_OPTIONS = ("--mlflow-uri", "--address", "--num-cpus", "--out", "--verbose")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,6 +78,13 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{option}: must be >= 1, got {value}")
     if args.gpus_per_worker is not None and not 0 < args.gpus_per_worker:
         raise UserError(f"--gpus-per-worker: must be > 0, got {args.gpus_per_worker:g}")
+    if args.resume:
+        fixed = [opt for opt in STUDY_OPTIONS if getattr(args, opt[2:].replace("-", "_")) not in (None, False)]
+        if fixed:
+            raise UserError(
+                f"--resume continues a study with the options it started with (recorded in its glintru_study.json); "
+                f"{', '.join(fixed)} cannot change them. With --resume only {', '.join(RESUME_OPTIONS)} apply; "
+                "for other options start a new study (another --experiment)")
     try:
         return _run(args)
     except MlflowException as exc:  # a call outside the study's own handling (which names the study directory)
@@ -87,7 +104,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.resume:
         driver.resume_study(args.resume, address=args.address, num_cpus=args.num_cpus, out_dir=args.out,
-                            verbose=args.verbose)
+                            verbose=args.verbose, mlflow_uri=args.mlflow_uri)
         print(driver.mlflow_ui_hint(load_settings(resolve_storage(args.resume)).tracking_uri))
         return 0
     overrides = parse_set_args(args.set)
@@ -112,7 +129,8 @@ def _run(args: argparse.Namespace) -> int:
         out = driver.run_study(
             data_dir=data, search_space=space, storage_path=args.storage_path, mlflow_uri=args.mlflow_uri,
             experiment=args.experiment, num_samples=args.num_samples, max_epochs=args.max_epochs, workers=args.workers,
-            grace_period=args.grace_period, overrides=overrides, cpus_per_worker=args.cpus_per_worker,
+            grace_period=args.grace_period, overrides=overrides,
+            cpus_per_worker=1.0 if args.cpus_per_worker is None else args.cpus_per_worker,
             gpus_per_worker=(args.gpus_per_worker or 1.0) if args.gpu else 0.0, seed=args.seed,
             max_concurrent=args.max_concurrent, address=args.address, num_cpus=args.num_cpus,
             register_name=args.register_name, mlflow_experiment=args.mlflow_experiment,

@@ -29,9 +29,10 @@ from typing import Any
 
 from glintru import storage, tracking
 from glintru.errors import UserError
-from glintru.tuning import search
+from glintru.tuning import search, study_run
 from glintru.tuning.settings import (
     StudySettings,
+    check_same_study,
     check_writable_paths,
     dataset_name,
     default_optuna_storage,
@@ -363,11 +364,13 @@ def run_study(
     exp_path = storage.join(store, name)
     check_writable_paths(store, uri)  # before Ray starts or an MLflow run is opened
     if study_exists(exp_path):
+        if experiment is not None:  # a derived name already differs when any of these does
+            check_same_study(load_settings(exp_path), space, data_abs, base, opts, cpus_per_worker, gpus_per_worker)
         print(f"experiment {exp_path} exists; continuing it (same as --resume {exp_path})")
         # a derived name fingerprints the search space: the file given now is the study's own space,
         # wherever the file recorded at the start has gone since (another checkout, another node)
         return resume_study(exp_path, address=address, num_cpus=num_cpus, out_dir=out_dir, verbose=verbose,
-                            space=space if experiment is None else None)
+                            space=space if experiment is None else None, mlflow_uri=mlflow_uri)
     with _study_lock(exp_path):
         return _new_study(space, data_abs, base, metric, opts, name, store, uri, exp_path, cpus_per_worker,
                           gpus_per_worker, max_concurrent, address, num_cpus, register_name, mlflow_experiment,
@@ -398,8 +401,7 @@ def _new_study(space: SearchSpace, data_abs: str, base: dict[str, Any], metric: 
     default_name = f"{dataset_name(data_abs)}-{space.model}"
     mlflow_exp = mlflow_experiment or default_name
     try:  # MLflow must be up to start a study (its parent run id is part of the study's settings)
-        exp_id = tracking.ensure_experiment(uri, mlflow_exp)
-        parent, _ = tracking.get_or_create_run(uri, exp_id, {tracking.ROLE: "study", tracking.STUDY: name}, run_name=name)
+        exp_id, parent = study_run.open_parent(uri, mlflow_exp, name)
     except tracking.unavailable_errors() as exc:
         raise tracking.unavailable_at_start(uri, exc) from None
     init_ray(address, num_cpus, min_cpus=opts["workers"] * cpus_per_worker)
@@ -423,15 +425,7 @@ def _new_study(space: SearchSpace, data_abs: str, base: dict[str, Any], metric: 
         if s.is_local:
             Path(exp_path).mkdir(parents=True, exist_ok=True)
         save_settings(s)
-        tracking.BestEffort(uri, parent, f"study {name}").call(tracking.log_params, {
-            "model": s.model, "search_space": Path(search_space).name, "num_samples": s.num_samples,
-            "max_epochs": s.max_epochs, "grace_period": s.grace_period, "workers": s.workers, "seed": s.seed, "metric": s.metric,
-            "gpus_per_worker": s.gpus_per_worker, **{f"fixed.{k}": v for k, v in base.items()},
-            **{f"space.{k}": f"{p.kind}{list(p.values) if p.values else [p.low, p.high]}" for k, p in space.params.items()},
-        })
-        tracking.BestEffort(uri, parent, f"study {name}").call(tracking.set_tags, {
-            "max_concurrent": mc, "optuna_storage": s.optuna_storage,
-            "tpe_startup_trials": search.startup_trials(s.num_samples)})
+        study_run.log_study(s, space)
         print(f"study {name}: {s.num_samples} trials x <= {s.max_epochs} epochs (ASHA grace "
               f"{s.asha_grace}), {s.workers} worker(s) each, "
               f"{mc} at a time ({cap.source}); Tune state in {exp_path}; Optuna study in {s.optuna_storage}")
@@ -449,12 +443,14 @@ def resume_study(
     out_dir: str | None = None,
     verbose: bool = False,
     space: SearchSpace | None = None,
+    mlflow_uri: str | None = None,
 ) -> StudyOutcome:
     """``--resume PATH``: restore Tune (finished trials kept, unfinished/errored resumed, searcher
     state restored) with the same trainable, the same MLflow parent run and the same trial runs.
 
     ``space``: the study's search space when the caller already holds it (``glintru tune`` run
-    again with the same file); otherwise it is read from the path recorded when the study started."""
+    again with the same file); otherwise it is read from the path recorded when the study started.
+    ``mlflow_uri``: log the study to this MLflow from now on (see :func:`study_run.reconnect`)."""
     from ray import tune
 
     exp_path = resolve_storage(experiment_path)
@@ -469,6 +465,7 @@ def resume_study(
         raise UserError(f"--resume {s.experiment_path}: no Ray Tune experiment state to restore there")
     _quiet_ray(verbose)
     with _study_lock(s.experiment_path):
+        s = study_run.reconnect(s, space, mlflow_uri)  # before the trainable captures the settings
         return _resume(s, space, exp_path, address, num_cpus, out_dir, verbose)
 
 

@@ -160,3 +160,30 @@ def check_writable_paths(storage_path: str, tracking_uri: str) -> None:
             probe.unlink()
         except OSError as exc:
             raise UserError(f"{flag}: cannot create or write {directory} ({exc.strerror or exc})") from None
+
+
+def check_same_study(s: StudySettings, space: SearchSpace, data_dir: str, fixed: dict[str, Any],
+                     options: dict[str, Any], cpus_per_worker: float, gpus_per_worker: float) -> None:
+    """A UserError listing each option that differs from the study ``s`` records, for a command
+    that names an existing study (``--experiment``) to continue it: a study keeps the options it
+    started with, so another ``--num-samples`` (say) would otherwise be silently ignored."""
+    asked = {
+        "--data": (data_dir, s.data_dir), "model": (space.model, s.model),
+        "--num-samples": (options["num_samples"], s.num_samples), "--max-epochs": (options["max_epochs"], s.max_epochs),
+        "--workers": (options["workers"], s.workers), "--grace-period": (options["grace_period"], s.grace_period),
+        "--seed": (options["seed"], s.seed), "--cpus-per-worker": (cpus_per_worker, s.cpus_per_worker),
+        "--gpus-per-worker": (gpus_per_worker, s.gpus_per_worker),
+    }
+    diffs = [f"{opt} {new} (the study: {old})" for opt, (new, old) in asked.items() if new != old]
+    diffs += [f"{k}={v} (the study: {s.base_flat.get(k, 'not set')})" for k, v in fixed.items()
+              if _as_saved(v) != _as_saved(s.base_flat.get(k))]
+    if diffs:
+        raise UserError(
+            f"--experiment {s.name}: that study exists in {s.experiment_path} and continues with the options it "
+            f"started with; this command differs: {'; '.join(diffs)}. Run it as it started to continue it (or "
+            f"`glintru tune --resume {s.experiment_path}`), or name another --experiment for a new study")
+
+
+def _as_saved(value: Any) -> Any:
+    """``value`` as it reads back from the settings file (a tuple becomes a list)."""
+    return json.loads(json.dumps(value, default=str))
