@@ -51,7 +51,9 @@ def _saved(s: StudySettings) -> dict:
 def test_a_study_mlflow_still_has_is_left_as_recorded(tmp_path, mlflow_store, space, capsys):
     s = _study(tmp_path, mlflow_store("m.db"), space)
     before = _saved(s)
+    tracking.end_run(s.tracking_uri, s.parent_run_id, "KILLED")  # as Ctrl+C leaves it
     assert study_run.reconnect(s, space) is s
+    assert MlflowClient(s.tracking_uri).get_run(s.parent_run_id).info.status == "RUNNING"  # the study runs again
     assert study_run.reconnect(s, space, s.tracking_uri) is s  # --mlflow-uri naming the same store
     assert _saved(s) == before and capsys.readouterr().out == ""
 

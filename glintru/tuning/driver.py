@@ -465,7 +465,8 @@ def resume_study(
         raise UserError(f"--resume {s.experiment_path}: no Ray Tune experiment state to restore there")
     _quiet_ray(verbose)
     with _study_lock(s.experiment_path):
-        s = study_run.reconnect(s, space, mlflow_uri)  # before the trainable captures the settings
+        # the parent run found again (back to RUNNING) or made anew, before the trainable captures the settings
+        s = study_run.reconnect(s, space, mlflow_uri)
         return _resume(s, space, exp_path, address, num_cpus, out_dir, verbose)
 
 
@@ -511,22 +512,14 @@ def _resume(s: StudySettings, space: SearchSpace, exp_path: str, address: str | 
     saved = tuner.get_results()
     ended = len(saved) == s.num_samples and saved.num_terminated == len(saved)  # none pending, running or errored
     if ended:
-        _reopen_parent_run(s)
         print(f"study {s.name}: all {len(saved)} trials have ended; summarising it from {exp_path} (nothing to train)")
         return summarise(s, space, saved, out)
     init_ray(address, num_cpus, min_cpus=s.workers * s.cpus_per_worker)
     try:
-        _reopen_parent_run(s)
         print(f"resuming study {s.name} from {exp_path}")
         return summarise(s, space, _fit(s, tuner), out)
     finally:
         ray.shutdown()
-
-
-def _reopen_parent_run(s: StudySettings) -> None:
-    """The study's parent run back to RUNNING (best effort: MLflow may still be down)."""
-    tracking.BestEffort(s.tracking_uri, s.parent_run_id, f"study {s.name}").call(
-        lambda uri, run_id: tracking.client(uri).update_run(run_id, status="RUNNING"))
 
 
 def mlflow_ui_hint(uri: str) -> str:

@@ -66,9 +66,9 @@ def _get(fetch: Any) -> Any:
 
 
 def reconnect(s: StudySettings, space: SearchSpace, mlflow_uri: str | None = None) -> StudySettings:
-    """The settings a resumed study logs with: ``s`` itself when MLflow still has its experiment and
-    parent run (or cannot be reached: the outage handling takes over), otherwise updated, saved and
-    announced on stdout. ``mlflow_uri``: ``--mlflow-uri`` given with the resume; the study logs there
+    """The settings a resumed study logs with, its parent run RUNNING again: ``s`` itself when MLflow
+    still has its experiment and parent run (or cannot be reached: the outage handling takes over,
+    one retry budget spent here), otherwise updated, saved and announced on stdout. ``mlflow_uri``: ``--mlflow-uri`` given with the resume; the study logs there
     from now on (that MLflow must be reachable)."""
     uri = tracking.resolve_tracking_uri(mlflow_uri) if mlflow_uri else s.tracking_uri
     moved = uri != s.tracking_uri
@@ -108,6 +108,7 @@ def _find(s: StudySettings, uri: str, moved: bool) -> tuple[str, str, str]:
         return exp_id, parent, f"experiment '{s.mlflow_experiment}' (id {s.mlflow_experiment_id})"
     run = _get(lambda: c.get_run(s.parent_run_id))
     if run is not None and run.info.lifecycle_stage == "active" and run.info.experiment_id == exp.experiment_id:
+        c.update_run(s.parent_run_id, status="RUNNING")  # the study runs again
         return exp.experiment_id, s.parent_run_id, ""
     _, parent = open_parent(uri, s.mlflow_experiment, s.name)
     return exp.experiment_id, parent, f"parent run {s.parent_run_id}"
