@@ -7,6 +7,10 @@
         --out benchmarks/results/trial_overhead_niceness.json
         # Ray's default worker priority (nice 15) vs glintru's (0), one study each, side by side:
         # run it while something else keeps the cores busy, which is when the priority matters
+    python benchmarks/trial_overhead.py --synthetic --reuse 1 0 --num-samples 6 --max-epochs 4 --workers 1 \
+        --max-concurrent 1 --set max_len=16 --set batch_size=16 --set num_negatives=10 \
+        --out benchmarks/results/trial_overhead_reuse.json
+        # single-worker trials sharing their process (the default) vs a new process per trial
     python benchmarks/trial_overhead.py --data data/ml-1m --profile quick --workers 2 --num-samples 4
     python benchmarks/trial_overhead.py --data data/ml-1m --num-samples 1 --max-epochs 1 --set max_train_samples=0 \
         --out benchmarks/results/trial_overhead_full_epoch.json          # one trial, one full epoch
@@ -39,50 +43,65 @@ import time
 from pathlib import Path
 
 OUT = Path(__file__).parent / "results" / "trial_overhead.json"
+TIMING = ("trial_s", "fit_s", "train_s", "overhead_s")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", required=True, help="prepared dataset directory (glintru prepare)")
+    ap.add_argument("--data", help="prepared dataset directory (glintru prepare)")
+    ap.add_argument("--synthetic", action="store_true",
+                    help="instead of --data: the smoke test's tiny synthetic dataset (a trial is almost all overhead)")
     ap.add_argument("--profile", default="quick")
     ap.add_argument("--workers", type=int)
     ap.add_argument("--modes", type=int, nargs="+", help="worker counts to compare, one study each, in one run")
     ap.add_argument("--niceness", type=int, nargs="+",
                     help="RAY_worker_niceness values to compare (0-19), one study each, in one run")
+    ap.add_argument("--reuse", type=int, nargs="+", choices=(0, 1),
+                    help="GLINTRU_REUSE_TRIAL_PROCESSES values to compare (1: single-worker trials share their "
+                         "process, glintru's default; 0: a new process per trial), one study each, in one run")
     ap.add_argument("--num-samples", type=int)
+    ap.add_argument("--max-concurrent", type=int, help="trials at once (1: the searcher's suggestions do not depend "
+                    "on which trial ends first, so two studies run the same trials)")
     ap.add_argument("--max-epochs", type=int)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fixed config override (glintru tune --set)")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
-    if args.modes and args.niceness:
-        ap.error("--modes and --niceness: compare one thing at a time")
+    if bool(args.data) == args.synthetic:
+        ap.error("give --data DIR or --synthetic")
+    if sum(bool(x) for x in (args.modes, args.niceness, args.reuse)) > 1:
+        ap.error("--modes, --niceness, --reuse: compare one thing at a time")
     if any(not 0 <= n <= 19 for n in args.niceness or []):
         ap.error(f"--niceness: values from 0 to 19, got {args.niceness}")
-    if args.modes or args.niceness:
+    if args.modes or args.niceness or args.reuse:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from benchinfo import cpu_model
 
-        key = "workers" if args.modes else "worker_niceness"
+        key = "workers" if args.modes else "worker_niceness" if args.niceness else "reuse_trial_processes"
         results = []
-        for value in args.modes or args.niceness:
+        for value in args.modes or args.niceness or args.reuse:
             env = None
             if args.modes:
                 args.workers = value
-            else:
+            elif args.niceness:
                 env = {**os.environ, "RAY_worker_niceness": str(value)}
+            else:
+                env = {**os.environ, "GLINTRU_REUSE_TRIAL_PROCESSES": str(value)}
             results.append({key: value, **run_study(args, env)})
+        same = len({json.dumps(sorted(json.dumps(t["result"], sort_keys=True) for t in r["trials"])) for r in results}) == 1
         out = {"benchmark": "trial_overhead", "cpu": cpu_model(), "cpus": os.cpu_count(), "modes": results,
+               "same_trials_in_every_study": same,
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         tmp_out = Path(args.out).with_suffix(".json.tmp")
         tmp_out.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
         os.replace(tmp_out, args.out)
-        print(f"{key:>15} {'study_s':>8} {'trial_s':>8} {'fit_s':>7} {'overhead_s':>10}  load")
+        print(f"{key:>21} {'study_s':>8} {'trial_s':>8} {'fit_s':>7} {'overhead_s':>10}  load")
         for r in results:
             med = r["median"]
-            print(f"{r[key]:>15} {r['study_wall_s']:>8.1f} {med.get('trial_s', float('nan')):>8.1f} "
+            print(f"{r[key]:>21} {r['study_wall_s']:>8.1f} {med.get('trial_s', float('nan')):>8.1f} "
                   f"{med.get('fit_s', float('nan')):>7.1f} {med.get('overhead_s', float('nan')):>10.1f}  "
                   f"{r['load_avg_before'][0]} -> {r['load_avg_after'][0]}")
+        print(f"the same trials (searched values, epochs, metrics) in every study: {'yes' if same else 'NO'}")
         print(f"cpu {out['cpu']}; written to {args.out}")
         return
     out = run_study(args)
@@ -106,9 +125,15 @@ def run_study(args: argparse.Namespace, env: dict[str, str] | None = None) -> di
     import statistics
 
     with tempfile.TemporaryDirectory(prefix="glintru-overhead-") as tmp:
-        cmd = [sys.executable, "-m", "glintru.cli", "tune", "--data", args.data, "--profile", args.profile,
+        data = args.data
+        if args.synthetic:
+            from glintru.tuning.smoke import write_synthetic_dataset
+
+            data = str(write_synthetic_dataset(f"{tmp}/data"))
+        cmd = [sys.executable, "-m", "glintru.cli", "tune", "--data", data, "--profile", args.profile,
                "--storage-path", f"{tmp}/ray_results", "--mlflow-uri", f"sqlite:///{tmp}/mlflow.db", "--experiment", "overhead"]
-        for flag, value in (("--workers", args.workers), ("--num-samples", args.num_samples), ("--max-epochs", args.max_epochs)):
+        for flag, value in (("--workers", args.workers), ("--num-samples", args.num_samples), ("--max-epochs", args.max_epochs),
+                            ("--max-concurrent", args.max_concurrent)):
             if value is not None:
                 cmd += [flag, str(value)]
         for kv in args.set:
@@ -123,8 +148,14 @@ def run_study(args: argparse.Namespace, env: dict[str, str] | None = None) -> di
         trials = []
         for row in csv.DictReader((exp / "trials.csv").read_text().splitlines()):
             hist = exp / "work" / row["trial_id"] / "history.json"
+            timing = exp / "work" / row["trial_id"] / "trial_timing.json"
             trials.append({"trial_id": row["trial_id"], "epochs": len(json.loads(hist.read_text())) if hist.exists() else 0,
-                           **{k: float(row[k]) for k in ("trial_s", "fit_s", "train_s", "overhead_s") if row.get(k)}})
+                           **{k: float(row[k]) for k in ("trial_s", "fit_s", "train_s", "overhead_s") if row.get(k)},
+                           # the n-th trial its process ran (1: a new process); absent for ASHA-stopped trials
+                           **({"process_trial": json.loads(timing.read_text()).get("ray/process_trial")}
+                              if timing.exists() else {}),
+                           # what the trial searched and reached, to compare two studies trial by trial
+                           "result": {k: v for k, v in row.items() if k != "trial_id" and k not in TIMING}})
         summary = next((line for line in proc.stdout.splitlines() if line.startswith("time per trial")), None)
     timed = [t for t in trials if "overhead_s" in t]
     return {

@@ -451,10 +451,11 @@ def log_dataset_input(tracking_uri: str, run_id: str, manifest: Mapping[str, Any
     c.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])])
 
 
-def log_timing(tracking_uri: str, run_id: str, timing: Mapping[str, float]) -> None:
+def log_timing(tracking_uri: str, run_id: str, timing: Mapping[str, float | int]) -> None:
     """Where a trial's time went, as tags ``ray.trial_s`` ... (one value per run: not metric charts)
     and a ``trial_timing.json`` artifact."""
-    set_tags(tracking_uri, run_id, {k.replace("/", "."): f"{v:.1f}" for k, v in timing.items()})
+    set_tags(tracking_uri, run_id, {k.replace("/", "."): str(v) if isinstance(v, int) else f"{v:.1f}"
+                                    for k, v in timing.items()})
     if "trial_timing.json" in artifact_names(tracking_uri, run_id):
         return
     with tempfile.TemporaryDirectory() as tmp:

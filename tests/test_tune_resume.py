@@ -181,7 +181,7 @@ def _check_study_survives_kill_and_mlflow_outage(tmp_path: Path, mlflow_server: 
     model, flat = load_config_file(exp_dir / "best_config.yaml")
     assert config_from_flat({"model": model, **flat}).train.max_len == 16
     # Every trial's run has exactly the epochs it trained (caught up from its work directory) and its timing.
-    timed = 0
+    timed, process_trials = 0, []
     for r in trials:
         tid = r.data.tags["glintru.trial_id"]
         epochs = [int(h["epoch"]) for h in json.loads(histories[tid])]
@@ -191,8 +191,13 @@ def _check_study_survives_kill_and_mlflow_outage(tmp_path: Path, mlflow_server: 
             timing = json.loads(timing_file.read_text())
             assert float(r.data.tags["ray.trial_s"]) == pytest.approx(timing["ray/trial_s"], abs=0.05)
             assert timing["ray/trial_s"] >= timing["ray/fit_s"] > 0
+            assert r.data.tags["ray.process_trial"] == str(timing["ray/process_trial"])
+            process_trials.append(timing["ray/process_trial"])
             timed += 1
     assert timed >= 1  # at least the trial that finished before the kill
+    # the resumed study ran its trials one at a time in one reused process: a trial that ran to its
+    # end after the first one of that process counts 2 or more
+    assert max(process_trials) >= 2, process_trials
     # The best trial's model is registered (alias champion) and loads, with MLflow's pickle loading
     # refused, as the same weights as its best checkpoint.
     import mlflow.artifacts

@@ -96,3 +96,23 @@ def _settings_for(tmp_path, **kw):
         "tracking_uri": f"sqlite:///{tmp_path}/m.db", "mlflow_experiment": "e", "mlflow_experiment_id": "1",
         "parent_run_id": "p", "register_name": "r", "max_concurrent": 1,
         "optuna_storage": f"sqlite:///{tmp_path}/o.db", **kw})
+
+
+# --- trial processes: single-worker trials share their Tune actor -----------------------------------
+
+def test_single_worker_trials_share_their_process_unless_turned_off(tmp_path, monkeypatch):
+    """Tune's reuse_actors for single-worker trials (a new process costs ~15 s of imports a trial;
+    benchmarks/trial_overhead.py --reuse 1 0 shows the same trials and metrics either way); Ray
+    Train trials keep one driver process per trial; GLINTRU_REUSE_TRIAL_PROCESSES=0 turns it off."""
+    from glintru.tuning import driver
+    from glintru.tuning.space import load_search_space, resolve_profile
+
+    space = load_search_space(resolve_profile("quick"))
+
+    def reuse(**kw) -> bool:
+        return driver.build_tuner(_settings_for(tmp_path, **kw), space, verbose=True)._local_tuner._tune_config.reuse_actors
+
+    monkeypatch.delenv(driver.REUSE_ENV, raising=False)
+    assert (reuse(workers=1), reuse(workers=2)) == (True, False)
+    monkeypatch.setenv(driver.REUSE_ENV, "0")
+    assert reuse(workers=1) is False

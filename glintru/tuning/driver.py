@@ -55,6 +55,9 @@ class StudyInterrupted(UserError):
         self.exit_code = 128 + signum
 
 
+_process_trials = [0]  # trials this process has run (a Tune actor reused across trials counts up)
+
+
 def make_trainable(s: StudySettings, verbose: bool = False) -> Any:
     """The Tune trainable (wrapped with its resources). Rebuilt identically for ``Tuner.restore``."""
     from ray import tune
@@ -64,6 +67,7 @@ def make_trainable(s: StudySettings, verbose: bool = False) -> Any:
             _quiet_ray(False)  # this trial's process: no per-checkpoint INFO lines
         trial_id = tune.get_context().get_trial_id()
         started = time.time()
+        _process_trials[0] += 1
         run_cfg = s.trial_config(config, source=f"trial {trial_id}")
         tracker = tracking.BestEffort(s.tracking_uri, None, f"trial {trial_id}")
         try:
@@ -91,7 +95,7 @@ def make_trainable(s: StudySettings, verbose: bool = False) -> Any:
                 work_dir=work_dir, mlflow=mlf, callbacks=[TuneReportCallback()],
             )
             final = dict(result.metrics or {})
-        timing = trial_timing(started, fit_started, time.time(), final)
+        timing = {**trial_timing(started, fit_started, time.time(), final), "ray/process_trial": _process_trials[0]}
         storage.write_text(timing_path(s, trial_id), json.dumps(timing, indent=2))
         tracker.call(tracking.log_timing, timing)
         tracker.call(tracking.end_run)
@@ -218,6 +222,25 @@ def console_callback(metric: str, params: list[str], max_epochs: int) -> Any:
     return _Console()
 
 
+REUSE_ENV = "GLINTRU_REUSE_TRIAL_PROCESSES"
+
+
+def reuse_trial_processes(s: StudySettings) -> bool:
+    """Whether a finished trial's process runs the next trial (Tune's ``reuse_actors``).
+
+    A single-worker trial trains in its own Ray actor; a new process per trial pays Python, torch,
+    MLflow and the first optimizer's ``torch._dynamo`` import again, about 15 s a trial on a 2-core
+    machine, most of a short trial's time (``benchmarks/trial_overhead.py --reuse 1 0``: a median
+    trial of 17.8 s in a new process, 2.7 s in a reused one). Trials share nothing through the
+    process: each builds its data, model and RNG state from its config and logs to its own MLflow
+    run by id, so the results are those of fresh processes (the benchmark compares them trial by
+    trial). Trials on Ray Train workers (``workers > 1``)
+    start their worker group per trial either way, and keep one process per trial.
+    ``GLINTRU_REUSE_TRIAL_PROCESSES=0`` turns it off when a study starts (a resumed study keeps the
+    choice it started with: Tune saves it)."""
+    return s.workers == 1 and os.environ.get(REUSE_ENV, "1") != "0"
+
+
 def build_tuner(s: StudySettings, space: SearchSpace, verbose: bool) -> Any:
     from ray import tune
 
@@ -232,7 +255,7 @@ def build_tuner(s: StudySettings, space: SearchSpace, verbose: bool) -> Any:
         param_space=searched,
         tune_config=tune.TuneConfig(
             metric=s.metric, mode="max", num_samples=s.num_samples, max_concurrent_trials=s.max_concurrent,
-            search_alg=searcher,
+            search_alg=searcher, reuse_actors=reuse_trial_processes(s),
             # max_t = max_epochs + 1 and LastEpochSafeASHA: a trial is never stopped on its last epoch,
             # so its final report (test metrics) and MLflow artifacts are not cut off.
             scheduler=LastEpochSafeASHA(
