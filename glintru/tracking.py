@@ -191,14 +191,14 @@ def ensure_experiment(tracking_uri: str, name: str) -> str:
                                tags={EXPERIMENT_KIND[0]: EXPERIMENT_KIND[1]})
 
 
-def _filter(tags: Mapping[str, str]) -> str:
+def tag_filter(tags: Mapping[str, str]) -> str:
     return " and ".join(f"tags.`{k}` = '{v}'" for k, v in sorted(tags.items()))
 
 
 def find_run(tracking_uri: str, experiment_id: str, tags: Mapping[str, str]) -> str | None:
     """Run id of the oldest run of the experiment carrying all ``tags``, or None."""
     runs = client(tracking_uri).search_runs(
-        [experiment_id], filter_string=_filter(tags), order_by=["attributes.start_time ASC"], max_results=5
+        [experiment_id], filter_string=tag_filter(tags), order_by=["attributes.start_time ASC"], max_results=5
     )
     return runs[0].info.run_id if runs else None
 

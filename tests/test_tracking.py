@@ -325,3 +325,33 @@ def test_the_chosen_trial_shows_its_best_epochs_metrics_not_its_last_report():
     finished = {"epoch": 5.0, "valid/m": 0.05, "valid/hr": 0.09, "test/m": 0.045}  # the engine's final report
     assert chosen_metrics(finished, history, "valid/m") == ({"valid/m": 0.05, "valid/hr": 0.09, "test/m": 0.045}, 2)
     assert chosen_metrics(stopped, [], "valid/m") == ({"valid/m": 0.04, "valid/hr": 0.10}, None)  # no history kept
+
+
+def test_runs_and_optuna_trials_of_trials_a_killed_driver_lost_are_retired(tmp_path, mlflow_store):
+    """A trial that opened its MLflow run (and got its Optuna suggestion) just before the driver was
+    SIGKILLed, and before Tune saved its state, is not restored: at the study's end its run is
+    deleted (MLflow's trash keeps it) and its Optuna trial marked FAIL; the study's own trials stay."""
+    import optuna
+
+    from glintru.tuning import search
+    from glintru.tuning.summary import delete_lost_trial_runs
+
+    s, uri, exp, _ = _study_with_work_dir(tmp_path, mlflow_store, "t1")
+    runs = {tid: tracking.get_or_create_run(uri, exp, {tracking.ROLE: "trial", tracking.STUDY: "kr", tracking.TRIAL_ID: tid},
+                                            run_name=tid)[0] for tid in ("t1", "t2", "lost")}
+    other_study, _ = tracking.get_or_create_run(uri, exp, {tracking.ROLE: "trial", tracking.STUDY: "other",
+                                                           tracking.TRIAL_ID: "x"}, run_name="x")
+    assert delete_lost_trial_runs(s, {"t1", "t2"}) == ["lost"]
+    c = tracking.client(uri)
+    assert c.get_run(runs["lost"]).info.lifecycle_stage == "deleted" and c.get_run(runs["lost"]).info.status == "KILLED"
+    assert {c.get_run(runs[t]).info.lifecycle_stage for t in ("t1", "t2")} == {"active"}
+    assert c.get_run(other_study).info.lifecycle_stage == "active"  # another study's trial is not this one's to judge
+    assert delete_lost_trial_runs(s, {"t1", "t2"}) == []  # idempotent
+
+    study = optuna.create_study(study_name="kr", storage=f"sqlite:///{tmp_path}/o.db", direction="maximize")
+    done = study.ask()
+    study.tell(done, 0.5)
+    study.ask()  # suggested, never reported
+    assert search.fail_running(study) == [1]
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL]
+    assert search.fail_running(study) == []

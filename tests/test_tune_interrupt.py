@@ -61,7 +61,7 @@ def _tables(text: str) -> list[list[list[str]]]:
     return tables
 
 
-def test_sigint_leaves_a_resumable_study_and_resume_finishes_it(tmp_path, capsys):
+def test_sigint_leaves_a_resumable_study_and_resume_finishes_it(tmp_path, capsys, monkeypatch):
     import mlflow
     import optuna
     from mlflow.tracking import MlflowClient
@@ -141,8 +141,13 @@ def test_sigint_leaves_a_resumable_study_and_resume_finishes_it(tmp_path, capsys
     # The finished study moved to another MLflow (`--resume --mlflow-uri`, as after losing mlflow.db):
     # logged anew there from its directories, in this process and without Ray (nothing to train):
     # one parent, every trial with the epochs it trained, the best model registered.
+    from ray.train._internal import checkpoint_manager
+
     from glintru.cli import main
 
+    # the resume patches Ray's checkpoint deletion in its process (driver._tolerate_checkpoints_already_deleted):
+    # restored after this test, as other tests check Ray as installed
+    monkeypatch.setattr(checkpoint_manager, "_delete_fs_path", checkpoint_manager._delete_fs_path)
     capsys.readouterr()
     new_uri = f"sqlite:///{tmp_path}/again.db"
     assert main(["tune", "--resume", str(exp_dir), "--mlflow-uri", new_uri]) == 0

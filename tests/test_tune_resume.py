@@ -173,6 +173,12 @@ def _check_study_survives_kill_and_mlflow_outage(tmp_path: Path, mlflow_server: 
             assert {"config.yaml", "manifest.json", "learning_curve.png", "checkpoint"} <= arts, (r.data.tags, arts)
     parent_arts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     assert {"best_config.yaml", "trials.csv"} <= parent_arts
+    # Optuna: no trial left RUNNING (one suggested just before the kill, if any, was marked FAIL)
+    import optuna
+
+    ot = optuna.load_study(study_name="kr", storage=f"sqlite:///{exp_dir / 'optuna.db'}").trials
+    assert optuna.trial.TrialState.RUNNING not in {t.state for t in ot}
+    assert sum(t.state != optuna.trial.TrialState.FAIL for t in ot) == N_TRIALS
     rows = (exp_dir / "trials.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + N_TRIALS
     # The best config is a file `glintru train --config` accepts.

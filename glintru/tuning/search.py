@@ -109,6 +109,19 @@ def load_study(study_name: str, storage_url: str) -> Any:
     return optuna.load_study(study_name=study_name, storage=storage_url)
 
 
+def fail_running(study: Any) -> list[int]:
+    """Mark the Optuna trials still RUNNING as FAIL, once every Tune trial of the study has ended;
+    their numbers. Such a trial was suggested just before the study's driver was killed (SIGKILL)
+    and Tune's saved state does not have it: the resumed study ran another trial in its place, and
+    nothing will ever report it."""
+    import optuna
+
+    stale = [t.number for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    for number in stale:
+        study.tell(number, state=optuna.trial.TrialState.FAIL)
+    return stale
+
+
 def importances(study: Any) -> tuple[dict[str, float], str] | None:
     """``(importance per parameter, method name)`` from the study's finished trials, or None when
     fewer than :data:`MIN_IMPORTANCE_TRIALS` finished or their values do not differ."""

@@ -218,6 +218,21 @@ def best_checkpoint(s: StudySettings, trial_id: str, run_id: str, tmp: Path) -> 
     return found[0] if found else None
 
 
+def delete_lost_trial_runs(s: StudySettings, trial_ids: set[str]) -> list[str]:
+    """Delete (MLflow's soft delete) this study's trial runs whose trial is not one of ``trial_ids``,
+    the study's trials; their trial ids. A trial that opened its run just before the driver was
+    SIGKILLed, and before Tune saved its state, is not restored: the resumed study runs another in
+    its place, so the study keeps exactly one run per trial."""
+    c = tracking.client(s.tracking_uri)
+    runs = c.search_runs([s.mlflow_experiment_id], tracking.tag_filter({tracking.ROLE: "trial", tracking.STUDY: s.name}))
+    lost = [r for r in runs if r.data.tags.get(tracking.TRIAL_ID) not in trial_ids]
+    for r in lost:
+        if r.info.status == "RUNNING":
+            c.set_terminated(r.info.run_id, "KILLED")
+        c.delete_run(r.info.run_id)
+    return sorted(r.data.tags.get(tracking.TRIAL_ID, "?") for r in lost)
+
+
 def summarise(s: StudySettings, space: SearchSpace, grid: Any, out_dir: Path) -> StudyOutcome:
     """Local outputs first, then MLflow (trial runs, parent summary, plots, registry).
 
@@ -261,12 +276,20 @@ def summarise(s: StudySettings, space: SearchSpace, grid: Any, out_dir: Path) ->
     if line:
         print(line)
     study = search.load_study(s.name, s.optuna_storage)
+    stale = search.fail_running(study)
+    if stale:
+        print(f"Optuna trial(s) {', '.join(map(str, stale))} of a driver killed just after suggesting them: marked FAIL "
+              "(the study ran other trials in their place)")
     plots = search.write_plots(study, s.metric, out_dir)
     manifest = load_prepared(s.data_dir).manifest
     uri, parent = s.tracking_uri, s.parent_run_id
     try:
         for r, tid in zip(results, ids):
             sync_trial(s, tid, r, histories[tid], manifest, timings[tid])
+        lost = delete_lost_trial_runs(s, set(ids))
+        if lost:
+            print(f"MLflow: deleted the run(s) of trial(s) {', '.join(lost)}, started just before the driver was killed "
+                  "and not in Tune's saved state (the study ran other trials in their place; MLflow's trash keeps them)")
         tracking.set_tags(uri, parent, {"best.trial_id": best_id, **{f"best.{k}": v for k, v in params.items()}})
         tracking.log_metrics(uri, parent, {f"best.{k}": v for k, v in best_metrics.items()}, step=0)
         tracking.log_dataset_input(uri, parent, manifest, s.data_dir)
