@@ -49,10 +49,6 @@ def log_study(s: StudySettings, space: SearchSpace) -> None:
         "tpe_startup_trials": search.startup_trials(s.num_samples)})
 
 
-def _missing(exc: BaseException) -> bool:
-    return getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
-
-
 def _get(fetch: Any) -> Any:
     """``fetch()``, or None if MLflow answers that the object does not exist."""
     from mlflow.exceptions import MlflowException
@@ -60,7 +56,7 @@ def _get(fetch: Any) -> Any:
     try:
         return fetch()
     except MlflowException as exc:
-        if _missing(exc):
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             return None
         raise
 
@@ -68,8 +64,9 @@ def _get(fetch: Any) -> Any:
 def reconnect(s: StudySettings, space: SearchSpace, mlflow_uri: str | None = None) -> StudySettings:
     """The settings a resumed study logs with, its parent run RUNNING again: ``s`` itself when MLflow
     still has its experiment and parent run (or cannot be reached: the outage handling takes over,
-    one retry budget spent here), otherwise updated, saved and announced on stdout. ``mlflow_uri``: ``--mlflow-uri`` given with the resume; the study logs there
-    from now on (that MLflow must be reachable)."""
+    one retry budget spent here), otherwise updated, saved and announced on stdout.
+    ``mlflow_uri``: ``--mlflow-uri`` given with the resume; the study logs there from now on (that
+    MLflow must be reachable)."""
     uri = tracking.resolve_tracking_uri(mlflow_uri) if mlflow_uri else s.tracking_uri
     moved = uri != s.tracking_uri
     try:
