@@ -345,8 +345,7 @@ def score_with_ray(path: Path, sequences: Path, n_users: int, loaded: Any, item_
 
     from glintru.distributed.trainer import init_ray
 
-    started = not ray.is_initialized()
-    init_ray(address, num_cpus, min_cpus=workers)
+    started = init_ray(address, num_cpus, min_cpus=workers)
     try:
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True
@@ -367,5 +366,5 @@ def score_with_ray(path: Path, sequences: Path, n_users: int, loaded: Any, item_
         )
         return write_batches(path, ds.iter_batches(batch_size=None, batch_format="pyarrow"), n_users)
     finally:
-        if started and address is None:
+        if started:
             ray.shutdown()

@@ -9,17 +9,19 @@ the host's network). A Ray head (0 CPUs) starts in ``gr-head`` and three 1-CPU w
 worker namespaces; every node has its own address, unlike ``ray.cluster_utils.Cluster`` whose
 nodes share one.
 
-Then, from the head's namespace, two Ray Train runs of the same tiny GLINT-RU configuration on
-2 workers (4 epochs, a checkpoint every epoch, storage on the shared local disk):
+First, without Ray, the reference: the engine's 2-rank data-parallel run of a tiny GLINT-RU
+configuration (4 epochs) in two local processes (torch.distributed gloo, one thread each, as Ray
+Train's 1-CPU workers run), exactly what a Ray Train worker runs (``run_engine``, DDP, the same
+all-reduce). Then, from the head's namespace, the same run as a Ray Train run on 2 workers (a
+checkpoint every epoch, storage on the shared local disk) whose two workers train on two different
+hosts, and the link of one of these hosts is cut (its veth set down) while epoch 3 trains: Ray
+declares that node dead, Ray Train restarts the worker group on the two nodes left and resumes from
+the last checkpoint.
 
-1. undisturbed;
-2. the link of a worker's host is cut (its veth set down) while epoch 3 trains: Ray declares that
-   node dead, Ray Train restarts the worker group on the two nodes left and resumes from the last
-   checkpoint.
-
-It checks that run 2 finished all epochs, that it resumed (a second attempt started from a
-checkpoint), and that its final test metrics equal run 1's. Everything is removed at the end
-(Ray stopped in every namespace, namespaces deleted), also on failure. Writes ``OUT/result.json``.
+It checks that the run finished all epochs, that it resumed (a second attempt started from a
+checkpoint), and that its final test metrics equal the reference's, bit for bit. Everything is
+removed at the end (Ray stopped in every namespace, namespaces deleted), also on failure. Writes
+``OUT/result.json``.
 """
 
 from __future__ import annotations
@@ -29,11 +31,17 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+# dropout off: each rank would draw its own masks, so only a run without it is the same run however it is split
+CONFIG = {"hidden_size": 16, "max_len": 20, "batch_size": 32, "eval_batch_size": 128, "num_negatives": 10,
+          "max_epochs": 4, "patience": 0, "seed": 5, "emb_dropout": 0.0, "attn_dropout": 0.0, "gate_dropout": 0.0,
+          "dense_dropout": 0.0, "mlp_dropout": 0.0}
 
 NODES = {"gr-head": "10.231.0.1", "gr-w1": "10.231.0.2", "gr-w2": "10.231.0.3", "gr-w3": "10.231.0.4"}
 BRIDGE_NS = "gr-br"
@@ -115,15 +123,10 @@ DRIVER = r'''
 import json, sys, threading, time, subprocess
 from pathlib import Path
 import ray
-from glintru.config import build_config
 from glintru.distributed.trainer import run_trainer
-from glintru.tuning.smoke import write_synthetic_dataset
 
-out = Path(sys.argv[1])
+out, data, flat = Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
 ray.init(address="10.231.0.1:6379", log_to_driver=False)
-data = write_synthetic_dataset(out / "data", n_users=400, n_items=300)
-flat = build_config("glintru", {"hidden_size": 16, "max_len": 20, "batch_size": 32, "eval_batch_size": 128,
-                                "num_negatives": 10, "max_epochs": 4, "patience": 0, "seed": 5}).to_flat()
 
 def train_worker_hosts():
     """The addresses of the nodes that host this cluster's live Ray Train workers."""
@@ -131,15 +134,6 @@ def train_worker_hosts():
     hosts = {a.node_id for a in list_actors(filters=[("state", "=", "ALIVE")], limit=10000)
              if "RayTrainWorker" in (a.class_name or "")}
     return sorted(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"] and n["NodeID"] in hosts)
-
-def watch_hosts(done):
-    # where the two workers of the run train (each 1-CPU node can host one: two different hosts)
-    while len(done.get("worker_hosts", [])) < 2:
-        time.sleep(0.5)
-        try:
-            done["worker_hosts"] = train_worker_hosts()
-        except Exception:  # the State API may not answer yet
-            pass
 
 def cutter(name, done):
     # the history of the run grows one line per epoch; cut a worker host's link during epoch 3
@@ -153,40 +147,71 @@ def cutter(name, done):
             pass
         time.sleep(0.2)
     done["before"] = before  # epochs as first trained: their timings differ if they are trained again
-    # the victim: a worker host that runs a Ray Train worker of this run
-    victim = next(ip for ip in train_worker_hosts() if ip != "10.231.0.1")
+    # where the two workers train (each 1-CPU node can host one: two different hosts), and the victim
+    done["worker_hosts"] = train_worker_hosts()
+    done["alive_before_cut"] = sorted(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"])
+    victim = next(ip for ip in done["worker_hosts"] if ip != "10.231.0.1")
     time.sleep(1.0)
     subprocess.run(["ip", "link", "set", "grv%db" % (int(victim.rsplit(".", 1)[1]) - 1), "down"], check=True)
     done["cut"] = victim
 
-def train(name, cut):
-    done = {}
-    threading.Thread(target=cutter if cut else watch_hosts, args=(name, done) if cut else (done,), daemon=True).start()
-    t0 = time.time()
-    result = run_trainer(flat, str(data), name=name, storage_path=str(out / "ray"), workers=2,
-                         work_dir=str(out / name), max_failures=2)
-    alive = sorted(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"])
-    return {"name": name, "cut": done.get("cut"), "before_cut": done.get("before"), "worker_hosts": done.get("worker_hosts"),
-            "wall_s": time.time() - t0,
-            "alive_nodes": alive, "metrics": {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}}
-
-# both runs from one driver: one interpreter start and one connection to the cluster
-for name, cut in (("plain", False), ("cut", True)):
-    print("RESULT " + json.dumps(train(name, cut)), flush=True)  # Ray Train prints to stdout as well
+done = {}
+threading.Thread(target=cutter, args=("cut", done), daemon=True).start()
+t0 = time.time()
+result = run_trainer(flat, data, name="cut", storage_path=str(out / "ray"), workers=2, work_dir=str(out / "cut"),
+                     max_failures=2)
+alive = sorted(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"])
+print("RESULT " + json.dumps({  # Ray Train prints to stdout as well
+    "name": "cut", "cut": done.get("cut"), "before_cut": done.get("before"), "worker_hosts": done.get("worker_hosts"),
+    "alive_before_cut": done.get("alive_before_cut"), "wall_s": time.time() - t0, "alive_nodes": alive,
+    "metrics": {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}}), flush=True)
 '''
 
 
-def run_driver(tmp: Path) -> tuple[dict, dict]:
-    """The undisturbed run, then the run whose worker host loses its link: one result each."""
+def _reference_rank(rank: int, port: int, flat: dict, data: str, out: str) -> None:
+    """Rank ``rank`` of the reference run: a Ray Train worker's engine run (``run_engine``, DDP, the
+    production all-reduce) in a 2-process gloo group on this machine, one torch thread."""
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from glintru.distributed.trainer import Hooks, all_reduce_sum, run_engine
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        reports: list[dict] = []
+        run_engine({"flat": flat, "data_dir": data}, Hooks(lambda metrics, _: reports.append(metrics), lambda: None),
+                   rank=rank, world_size=2, wrap_model=DistributedDataParallel, reduce=all_reduce_sum)
+        if rank == 0:
+            Path(out).write_text(json.dumps(reports[-1]))  # the final report: test metrics
+    finally:
+        dist.destroy_process_group()
+
+
+def reference_metrics(flat: dict, data: Path, out: Path) -> dict:
+    """The final metrics of the 2-rank reference run (no Ray, no cluster)."""
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_reference_rank, args=(port, flat, str(data), str(out)), nprocs=2, join=True)
+    return json.loads(out.read_text())
+
+
+def run_driver(out: Path, data: Path, flat: dict) -> dict:
+    """The Ray Train run whose worker host loses its link: its result."""
     env = ray_env()
     # the driver lives in the head's namespace; the cut runs `ip link` in the bridge's namespace
     cmd = ["ip", "netns", "exec", "gr-head", sys.executable, "-c", DRIVER.replace(
-        '["ip", "link", "set"', '["ip", "netns", "exec", "gr-br", "ip", "link", "set"'), str(tmp)]
+        '["ip", "link", "set"', '["ip", "netns", "exec", "gr-br", "ip", "link", "set"'), str(out), str(data),
+        json.dumps(flat)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     if proc.returncode != 0:
         raise SystemExit(f"driver failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    plain, cut = (json.loads(line[len("RESULT "):]) for line in proc.stdout.splitlines() if line.startswith("RESULT "))
-    return plain, cut
+    (cut,) = (json.loads(line[len("RESULT "):]) for line in proc.stdout.splitlines() if line.startswith("RESULT "))
+    return cut
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,34 +226,41 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    teardown()  # a previous interrupted run's leftovers
+    from glintru.config import build_config
+    from glintru.tuning.smoke import write_synthetic_dataset
+
     t0 = time.time()
+    data = write_synthetic_dataset(out / "data", n_users=400, n_items=300)
+    flat = build_config("glintru", CONFIG).to_flat()
+    reference = reference_metrics(flat, data, out / "reference.json")
+    reference_s = time.time() - t0
+    teardown()  # a previous interrupted run's leftovers
     ray_tmp = Path(tempfile.mkdtemp(prefix="grn-", dir="/tmp"))
     try:
         build_network()
         start_ray(ray_tmp)
-        started = time.time() - t0
-        plain, cut = run_driver(out)
+        started = time.time() - t0 - reference_s
+        cut = run_driver(out, data, flat)
     finally:
         teardown()
         shutil.rmtree(ray_tmp, ignore_errors=True)
     history = json.loads((out / "cut" / "history.json").read_text())
-    keys = [k for k in plain["metrics"] if k.startswith("test/")]
-    same = all(abs(plain["metrics"][k] - cut["metrics"][k]) < 1e-9 for k in keys)
+    keys = [k for k in reference if k.startswith("test/")]
+    same = bool(keys) and all(abs(reference[k] - cut["metrics"][k]) < 1e-9 for k in keys)
     # Resumed, not restarted: epochs finished before the cut come back from a checkpoint as they were
     # (a run started again from scratch trains epoch 1 again, with other timings). The last of them
     # may be trained again: a report made just before the cut may not be registered yet.
     before = cut.pop("before_cut") or []
     kept = next((i for i, (a, b) in enumerate(zip(before, history)) if a != b), min(len(before), len(history)))
-    plain.pop("before_cut", None)
-    result = {"plain": plain, "cut": cut, "epochs_cut_run": [int(h["epoch"]) for h in history],
+    result = {"reference": {k: reference[k] for k in keys}, "cut": cut,
+              "epochs_cut_run": [int(h["epoch"]) for h in history],
               "epochs_before_cut": len(before), "epochs_kept": kept, "resumed_from_checkpoint": kept >= 1,
-              "same_test_metrics": same, "wall_s": time.time() - t0, "cluster_start_s": started,
-              "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+              "same_test_metrics": same, "wall_s": time.time() - t0, "reference_s": reference_s,
+              "cluster_start_s": started, "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     (out / "result.json").write_text(json.dumps(result, indent=1))
     print(json.dumps({k: result[k] for k in ("epochs_cut_run", "resumed_from_checkpoint", "same_test_metrics", "wall_s")}))
-    print(f"cut: {cut['cut']} (alive at the end: {', '.join(cut['alive_nodes'])}); test/full/ndcg@10 plain {plain['metrics'].get('test/full/ndcg@10')} "
-          f"cut {cut['metrics'].get('test/full/ndcg@10')}")
+    print(f"cut: {cut['cut']} (alive at the end: {', '.join(cut['alive_nodes'])}); test/full/ndcg@10 reference "
+          f"{reference.get('test/full/ndcg@10')} cut {cut['metrics'].get('test/full/ndcg@10')}")
     ok = (cut["cut"] is not None and cut["cut"] not in cut["alive_nodes"] and same and kept >= 1
           and result["epochs_cut_run"] == [1, 2, 3, 4])
     return 0 if ok else 1

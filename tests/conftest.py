@@ -32,6 +32,9 @@ def ray_local():
     from glintru.distributed.trainer import start_local_ray
 
     if not ray.is_initialized():
+        # the priority start_local_ray gives workers by itself, not this file's setting above
+        # (test_local_ray_dashboard_binds_to_localhost_and_workers_run_at_normal_priority)
+        os.environ.pop("RAY_worker_niceness", None)
         start_local_ray(5, log_to_driver=False)
     return ray
 

@@ -27,14 +27,17 @@ BIN = Path(sys.executable).parent
 
 
 def test_tune_pipeline_smoke_test_runs_as_a_ray_job_on_a_running_cluster(tmp_path):
-    gcs, dashboard = free_port(), free_port()
+    # the job agent's HTTP port too: Ray's default (52365) is taken when another Ray runs on this
+    # machine, and that agent then never accepts the job ("No available agent to submit job")
+    gcs, dashboard, agent = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}  # the smoke test's own store
     env = {**env, "RAY_COLOR_PREFIX": "0", "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
            # Train V2 finds the cluster's State API here, even if another Ray runs on this machine.
            "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dashboard}"}
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--port", str(gcs), "--num-cpus", "3",
-         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--disable-usage-stats"],
+         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--dashboard-agent-listen-port", str(agent),
+         "--disable-usage-stats"],
         env=env, stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT,
     )
     try:

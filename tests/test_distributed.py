@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -64,25 +63,24 @@ def _with_out(out: Path):
     return fn
 
 
-def test_glintru_train_workers_contract_logs_one_complete_mlflow_run(tmp_path):
+def test_glintru_train_workers_contract_logs_one_complete_mlflow_run(ray_local, tmp_path, mlflow_store, capsys):
     """`glintru train --data DIR --model NAME --workers W --max-epochs E --mlflow-uri URI` (the
-    issue's contract), in its own process: exit 0 and one MLflow run (role=train) with the config
-    as params, one value per epoch, test metrics and the end-of-run artifacts."""
+    issue's contract): exit 0 and one MLflow run (role=train) with the config as params, one value
+    per epoch, test metrics and the end-of-run artifacts. Called from Python in a process that has
+    Ray already (this session's), the command trains there and leaves that Ray running."""
     import json
-    import subprocess
 
     from glintru import tracking
+    from glintru.cli import main
 
     data = write_synthetic_dataset(tmp_path / "data", n_users=16, n_items=24)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = mlflow_store("mlflow.db")
     out = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "glintru.cli", "train", "--data", str(data), "--model", "glintru", "--workers", "2",
-         "--max-epochs", "2", "--mlflow-uri", uri, "--out", str(out), "--set", "max_len=16", "--set", "hidden_size=16",
-         "--set", "num_negatives=10"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rc = main(["train", "--data", str(data), "--model", "glintru", "--workers", "2", "--max-epochs", "2",
+               "--mlflow-uri", uri, "--out", str(out), "--set", "max_len=16", "--set", "hidden_size=16",
+               "--set", "num_negatives=10"])
+    assert rc == 0, capsys.readouterr().err[-2000:]
+    assert ray_local.is_initialized()  # the caller's Ray: not shut down by the command
     c = tracking.client(uri)
     (run,) = c.search_runs([c.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT).experiment_id])
     assert run.info.status == "FINISHED" and run.data.tags[tracking.ROLE] == "train"

@@ -30,7 +30,9 @@ def _cfg(**overrides):
                                     **overrides})
 
 
-def _worker(rank: int, port: int, out: str, overrides: dict | None = None, sequences: list | None = None) -> None:
+def _worker(rank: int, port: int, jobs: list[tuple[str, dict | None, list | None]]) -> None:
+    """Rank ``rank`` of a 2-process gloo group: one fit per ``(out, overrides, sequences)`` job,
+    one after the other in the same group (one process start for several runs)."""
     from torch.nn.parallel import DistributedDataParallel
 
     from glintru.engine import fit
@@ -38,17 +40,18 @@ def _worker(rank: int, port: int, out: str, overrides: dict | None = None, seque
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
-        cfg = _cfg(**(overrides or {}))
-        data = make_dataset(sequences or cyclic_sequences(9, N_ITEMS), N_ITEMS)
-        result = fit(cfg, data, Path(out) / f"rank{rank}", rank=rank, world_size=2, wrap_model=DistributedDataParallel,
-                     all_reduce_sum=_all_reduce_sum, progress=False)
-        torch.save({"history": result.history, "test": result.test_metrics}, Path(out) / f"result{rank}.pt")
+        for out, overrides, sequences in jobs:
+            cfg = _cfg(**(overrides or {}))
+            data = make_dataset(sequences or cyclic_sequences(9, N_ITEMS), N_ITEMS)
+            result = fit(cfg, data, Path(out) / f"rank{rank}", rank=rank, world_size=2,
+                         wrap_model=DistributedDataParallel, all_reduce_sum=_all_reduce_sum, progress=False)
+            torch.save({"history": result.history, "test": result.test_metrics}, Path(out) / f"result{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
 def test_two_ranks_agree_and_cover_every_user(tmp_path):
-    mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(free_port(), [(str(tmp_path), None, None)]), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"result{r}.pt", weights_only=True) for r in (0, 1))
     assert r0["test"] == r1["test"] and r0["test"]["test/n_users"] == 9.0  # users of both shards
     drop = ("train/targets_per_s", "train/s")
@@ -77,10 +80,14 @@ def test_two_ranks_train_exactly_as_one_process_under_either_weighting(tmp_path)
     per_rank = [[samples.n_targets(b) for b in shard(first, r, 2)] for r in (0, 1)]
     assert np.mean(per_rank[1]) > np.mean(per_rank[0])  # the ranks' shares differ
     torch.set_num_threads(1)
+    overrides = {w: {"emb_dropout": 0.0, "target_weight": w, "max_epochs": 3, "lr": 0.05}  # weights move
+                 for w in ("batch", "equal")}
+    (tmp_path / "batch").mkdir()
+    (tmp_path / "equal").mkdir()
+    mp.spawn(_worker, args=(free_port(), [(str(tmp_path / w), o, sequences) for w, o in overrides.items()]),
+             nprocs=2, join=True)
     for weighting in ("batch", "equal"):
-        overrides = {"emb_dropout": 0.0, "target_weight": weighting, "max_epochs": 3, "lr": 0.05}  # weights move
-        one = fit(_cfg(**overrides), data, tmp_path / f"one-{weighting}", progress=False)
-        mp.spawn(_worker, args=(free_port(), str(tmp_path / weighting), overrides, sequences), nprocs=2, join=True)
+        one = fit(_cfg(**overrides[weighting]), data, tmp_path / f"one-{weighting}", progress=False)
         two = torch.load(tmp_path / weighting / "result0.pt", weights_only=True)
         keys = [k for k in one.history[0] if k.startswith(("train/loss", "valid/"))]
         for h1, h2 in zip(one.history, two["history"], strict=True):

@@ -108,3 +108,21 @@ def test_other_ray_start_errors_are_not_retried(monkeypatch):
     with pytest.raises(ValueError, match="some other Ray error"):
         trainer.start_local_ray(2)
     assert calls == [1]
+
+
+def test_init_ray_says_whether_it_initialised_ray_so_commands_stop_only_their_own(monkeypatch):
+    """A process that has Ray already (a notebook's, a test session's) keeps it: init_ray neither
+    starts nor connects (False), and the commands shut down only a Ray their init_ray initialised."""
+    import ray
+
+    from glintru.distributed import trainer
+
+    calls = []
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "unset")  # start_local_ray sets it: restored after the test
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    assert trainer.init_ray(None, None) is False and calls == []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    assert trainer.init_ray("10.0.0.1:6379", None) is True and calls == [{"address": "10.0.0.1:6379"}]
+    assert trainer.init_ray(None, 3) is True and calls[-1]["address"] == "local" and calls[-1]["num_cpus"] == 3

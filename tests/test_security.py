@@ -13,7 +13,6 @@ from __future__ import annotations
 import ast
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -121,24 +120,15 @@ def test_a_checkpoint_carrying_code_is_refused_and_nothing_runs(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.slow
-def test_local_ray_dashboard_binds_to_localhost_and_workers_run_at_normal_priority():
-    code = (
-        "import os, ray\n"
-        "from glintru.distributed.trainer import init_ray\n"
-        "init_ray(None, 1)\n"
-        "print('URL', ray._private.worker._global_node.address_info['webui_url'])\n"
-        "print('NICE', ray.get(ray.remote(lambda: os.nice(0)).remote()))\n"
-        "ray.shutdown()\n"
-    )
-    env = {k: v for k, v in __import__("os").environ.items() if k != "RAY_worker_niceness"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180,
-                         env={**env, "RAY_ADDRESS": ""})
-    found = {line.split()[0]: line.split()[1] for line in out.stdout.splitlines() if line.startswith(("URL", "NICE"))}
-    assert "URL" in found, out.stderr[-2000:]
-    assert found["URL"].split("//")[-1].startswith("127.0.0.1:"), found
+def test_local_ray_dashboard_binds_to_localhost_and_workers_run_at_normal_priority(ray_local):
+    """The session's local Ray, started by ``start_local_ray`` as `glintru train` and `glintru tune`
+    start theirs, with no RAY_worker_niceness of the caller's (conftest's ``ray_local``)."""
+    import os
+
+    url = ray_local._private.worker._global_node.address_info["webui_url"]
+    assert url.split("//")[-1].startswith("127.0.0.1:"), url
     # Ray's default is nice 15: a trial then starves whenever anything else runs on the machine
-    assert found["NICE"] == str(__import__("os").nice(0)), found
+    assert ray_local.get(ray_local.remote(lambda: os.nice(0)).remote()) == os.nice(0)
 
 
 def test_a_worker_niceness_the_user_set_is_kept(monkeypatch):

@@ -329,14 +329,26 @@ def test_the_chosen_trial_shows_its_best_epochs_metrics_not_its_last_report():
 
 def test_runs_and_optuna_trials_of_trials_a_killed_driver_lost_are_retired(tmp_path, mlflow_store):
     """A trial that opened its MLflow run (and got its Optuna suggestion) just before the driver was
-    SIGKILLed, and before Tune saved its state, is not restored: at the study's end its run is
-    deleted (MLflow's trash keeps it) and its Optuna trial marked FAIL; the study's own trials stay."""
+    SIGKILLed, and before Tune saved its state, is not restored: at the study's end its work and Tune
+    trial directories are removed, its run is deleted (MLflow's trash keeps it) and its Optuna trial
+    marked FAIL; the study's own trials stay."""
     import optuna
 
     from glintru.tuning import search
-    from glintru.tuning.summary import delete_lost_trial_runs
+    from glintru.tuning.summary import delete_lost_trial_runs, remove_lost_trial_dirs
 
-    s, uri, exp, _ = _study_with_work_dir(tmp_path, mlflow_store, "t1")
+    s, uri, exp, work = _study_with_work_dir(tmp_path, mlflow_store, "t1")
+    exp_dir = work.parent.parent
+    for tid in ("t2", "lost"):
+        (work.parent / tid / "checkpoints").mkdir(parents=True)
+        (work.parent / tid / "history.json").write_text("[]")
+        (exp_dir / f"train_driver_{tid}_2_lr=0.001_2026-12-06").mkdir()
+    (exp_dir / "train_driver_t1_1_lr=0.01_2026-12-06").mkdir()
+    assert remove_lost_trial_dirs(s, {"t1", "t2"}) == ["lost"]
+    assert sorted(d.name for d in work.parent.iterdir()) == ["t1", "t2"]
+    assert sorted(d.name for d in exp_dir.glob("train_driver_*")) == [
+        "train_driver_t1_1_lr=0.01_2026-12-06", "train_driver_t2_2_lr=0.001_2026-12-06"]
+    assert remove_lost_trial_dirs(s, {"t1", "t2"}) == []  # idempotent
     runs = {tid: tracking.get_or_create_run(uri, exp, {tracking.ROLE: "trial", tracking.STUDY: "kr", tracking.TRIAL_ID: tid},
                                             run_name=tid)[0] for tid in ("t1", "t2", "lost")}
     other_study, _ = tracking.get_or_create_run(uri, exp, {tracking.ROLE: "trial", tracking.STUDY: "other",

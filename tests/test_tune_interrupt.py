@@ -61,13 +61,13 @@ def _tables(text: str) -> list[list[list[str]]]:
     return tables
 
 
-def test_sigint_leaves_a_resumable_study_and_resume_finishes_it(tmp_path, capsys, monkeypatch):
+def test_sigint_leaves_a_resumable_study_and_resume_finishes_it(tmp_path, capsys, monkeypatch, mlflow_store):
     import mlflow
     import optuna
     from mlflow.tracking import MlflowClient
 
     data = write_synthetic_dataset(tmp_path / "data", n_users=16, n_items=24)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = mlflow_store("mlflow.db")
     args = ["--data", str(data), "--profile", "quick", "--num-samples", str(N_TRIALS), "--max-epochs", "3",
             "--workers", "1", "--storage-path", str(tmp_path / "rr"), "--mlflow-uri", uri, "--experiment", "ir",
             "--max-concurrent", "1", "--set", "max_len=16", "--set", "batch_size=16", "--set", "num_negatives=10"]
@@ -149,7 +149,7 @@ def test_sigint_leaves_a_resumable_study_and_resume_finishes_it(tmp_path, capsys
     # restored after this test, as other tests check Ray as installed
     monkeypatch.setattr(checkpoint_manager, "_delete_fs_path", checkpoint_manager._delete_fs_path)
     capsys.readouterr()
-    new_uri = f"sqlite:///{tmp_path}/again.db"
+    new_uri = mlflow_store("again.db")
     assert main(["tune", "--resume", str(exp_dir), "--mlflow-uri", new_uri]) == 0
     out = capsys.readouterr().out
     assert f"study ir moves to {new_uri}; experiment 'data-glintru'" in out and "(nothing to train)" in out

@@ -166,7 +166,7 @@ def train_with_ray(args: argparse.Namespace, run_cfg: Any, out: Path) -> dict[st
         except tracking.unavailable_errors() as exc:
             raise tracking.unavailable_at_start(uri, exc) from None
         mlf = {"uri": uri, "run_id": run_id}
-    init_ray(args.address, args.num_cpus, min_cpus=args.workers)
+    started = init_ray(args.address, args.num_cpus, min_cpus=args.workers)
     try:
         check_placeable(args.workers, 1.0, gpus, cluster_capacity())
         result = run_trainer(
@@ -179,7 +179,7 @@ def train_with_ray(args: argparse.Namespace, run_cfg: Any, out: Path) -> dict[st
             tracking.end_run(mlf["uri"], mlf["run_id"], "FAILED")
         raise
     finally:
-        if ray.is_initialized() and args.address is None:
+        if started:
             ray.shutdown()
     final = dict(result.metrics or {})
     if mlf:

@@ -255,8 +255,10 @@ def run_trainer(
     return trainer.fit()
 
 
-def init_ray(address: str | None, num_cpus: int | None, min_cpus: float = 0) -> None:
-    """Connect to a cluster or start a private local Ray.
+def init_ray(address: str | None, num_cpus: int | None, min_cpus: float = 0) -> bool:
+    """Connect to a cluster or start a private local Ray; whether this call did (False when this
+    process already had Ray: a notebook's, a test session's). A command shuts down only the Ray it
+    initialised, so calling it from Python leaves the caller's Ray running.
 
     With ``address`` (``--address auto`` under ``ray submit``, or ``RAY_ADDRESS``) this connects and
     never passes ``num_cpus`` (Ray refuses resource arguments when connecting). Otherwise it starts a new local Ray
@@ -271,15 +273,16 @@ def init_ray(address: str | None, num_cpus: int | None, min_cpus: float = 0) -> 
     os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
-        return
+        return False
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         if num_cpus is not None:
             raise UserError("--num-cpus applies to a local Ray only; drop it when connecting with --address")
         ray.init(address=address)
-        return
+        return True
     cpus = num_cpus if num_cpus is not None else max(os.cpu_count() or 1, math.ceil(min_cpus) + 1)
     start_local_ray(cpus)
+    return True
 
 
 # Ray's own message when the raylet of a node it starts has not registered with the GCS within a

@@ -427,7 +427,7 @@ def _new_study(space: SearchSpace, data_abs: str, base: dict[str, Any], metric: 
         exp_id, parent = study_run.open_parent(uri, mlflow_exp, name)
     except tracking.unavailable_errors() as exc:
         raise tracking.unavailable_at_start(uri, exc) from None
-    init_ray(address, num_cpus, min_cpus=opts["workers"] * cpus_per_worker)
+    started = init_ray(address, num_cpus, min_cpus=opts["workers"] * cpus_per_worker)
     try:
         cap = cluster_capacity()
         try:
@@ -455,7 +455,8 @@ def _new_study(space: SearchSpace, data_abs: str, base: dict[str, Any], metric: 
         grid = _fit(s, build_tuner(s, space, verbose))
         return summarise(s, space, grid, Path(out_dir or (exp_path if s.is_local else name)))
     finally:
-        ray.shutdown()
+        if started:
+            ray.shutdown()
 
 
 def resume_study(
@@ -537,12 +538,13 @@ def _resume(s: StudySettings, space: SearchSpace, exp_path: str, address: str | 
     if ended:
         print(f"study {s.name}: all {len(saved)} trials have ended; summarising it from {exp_path} (nothing to train)")
         return summarise(s, space, saved, out)
-    init_ray(address, num_cpus, min_cpus=s.workers * s.cpus_per_worker)
+    started = init_ray(address, num_cpus, min_cpus=s.workers * s.cpus_per_worker)
     try:
         print(f"resuming study {s.name} from {exp_path}")
         return summarise(s, space, _fit(s, tuner), out)
     finally:
-        ray.shutdown()
+        if started:
+            ray.shutdown()
 
 
 def mlflow_ui_hint(uri: str) -> str:

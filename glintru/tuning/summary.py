@@ -233,6 +233,25 @@ def delete_lost_trial_runs(s: StudySettings, trial_ids: set[str]) -> list[str]:
     return sorted(r.data.tags.get(tracking.TRIAL_ID, "?") for r in lost)
 
 
+def remove_lost_trial_dirs(s: StudySettings, trial_ids: set[str]) -> list[str]:
+    """Remove the local directories of trials that are not among ``trial_ids``, the study's trials:
+    the work directory ``work/<trial id>`` and Tune's trial directory. Such a trial had started (and
+    maybe trained an epoch) just before the driver was SIGKILLed, before Tune saved its state; the
+    resumed study ran another in its place. Nothing to do on remote storage (work directories are
+    local). The removed trial ids."""
+    import shutil
+
+    work = Path(s.experiment_path) / "work"
+    if not s.is_local or not work.is_dir():
+        return []
+    lost = sorted(d.name for d in work.iterdir() if d.is_dir() and d.name not in trial_ids)
+    for tid in lost:
+        for d in [work / tid, *Path(s.experiment_path).glob(f"*_{tid}_*")]:
+            if d.is_dir():
+                shutil.rmtree(d)
+    return lost
+
+
 def summarise(s: StudySettings, space: SearchSpace, grid: Any, out_dir: Path) -> StudyOutcome:
     """Local outputs first, then MLflow (trial runs, parent summary, plots, registry).
 
@@ -280,6 +299,10 @@ def summarise(s: StudySettings, space: SearchSpace, grid: Any, out_dir: Path) ->
     if stale:
         print(f"Optuna trial(s) {', '.join(map(str, stale))} of a driver killed just after suggesting them: marked FAIL "
               "(the study ran other trials in their place)")
+    removed = remove_lost_trial_dirs(s, set(ids))
+    if removed:
+        print(f"removed the work of trial(s) {', '.join(removed)}, started just before the driver was killed and not "
+              "in Tune's saved state (the study ran other trials in their place)")
     plots = search.write_plots(study, s.metric, out_dir)
     manifest = load_prepared(s.data_dir).manifest
     uri, parent = s.tracking_uri, s.parent_run_id
