@@ -19,12 +19,12 @@ from glintru.tuning.space import load_search_space
 SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
 
 
-def _study(tmp_path: Path, space_file: Path) -> str:
+def _study(tmp_path: Path, space_file: Path, uri: str | None = None) -> str:
     s = StudySettings(
         name="glintru-0123456789ab", storage_path=str(tmp_path / "store"), data_dir=str(tmp_path / "data"),
         search_space=str(space_file), model="glintru", base_flat={}, num_samples=2, max_epochs=1, workers=1,
         cpus_per_worker=1.0, gpus_per_worker=0.0, grace_period=1, seed=0, metric="valid/full/ndcg@10",
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", mlflow_experiment="e", mlflow_experiment_id="1",
+        tracking_uri=uri or f"sqlite:///{tmp_path / 'mlflow.db'}", mlflow_experiment="e", mlflow_experiment_id="1",
         parent_run_id="p", register_name="r", max_concurrent=1, optuna_storage=f"sqlite:///{tmp_path / 'o.db'}")
     Path(s.experiment_path).mkdir(parents=True)
     save_settings(s)
@@ -39,22 +39,22 @@ def restored(monkeypatch):
     return seen
 
 
-def test_the_space_given_again_continues_a_study_whose_file_moved(tmp_path, restored):
+def test_the_space_given_again_continues_a_study_whose_file_moved(tmp_path, restored, mlflow_store):
     old = tmp_path / "checkout-1" / "quick.yaml"
     old.parent.mkdir()
     shutil.copyfile(SPACES / "quick.yaml", old)
-    exp = _study(tmp_path, old)
+    exp = _study(tmp_path, old, mlflow_store())
     shutil.move(old.parent, tmp_path / "checkout-2")  # the first checkout is gone
     space = load_search_space(tmp_path / "checkout-2" / "quick.yaml")
     assert driver.resume_study(exp, space=space) == "outcome"
     assert restored == [("glintru-0123456789ab", space)]
 
 
-def test_resume_names_the_missing_recorded_file_and_the_way_on(tmp_path, restored):
+def test_resume_names_the_missing_recorded_file_and_the_way_on(tmp_path, restored, mlflow_store):
     old = tmp_path / "checkout-1" / "quick.yaml"
     old.parent.mkdir()
     shutil.copyfile(SPACES / "quick.yaml", old)
-    exp = _study(tmp_path, old)
+    exp = _study(tmp_path, old, mlflow_store())
     assert driver.resume_study(exp) == "outcome"  # the recorded file is still there: it is read
     assert restored[0][1].model == load_search_space(SPACES / "quick.yaml").model
     old.unlink()
