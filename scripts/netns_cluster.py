@@ -148,7 +148,14 @@ def cutter(name, done):
         time.sleep(0.2)
     done["before"] = before  # epochs as first trained: their timings differ if they are trained again
     # where the two workers train (each 1-CPU node can host one: two different hosts), and the victim
-    done["worker_hosts"] = train_worker_hosts()
+    for _ in range(20):  # the State API may not answer at once
+        try:
+            done["worker_hosts"] = train_worker_hosts()
+        except Exception:
+            done["worker_hosts"] = []
+        if len(done["worker_hosts"]) == 2:
+            break
+        time.sleep(0.5)
     done["alive_before_cut"] = sorted(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"])
     victim = next(ip for ip in done["worker_hosts"] if ip != "10.231.0.1")
     time.sleep(1.0)
