@@ -3,7 +3,7 @@
 ``ray_local``: one private local Ray per test session (5 logical CPUs: two Ray Train workers and the
 trial drivers fit on a 2-core machine), started again if a test shut it down. Tests that use it,
 and modules marked ``pytestmark = pytest.mark.slow`` (real servers, subprocess studies, Ray
-clusters), are *slow*: ``pytest -m "not slow"`` runs the rest in about two minutes; CI runs all.
+clusters), are *slow*: ``pytest -m "not slow"`` runs the rest in about three minutes; CI runs all.
 Helpers shared by several test files live in plain modules beside this file (``model_helpers``,
 ``engine_fixtures``, ``proc_helpers``, ``ray_fixtures``), imported by name.
 """
