@@ -349,6 +349,15 @@ def test_runs_and_optuna_trials_of_trials_a_killed_driver_lost_are_retired(tmp_p
     assert sorted(d.name for d in exp_dir.glob("train_driver_*")) == [
         "train_driver_t1_1_lr=0.01_2026-12-06", "train_driver_t2_2_lr=0.001_2026-12-06"]
     assert remove_lost_trial_dirs(s, {"t1", "t2"}) == []  # idempotent
+    # a trial that failed before its first report is known by its Tune directory's name, so its
+    # work directory is its own, not a lost trial's
+    from types import SimpleNamespace
+
+    from glintru.tuning.summary import trial_id_of
+
+    failed = SimpleNamespace(metrics={}, path=str(exp_dir / "train_driver_0a1b2c3d_3_lr=0.0010_2026-12-06_07-15-13"))
+    assert trial_id_of(failed) == "0a1b2c3d"
+    assert trial_id_of(SimpleNamespace(metrics={"trial_id": "t9"}, path=failed.path)) == "t9"
     runs = {tid: tracking.get_or_create_run(uri, exp, {tracking.ROLE: "trial", tracking.STUDY: "kr", tracking.TRIAL_ID: tid},
                                             run_name=tid)[0] for tid in ("t1", "t2", "lost")}
     other_study, _ = tracking.get_or_create_run(uri, exp, {tracking.ROLE: "trial", tracking.STUDY: "other",

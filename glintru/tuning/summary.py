@@ -16,6 +16,7 @@ import csv
 import io
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,8 +125,19 @@ def chosen_metrics(last: dict[str, Any], history: list[dict[str, float]], metric
     return out, int(peak["epoch"])
 
 
+# Tune names a trial's directory "<trainable>_<8-hex trial id>_<index>_<params>_<date>"
+TRIAL_DIR_ID = re.compile(r"_([0-9a-f]{8})_\d")
+
+
 def trial_id_of(result: Any) -> str:
-    return str((result.metrics or {}).get("trial_id") or Path(result.path).name)
+    """The trial's id: from its reports, else (a trial that failed before its first report) from
+    the name of its Tune directory, so that its work directory and MLflow run are known as its own."""
+    reported = (result.metrics or {}).get("trial_id")
+    if reported:
+        return str(reported)
+    name = Path(result.path).name
+    found = TRIAL_DIR_ID.search(name)
+    return found.group(1) if found else name
 
 
 def trials_table(results: list[Any], keys: list[str], metric: str, timings: dict[str, dict[str, float]],
