@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -41,13 +40,13 @@ def _start_server(root: Path, port: int) -> subprocess.Popen:
     )
 
 
-def test_tune_killed_mlflow_stopped_and_resumed_logs_one_study_with_exactly_n_trials(tmp_path, blank_mlflow_db):
+def test_tune_killed_mlflow_stopped_and_resumed_logs_one_study_with_exactly_n_trials(tmp_path, mlflow_store):
     """Three faults in one study (sharing its start-up cost): the driver SIGKILLed after a trial has
     finished; the MLflow server stopped while the resumed study trains (trials go on, the study
     ends with exit 1 and a clear message, results kept); the server back and `--resume` again: every
     trial's run complete (no re-training), the best model registered."""
     port = free_port()
-    shutil.copyfile(blank_mlflow_db, tmp_path / "server.db")  # a migrated store: the server starts sooner
+    mlflow_store("server.db")  # the server's store, already migrated: it starts sooner
     server_box = [_start_server(tmp_path, port)]  # the running server is the last one
     try:
         _check_study_survives_kill_and_mlflow_outage(tmp_path, f"http://127.0.0.1:{port}", port, server_box)
