@@ -134,3 +134,15 @@ def test_parquet_missing_value_names_row(tmp_path: Path, capsys: pytest.CaptureF
     pq.write_table(pa.table({"u": ["a", "a", None], "i": ["x", "y", "z"]}), src)
     _fails(tmp_path, capsys, ["--source", str(src), "--user-col", "u", "--item-col", "i"],
            "log.parquet: row 3: field 'u': missing value")
+
+
+def test_generic_header_without_known_names_asks_for_the_columns(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    src = tmp_path / "log.csv"
+    src.write_text("who,what\na,b\n")
+    _fails(tmp_path, capsys, ["--source", str(src), "--format", "csv"], "log.csv", "--user-col", "(who, what)")
+
+
+def test_sep_takes_one_character_or_tab(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    src = tmp_path / "log.csv"
+    src.write_text("u,i\na,b\n")
+    _fails(tmp_path, capsys, ["--source", str(src), "--format", "csv", "--sep", "::"], "--sep", "'::'")

@@ -171,3 +171,20 @@ def test_a_dataset_no_user_can_be_tested_on_is_written_with_a_warning(tmp_path: 
                            "train and tune will refuse it; check the source and --format")
     _prepare(tmp_path, "t.txt", "1 a b c\n", out="o2")
     assert capsys.readouterr().err == ""  # one testable user: no warning
+
+
+@pytest.mark.parametrize("sep", ["tab", "\\t"])
+def test_a_tab_separated_log_with_a_header(tmp_path: Path, capsys: pytest.CaptureFixture, sep: str) -> None:
+    text = "user_id\titem_id\ttimestamp\n1\t8\t3\n1\t9\t1\n1\t7\t2\n2\t8\t5\n"
+    dest = _prepare(tmp_path, "log.tsv", text)  # auto: the header names the columns
+    assert _sequences(dest) == {"1": ["9", "7", "8"], "2": ["8"]}  # by timestamp
+    m = json.loads((dest / "manifest.json").read_text())
+    assert m["source"]["format"] == "csv"
+    assert {k: m["options"][k] for k in ("user_col", "item_col", "time_col", "sep")} == {
+        "user_col": "user_id", "item_col": "item_id", "time_col": "timestamp", "sep": "\t"}
+    out = capsys.readouterr().out
+    assert "columns read: user=user_id, item=item_id, timestamp=timestamp (taken from the header's names" in out
+    explicit = _prepare(tmp_path, "log2.tsv", text, "--format", "csv", "--sep", sep, "--user-col", "user_id",
+                        "--item-col", "item_id", "--time-col", "timestamp", out="out2")
+    assert _sequences(explicit) == _sequences(dest)
+    assert "columns read: user=user_id, item=item_id, timestamp=timestamp\n" in capsys.readouterr().out

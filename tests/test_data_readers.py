@@ -115,6 +115,9 @@ def test_generic_parquet(tmp_path: Path) -> None:
         ("s.txt", "1 2 3\n2 4\n", "seq-per-line"),
         ("s.txt", "1 2 3\n2\n3 4\n", "seq-per-line"),  # a user without items among users with some
         ("p.txt", "1 2\n1 3\n2 4\n", "pair-per-line"),
+        ("l.csv", "user,item,time\na,b,1\n", "csv"),  # a header naming the columns (COLUMN_NAMES)
+        ("l.tsv", "userId\tmovieId\trating\ttimestamp\n1\t2\t5\t9\n", "csv"),
+        ("l.txt", "user_id;item_id\na;b\n", "csv"),
     ],
 )
 def test_auto_detection(tmp_path: Path, name: str, text: str, expected: str) -> None:
@@ -124,10 +127,56 @@ def test_auto_detection(tmp_path: Path, name: str, text: str, expected: str) -> 
 
 
 # the last: a text file with spaces here and there (/etc/passwd's shape) is not a sequence file
-@pytest.mark.parametrize("text", ["1 2\n2 3\n", "user,item,time\na,b,1\n",
+@pytest.mark.parametrize("text", ["1 2\n2 3\n", "who,what,when\na,b,1\n",
+                                  "user,item,time,timestamp\na,b,1,2\n",  # two time columns: ambiguous
                                   "root:x:0:0\nbin:x:2:2\ngnats:x:41:41:Gnats Bug-Reporting System (admin):/var\n"])
 def test_auto_detection_asks_when_ambiguous(tmp_path: Path, text: str) -> None:
     p = tmp_path / "x.txt"
     p.write_text(text)
     with pytest.raises(UserError, match="--format"):
         detect_format(p)
+
+
+def test_auto_reads_a_header_it_recognises_with_its_delimiter(tmp_path: Path) -> None:
+    # a tab-separated log with a header used to be taken for one sequence per line (the header a user)
+    p = tmp_path / "log.tsv"
+    p.write_text("User ID\tasin\tstars\tunixReviewTime\n7\tB2\t4\t20\n7\tB1\t5\t10\n8\tB1\t3\t30\n")
+    inter = read_interactions(p)
+    assert (inter.fmt, inter.sep) == ("csv", "\t")
+    assert inter.columns == {"user": "User ID", "item": "asin", "timestamp": "unixReviewTime", "rating": "stars"}
+    assert _cols(inter) == (["7", "7", "8"], ["B2", "B1", "B1"])
+    np.testing.assert_array_equal(inter.timestamp, [20, 10, 30])
+    np.testing.assert_array_equal(inter.rating, [4.0, 5.0, 3.0])
+
+
+def test_given_user_and_item_columns_take_no_other_column_from_the_header(tmp_path: Path) -> None:
+    p = tmp_path / "log.csv"
+    p.write_text("uid,item_id,timestamp,order\na,x,2,5\na,y,1,6\n")
+    inter = read_interactions(p, "csv", ReadOptions(user_col="uid", item_col="item_id"))
+    assert inter.columns == {"user": "uid", "item": "item_id"} and inter.timestamp is None  # as before
+    inter = read_interactions(p, "csv")  # no column options: all three from the header's names
+    assert inter.columns == {"user": "uid", "item": "item_id", "timestamp": "timestamp"}
+    np.testing.assert_array_equal(inter.timestamp, [2, 1])
+    inter = read_interactions(p, "csv", ReadOptions(time_col="order"))  # a given --time-col wins over the name
+    assert inter.columns["timestamp"] == "order"
+    np.testing.assert_array_equal(inter.timestamp, [5, 6])
+
+
+def test_parquet_columns_from_their_names(tmp_path: Path) -> None:
+    p = tmp_path / "log.parquet"
+    pq.write_table(pa.table({"session_id": [3, 3], "item_id": [10, 11], "ts": [1.5, 0.5], "x": [0, 0]}), p)
+    inter = read_interactions(p)
+    assert inter.columns == {"user": "session_id", "item": "item_id", "timestamp": "ts"} and inter.sep is None
+    np.testing.assert_array_equal(inter.timestamp, [1.5, 0.5])
+
+
+def test_an_unrecognised_header_over_numbers_is_not_read_as_data(tmp_path: Path) -> None:
+    p = tmp_path / "log.txt"
+    p.write_text("a\tb\tc\n1\t2\t3\n1\t3\t4\n")  # seq-per-line's shape, but line 1 names columns
+    with pytest.raises(UserError, match=r"log.txt:1: looks like a header \(a, b, c\).*--format csv"):
+        read_interactions(p)
+    p.write_text("a b\n1 2\n1 3\n")  # pair-per-line's shape
+    with pytest.raises(UserError, match="looks like a header"):
+        read_interactions(p)
+    p.write_text("u1 i1 i2\nu2 i3 i4\n")  # string ids throughout: still one sequence per line
+    assert read_interactions(p).fmt == "seq-per-line"

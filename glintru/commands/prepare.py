@@ -3,6 +3,7 @@
     glintru prepare --source ratings.dat --out data/ml-1m
     glintru prepare --dataset ml-1m --out data/ml-1m --user-core 5 --item-core 5
     glintru prepare --source log.csv --format csv --user-col uid --item-col iid --time-col ts --out DIR
+    glintru prepare --source log.tsv --out DIR     # a header naming user_id, item_id, timestamp: read as csv
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--dataset", choices=["ml-1m"], help="download a known dataset into the cache")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory or s3://BUCKET/PATH, gs://... (must be absent or empty)")
     p.add_argument("--format", default="auto", metavar="NAME", help=f"auto (default) or one of: {', '.join(FORMATS)}")
-    p.add_argument("--user-col", help="csv/parquet: user column name (recbole: override user_id)")
-    p.add_argument("--item-col", help="csv/parquet: item column name (recbole: override item_id)")
-    p.add_argument("--time-col", help="csv/parquet: timestamp column name (optional)")
-    p.add_argument("--rating-col", help="csv/parquet: rating column name (optional)")
-    p.add_argument("--sep", default=",", help="csv: field delimiter (default ',')")
+    p.add_argument("--user-col", help="csv/parquet: user column name (default: the header's user_id/userId/user/... column; recbole: override user_id)")
+    p.add_argument("--item-col", help="csv/parquet: item column name (default: the header's item_id/itemId/movieId/asin/... column; recbole: override item_id)")
+    p.add_argument("--time-col", help="csv/parquet: timestamp column name (optional; default with neither --user-col nor --item-col: the header's timestamp/time/ts column)")
+    p.add_argument("--rating-col", help="csv/parquet: rating column name (optional; default as for --time-col: rating/score/stars)")
+    p.add_argument("--sep", default=",", help="csv: field delimiter, one character or 'tab' (default ','; --format auto finds ',', tab or ';' from a recognised header)")
     p.add_argument("--min-rating", type=float, help="keep interactions with rating >= this")
     p.add_argument("--dedup", action="store_true", help="keep only the first interaction of each user-item pair")
     p.add_argument("--user-core", type=int, default=0, metavar="K", help="iterative k-core: users need >= K items")
@@ -42,8 +43,9 @@ def run(args: argparse.Namespace) -> int:
     from glintru.data.readers import ReadOptions
     from glintru.errors import UserError
 
+    args.sep = {"tab": "\t", "\\t": "\t"}.get(args.sep, args.sep)  # what a shell lets one type for a tab
     if len(args.sep) != 1:
-        raise UserError(f"--sep: expected one character, got {args.sep!r}")
+        raise UserError(f"--sep: expected one character (or tab), got {args.sep!r}")
     check_output(args.out, args.overwrite)
     if args.dataset:
         _, url, _ = resolve(args.dataset, args.url, args.sha256)
@@ -66,6 +68,12 @@ def run(args: argparse.Namespace) -> int:
         f"(format {manifest['source']['format']}, lengths {c['min_length']}..{c['max_length']}, "
         f"mean {c['mean_length']:.1f})"
     )
+    opts = manifest["options"]
+    if "user_col" in opts and manifest["source"]["format"] in ("csv", "parquet"):
+        read = ", ".join(f"{role}={opts[key]}" for role, key in (("user", "user_col"), ("item", "item_col"),
+                         ("timestamp", "time_col"), ("rating", "rating_col")) if key in opts)
+        given = args.user_col or args.item_col
+        print(f"columns read: {read}" + ("" if given else " (taken from the header's names; --user-col etc. choose others)"))
     if manifest["split"]["n_test"] == 0:  # written, but every later command refuses it: say so now
         print(f"warning: {args.out}: no user has the 3 interactions a leave-one-out split needs (at most "
               f"{c['max_length']} each): train and tune will refuse it; check the source and --format",

@@ -34,6 +34,9 @@ from glintru.data.download import sha256_file
 from glintru.data.readers import Interactions, ReadOptions, read_interactions
 from glintru.errors import UserError
 
+# the manifest's option name for each column role of a generic (csv / parquet) source
+ROLE_OPTION = {"user": "user_col", "item": "item_col", "timestamp": "time_col", "rating": "rating_col"}
+
 SPLIT_RULE = (
     "leave-one-out: for L >= 3, test target = last item, validation target = second-to-last, "
     "training = the rest; users with L < 3 are training-only"
@@ -295,9 +298,12 @@ def prepare(
         "user_core": filters.user_core,
         "item_core": filters.item_core,
     }
-    if inter.fmt in ("csv", "parquet", "recbole"):
-        used = {k: v for k, v in vars(read_opts).items() if v is not None and (k != "sep" or inter.fmt == "csv")}
-        options.update(used)
+    if inter.columns is not None:  # csv / parquet: the columns read, given or taken from the header's names
+        options.update({ROLE_OPTION[role]: col for role, col in inter.columns.items()})
+        if inter.sep is not None:
+            options["sep"] = inter.sep
+    elif inter.fmt == "recbole":
+        options.update({k: v for k, v in vars(read_opts).items() if v is not None and k != "sep"})
     manifest = build_manifest(prep, src, options)
     if storage.is_remote(out):  # written locally, then uploaded with the manifest last
         with tempfile.TemporaryDirectory(prefix="glintru-prepare-") as tmp:

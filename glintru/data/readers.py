@@ -16,6 +16,12 @@ Formats (``FORMATS``):
   pair-per-line  ``user item`` oldest first per user (original SASRec repository)
   csv            generic delimited file with a header; column names from :class:`ReadOptions`
   parquet        generic Parquet file; column names from :class:`ReadOptions`
+
+The generic formats take the columns from the header when no ``--user-col``/``--item-col`` is given
+and exactly one column has a well-known name for each role (``COLUMN_NAMES``: ``user_id``,
+``userId``, ``item_id``, ``movieId``, ``asin``, ``timestamp``, ...); ``auto`` recognises such a
+header in a comma-, semicolon- or tab-separated file. A header it does not recognise is never read
+as data: it asks for the columns.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import io
 import re
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +68,8 @@ class Interactions:
     rating: np.ndarray | None
     fmt: str
     member: str | None = None
+    columns: dict[str, str] | None = None  # csv / parquet: role -> the column read (user, item, timestamp, rating)
+    sep: str | None = None  # csv: the delimiter read
 
     def __len__(self) -> int:
         return len(self.user)
@@ -339,7 +347,49 @@ def read_pair_per_line(path: Path, opts: ReadOptions | None = None) -> Interacti
     )
 
 
-def _generic_columns(opts: ReadOptions, where: str) -> dict[str, str]:
+# Header names taken for a role when no --user-col/--item-col is given, compared lower-case without
+# '_', '-', '.' or spaces ("user_id", "userId" and "User ID" are one name).
+COLUMN_NAMES: dict[str, tuple[str, ...]] = {
+    "user": ("userid", "user", "uid", "customerid", "reviewerid", "visitorid", "sessionid"),
+    "item": ("itemid", "item", "iid", "movieid", "productid", "asin", "trackid", "articleid"),
+    "timestamp": ("timestamp", "time", "ts", "unixreviewtime", "eventtime", "datetime"),
+    "rating": ("rating", "score", "stars"),
+}
+
+
+def _plain(name: str) -> str:
+    return re.sub(r"[\s_.\-]", "", name.strip().strip('"').lower())
+
+
+def infer_columns(header: list[str]) -> dict[str, str] | None:
+    """role -> column read off a header, or None unless one column names the user and one the item.
+
+    Two columns with names for one role (``time`` and ``timestamp``) make the header ambiguous: None.
+    """
+    cols: dict[str, str] = {}
+    for role, names in COLUMN_NAMES.items():
+        hits = [h for h in header if _plain(h) in names]
+        if len(hits) > 1:
+            return None
+        if hits:
+            cols[role] = hits[0]
+    return cols if "user" in cols and "item" in cols else None
+
+
+def _generic_columns(opts: ReadOptions, where: str, header: list[str]) -> dict[str, str]:
+    """role -> column to read: the options', or the header's names when neither --user-col nor --item-col is given."""
+    if not opts.user_col and not opts.item_col:
+        cols = infer_columns(header)
+        if cols is None:
+            raise UserError(
+                f"{where}: give --user-col and --item-col (and optionally --time-col): the header "
+                f"({', '.join(header)}) has no single column named like a user id and one like an item id "
+                "(such as user_id, userId, user / item_id, itemId, movieId, asin)"
+            )
+        for role, opt in (("timestamp", opts.time_col), ("rating", opts.rating_col)):
+            if opt:
+                cols[role] = opt
+        return cols
     if not opts.user_col or not opts.item_col:
         raise UserError(f"{where}: the generic formats need --user-col and --item-col (and optionally --time-col)")
     cols = {"user": opts.user_col, "item": opts.item_col}
@@ -350,7 +400,9 @@ def _generic_columns(opts: ReadOptions, where: str) -> dict[str, str]:
     return cols
 
 
-def _from_table(table: pa.Table, cols: dict[str, str], where: str, at: Callable[[int], str], fmt: str) -> Interactions:
+def _from_table(
+    table: pa.Table, cols: dict[str, str], where: str, at: Callable[[int], str], fmt: str, sep: str | None = None
+) -> Interactions:
     """Take the named columns from a generic table; null or non-numeric values name the row/line.
 
     ``at(row)`` formats the location of 0-based table row ``row`` (a file line, or a Parquet row).
@@ -385,7 +437,7 @@ def _from_table(table: pa.Table, cols: dict[str, str], where: str, at: Callable[
                 ) from None
         dtype = np.int64 if role == "timestamp" and pa.types.is_integer(col.type) else np.float64
         out[role] = _np(col, dtype)
-    return Interactions(fmt=fmt, **out)  # type: ignore[arg-type]
+    return Interactions(fmt=fmt, columns=dict(cols), sep=sep, **out)  # type: ignore[arg-type]
 
 
 def read_csv(path: Path, opts: ReadOptions | None = None) -> Interactions:
@@ -395,9 +447,9 @@ def read_csv(path: Path, opts: ReadOptions | None = None) -> Interactions:
     opts = opts or ReadOptions()
     data, _ = _read_bytes(path)
     where = str(path)
-    cols = _generic_columns(opts, where)
     header = data.split(b"\n", 1)[0].decode("utf-8", "replace").rstrip("\r").split(opts.sep)
     header = [h.strip().strip('"') for h in header]
+    cols = _generic_columns(opts, where, header)
     for name in cols.values():
         if name not in header:
             raise UserError(f"{where}:1: header has no column '{name}' (columns: {', '.join(header)})")
@@ -416,7 +468,7 @@ def read_csv(path: Path, opts: ReadOptions | None = None) -> Interactions:
         raise (err or UserError(f"{where}: cannot parse ({exc})")) from None
     if table.num_rows == 0:
         raise UserError(f"{where}: no data rows")
-    return _from_table(table, cols, where, lambda row: f"{where}:{row + 2}", "csv")  # line 1 is the header
+    return _from_table(table, cols, where, lambda row: f"{where}:{row + 2}", "csv", opts.sep)  # line 1: header
 
 
 def read_parquet(path: Path, opts: ReadOptions | None = None) -> Interactions:
@@ -427,9 +479,12 @@ def read_parquet(path: Path, opts: ReadOptions | None = None) -> Interactions:
     where = str(path)
     if not path.exists():
         raise UserError(f"{path}: file not found")
-    cols = _generic_columns(opts, where)
     try:
         schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise UserError(f"{where}: cannot read as Parquet ({exc})") from None
+    cols = _generic_columns(opts, where, list(schema.names))
+    try:
         for name in cols.values():
             if name not in schema.names:
                 raise UserError(f"{where}: no column '{name}' (columns: {', '.join(schema.names)})")
@@ -460,21 +515,29 @@ def detect_format(path: Path) -> str:
 
     Rules: ``.zip`` / ``.dat`` / ``::`` -> movielens; ``.inter`` or a typed tab header -> recbole;
     ``.parquet`` -> parquet; 4 comma fields with numeric rating and timestamp -> amazon-csv;
-    whitespace tokens with some line of 3+ tokens and at least half of the lines of 2+ -> seq-per-line
-    (a line of one token is a user without items); all lines of exactly 2 tokens
-    with a repeated user among the first lines -> pair-per-line. Anything else asks for --format.
+    a comma-, tab- or semicolon-separated header naming a user and an item column
+    (:func:`infer_columns`) -> csv; a first line of names above a column that is numeric on every
+    other line asks for --format (a header is never read as a user); whitespace tokens with some line
+    of 3+ tokens and at least half of the lines of 2+ -> seq-per-line (a line of one token is a user
+    without items); all lines of exactly 2 tokens with a repeated user among the first lines ->
+    pair-per-line. Anything else asks for --format.
     """
+    return _sniff(path)[0]
+
+
+def _sniff(path: Path) -> tuple[str, str | None]:
+    """:func:`detect_format`'s format, and the delimiter of a recognised csv header (else None)."""
     if not path.exists():
         raise UserError(f"{path}: file not found")
     if path.is_dir():
         raise UserError(f"{path}: is a directory, expected a file")
     name = path.name.lower()
     if name.endswith((".parquet", ".pq")):
-        return "parquet"
+        return "parquet", None
     if name.endswith(".inter"):
-        return "recbole"
+        return "recbole", None
     if zipfile.is_zipfile(path):
-        return "movielens"
+        return "movielens", None
     try:
         with open(path, "rb") as fh:
             head = fh.read(1 << 16)
@@ -483,7 +546,7 @@ def detect_format(path: Path) -> str:
     if not head.strip():
         raise UserError(f"{path}: file is empty")
     if head.startswith(b"PAR1"):
-        return "parquet"
+        return "parquet", None
     all_lines = head.decode("utf-8", "replace").split("\n")
     if len(head) == 1 << 16 and len(all_lines) > 1:
         all_lines = all_lines[:-1]  # the last line may be cut by the 64 KiB window
@@ -492,24 +555,36 @@ def detect_format(path: Path) -> str:
         raise UserError(f"{path}: file is empty")
     first = lines[0]
     if name.endswith(".dat") or "::" in first:
-        return "movielens"
+        return "movielens", None
     if "\t" in first and all(":" in f for f in first.split("\t")):
-        return "recbole"
+        return "recbole", None
     if "," in first:
         parts = first.split(",")
         if len(parts) == 4 and _is_number(parts[2], False) and _is_number(parts[3], True):
-            return "amazon-csv"
+            return "amazon-csv", None
+    for sep in (",", "\t", ";"):
+        if sep in first and infer_columns([h.strip().strip('"') for h in first.split(sep)]) is not None:
+            return "csv", sep
+    if "," in first:
         raise UserError(
             f"{path}: looks like a CSV file with a header; give --format csv with --user-col/--item-col "
             "(and --time-col), or --format amazon-csv for header-less user,item,rating,timestamp"
         )
-    n_tokens = [len(ln.split()) for ln in lines]
+    rows = [ln.split() for ln in lines]
+    if len(rows) > 1 and len({len(r) for r in rows}) == 1 and not any(_is_number(t, False) for t in rows[0]):
+        numeric = [j for j in range(len(rows[0])) if all(_is_number(r[j], False) for r in rows[1:])]
+        if numeric:  # names above a column of numbers: a header, not a user and its items
+            raise UserError(
+                f"{path}:1: looks like a header ({', '.join(rows[0])}); give --format csv with --sep (tab: "
+                "--sep tab) and --user-col/--item-col (and --time-col)"
+            )
+    n_tokens = [len(r) for r in rows]
     if max(n_tokens) >= 3 and sum(n >= 2 for n in n_tokens) * 2 >= len(n_tokens):
-        return "seq-per-line"  # most lines carry a user and at least one item
+        return "seq-per-line", None  # most lines carry a user and at least one item
     if min(n_tokens) == 2:
-        users = [ln.split()[0] for ln in lines]
+        users = [r[0] for r in rows]
         if len(set(users)) < len(users):
-            return "pair-per-line"
+            return "pair-per-line", None
     raise UserError(
         f"{path}: cannot tell the format from the file; give --format (one of: {', '.join(FORMATS)})"
     )
@@ -518,8 +593,11 @@ def detect_format(path: Path) -> str:
 def read_interactions(path: str | Path, fmt: str = "auto", opts: ReadOptions | None = None) -> Interactions:
     """Read ``path`` in format ``fmt`` (``auto`` = :func:`detect_format`)."""
     path = Path(path)
+    opts = opts or ReadOptions()
     if fmt == "auto":
-        fmt = detect_format(path)
+        fmt, sep = _sniff(path)
+        if sep is not None:
+            opts = replace(opts, sep=sep)
     if fmt not in READERS:
         raise UserError(f"--format: unknown format {fmt!r}; choose one of: auto, {', '.join(FORMATS)}")
     inter = READERS[fmt](path, opts)
