@@ -180,3 +180,6 @@ def test_an_unrecognised_header_over_numbers_is_not_read_as_data(tmp_path: Path)
         read_interactions(p)
     p.write_text("u1 i1 i2\nu2 i3 i4\n")  # string ids throughout: still one sequence per line
     assert read_interactions(p).fmt == "seq-per-line"
+    p.write_text("1,2,3\n1,3,4\n")  # numbers on line 1: a CSV without a header, said as such
+    with pytest.raises(UserError, match="log.txt:1: a CSV file without a header row"):
+        read_interactions(p)

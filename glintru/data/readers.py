@@ -566,6 +566,11 @@ def _sniff(path: Path) -> tuple[str, str | None]:
         if sep in first and infer_columns([h.strip().strip('"') for h in first.split(sep)]) is not None:
             return "csv", sep
     if "," in first:
+        if all(_is_number(f, False) for f in first.split(",")):  # no names on line 1: not a header
+            raise UserError(
+                f"{path}:1: a CSV file without a header row; add one naming the columns (e.g. "
+                "user_id,item_id,timestamp), or give --format amazon-csv for user,item,rating,timestamp"
+            )
         raise UserError(
             f"{path}: looks like a CSV file with a header; give --format csv with --user-col/--item-col "
             "(and --time-col), or --format amazon-csv for header-less user,item,rating,timestamp"
