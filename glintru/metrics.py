@@ -176,6 +176,7 @@ def sample_negatives(
     n: int,
     mode: str = "popularity",
     seed: int | Sequence[int] = 0,
+    check_only: bool = False,
 ) -> np.ndarray:
     """Draw ``n`` distinct negative items per user, never one of the user's own items.
 
@@ -204,6 +205,8 @@ def sample_negatives(
         mode: ``"popularity"`` or ``"uniform"``.
         seed: seed for ``numpy.random.default_rng`` (an int or a sequence of ints); the same
             inputs and seed give the same array.
+        check_only: only check that every user has ``n`` items to draw (the UserError below);
+            returns an empty [U, 0] array.
 
     Returns:
         [U, n] int64 item indices; each row holds n distinct items in draw order.
@@ -244,8 +247,11 @@ def sample_negatives(
         raise UserError(
             f"field 'num_negatives': {n} negatives requested but {len(short)} user(s) have fewer items left "
             f"to sample (e.g. user row {u}: {int(n_allowed[u])} of {n_items} items are neither their own "
-            f"nor of zero {'popularity' if mode == 'popularity' else 'weight'}); lower num_negatives"
+            f"nor of zero {'popularity' if mode == 'popularity' else 'weight'}); lower num_negatives "
+            "(--set num_negatives=N; 0 evaluates on the full ranking only)"
         )
+    if check_only:
+        return out[:, :0]
     # Probability mass each user may still draw (decreases as items are taken).
     allowed_mass = 1.0 - np.bincount(own_rows, weights=p[own_items], minlength=n_users)
     filled = np.zeros(n_users, dtype=np.int64)

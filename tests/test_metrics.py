@@ -216,6 +216,9 @@ def test_too_few_items_left_is_a_user_error_naming_num_negatives():
     counts = np.array([0, 1, 1, 1, 0, 0])  # items 4 and 5 have zero popularity
     with pytest.raises(UserError, match="num_negatives"):
         sample_negatives(5, counts, (offsets, items), 1, "popularity", seed=0)
+    with pytest.raises(UserError, match=r"--set num_negatives=N"):  # the check alone, as tune runs it
+        sample_negatives(5, None, (offsets, items), 3, "uniform", check_only=True)
+    assert sample_negatives(5, None, (offsets, items), 2, "uniform", check_only=True).shape == (2, 0)
 
 
 def test_zero_negatives_and_bad_arguments():

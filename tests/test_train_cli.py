@@ -95,6 +95,26 @@ def test_bad_settings_exit_2_with_one_line(tmp_path, data_dir, capsys, argv, mes
     assert not (tmp_path / "r" / "metrics.json").exists()
 
 
+def test_a_run_stopped_by_bad_input_before_training_leaves_no_run_directory(tmp_path, data_dir, capsys):
+    # 200 popularity negatives from 120 items: the evaluation's check refuses it once the run directory exists
+    argv = ["train", "--data", str(data_dir), "--model", "gru4rec", "--max-epochs", "1", *TINY,
+            "--set", "num_negatives=200"]
+    assert main([*argv, "--out", str(tmp_path / "new")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: field 'num_negatives'") and err.count("\n") == 1
+    assert not (tmp_path / "new").exists()  # not a directory with a config of a run that never trained
+    (tmp_path / "mine").mkdir()  # a directory the user made stays
+    assert main([*argv, "--out", str(tmp_path / "mine")]) == 2
+    assert (tmp_path / "mine").is_dir()
+    run = tmp_path / "trained"  # a run that trained keeps everything when a later command fails on it
+    assert main(["train", "--data", str(data_dir), "--model", "gru4rec", "--max-epochs", "1", *TINY,
+                 "--out", str(run)]) == 0
+    assert main(["train", "--data", str(data_dir), "--resume", str(run), "--max-epochs", "2", "--quiet",
+                 "--set", "num_negatives=200"]) == 2
+    assert "num_negatives" in capsys.readouterr().err
+    assert (run / "metrics.json").is_file() and (run / "checkpoints" / "epoch_0001").is_dir()
+
+
 def test_missing_dataset_exits_2(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "missing"), "--model", "gru4rec"]) == 2
     assert "prepared dataset directory not found" in capsys.readouterr().err
@@ -166,3 +186,13 @@ def test_tune_makes_a_scratch_directory_only_for_a_smoke_test(tmp_path, data_dir
     assert seen["dirs"] == ([True] if smoke else [])
     assert seen["data_dir"].startswith(str(scratch)) if smoke else seen["data_dir"] == str(data_dir)
     assert list(scratch.iterdir()) == []  # the smoke test's scratch directory is gone afterwards
+
+
+def test_tune_refuses_a_catalogue_too_small_for_its_negatives_before_ray_or_mlflow(tmp_path, data_dir, capsys):
+    # 120 items cannot give each user 200 popularity negatives: one line, before any trial (or Ray) starts
+    argv = ["tune", "--data", str(data_dir), "--profile", "quick", "--storage-path", str(tmp_path / "ray"),
+            "--mlflow-uri", f"sqlite:///{tmp_path}/m.db", "--set", "num_negatives=200"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: field 'num_negatives': 200 negatives requested") and err.count("\n") == 1
+    assert not (tmp_path / "ray").exists() and not (tmp_path / "m.db").exists()

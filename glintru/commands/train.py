@@ -105,11 +105,31 @@ def run(args: argparse.Namespace) -> int:
     if args.out is None and args.resume is None:
         out = Path("runs") / f"{run_cfg.model}-{run_hash(run_cfg.to_flat(), data.manifest)}"
     args.out = str(out)
+    created = not out.exists()
     make_run_dir(out)  # an unwritable --out fails here, before any training or Ray
     from glintru.storage import DirectoryLock
 
     with DirectoryLock(out, "glintru train"):  # two commands on one run directory: the second refuses
-        return _train(args, run_cfg, data, out, resume_from)
+        try:
+            return _train(args, run_cfg, data, out, resume_from)
+        except UserError:
+            if created:
+                remove_untrained_run_dir(out)
+            raise
+
+
+def remove_untrained_run_dir(out: Path) -> None:
+    """Remove a run directory this command created when a bad input stopped it before anything trained.
+
+    Only ``config.yaml`` and the lock file may be in it; a directory holding anything else (a
+    checkpoint, a history, a metrics file) is kept whatever went wrong.
+    """
+    import shutil
+
+    from glintru.storage import LOCK_FILE
+
+    if all(p.name in ("config.yaml", LOCK_FILE) for p in out.iterdir()):
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def _train(args: argparse.Namespace, run_cfg: Any, data: Any, out: Path, resume_from: Path | None) -> int:

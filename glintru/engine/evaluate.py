@@ -61,7 +61,9 @@ def metric_keys(split: str, train_cfg: TrainConfig, sampled: bool = True) -> lis
     return keys + [f"{split}/n_users"]
 
 
-def negatives_for(data: PreparedDataset, split: str, train_cfg: TrainConfig) -> np.ndarray | None:
+def negatives_for(
+    data: PreparedDataset, split: str, train_cfg: TrainConfig, check_only: bool = False
+) -> np.ndarray | None:
     """Sampled negatives for every evaluated user of ``split``: [n_eval_users, num_negatives] or None.
 
     Computed once per split and reused every epoch. Follows RecBole's sampler (the official
@@ -70,6 +72,8 @@ def negatives_for(data: PreparedDataset, split: str, train_cfg: TrainConfig) -> 
     split's time, target included: for ``valid`` the history and the validation target (the
     test item may be drawn), for ``test`` the whole sequence. Negatives are distinct
     (:func:`glintru.metrics.sample_negatives`); the seed is ``[train_cfg.seed, 1 (valid) | 2 (test)]``.
+    ``check_only``: only raise the UserError of a catalogue too small for ``num_negatives``
+    (what ``glintru tune`` checks before any trial starts).
     """
     _check_split(split)
     if train_cfg.num_negatives == 0:
@@ -87,6 +91,7 @@ def negatives_for(data: PreparedDataset, split: str, train_cfg: TrainConfig) -> 
         train_cfg.num_negatives,
         train_cfg.negative_sampling,
         seed=[train_cfg.seed, _SPLIT_SEED[split]],
+        check_only=check_only,
     )
 
 

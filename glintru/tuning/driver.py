@@ -365,9 +365,15 @@ def run_study(
     _quiet_ray(verbose)
     space = load_search_space(search_space)
     data_abs = storage.absolute(data_dir)
-    load_prepared(data_abs)  # a bad --data fails here, before Ray or MLflow
+    data = load_prepared(data_abs)  # a bad --data fails here, before Ray or MLflow
     base = {**space.fixed, **overrides}
-    metric = build_config(space.model, base, source="--set").train.valid_metric
+    train_cfg = build_config(space.model, base, source="--set").train
+    metric = train_cfg.valid_metric
+    if not {"num_negatives", "negative_sampling"} & set(space.params):
+        from glintru.engine.evaluate import negatives_for  # torch: imported when a study starts
+
+        for split in ("valid", "test"):  # a catalogue too small for the sampled protocol: here, not in every trial
+            negatives_for(data, split, train_cfg, check_only=True)
     opts = {
         "num_samples": num_samples or space.tune.get("num_samples", 4),
         "max_epochs": max_epochs or space.tune.get("max_epochs", 3),
