@@ -91,7 +91,8 @@ def test_unwritable_tune_storage_or_mlflow_path_fails_before_ray_starts(tmp_path
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     ok_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    base = ["tune", "--data", str(data_dir), "--profile", "quick", "--num-samples", "1", "--max-epochs", "1"]
+    base = ["tune", "--data", str(data_dir), "--profile", "quick", "--num-samples", "1", "--max-epochs", "1",
+            "--set", "num_negatives=10"]  # the fixture's catalogue is too small for pop100 (refused first)
     err = one_line_error(base + ["--storage-path", str(blocker / "ray"), "--mlflow-uri", ok_uri], capsys)
     assert "--storage-path" in err and str(blocker / "ray") in err
     err = one_line_error(base + ["--storage-path", str(tmp_path / "ray"), "--mlflow-uri", f"sqlite:///{blocker / 'm.db'}"], capsys)

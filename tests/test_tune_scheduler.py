@@ -53,7 +53,7 @@ def test_grace_period_names_its_own_study_and_holds_back_asha(tmp_path, monkeypa
     from glintru.tuning.space import load_search_space
 
     space_file = tmp_path / "space.yaml"
-    space_file.write_text("model: gru4rec\nfixed: {max_len: 6}\nparams:\n  lr: {loguniform: [1.0e-4, 1.0e-2]}\n"
+    space_file.write_text("model: gru4rec\nfixed: {max_len: 6, num_negatives: 10}\nparams:\n  lr: {loguniform: [1.0e-4, 1.0e-2]}\n"
                           "tune: {num_samples: 4, max_epochs: 6, grace_period: 1}\n")
     data = write_prepared(tmp_path / "data", cyclic_sequences(20, 30), 30)
     started = []

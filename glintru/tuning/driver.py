@@ -369,11 +369,6 @@ def run_study(
     base = {**space.fixed, **overrides}
     train_cfg = build_config(space.model, base, source="--set").train
     metric = train_cfg.valid_metric
-    if not {"num_negatives", "negative_sampling"} & set(space.params):
-        from glintru.engine.evaluate import negatives_for  # torch: imported when a study starts
-
-        for split in ("valid", "test"):  # a catalogue too small for the sampled protocol: here, not in every trial
-            negatives_for(data, split, train_cfg, check_only=True)
     opts = {
         "num_samples": num_samples or space.tune.get("num_samples", 4),
         "max_epochs": max_epochs or space.tune.get("max_epochs", 3),
@@ -400,6 +395,11 @@ def run_study(
         # wherever the file recorded at the start has gone since (another checkout, another node)
         return resume_study(exp_path, address=address, num_cpus=num_cpus, out_dir=out_dir, verbose=verbose,
                             space=space if experiment is None else None, mlflow_uri=mlflow_uri)
+    if not {"num_negatives", "negative_sampling"} & set(space.params):
+        from glintru.engine.evaluate import negatives_for
+
+        for split in ("valid", "test"):  # a catalogue too small for the sampled protocol: here, not in every trial
+            negatives_for(data, split, train_cfg, check_only=True)
     with _study_lock(exp_path):
         return _new_study(space, data_abs, base, metric, opts, name, store, uri, exp_path, cpus_per_worker,
                           gpus_per_worker, max_concurrent, address, num_cpus, register_name, mlflow_experiment,
