@@ -203,3 +203,30 @@ def test_resume_treats_a_checkpoint_already_deleted_as_deleted(tmp_path, monkeyp
     (tmp_path / "checkpoint_000001" / "model.pt").write_bytes(b"x")
     checkpoint_manager._delete_fs_path(fs=fs, fs_path=str(tmp_path / "checkpoint_000001"))
     assert not (tmp_path / "checkpoint_000001").exists()  # present: deleted as before
+
+
+def test_a_trial_stopped_by_a_user_error_is_logged_as_its_message_not_rays_traceback():
+    import logging
+    import sys
+
+    from ray.exceptions import RayTaskError
+
+    from glintru.errors import UserError
+    from glintru.tuning.driver import TrialUserErrors
+
+    def record_of(exc: Exception) -> logging.LogRecord:
+        try:
+            raise exc
+        except Exception:
+            return logging.LogRecord("ray.tune.execution.tune_controller", logging.ERROR, "x.py", 1,
+                                     "Trial task failed for trial %s", ("train_driver_ab12cd34",), sys.exc_info())
+
+    cause = UserError("field 'num_negatives': 100 negatives requested but 30 user(s) have fewer items left")
+    remote = RayTaskError("train_driver", "Traceback ...", cause).as_instanceof_cause()  # what Tune logs
+    rec = record_of(remote)
+    assert TrialUserErrors().filter(rec)
+    assert rec.exc_info is None and rec.getMessage() == (
+        "Trial task failed for trial train_driver_ab12cd34: error: field 'num_negatives': 100 negatives "
+        "requested but 30 user(s) have fewer items left")
+    other = record_of(RayTaskError("train_driver", "Traceback ...", ValueError("a bug")).as_instanceof_cause())
+    assert TrialUserErrors().filter(other) and other.exc_info is not None  # a bug keeps its traceback

@@ -332,6 +332,24 @@ def _quiet_ray(verbose: bool) -> None:
     for name in ("ray", "ray.tune", "ray.train", "ray.data", "mlflow"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)  # its interrupt lines name Tuner.restore, not --resume
+    controller = logging.getLogger("ray.tune.execution.tune_controller")
+    if not any(isinstance(f, TrialUserErrors) for f in controller.filters):
+        controller.addFilter(TrialUserErrors())
+
+
+class TrialUserErrors:
+    """Logging filter: a trial stopped by a UserError (bad input its configuration met: a catalogue
+    too small for a sampled ``num_negatives``, a head count that does not divide the hidden size)
+    is logged as its one-line message instead of Ray's traceback through Tune's internals.
+    Other trial errors keep their traceback."""
+
+    def filter(self, record: Any) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        cause = getattr(exc, "cause", exc)  # Ray's RayTaskError holds the trial's own exception
+        if isinstance(cause, UserError):
+            record.msg, record.args = f"{record.getMessage()}: error: {cause}", ()
+            record.exc_info = record.exc_text = None
+        return True
 
 
 def run_study(
