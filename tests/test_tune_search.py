@@ -207,19 +207,15 @@ def test_resume_treats_a_checkpoint_already_deleted_as_deleted(tmp_path, monkeyp
 
 def test_a_trial_stopped_by_a_user_error_is_logged_as_its_message_not_rays_traceback():
     import logging
-    import sys
 
     from ray.exceptions import RayTaskError
 
     from glintru.errors import UserError
     from glintru.tuning.driver import TrialUserErrors
 
-    def record_of(exc: Exception) -> logging.LogRecord:
-        try:
-            raise exc
-        except Exception:
-            return logging.LogRecord("ray.tune.execution.tune_controller", logging.ERROR, "x.py", 1,
-                                     "Trial task failed for trial %s", ("train_driver_ab12cd34",), sys.exc_info())
+    def record_of(exc: Exception) -> logging.LogRecord:  # as logger.error(..., exc_info=exception) makes it
+        return logging.LogRecord("ray.tune.execution.tune_controller", logging.ERROR, "x.py", 1,
+                                 "Trial task failed for trial %s", ("train_driver_ab12cd34",), (type(exc), exc, None))
 
     cause = UserError("field 'num_negatives': 100 negatives requested but 30 user(s) have fewer items left")
     remote = RayTaskError("train_driver", "Traceback ...", cause).as_instanceof_cause()  # what Tune logs
