@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from glintru.data.download import fetch, resolve
-    from glintru.data.prepare import FilterOptions, check_output, prepare
+    from glintru.data.prepare import ROLE_OPTION, FilterOptions, check_output, prepare
     from glintru.data.readers import ReadOptions
     from glintru.errors import UserError
 
@@ -70,8 +70,7 @@ def run(args: argparse.Namespace) -> int:
     )
     opts = manifest["options"]
     if "user_col" in opts and manifest["source"]["format"] in ("csv", "parquet"):
-        read = ", ".join(f"{role}={opts[key]}" for role, key in (("user", "user_col"), ("item", "item_col"),
-                         ("timestamp", "time_col"), ("rating", "rating_col")) if key in opts)
+        read = ", ".join(f"{role}={opts[key]}" for role, key in ROLE_OPTION.items() if key in opts)
         given = args.user_col or args.item_col
         print(f"columns read: {read}" + ("" if given else " (taken from the header's names; --user-col etc. choose others)"))
     if manifest["split"]["n_test"] == 0:  # written, but every later command refuses it: say so now
