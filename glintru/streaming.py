@@ -17,9 +17,15 @@ user's items, for excluding them from the lists). The initial state of a user is
 ``max_len`` items of their history (the batch mode's input window); events then extend it without a
 window, so on streams much longer than ``max_len`` the model sees more history than it was trained on.
 
-Events file: one ``user_id,item_id`` (or whitespace-separated) pair per line, oldest first, an
-optional header line ``user_id,item_id``. Unknown users start from an empty history; an unknown
-item is an error naming the line.
+Events file, either
+- header-less text: one ``user_id,item_id`` pair per line (commas, tabs or spaces), optionally a
+  third field, a numeric timestamp; ``#`` starts a comment line; or
+- a CSV/TSV/semicolon file whose header names its columns as ``glintru prepare`` recognises them
+  (``user_id``/``userId``/``user``..., ``item_id``/``movieId``/``asin``..., optionally
+  ``timestamp``/``time``/``ts``...; other columns are ignored), or a Parquet file with such columns.
+Events are applied in file order, or in timestamp order when the file has timestamps (ties keep
+file order). Unknown users start from an empty history; an event with an item outside the model's
+catalogue is an error naming the line, or, with ``skip_unknown``, left out and counted.
 """
 
 from __future__ import annotations
@@ -117,30 +123,87 @@ def load_states(path: str | Path, n_items: int, config: dict[str, Any]) -> UserS
                       obj["seen_offsets"].numpy(), obj["seen_items"].numpy())
 
 
-def read_events(path: str | Path, item_index: dict[str, int]) -> tuple[list[str], np.ndarray]:
-    """``(user ids, item indices [E])`` of an events file, in file order; errors name the line."""
+@dataclass(frozen=True)
+class Events:
+    """An events file, read: ``users[e]`` and ``items[e]`` (catalogue indices) in the order to apply."""
+
+    users: list[str]
+    items: np.ndarray  # [E] int64
+    skipped: int  # events left out: their item is not in the catalogue (skip_unknown only)
+    columns: dict[str, str] | None  # role -> the header's column, None for a header-less file
+
+
+def read_events(path: str | Path, item_index: dict[str, int], *, skip_unknown: bool = False) -> Events:
+    """The events of ``path`` (see the module docstring); errors name the file and line or row."""
+    from glintru.data.readers import ReadOptions, infer_columns, read_csv, read_parquet
+
     p = Path(path)
     if not p.is_file():
         raise UserError(f"--events {p}: file not found")
+    with p.open("rb") as fh:
+        magic = fh.read(4)
+    if magic == b"PAR1" or p.suffix.lower() in (".parquet", ".pq"):
+        inter = read_parquet(p, ReadOptions())
+        return _index_events(p, inter.user.to_pylist(), inter.item.to_pylist(), inter.timestamp, item_index, skip_unknown,
+                             lambda row: f"{p}: row {row + 1}", inter.columns)
+    try:
+        with p.open(encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except UnicodeDecodeError as exc:
+        raise UserError(f"--events {p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    first = next((i for i, line in enumerate(lines) if line.strip() and not line.lstrip().startswith("#")), None)
+    if first is None:
+        raise UserError(f"--events {p}: no events")
+    head = lines[first].strip()
+    for sep in (",", "\t", ";"):
+        if sep in head and infer_columns([h.strip().strip('"') for h in head.split(sep)]) is not None:
+            if first:
+                raise UserError(f"--events {p}: the header must be the first line (it is line {first + 1})")
+            inter = read_csv(p, ReadOptions(sep=sep))
+            return _index_events(p, inter.user.to_pylist(), inter.item.to_pylist(), inter.timestamp, item_index, skip_unknown,
+                                 lambda row: f"{p}:{row + 2}", inter.columns)
     users: list[str] = []
-    items: list[int] = []
-    with p.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            text = line.strip()
-            if not text or text.startswith("#"):
-                continue
-            fields = [f for f in re.split(r"[,\t ]+", text) if f]
-            if n == 1 and fields == ["user_id", "item_id"]:
-                continue
-            if len(fields) != 2:
-                raise UserError(f"{p}, line {n}: expected 'user_id,item_id', got {text[:80]!r}")
-            if fields[1] not in item_index:
-                raise UserError(f"{p}, line {n}: item {fields[1]!r} is not in the model's catalogue")
-            users.append(fields[0])
-            items.append(item_index[fields[1]])
+    items: list[str] = []
+    stamps: list[float] = []
+    line_of: list[int] = []
+    for n, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        fields = [f for f in re.split(r"[,\t ]+", text) if f]
+        if len(fields) not in (2, 3) or (stamps and len(fields) == 2) or (users and not stamps and len(fields) == 3):
+            raise UserError(f"{p}:{n}: expected 'user_id,item_id' or 'user_id,item_id,timestamp' "
+                            f"(the same on every line), got {text[:80]!r}")
+        if len(fields) == 3:
+            try:
+                stamps.append(float(fields[2]))
+            except ValueError:
+                raise UserError(f"{p}:{n}: timestamp {fields[2]!r} is not a number") from None
+        users.append(fields[0])
+        items.append(fields[1])
+        line_of.append(n)
+    hint = ("; a header line must name its columns, e.g. user_id,item_id,timestamp"
+            if items and items[0] not in item_index and line_of[0] == first + 1 else "")
+    return _index_events(p, users, items, np.asarray(stamps) if stamps else None, item_index, skip_unknown,
+                         lambda row: f"{p}:{line_of[row]}", None, hint)
+
+
+def _index_events(p: Path, users: list[str], items: list[str], stamps: np.ndarray | None, item_index: dict[str, int],
+                  skip_unknown: bool, at: Any, columns: dict[str, str] | None, hint: str = "") -> Events:
+    """Map item ids to catalogue indices (unknown: an error naming ``at(row)``, or left out) and put
+    the events in timestamp order when there are timestamps (stable: ties keep file order)."""
+    idx = np.fromiter((item_index.get(i, -1) for i in items), dtype=np.int64, count=len(items))
+    known = idx >= 0
+    if not known.all() and not skip_unknown:
+        row = int(np.flatnonzero(~known)[0])
+        raise UserError(f"{at(row)}: item {items[row]!r} is not in the model's catalogue "
+                        f"(--skip-unknown-items leaves such events out){hint}")
     if not users:
         raise UserError(f"--events {p}: no events")
-    return users, np.asarray(items, dtype=np.int64)
+    order = np.flatnonzero(known)
+    if stamps is not None:
+        order = order[np.argsort(np.asarray(stamps)[order], kind="stable")]
+    return Events([users[i] for i in order], idx[order], int((~known).sum()), columns)
 
 
 @dataclass
@@ -230,11 +293,13 @@ class IncrementalResult:
     n_events: int
     step_s: float  # model time for all the events
     wall_s: float
+    skipped: int = 0  # events left out by skip_unknown (item not in the catalogue)
 
 
 def recommend_incremental(model_spec: str, data_dir: str | Path, out: str | Path, *, state: str | None,
                           events: str | None, save_state: str | None, k: int = 10, include_seen: bool = False,
-                          max_len: int | None = None, tracking_uri: str | None = None) -> IncrementalResult:
+                          max_len: int | None = None, tracking_uri: str | None = None,
+                          skip_unknown: bool = False) -> IncrementalResult:
     """``glintru recommend --state/--events/--save-state``: see the module docstring.
 
     Without ``events``, builds every user's state from the dataset, writes their lists and saves
@@ -263,16 +328,20 @@ def recommend_incremental(model_spec: str, data_dir: str | Path, out: str | Path
         states = load_states(state, data.n_items, config)
     else:
         states = initial_states(model, data, loaded.max_len, config)
-    step_s, n_events = 0.0, 0
+    step_s, n_events, skipped = 0.0, 0, 0
     if events is not None:
         index = {str(v): i for i, v in enumerate(item_ids) if i > 0}
-        users, items = read_events(events, index)
-        res = apply_events(model, states, users, items)
-        rows, step_s, n_events = res.touched, res.step_s, res.n_events
+        ev = read_events(events, index, skip_unknown=skip_unknown)
+        skipped = ev.skipped
+        if ev.users:
+            res = apply_events(model, states, ev.users, ev.items)
+            rows, step_s, n_events = res.touched, res.step_s, res.n_events
+        else:
+            rows = np.zeros(0, dtype=np.int64)
     else:
         rows = np.arange(len(states.user_ids))
     top_items, top_scores = top_k_from_states(model, states, rows, k, include_seen)
     write_parquet_atomically(recs_table([states.user_ids[i] for i in rows], top_items, top_scores, item_ids), out_path)
     if save_state is not None:
         save_states(states, save_state)
-    return IncrementalResult(out_path, len(rows), n_events, step_s, time.perf_counter() - t0)
+    return IncrementalResult(out_path, len(rows), n_events, step_s, time.perf_counter() - t0, skipped)

@@ -385,15 +385,66 @@ def test_incremental_mode_equals_batch_scoring_of_the_extended_histories(trained
     assert _recs(out)["u-13"] == [f"movie-{7 * i}" for i in reference_top_k(model, hist, 3, MAX_LEN, False)[0]]
 
 
+def test_events_files_with_headers_timestamps_or_parquet_give_the_same_lists(trained, tmp_path, capsys):
+    """One set of events written five ways (header-less; header-less with timestamps out of file
+    order; a header with other names and an extra column; TSV; Parquet) gives the same lists, and
+    those are the extended histories scored from scratch; --skip-unknown-items leaves an unknown item
+    out and counts it."""
+    model, run_cfg, seqs, data, best = trained
+    states = tmp_path / "states.pt"
+    base = ["recommend", "--model", str(best), "--data", str(data), "--k", "3"]
+    assert main(base + ["--out", str(tmp_path / "all.parquet"), "--save-state", str(states)]) == 0, capsys.readouterr().err
+    users, items, stamps = ["u-16", "u-13", "u-13", "newcomer"], ["movie-14", "movie-7", "movie-21", "movie-84"], [20, 31, 30, 10]
+    order = sorted(range(4), key=stamps.__getitem__)  # u-13 gets movie-21, then movie-7
+    files = {
+        "plain.csv": "".join(f"{users[i]},{items[i]}\n" for i in order),
+        "stamped.csv": "".join(f"{u} {it} {t}\n" for u, it, t in zip(users, items, stamps)),
+        "header.csv": "rating,userId,movieId,ts\n" + "".join(f"5,{u},{it},{t}\n" for u, it, t in zip(users, items, stamps)),
+        "header.tsv": "user\titem\ttime\n" + "".join(f"{u}\t{it}\t{t}\n" for u, it, t in zip(users, items, stamps)),
+        "skip.csv": "".join(f"{users[i]},{items[i]}\n" for i in order) + "u-13,never-seen\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    pq.write_table(pa.table({"user_id": users, "item_id": items, "timestamp": stamps}), tmp_path / "events.parquet")
+    lists = {}
+    for name in [*files, "events.parquet"]:
+        out = tmp_path / f"{name}.out.parquet"
+        extra = ["--skip-unknown-items"] if name == "skip.csv" else []
+        rc = main(base + ["--state", str(states), "--events", str(tmp_path / name), "--out", str(out), *extra])
+        captured = capsys.readouterr()
+        assert rc == 0, captured.err
+        assert "4 events, 3 users" in captured.out, name
+        assert ("left out 1 event whose item is not in the model's catalogue" in captured.err) == (name == "skip.csv")
+        lists[name] = _recs(out)
+    assert all(v == lists["plain.csv"] for v in lists.values())
+    extended = {"u-13": seqs[4] + [3, 1], "u-16": seqs[5] + [2], "newcomer": [12]}  # movie-21, movie-7 in time order
+    for user, hist in extended.items():
+        assert lists["plain.csv"][user] == [f"movie-{7 * i}" for i in reference_top_k(model, hist, 3, MAX_LEN, False)[0]]
+
+
 def test_incremental_mode_bad_inputs(trained, tmp_path, capsys):
     model, run_cfg, seqs, data, best = trained
     out = str(tmp_path / "r.parquet")
     base = ["recommend", "--model", str(best), "--data", str(data), "--out", out]
     events = tmp_path / "e.csv"
     events.write_text("u-1,movie-7\nu-1,no-such-item\n")
-    assert f"{events}, line 2: item 'no-such-item' is not in the model's catalogue" in _error_of(base + ["--events", str(events)], capsys)
+    err = _error_of(base + ["--events", str(events)], capsys)
+    assert f"{events}:2: item 'no-such-item' is not in the model's catalogue (--skip-unknown-items" in err
+    events.write_text("user,item\nu-1,no-such-item\n")  # a recognised header: lines count from it
+    assert f"{events}:2: item 'no-such-item'" in _error_of(base + ["--events", str(events)], capsys)
+    events.write_text("person,thing\nu-1,movie-7\n")  # an unrecognised header is read as an event: the error says so
+    assert "a header line must name its columns" in _error_of(base + ["--events", str(events)], capsys)
     events.write_text("u-1 movie-7 extra\n")
-    assert "line 1: expected 'user_id,item_id'" in _error_of(base + ["--events", str(events)], capsys)
+    assert f"{events}:1: timestamp 'extra' is not a number" in _error_of(base + ["--events", str(events)], capsys)
+    events.write_text("u-1,movie-7,5\nu-1,movie-14\n")
+    assert f"{events}:2: expected 'user_id,item_id' or 'user_id,item_id,timestamp' (the same on every line)" in \
+        _error_of(base + ["--events", str(events)], capsys)
+    events.write_text("user_id,item_id,timestamp\nu-1,movie-7,noon\n")
+    assert f"{events}:2: field 'timestamp': expected a number, got 'noon'" in _error_of(base + ["--events", str(events)], capsys)
+    events.write_text("# new events\n\n")
+    assert f"--events {events}: no events" in _error_of(base + ["--events", str(events)], capsys)
+    assert "--skip-unknown-items applies to --events" in _error_of(base + ["--save-state", str(tmp_path / "s.pt"),
+                                                                          "--skip-unknown-items"], capsys)
     bogus = tmp_path / "bogus.pt"
     bogus.write_bytes(b"not torch")
     events.write_text("u-1,movie-7\n")

@@ -21,9 +21,9 @@ import time
 
 INCREMENTAL_HELP = (
     "incremental mode (causal GLINT-RU): --save-state FILE stores every user's recurrent state "
-    "(GRU state, convolution inputs, attention sums); --state FILE --events CSV then applies new "
-    "'user_id,item_id' events in O(d^2) per event, without re-reading histories, and writes the new "
-    "top-K of the users they touched"
+    "(GRU state, convolution inputs, attention sums); --state FILE --events FILE then applies new "
+    "events in O(d^2) per event, without re-reading histories, and writes the new top-K of the users "
+    "they touched"
 )
 
 
@@ -47,7 +47,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     inc = p.add_argument_group("incremental mode", INCREMENTAL_HELP)
     inc.add_argument("--save-state", metavar="FILE", help="write every user's streaming state to FILE (after --events if given)")
     inc.add_argument("--state", metavar="FILE", help="streaming states written by an earlier --save-state")
-    inc.add_argument("--events", metavar="CSV", help="new events, one 'user_id,item_id' per line, oldest first")
+    inc.add_argument("--events", metavar="FILE",
+                     help="new events: header-less 'user_id,item_id[,timestamp]' lines, or a CSV/TSV/Parquet "
+                          "file whose header names user_id, item_id and optionally timestamp (as prepare "
+                          "recognises them); applied in timestamp order if given, else oldest first as written")
+    inc.add_argument("--skip-unknown-items", action="store_true",
+                     help="leave out events whose item is not in the model's catalogue (default: an error "
+                          "naming the line); the count is printed")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,14 +61,21 @@ def run(args: argparse.Namespace) -> int:
         from glintru.errors import UserError
         from glintru.streaming import recommend_incremental
 
+        if args.skip_unknown_items and not args.events:
+            raise UserError("--skip-unknown-items applies to --events")
+
         if args.gpu or args.workers is not None:
             raise UserError("--gpu and --workers apply to batch mode; incremental mode runs in this process on CPU")
         res = recommend_incremental(
             args.model, args.data, args.out, state=args.state, events=args.events, save_state=args.save_state,
             k=args.k, include_seen=args.include_seen, max_len=args.max_len, tracking_uri=args.mlflow_uri,
+            skip_unknown=args.skip_unknown_items,
         )
+        if res.skipped:
+            print(f"left out {res.skipped} event{'s' if res.skipped > 1 else ''} whose item is not in the "
+                  "model's catalogue (--skip-unknown-items)", file=sys.stderr)
         rate = f", {res.n_events / res.step_s:,.0f} events/s" if res.n_events and res.step_s > 0 else ""
-        print(f"{res.n_events} events, {res.n_users} users -> {res.out}{rate}, {res.wall_s:.1f} s in all"
+        print(f"{_count(res.n_events, 'event')}, {_count(res.n_users, 'user')} -> {res.out}{rate}, {res.wall_s:.1f} s in all"
               + (f"; states saved to {args.save_state}" if args.save_state else ""))
         return 0
     from glintru.recommend import recommend
@@ -75,6 +88,10 @@ def run(args: argparse.Namespace) -> int:
     where = f"{res.workers} Ray actor{'s' if res.workers > 1 else ''}" if res.workers else "in this process"
     print(f"{res.n_users} users -> {res.out} ({res.users_per_s:.0f} users/s scoring {where}, {res.wall_s:.1f} s in all)")
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 class ProgressLine:
