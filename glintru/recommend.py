@@ -209,11 +209,17 @@ def scoring_workers(workers: int | None, address: str | None, num_cpus: int | No
     return workers
 
 
+TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".json", ".jsonl")  # --out names that promise another format
+
+
 def check_output_path(out: str | Path) -> Path:
     """Fail early, before any work, if ``out`` cannot be written: a UserError naming it."""
     p = Path(out)
     if p.is_dir():
         raise UserError(f"--out {p}: is a directory; give a file name such as recs.parquet")
+    if p.suffix.lower() in TEXT_SUFFIXES:
+        raise UserError(f"--out {p}: recommendations are written as Parquet (columns user_id, item_ids, scores: "
+                        "lists, best first); give a name ending in .parquet")
     parent = p.parent if str(p.parent) else Path(".")
     if parent.exists() and not parent.is_dir():
         raise UserError(f"--out {p}: {parent} is not a directory")

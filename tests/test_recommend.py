@@ -246,7 +246,10 @@ def test_bad_inputs_are_one_line_errors_before_any_work(trained, tmp_path, capsy
     err = _error_of(["recommend", "--model", str(best), "--data", str(data), "--out", missing_dir], capsys)
     assert "does not exist" in err
     assert "is a directory" in _error_of(["recommend", "--model", str(best), "--data", str(data), "--out", str(tmp_path)], capsys)
-    assert not Path(out).exists()
+    as_csv = tmp_path / "recs.csv"
+    assert f"--out {as_csv}: recommendations are written as Parquet" in \
+        _error_of(["recommend", "--model", str(best), "--data", str(data), "--out", str(as_csv)], capsys)
+    assert not Path(out).exists() and not as_csv.exists()
 
 
 def test_unsafe_pickle_in_a_checkpoint_is_refused(tmp_path):

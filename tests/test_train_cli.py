@@ -81,7 +81,8 @@ def test_default_run_dir_is_deterministic(tmp_path, data_dir, monkeypatch):
     [
         (["--model", "nope"], "unknown model 'nope'"),
         (["--model", "gru4rec", "--set", "lrr=0.1"], "unknown key(s) 'lrr'"),
-        (["--model", "gru4rec", "--set", "lr=-1"], "field 'lr': must be > 0"),
+        (["--model", "gru4rec", "--set", "lr=-1"], "error: --set: field 'lr': must be > 0"),
+        (["--model", "gru4rec", "--max-epochs", "0"], "error: --max-epochs: field 'max_epochs': must be >= 1"),
         (["--model", "glintru_official", "--set", "objective=all_positions"], "field 'objective'"),
         (["--model", "gru4rec", "--threads", "0"], "--threads: must be >= 1"),
         (["--model", "gru4rec", "--resume", "nowhere"], "nowhere/config.yaml: not found"),

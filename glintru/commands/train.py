@@ -236,7 +236,7 @@ def resolve_run(args: argparse.Namespace) -> tuple[Any, Path | None, Path | None
     """``(run_cfg, out_dir or None, checkpoint to resume or None)`` from the command line."""
     overrides: dict[str, Any] = {}
     model = args.model
-    source = "--set"
+    sources: list[str] = []  # where the values came from, for error messages
     if args.resume is not None:
         run_dir = Path(args.resume)
         saved = run_dir / "config.yaml"
@@ -246,7 +246,8 @@ def resolve_run(args: argparse.Namespace) -> tuple[Any, Path | None, Path | None
         overrides = {**values_before_new_keys(overrides), **overrides}  # an older run resumes as it trained
         if model is not None and model != saved_model:
             raise UserError(f"--model {model}: the run in {run_dir} trains '{saved_model}'")
-        model, source = saved_model, str(saved)
+        model = saved_model
+        sources.append(str(saved))
         ckpt = latest_checkpoint(run_dir)
         if ckpt is None:
             raise UserError(f"{run_dir}: no checkpoint to resume from (checkpoints/epoch_NNNN)")
@@ -258,14 +259,17 @@ def resolve_run(args: argparse.Namespace) -> tuple[Any, Path | None, Path | None
             raise UserError(f"{args.config}: field 'model': '{file_model}' contradicts --model {model}")
         model = model or file_model
         overrides.update(file_overrides)
-        source = str(args.config)
+        sources.append(str(args.config))
     if model is None:
         raise UserError("--model: required (or a --config file with a 'model' field)")
     sets = parse_set_args(args.set)
+    if args.set:
+        sources.append("--set")
     if args.max_epochs is not None:
         sets["max_epochs"] = args.max_epochs
+        sources.append("--max-epochs")
     overrides.update(sets)
-    run_cfg = build_config(model, overrides, source=source if not sets else f"{source} / --set")
+    run_cfg = build_config(model, overrides, source=" / ".join(sources) or "--model")
     if args.resume is not None:
         return run_cfg, Path(args.resume), ckpt
     return run_cfg, Path(args.out) if args.out else None, None
