@@ -20,7 +20,7 @@ import json
 import os
 import pickle
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +50,8 @@ def is_mlflow_uri(spec: str) -> bool:
 def load_model(spec: str | Path, *, max_len: int | None = None, tracking_uri: str | None = None) -> LoadedModel:
     """Load a trained model from a checkpoint file, a run directory or an MLflow model URI.
 
-    ``max_len`` overrides the window length (needed only for an MLflow model whose run has no
-    ``max_len`` param). Every failure a user can cause is a :class:`UserError` naming the source.
+    ``max_len`` scores windows of the last ``max_len`` items instead of the training window
+    (:func:`with_window`). Every failure a user can cause is a :class:`UserError` naming the source.
     """
     text = str(spec)
     if is_mlflow_uri(text):
@@ -124,8 +124,6 @@ def load_checkpoint_file(path: str | Path, *, max_len: int | None = None) -> Loa
     flat = flat or _sidecar_config(p)
     if flat is None:
         raise UserError(f"{p}: the checkpoint holds no config and there is no config.json beside it; cannot rebuild the model")
-    if max_len is not None:
-        flat = {**flat, "max_len": max_len}
     run_cfg = config_from_flat(flat, source=f"{p}: config")
     table = state.get("item_embedding.weight")  # [n_items + 1, d], row 0 = padding (every model)
     if not isinstance(table, torch.Tensor) or table.dim() != 2:
@@ -138,7 +136,22 @@ def load_checkpoint_file(path: str | Path, *, max_len: int | None = None) -> Loa
         first = str(exc).strip().splitlines()[0]
         raise UserError(f"{p}: the weights do not fit a '{run_cfg.model}' model with this config: {first}") from None
     model.eval()
-    return LoadedModel(model=model, max_len=run_cfg.train.max_len, n_items=int(n_items), source=str(p))
+    return with_window(LoadedModel(model=model, max_len=run_cfg.train.max_len, n_items=int(n_items), source=str(p)), max_len)
+
+
+def with_window(loaded: LoadedModel, max_len: int | None) -> LoadedModel:
+    """``loaded`` scoring windows of the last ``max_len`` items instead of its training window
+    (None: unchanged). The model keeps the shape it was trained with; a model with learned positions
+    (the SASRecs) has none beyond its training window, so a longer window is a UserError."""
+    if max_len is None:
+        return loaded
+    if max_len < 1:
+        raise UserError(f"--max-len: must be >= 1, got {max_len}")
+    positions = getattr(loaded.model, "position_embedding", None)
+    if isinstance(positions, nn.Embedding) and max_len > positions.num_embeddings:
+        raise UserError(f"--max-len {max_len}: {loaded.source} learned positions for windows of at most "
+                        f"{positions.num_embeddings} items; give --max-len <= {positions.num_embeddings}")
+    return replace(loaded, max_len=int(max_len))
 
 
 def _load_mlflow(uri: str, max_len: int | None, tracking_uri: str | None) -> LoadedModel:
@@ -169,6 +182,4 @@ def _load_mlflow(uri: str, max_len: int | None, tracking_uri: str | None) -> Loa
     loaded = getattr(inner, "loaded", None)
     if not isinstance(loaded, LoadedModel):
         raise UserError(f"--model {uri}: not a model registered by glintru (expected its pyfunc recommender)")
-    if max_len is not None:
-        return LoadedModel(loaded.model, int(max_len), loaded.n_items, uri)
-    return LoadedModel(loaded.model, loaded.max_len, loaded.n_items, uri)
+    return with_window(LoadedModel(loaded.model, loaded.max_len, loaded.n_items, uri), max_len)

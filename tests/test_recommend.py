@@ -252,6 +252,29 @@ def test_bad_inputs_are_one_line_errors_before_any_work(trained, tmp_path, capsy
     assert not Path(out).exists() and not as_csv.exists()
 
 
+def test_max_len_scores_shorter_windows_and_refuses_positions_a_sasrec_never_learned(tmp_path, capsys):
+    """--max-len 3 scores every user's last 3 items with the trained weights (the SASRec keeps its
+    6 learned positions); a window beyond them, or below 1, is one error line naming --max-len."""
+    torch.manual_seed(0)
+    run_cfg = tiny_cfg("sasrec")
+    model = build_model(run_cfg, N_ITEMS).eval()
+    seqs = sequences()
+    data = write_dataset(tmp_path / "data", seqs)
+    best = save_best(tmp_path / "run", model, run_cfg)
+    out = tmp_path / "r.parquet"
+    base = ["recommend", "--model", str(best), "--data", str(data), "--k", "3", "--out", str(out)]
+    assert main(base + ["--max-len", "3"]) == 0, capsys.readouterr().err
+    got = _recs(out)
+    for u, seq in enumerate(seqs):
+        assert got[f"u-{3 * u + 1}"] == [f"movie-{7 * i}" for i in reference_top_k(model, seq, 3, 3, False)[0]], u
+    assert any(reference_top_k(model, s, 3, 3, False)[0] != reference_top_k(model, s, 3, MAX_LEN, False)[0] for s in seqs)
+    out.unlink()
+    assert f"--max-len {MAX_LEN + 1}: {best} learned positions for windows of at most {MAX_LEN} items" in \
+        _error_of(base + ["--max-len", str(MAX_LEN + 1)], capsys)
+    assert "--max-len: must be >= 1, got 0" in _error_of(base + ["--max-len", "0"], capsys)
+    assert not out.exists()
+
+
 def test_unsafe_pickle_in_a_checkpoint_is_refused(tmp_path):
     """weights_only=True refuses to build arbitrary objects: nothing in the file runs."""
     marker = tmp_path / "pwned"

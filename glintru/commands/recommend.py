@@ -39,7 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--include-seen", action="store_true", help="keep items the user already interacted with")
     p.add_argument("--gpu", "--use-gpu", dest="gpu", action="store_true",
                    help="score on GPUs: one per scoring actor (--use-gpu is an old spelling)")
-    p.add_argument("--max-len", type=int, help="input window (default: the model's max_len)")
+    p.add_argument("--max-len", type=int, help="score each user's last N items (default: the model's training "
+                                               "window; a SASRec allows at most that)")
     p.add_argument("--mlflow-uri", help="tracking URI for an MLflow model URI (default MLFLOW_TRACKING_URI)")
     p.add_argument("--address", help="Ray cluster address (e.g. auto) to score on with Ray Data actors; default: "
                                       "RAY_ADDRESS, else no cluster")
