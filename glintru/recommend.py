@@ -193,7 +193,7 @@ class RecommendResult:
     workers: int  # Ray scoring actors; 0 = scored in this process
 
 
-def scoring_workers(workers: int | None, address: str | None, num_cpus: int | None) -> int:
+def scoring_workers(workers: int | None, address: str | None, num_cpus: int | None, use_gpu: bool = False) -> int:
     """How many Ray actors score (0: this process, no Ray). ``None`` picks: one actor when a cluster
     is addressed (``address`` or ``RAY_ADDRESS``, as under ``ray job submit``), else this process.
     Contradictory options are a UserError naming them."""
@@ -206,6 +206,12 @@ def scoring_workers(workers: int | None, address: str | None, num_cpus: int | No
         raise UserError("--workers 0 scores in this process; --address connects to a Ray cluster: drop one of them")
     if workers == 0 and num_cpus is not None:
         raise UserError("--num-cpus sizes a local Ray; --workers 0 scores in this process without Ray: drop one of them")
+    if num_cpus is not None and num_cpus < 1:
+        raise UserError(f"--num-cpus: must be >= 1, got {num_cpus}")
+    if num_cpus is not None and not cluster and not use_gpu and num_cpus < workers + 1:
+        # each actor holds a CPU for the whole run and Ray Data's read tasks need one more: fewer waits forever
+        raise UserError(f"--num-cpus {num_cpus}: {workers} scoring actor{'s' if workers > 1 else ''} hold one CPU each and "
+                        f"reading the data needs one more; give --num-cpus >= {workers + 1} or fewer --workers")
     return workers
 
 
@@ -274,7 +280,7 @@ def recommend(
 
     t0 = time.perf_counter()
     out_path = check_output_path(out)
-    workers = scoring_workers(workers, address, num_cpus)
+    workers = scoring_workers(workers, address, num_cpus, use_gpu)
     if batch_size < 1:
         raise UserError(f"--batch-size: must be >= 1, got {batch_size}")
     if use_gpu and workers == 0 and not torch.cuda.is_available():

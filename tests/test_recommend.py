@@ -529,6 +529,10 @@ def test_contradictory_scoring_options_are_one_line_errors_before_any_work(no_ra
     assert "--workers: must be an integer >= 0" in _error_of(base + ["--workers", "-1"], capsys)
     assert "--workers 0 scores in this process; --address" in _error_of(base + ["--workers", "0", "--address", "auto"], capsys)
     assert "--num-cpus sizes a local Ray; --workers 0" in _error_of(base + ["--workers", "0", "--num-cpus", "2"], capsys)
+    # a local Ray too small for its actors and Ray Data's reads waited forever
+    assert "--num-cpus 2: 2 scoring actors hold one CPU each and reading the data needs one more; give --num-cpus >= 3" in \
+        _error_of(base + ["--workers", "2", "--num-cpus", "2"], capsys)
+    assert "--num-cpus: must be >= 1, got 0" in _error_of(base + ["--num-cpus", "0"], capsys)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert "--gpu: this process sees no CUDA device" in _error_of(base + ["--gpu"], capsys)
     assert not Path(out).exists()

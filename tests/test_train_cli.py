@@ -85,6 +85,7 @@ def test_default_run_dir_is_deterministic(tmp_path, data_dir, monkeypatch):
         (["--model", "gru4rec", "--max-epochs", "0"], "error: --max-epochs: field 'max_epochs': must be >= 1"),
         (["--model", "glintru_official", "--set", "objective=all_positions"], "field 'objective'"),
         (["--model", "gru4rec", "--threads", "0"], "--threads: must be >= 1"),
+        (["--model", "gru4rec", "--workers", "2", "--num-cpus", "0"], "--num-cpus: must be >= 1, got 0"),
         (["--model", "gru4rec", "--resume", "nowhere"], "nowhere/config.yaml: not found"),
         ([], "--model: required"),
     ],

@@ -40,7 +40,8 @@ def test_grace_period_reaches_the_study_and_bad_budgets_are_one_error_line(tmp_p
     base = ["tune", "--data", str(data), "--mlflow-uri", f"sqlite:///{tmp_path}/m.db"]
     assert main([*base, "--grace-period", "3"]) == 0 and seen["grace_period"] == 3
     seen.clear()
-    for option in ("--grace-period", "--max-epochs", "--num-samples"):
+    for option in ("--grace-period", "--max-epochs", "--num-samples", "--workers", "--max-concurrent", "--num-cpus"):
+        # 0 workers or trials at once was read as "not given" and replaced by the default
         assert main([*base, option, "0"]) == 2
         assert capsys.readouterr().err == f"error: {option}: must be >= 1, got 0\n"
     assert seen == {}  # no study started

@@ -87,8 +87,9 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise UserError(f"--threads: must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    if args.workers is not None and args.workers < 1:
-        raise UserError(f"--workers: must be >= 1, got {args.workers}")
+    for option, value in (("--workers", args.workers), ("--num-cpus", args.num_cpus)):
+        if value is not None and value < 1:
+            raise UserError(f"{option}: must be >= 1, got {value}")
     args.gpu = bool(args.gpu or args.device == "cuda")
     if args.gpus_per_worker is not None and (args.workers is None or not args.gpu or args.gpus_per_worker <= 0):
         raise UserError("--gpus-per-worker: needs --workers and --gpu, and must be > 0")

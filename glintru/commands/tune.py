@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     if args.gpus_per_worker is not None and not args.gpu:
         raise UserError("--gpus-per-worker: needs --gpu")
     for option, value in (("--num-samples", args.num_samples), ("--max-epochs", args.max_epochs),
-                          ("--grace-period", args.grace_period)):
+                          ("--grace-period", args.grace_period), ("--workers", args.workers),
+                          ("--max-concurrent", args.max_concurrent), ("--num-cpus", args.num_cpus)):
         if value is not None and value < 1:
             raise UserError(f"{option}: must be >= 1, got {value}")
     if args.gpus_per_worker is not None and not 0 < args.gpus_per_worker:

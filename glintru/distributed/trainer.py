@@ -280,6 +280,8 @@ def init_ray(address: str | None, num_cpus: int | None, min_cpus: float = 0) -> 
             raise UserError("--num-cpus applies to a local Ray only; drop it when connecting with --address")
         ray.init(address=address)
         return True
+    if num_cpus is not None and num_cpus < 1:
+        raise UserError(f"--num-cpus: must be >= 1, got {num_cpus}")
     cpus = num_cpus if num_cpus is not None else max(os.cpu_count() or 1, math.ceil(min_cpus) + 1)
     start_local_ray(cpus)
     return True
