@@ -48,6 +48,22 @@ def test_train_writes_metrics_config_history_and_checkpoints(tmp_path, data_dir,
     assert len(json.loads((run / "history.json").read_text())) == 3
 
 
+def test_a_refused_resume_leaves_the_runs_config_as_it_was(tmp_path, data_dir, capsys):
+    """--resume (or the same --out again) with a changed setting is refused before anything is
+    written: config.yaml still describes the checkpoints, so the next plain resume works."""
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data_dir), "--model", "gru4rec", "--max-epochs", "1", "--out", str(run), *TINY]) == 0
+    before = (run / "config.yaml").read_bytes()
+    capsys.readouterr()
+    for argv in (["--resume", str(run)], ["--model", "gru4rec", "--out", str(run), *TINY]):
+        assert main(["train", "--data", str(data_dir), *argv, "--set", "lr=0.5", "--max-epochs", "2"]) == 2
+        err = capsys.readouterr().err
+        assert "checkpoints/epoch_0001: cannot resume with a different configuration (lr: 0.001 -> 0.5)" in err
+        assert (run / "config.yaml").read_bytes() == before
+    assert main(["train", "--data", str(data_dir), "--resume", str(run), "--max-epochs", "2", "--quiet"]) == 0
+    assert len(json.loads((run / "history.json").read_text())) == 2
+
+
 def test_resume_of_a_run_saved_before_target_weight_keeps_its_weighting(tmp_path, data_dir):
     run = tmp_path / "run"
     args = ["train", "--data", str(data_dir), "--model", "gru4rec", "--out", str(run), *TINY]

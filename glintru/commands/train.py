@@ -134,15 +134,18 @@ def remove_untrained_run_dir(out: Path) -> None:
 
 
 def _train(args: argparse.Namespace, run_cfg: Any, data: Any, out: Path, resume_from: Path | None) -> int:
-    from glintru.engine import final_metrics, fit
+    from glintru.engine import check_resumable, final_metrics, fit
 
+    existing = resume_from or latest_checkpoint(out)
+    if existing is not None:  # a refused resume leaves the run's config.yaml as it was
+        check_resumable(run_cfg, existing)
     if args.workers is not None:
         write_config(out / "config.yaml", run_cfg.to_flat())
         print_table(train_with_ray(args, run_cfg, out), out)
         return 0
 
     if resume_from is None:
-        resume_from = latest_checkpoint(out)
+        resume_from = existing
         if resume_from is not None and not args.quiet:
             print(f"resuming from {resume_from}", file=sys.stderr)
     write_config(out / "config.yaml", run_cfg.to_flat())

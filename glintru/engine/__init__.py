@@ -8,6 +8,6 @@ worker may reuse: :mod:`~glintru.engine.batching` (samples, length-aware sharded
 This package never imports Ray or MLflow.
 """
 
-from glintru.engine.loop import FitResult, final_metrics, fit
+from glintru.engine.loop import FitResult, check_resumable, final_metrics, fit
 
-__all__ = ["FitResult", "final_metrics", "fit"]
+__all__ = ["FitResult", "check_resumable", "final_metrics", "fit"]

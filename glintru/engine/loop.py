@@ -110,6 +110,20 @@ class _Progress:
         )
 
 
+def check_resumable(run_cfg: RunConfig, checkpoint: Path) -> None:
+    """The UserError :func:`fit` would raise for resuming ``checkpoint`` with ``run_cfg``, raised
+    before anything is written (its ``config.json`` read, else the checkpoint itself)."""
+    checkpoint = Path(checkpoint)
+    sidecar = (checkpoint if checkpoint.is_dir() else checkpoint.parent) / "config.json"
+    try:
+        saved = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        saved = None
+    if not isinstance(saved, dict):
+        saved = load_checkpoint(checkpoint)["config"]
+    _check_resume_config(run_cfg, saved, checkpoint)
+
+
 def _check_resume_config(run_cfg: RunConfig, saved: dict[str, Any], where: Path) -> None:
     now = run_cfg.to_flat()
     # a key newer than the checkpoint: its default matches, unless the old behaviour was another value
