@@ -30,6 +30,7 @@ catalogue is an error naming the line, or, with ``skip_unknown``, left out and c
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -92,11 +93,24 @@ def initial_states(model: torch.nn.Module, data: PreparedDataset, max_len: int, 
     )
 
 
-def save_states(states: UserStates, path: str | Path) -> Path:
-    """Write the state file atomically (temporary name, then rename)."""
+def check_state_path(path: str | Path) -> Path:
+    """Fail before any work if ``--save-state`` cannot be written: a UserError naming it."""
     out = Path(path)
     if out.is_dir():
-        raise UserError(f"--save-state {out}: is a directory")
+        raise UserError(f"--save-state {out}: is a directory; give a file name such as states.pt")
+    ancestor = out.parent if str(out.parent) else Path(".")
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"--save-state {out}: {ancestor} is not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(f"--save-state {out}: directory {ancestor} is not writable")
+    return out
+
+
+def save_states(states: UserStates, path: str | Path) -> Path:
+    """Write the state file atomically (temporary name, then rename); missing directories are created."""
+    out = check_state_path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_torch_save({
         "format": STATE_FORMAT, "n_items": states.n_items, "config": states.config, "user_ids": states.user_ids,
@@ -312,6 +326,8 @@ def recommend_incremental(model_spec: str, data_dir: str | Path, out: str | Path
 
     t0 = time.perf_counter()
     out_path = check_output_path(out)
+    if save_state is not None:
+        check_state_path(save_state)
     if events is None and save_state is None:
         raise UserError("--state needs --events (the new events to apply)")
     data = load_prepared(data_dir)

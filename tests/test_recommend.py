@@ -467,6 +467,9 @@ def test_incremental_mode_bad_inputs(trained, tmp_path, capsys):
         _error_of(base + ["--events", str(events)], capsys)
     events.write_text("user_id,item_id,timestamp\nu-1,movie-7,noon\n")
     assert f"{events}:2: field 'timestamp': expected a number, got 'noon'" in _error_of(base + ["--events", str(events)], capsys)
+    events.write_text("u-1,movie-7\n")
+    assert f"--save-state {tmp_path}: is a directory" in _error_of(base + ["--events", str(events), "--save-state", str(tmp_path)], capsys)
+    assert not Path(out).exists()  # refused before any list was written
     events.write_text("# new events\n\n")
     assert f"--events {events}: no events" in _error_of(base + ["--events", str(events)], capsys)
     assert "--skip-unknown-items applies to --events" in _error_of(base + ["--save-state", str(tmp_path / "s.pt"),
