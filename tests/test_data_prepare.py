@@ -188,3 +188,25 @@ def test_a_tab_separated_log_with_a_header(tmp_path: Path, capsys: pytest.Captur
                         "--item-col", "item_id", "--time-col", "timestamp", out="out2")
     assert _sequences(explicit) == _sequences(dest)
     assert "columns read: user=user_id, item=item_id, timestamp=timestamp\n" in capsys.readouterr().out
+
+
+def test_gzipped_amazon_reviews_json_prepare_like_the_csv(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`prepare --source reviews_Beauty_5.json.gz` (McAuley's distribution) needs no option: the
+    format, compression and keys are found, --min-rating filters on 'overall', and the dataset
+    equals the one prepared from the same reviews as a CSV."""
+    import gzip
+
+    reviews = [("A1", "B3", 5, 30), ("A1", "B1", 4, 10), ("A1", "B2", 1, 20), ("A2", "B1", 5, 5), ("A2", "B3", 3, 6)]
+    lines = "".join(json.dumps({"reviewerID": u, "asin": i, "overall": float(r), "unixReviewTime": t,
+                                "reviewText": "a, b", "helpful": [0, 1]}) + "\n" for u, i, r, t in reviews)
+    src = tmp_path / "reviews_Beauty_5.json.gz"
+    src.write_bytes(gzip.compress(lines.encode()))
+    dest = tmp_path / "out"
+    assert main(["prepare", "--source", str(src), "--out", str(dest), "--min-rating", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "(format json," in out
+    assert "columns read: user=reviewerID, item=asin, timestamp=unixReviewTime, rating=overall (taken from the keys" in out
+    assert _sequences(dest) == {"A1": ["B1", "B3"], "A2": ["B1", "B3"]}  # by time, the 1-star review filtered out
+    csv = "reviewerID,asin,overall,unixReviewTime\n" + "".join(f"{u},{i},{r},{t}\n" for u, i, r, t in reviews)
+    same = _prepare(tmp_path, "reviews.csv", csv, "--min-rating", "3", out="out_csv")
+    assert (same / "sequences.parquet").read_bytes() == (dest / "sequences.parquet").read_bytes()

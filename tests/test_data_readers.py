@@ -183,3 +183,78 @@ def test_an_unrecognised_header_over_numbers_is_not_read_as_data(tmp_path: Path)
     p.write_text("1,2,3\n1,3,4\n")  # numbers on line 1: a CSV without a header, said as such
     with pytest.raises(UserError, match="log.txt:1: a CSV file without a header row"):
         read_interactions(p)
+
+
+AMAZON_REVIEWS = [  # McAuley's reviews_*_5.json shape: ids, a rating, a time and keys to ignore
+    {"reviewerID": "A1", "asin": "B07", "overall": 5.0, "unixReviewTime": 1369699200, "helpful": [1, 2],
+     "reviewText": 'fine, "really"', "summary": "ok"},
+    {"reviewerID": "A2", "asin": "B08", "overall": 2.0, "unixReviewTime": 1355443200, "helpful": [0, 0],
+     "reviewText": "no", "summary": "meh", "style": {"Size:": " 8oz"}},
+    {"reviewerID": "A1", "asin": "B09", "overall": 4.0, "unixReviewTime": 1369699300, "helpful": [0, 0],
+     "reviewText": "", "summary": ""},
+]
+
+
+@pytest.mark.parametrize("compression", [None, "gzip", "bz2", "lzma"])
+def test_json_lines_of_amazon_reviews_equal_the_same_csv_whatever_the_compression(tmp_path: Path, compression) -> None:
+    import importlib
+    import json
+
+    text = "\n".join(json.dumps(r) for r in AMAZON_REVIEWS) + "\n"
+    csv = "reviewerID,asin,overall,unixReviewTime\n" + "".join(
+        f"{r['reviewerID']},{r['asin']},{r['overall']},{r['unixReviewTime']}\n" for r in AMAZON_REVIEWS)
+    files = {}
+    for name, body in (("reviews.json", text), ("reviews.csv", csv)):
+        p = tmp_path / (name + (f".{compression}" if compression else ""))
+        data = body.encode()
+        p.write_bytes(importlib.import_module(compression).compress(data) if compression else data)
+        files[name] = p
+    assert detect_format(files["reviews.json"]) == "json" and detect_format(files["reviews.csv"]) == "csv"
+    js, cs = read_interactions(files["reviews.json"]), read_interactions(files["reviews.csv"])
+    assert js.fmt == "json" and js.columns == cs.columns == {
+        "user": "reviewerID", "item": "asin", "timestamp": "unixReviewTime", "rating": "overall"}
+    assert _cols(js) == _cols(cs) == (["A1", "A2", "A1"], ["B07", "B08", "B09"])
+    np.testing.assert_array_equal(js.timestamp, cs.timestamp)
+    assert js.timestamp.dtype == np.int64
+    np.testing.assert_array_equal(js.rating, [5.0, 2.0, 4.0])
+
+
+def test_json_lines_with_numeric_ids_or_chosen_keys(tmp_path: Path) -> None:
+    """Ids of mixed JSON types (pyarrow refuses them) are read line by line as strings; --user-col
+    and --item-col pick keys the names would not."""
+    p = tmp_path / "events.jsonl"
+    p.write_text('{"user_id": 7, "item_id": "x", "ts": 3}\n\n{"user_id": "8", "item_id": 12, "ts": 1.5}\n')
+    inter = read_interactions(p)
+    assert _cols(inter) == (["7", "8"], ["x", "12"])
+    np.testing.assert_array_equal(inter.timestamp, [3.0, 1.5])
+    p.write_text('{"who": "a", "what": "b", "when": 2}\n')
+    inter = read_interactions(p, "json", ReadOptions(user_col="who", item_col="what", time_col="when"))
+    assert _cols(inter) == (["a"], ["b"]) and inter.timestamp.tolist() == [2]
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"user_id": "a", "item_id": "5"}\nnot json\n', "x.json:2: not valid JSON"),
+    ('{"user_id": "a", "item_id": "5"}\n{"user_id": "a"}\n', "x.json:2: field 'item_id': missing value"),
+    ('{"user_id": "a", "item_id": "5"}\n\n{"user_id": "a", "item_id": ["b"]}\n', "x.json:3: field 'item_id': expected a string or number id"),
+    ('{"user_id": "a", "item_id": "5", "timestamp": "noon"}\n', "x.json:1: field 'timestamp': expected a number, got 'noon'"),
+    ('{"user_id": "a", "item_id": "5"}\n[1, 2]\n', "x.json:2: expected a JSON object, got list"),
+    ('{"user_id": "a", "item_id": ""}\n', "x.json:1: field 'item_id': empty id"),
+    ('{"foo": "a", "bar": "5"}\n', "the first object's keys (foo, bar) has no single column named like a user id"),
+])
+def test_each_bad_json_line_is_one_error_naming_it(tmp_path: Path, text: str, message: str) -> None:
+    p = tmp_path / "x.json"
+    p.write_text(text)
+    with pytest.raises(UserError, match=None) as err:
+        read_interactions(p)
+    assert message in str(err.value)
+
+
+def test_a_truncated_compressed_file_is_one_error(tmp_path: Path) -> None:
+    import gzip
+
+    p = tmp_path / "log.csv.gz"
+    rows = "".join(f"u{i},item{i * 7919 % 10007}\n" for i in range(5000))
+    whole = gzip.compress(f"user_id,item_id\n{rows}".encode())
+    p.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(UserError, match=r"log.csv.gz: cannot decompress \(gzip: "):
+        read_interactions(p)

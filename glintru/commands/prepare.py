@@ -16,14 +16,14 @@ from glintru.data.readers import FORMATS
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--source", metavar="PATH", help="local interaction file (or ml-1m.zip)")
+    src.add_argument("--source", metavar="PATH", help="local interaction file (or ml-1m.zip); gzip, bzip2 or xz compressed text is read as it is")
     src.add_argument("--dataset", choices=["ml-1m"], help="download a known dataset into the cache")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory or s3://BUCKET/PATH, gs://... (must be absent or empty)")
     p.add_argument("--format", default="auto", metavar="NAME", help=f"auto (default) or one of: {', '.join(FORMATS)}")
-    p.add_argument("--user-col", help="csv/parquet: user column name (default: the header's user_id/userId/user/... column; recbole: override user_id)")
-    p.add_argument("--item-col", help="csv/parquet: item column name (default: the header's item_id/itemId/movieId/asin/... column; recbole: override item_id)")
-    p.add_argument("--time-col", help="csv/parquet: timestamp column name (optional; default with neither --user-col nor --item-col: the header's timestamp/time/ts column)")
-    p.add_argument("--rating-col", help="csv/parquet: rating column name (optional; default as for --time-col: rating/score/stars)")
+    p.add_argument("--user-col", help="csv/parquet/json: user column name (default: the header's user_id/userId/user/... column; recbole: override user_id)")
+    p.add_argument("--item-col", help="csv/parquet/json: item column name (default: the header's item_id/itemId/movieId/asin/... column; recbole: override item_id)")
+    p.add_argument("--time-col", help="csv/parquet/json: timestamp column name (optional; default with neither --user-col nor --item-col: the header's timestamp/time/ts column)")
+    p.add_argument("--rating-col", help="csv/parquet/json: rating column name (optional; default as for --time-col: rating/score/stars/overall)")
     p.add_argument("--sep", default=",", help="csv: field delimiter, one character or 'tab' (default ','; --format auto finds ',', tab or ';' from a recognised header)")
     p.add_argument("--min-rating", type=float, help="keep interactions with rating >= this")
     p.add_argument("--dedup", action="store_true", help="keep only the first interaction of each user-item pair")
@@ -69,10 +69,11 @@ def run(args: argparse.Namespace) -> int:
         f"mean {c['mean_length']:.1f})"
     )
     opts = manifest["options"]
-    if "user_col" in opts and manifest["source"]["format"] in ("csv", "parquet"):
+    if "user_col" in opts and manifest["source"]["format"] in ("csv", "parquet", "json"):
         read = ", ".join(f"{role}={opts[key]}" for role, key in ROLE_OPTION.items() if key in opts)
         given = args.user_col or args.item_col
-        print(f"columns read: {read}" + ("" if given else " (taken from the header's names; --user-col etc. choose others)"))
+        names = "keys" if manifest["source"]["format"] == "json" else "header's names"
+        print(f"columns read: {read}" + ("" if given else f" (taken from the {names}; --user-col etc. choose others)"))
     if manifest["split"]["n_test"] == 0:  # written, but every later command refuses it: say so now
         print(f"warning: {args.out}: no user has the 3 interactions a leave-one-out split needs (at most "
               f"{c['max_length']} each): train and tune will refuse it; check the source and --format",

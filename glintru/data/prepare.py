@@ -298,7 +298,7 @@ def prepare(
         "user_core": filters.user_core,
         "item_core": filters.item_core,
     }
-    if inter.columns is not None:  # csv / parquet: the columns read, given or taken from the header's names
+    if inter.columns is not None:  # csv / parquet / json: the columns read, given or taken from the header's names
         options.update({ROLE_OPTION[role]: col for role, col in inter.columns.items()})
         if inter.sep is not None:
             options["sep"] = inter.sep

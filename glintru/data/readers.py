@@ -16,6 +16,12 @@ Formats (``FORMATS``):
   pair-per-line  ``user item`` oldest first per user (original SASRec repository)
   csv            generic delimited file with a header; column names from :class:`ReadOptions`
   parquet        generic Parquet file; column names from :class:`ReadOptions`
+  json           JSON lines, one object per interaction (McAuley's Amazon review files
+                 ``reviews_Beauty_5.json``: ``reviewerID``, ``asin``, ``overall``, ``unixReviewTime``;
+                 the 2023 files: ``user_id``, ``asin``, ``rating``, ``timestamp``); keys as csv columns
+
+Text files may be compressed with gzip, bzip2 or xz (``.json.gz``, ``.csv.gz``, ...): recognised by
+their first bytes and decompressed in memory.
 
 The generic formats take the columns from the header when no ``--user-col``/``--item-col`` is given
 and exactly one column has a well-known name for each role (``COLUMN_NAMES``: ``user_id``,
@@ -39,7 +45,7 @@ import pyarrow.compute as pc
 
 from glintru.errors import UserError
 
-FORMATS = ("movielens", "amazon-csv", "recbole", "seq-per-line", "pair-per-line", "csv", "parquet")
+FORMATS = ("movielens", "amazon-csv", "recbole", "seq-per-line", "pair-per-line", "csv", "parquet", "json")
 ML_ZIP_MEMBER = "ml-1m/ratings.dat"
 
 
@@ -97,12 +103,49 @@ def _read_bytes(path: Path) -> tuple[bytes, str | None]:
                 member = candidates[0]
                 data = zf.read(member)
         else:
-            data = path.read_bytes()
+            data = _decompress(path, path.read_bytes())
     except (OSError, zipfile.BadZipFile) as exc:
         raise UserError(f"{path}: cannot read ({exc})") from None
     if not data.strip():
         raise UserError(f"{path}{':' + member if member else ''}: file is empty")
     return data, member
+
+
+# first bytes -> (name, module): compressed text files are read whole, decompressed in memory
+_COMPRESSION = {b"\x1f\x8b": ("gzip", "gzip"), b"BZh": ("bzip2", "bz2"), b"\xfd7zXZ\x00": ("xz", "lzma")}
+
+
+def _compression(head: bytes) -> tuple[str, str] | None:
+    return next((v for magic, v in _COMPRESSION.items() if head.startswith(magic)), None)
+
+
+def _decompress(path: Path, data: bytes) -> bytes:
+    """``data`` decompressed when its first bytes say gzip, bzip2 or xz; else as it is."""
+    kind = _compression(data[:6])
+    if kind is None:
+        return data
+    import importlib
+
+    try:
+        return importlib.import_module(kind[1]).decompress(data)
+    except (OSError, EOFError, ValueError) as exc:  # truncated or corrupt archives
+        raise UserError(f"{path}: cannot decompress ({kind[0]}: {exc})") from None
+
+
+def _head(path: Path, size: int = 1 << 16) -> bytes:
+    """The first ``size`` bytes of the file's text, decompressed if it is compressed."""
+    with open(path, "rb") as fh:
+        head = fh.read(size)
+    kind = _compression(head[:6])
+    if kind is None:
+        return head
+    import importlib
+
+    try:
+        with importlib.import_module(kind[1]).open(path, "rb") as fh:
+            return fh.read(size)
+    except (OSError, EOFError, ValueError) as exc:
+        raise UserError(f"{path}: cannot decompress ({kind[0]}: {exc})") from None
 
 
 def _decode(data: bytes, where: str) -> str:
@@ -353,7 +396,7 @@ COLUMN_NAMES: dict[str, tuple[str, ...]] = {
     "user": ("userid", "user", "uid", "customerid", "reviewerid", "visitorid", "sessionid"),
     "item": ("itemid", "item", "iid", "movieid", "productid", "asin", "trackid", "articleid"),
     "timestamp": ("timestamp", "time", "ts", "unixreviewtime", "eventtime", "datetime"),
-    "rating": ("rating", "score", "stars"),
+    "rating": ("rating", "score", "stars", "overall"),
 }
 
 
@@ -376,13 +419,13 @@ def infer_columns(header: list[str]) -> dict[str, str] | None:
     return cols if "user" in cols and "item" in cols else None
 
 
-def _generic_columns(opts: ReadOptions, where: str, header: list[str]) -> dict[str, str]:
+def _generic_columns(opts: ReadOptions, where: str, header: list[str], names: str = "the header") -> dict[str, str]:
     """role -> column to read: the options', or the header's names when neither --user-col nor --item-col is given."""
     if not opts.user_col and not opts.item_col:
         cols = infer_columns(header)
         if cols is None:
             raise UserError(
-                f"{where}: give --user-col and --item-col (and optionally --time-col): the header "
+                f"{where}: give --user-col and --item-col (and optionally --time-col): {names} "
                 f"({', '.join(header)}) has no single column named like a user id and one like an item id "
                 "(such as user_id, userId, user / item_id, itemId, movieId, asin)"
             )
@@ -496,6 +539,88 @@ def read_parquet(path: Path, opts: ReadOptions | None = None) -> Interactions:
     return _from_table(table, cols, where, lambda row: f"{where}: row {row + 1}", "parquet")
 
 
+def read_json_lines(path: Path, opts: ReadOptions | None = None) -> Interactions:
+    """JSON lines: one object per interaction; its keys play the csv header's part (the columns
+    named by ``opts``, or recognised by their names); other keys are ignored. Ids may be strings or
+    numbers. pyarrow parses the file; when it cannot (ids of mixed types, a bad line), Python reads
+    it line by line and names the first bad line."""
+    import json
+
+    import pyarrow.json as pajson
+
+    opts = opts or ReadOptions()
+    data, _ = _read_bytes(path)
+    where = str(path)
+    stripped = data.lstrip()
+    first, first_line = stripped.split(b"\n", 1)[0], data[: len(data) - len(stripped)].count(b"\n") + 1
+    try:
+        obj = json.loads(first)
+    except ValueError:
+        obj = None
+    if not isinstance(obj, dict):
+        raise UserError(f"{where}:{first_line}: expected one JSON object per line, got "
+                        f"{first[:60].decode('utf-8', 'replace')!r}")
+    cols = _generic_columns(opts, where, list(obj), "the first object's keys")
+    for name in cols.values():
+        if name not in obj:
+            raise UserError(f"{where}:{first_line}: no key '{name}' (keys: {', '.join(obj)})")
+    types = {name: pa.string() if role in ("user", "item") else pa.float64() for role, name in cols.items()}
+    try:
+        table = pajson.read_json(
+            io.BytesIO(data),
+            read_options=pajson.ReadOptions(block_size=max(1 << 20, 2 * len(first))),
+            parse_options=pajson.ParseOptions(explicit_schema=pa.schema(list(types.items())),
+                                              unexpected_field_behavior="ignore"),
+        )
+    except pa.ArrowException:
+        table = _json_lines_in_python(_decode(data, where), cols, where)
+    if table.num_rows == 0:
+        raise UserError(f"{where}: no data rows")
+    lines = None
+
+    def at(row: int) -> str:  # error path only: the file line of table row ``row`` (blank lines skipped)
+        nonlocal lines
+        if lines is None:
+            lines = [i + 1 for i, ln in enumerate(_decode(data, where).split("\n")) if ln.strip()]
+        return f"{where}:{lines[row]}"
+
+    inter = _from_table(table, cols, where, at, "json")
+    ts = inter.timestamp
+    if ts is not None and np.all(ts == np.floor(ts)) and np.all(np.abs(ts) < 2**53):
+        inter = replace(inter, timestamp=ts.astype(np.int64))  # JSON numbers are read as floats
+    return inter
+
+
+def _json_lines_in_python(text: str, cols: dict[str, str], where: str) -> pa.Table:
+    """The named keys of every line, parsed one line at a time: ids of any JSON scalar type become
+    strings; a line that is not an object, or lacks a key, is a UserError naming it."""
+    import json
+
+    values: dict[str, list] = {name: [] for name in cols.values()}
+    ids = {cols["user"], cols["item"]}
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            raise UserError(f"{where}:{n}: not valid JSON ({exc.args[0] if exc.args else exc})") from None
+        if not isinstance(obj, dict):
+            raise UserError(f"{where}:{n}: expected a JSON object, got {type(obj).__name__}")
+        for name, out in values.items():
+            v = obj.get(name)
+            if v is None:
+                raise UserError(f"{where}:{n}: field '{name}': missing value")
+            if name in ids:
+                if isinstance(v, (dict, list)):
+                    raise UserError(f"{where}:{n}: field '{name}': expected a string or number id, got {type(v).__name__}")
+                v = v if isinstance(v, str) else json.dumps(v)
+            elif isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise UserError(f"{where}:{n}: field '{name}': expected a number, got {v!r}")
+            out.append(v)
+    return pa.table({name: pa.array(v, type=pa.string() if name in ids else pa.float64()) for name, v in values.items()})
+
+
 READERS: dict[str, Callable[[Path, ReadOptions | None], Interactions]] = {
     "movielens": read_movielens,
     "amazon-csv": read_amazon_csv,
@@ -504,6 +629,7 @@ READERS: dict[str, Callable[[Path, ReadOptions | None], Interactions]] = {
     "pair-per-line": read_pair_per_line,
     "csv": read_csv,
     "parquet": read_parquet,
+    "json": read_json_lines,
 }
 
 
@@ -539,8 +665,7 @@ def _sniff(path: Path) -> tuple[str, str | None]:
     if zipfile.is_zipfile(path):
         return "movielens", None
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(1 << 16)
+        head = _head(path)
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc})") from None
     if not head.strip():
@@ -554,6 +679,8 @@ def _sniff(path: Path) -> tuple[str, str | None]:
     if not lines:
         raise UserError(f"{path}: file is empty")
     first = lines[0]
+    if first.startswith("{"):
+        return "json", None
     if name.endswith(".dat") or "::" in first:
         return "movielens", None
     if "\t" in first and all(":" in f for f in first.split("\t")):
