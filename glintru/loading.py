@@ -41,6 +41,7 @@ class LoadedModel:
     max_len: int
     n_items: int
     source: str
+    catalogue_sha256: str | None = None  # the training dataset's item ids (glintru.data.dataset.catalogue_sha256)
 
 
 def is_mlflow_uri(spec: str) -> bool:
@@ -136,7 +137,9 @@ def load_checkpoint_file(path: str | Path, *, max_len: int | None = None) -> Loa
         first = str(exc).strip().splitlines()[0]
         raise UserError(f"{p}: the weights do not fit a '{run_cfg.model}' model with this config: {first}") from None
     model.eval()
-    return with_window(LoadedModel(model=model, max_len=run_cfg.train.max_len, n_items=int(n_items), source=str(p)), max_len)
+    digest = obj.get("catalogue_sha256")
+    return with_window(LoadedModel(model=model, max_len=run_cfg.train.max_len, n_items=int(n_items), source=str(p),
+                                   catalogue_sha256=digest if isinstance(digest, str) else None), max_len)
 
 
 def with_window(loaded: LoadedModel, max_len: int | None) -> LoadedModel:
@@ -182,4 +185,4 @@ def _load_mlflow(uri: str, max_len: int | None, tracking_uri: str | None) -> Loa
     loaded = getattr(inner, "loaded", None)
     if not isinstance(loaded, LoadedModel):
         raise UserError(f"--model {uri}: not a model registered by glintru (expected its pyfunc recommender)")
-    return with_window(LoadedModel(loaded.model, loaded.max_len, loaded.n_items, uri), max_len)
+    return with_window(replace(loaded, source=uri), max_len)

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from glintru.data.dataset import PreparedDataset, list_column_arrays
+from glintru.data.dataset import PreparedDataset, catalogue_sha256, list_column_arrays
 from glintru.engine.scoring import history_mask_coords, score_blocks
 from glintru.errors import UserError
 from glintru.loading import load_model
@@ -236,23 +236,22 @@ def check_output_path(out: str | Path) -> Path:
     return p
 
 
-def item_id_table(data_dir: Path, n_items: int) -> np.ndarray:
-    """``[n_items + 1]`` original item ids indexed by item index (index 0 = padding, '')."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    path = data_dir / "items.parquet"
-    try:
-        t = pq.read_table(path, columns=["item_idx", "item_id"])
-    except (OSError, pa.ArrowException) as exc:
-        raise UserError(f"{path}: cannot read ({exc})") from None
-    idx = t.column("item_idx").to_numpy()
-    if len(idx) != n_items or sorted(idx.tolist()) != list(range(1, n_items + 1)):
-        raise UserError(f"{path}: item_idx must be exactly 1..{n_items} (manifest n_items)")
-    out = np.empty(n_items + 1, dtype=object)
-    out[0] = ""
-    out[idx] = np.asarray(t.column("item_id").to_pylist(), dtype=object)
-    return out
+def check_catalogue(loaded: Any, data: Any) -> np.ndarray:
+    """The dataset's item id table, once the model is known to score this catalogue: the same number
+    of items and, for models that recorded it, the same items at the same indices (a UserError
+    otherwise: the lists would name the wrong items)."""
+    if loaded.n_items != data.n_items:
+        raise UserError(
+            f"--model {loaded.source}: trained on {loaded.n_items} items but {data.path} has {data.n_items}; "
+            "recommend needs the dataset the model was trained on"
+        )
+    item_ids = data.item_id_table()
+    if loaded.catalogue_sha256 is not None and loaded.catalogue_sha256 != catalogue_sha256(item_ids):
+        raise UserError(
+            f"--model {loaded.source}: trained on another catalogue than {data.path} (the same number of items, "
+            f"{data.n_items:,}, but other item ids at some indices); recommend needs the dataset the model was trained on"
+        )
+    return item_ids
 
 
 def recommend(
@@ -288,17 +287,12 @@ def recommend(
                         "--workers N scores on the GPUs of a Ray cluster)")
     data = load_prepared(data_dir)  # validates the manifest and the sequences
     loaded = load_model(model_spec, max_len=max_len, tracking_uri=tracking_uri)
-    if loaded.n_items != data.n_items:
-        raise UserError(
-            f"--model {loaded.source}: trained on {loaded.n_items} items but {data.path} has {data.n_items}; "
-            "recommend needs the dataset the model was trained on"
-        )
+    item_ids = check_catalogue(loaded, data)
     check_k(k, data.n_items)
     if data.n_users == 0:
         raise UserError(f"{data.path}: no users")
     if int(data.lengths.min()) < 1:
         raise UserError(f"{data.path / SEQUENCES}: a user has an empty history")
-    item_ids = item_id_table(data.path, data.n_items)
     tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
     try:
         if workers == 0:

@@ -322,7 +322,7 @@ def recommend_incremental(model_spec: str, data_dir: str | Path, out: str | Path
     """
     from glintru.data.dataset import load_prepared
     from glintru.loading import load_model
-    from glintru.recommend import check_k, check_output_path, item_id_table, recs_table
+    from glintru.recommend import check_catalogue, check_k, check_output_path, recs_table
 
     t0 = time.perf_counter()
     out_path = check_output_path(out)
@@ -333,10 +333,8 @@ def recommend_incremental(model_spec: str, data_dir: str | Path, out: str | Path
     data = load_prepared(data_dir)
     loaded = load_model(model_spec, max_len=max_len, tracking_uri=tracking_uri)
     check_streamable(loaded.model, loaded.source)
-    if loaded.n_items != data.n_items:
-        raise UserError(f"--model {loaded.source}: trained on {loaded.n_items} items but {data.path} has {data.n_items}")
+    item_ids = check_catalogue(loaded, data)
     check_k(k, data.n_items)
-    item_ids = item_id_table(data.path, data.n_items)
     config = {"model_config": {f: getattr(loaded.model.cfg, f) for f in loaded.model.cfg.__dataclass_fields__},
               "max_len": loaded.max_len}
     model = loaded.model.eval()

@@ -64,6 +64,34 @@ def test_a_refused_resume_leaves_the_runs_config_as_it_was(tmp_path, data_dir, c
     assert len(json.loads((run / "history.json").read_text())) == 2
 
 
+def test_weights_are_refused_on_another_catalogue_of_the_same_size(tmp_path, data_dir, capsys):
+    """best.pt records the training catalogue: recommend and resume on a dataset whose item index i
+    names another item (same count: a re-prepared snapshot) are one error line, not wrong lists."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data_dir), "--model", "gru4rec", "--max-epochs", "1", "--out", str(run), *TINY]) == 0
+    assert len(torch.load(run / "best.pt", weights_only=True)["catalogue_sha256"]) == 64
+    other = tmp_path / "other"
+    shutil.copytree(data_dir, other)
+    ids = [str(i) for i in range(1, N_ITEMS + 1)]
+    ids[0], ids[1] = ids[1], ids[0]  # items 1 and 2 swap names
+    pq.write_table(pa.table({"item_idx": pa.array(range(1, N_ITEMS + 1), pa.int32()), "item_id": pa.array(ids)}),
+                   other / "items.parquet")
+    capsys.readouterr()
+    out = tmp_path / "recs.parquet"
+    assert main(["recommend", "--model", str(run), "--data", str(data_dir), "--out", str(out)]) == 0
+    assert main(["recommend", "--model", str(run), "--data", str(other), "--out", str(tmp_path / "x.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert f"trained on another catalogue than {other} (the same number of items, {N_ITEMS}" in err
+    assert main(["train", "--data", str(other), "--resume", str(run), "--max-epochs", "2", "--quiet"]) == 2
+    assert "the checkpoint was trained on another catalogue" in capsys.readouterr().err
+    assert len(json.loads((run / "history.json").read_text())) == 1
+
+
 def test_resume_of_a_run_saved_before_target_weight_keeps_its_weighting(tmp_path, data_dir):
     run = tmp_path / "run"
     args = ["train", "--data", str(data_dir), "--model", "gru4rec", "--out", str(run), *TINY]

@@ -89,6 +89,40 @@ class PreparedDataset:
         """Interactions per item index over the whole dataset: [n_items + 1], index 0 = 0."""
         return np.bincount(self.items, minlength=self.n_items + 1)
 
+    def item_id_table(self) -> np.ndarray:
+        """``[n_items + 1]`` original item ids indexed by item index (index 0 = padding, '')."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = self.path / ITEMS
+        try:
+            t = pq.read_table(path, columns=["item_idx", "item_id"])
+        except (OSError, pa.ArrowException) as exc:
+            raise UserError(f"{path}: cannot read ({exc})") from None
+        idx = t.column("item_idx").to_numpy()
+        if len(idx) != self.n_items or sorted(idx.tolist()) != list(range(1, self.n_items + 1)):
+            raise UserError(f"{path}: item_idx must be exactly 1..{self.n_items} (manifest n_items)")
+        out = np.empty(self.n_items + 1, dtype=object)
+        out[0] = ""
+        out[idx] = np.asarray(t.column("item_id").to_pylist(), dtype=object)
+        return out
+
+    def catalogue_sha256(self) -> str:
+        """:func:`catalogue_sha256` of this dataset's item ids."""
+        return catalogue_sha256(self.item_id_table())
+
+
+def catalogue_sha256(item_ids: np.ndarray) -> str:
+    """SHA-256 of the item ids in index order (``item_ids[1:]``, one per line): two datasets whose
+    item index i names the same item for every i have the same digest. A model stores the digest of
+    the catalogue it was trained on, so scoring it on another catalogue of the same size is refused."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for item in item_ids[1:]:
+        h.update(str(item).encode("utf-8") + b"\n")
+    return h.hexdigest()
+
 
 def list_column_arrays(column: Any) -> tuple[np.ndarray, np.ndarray]:
     """A list<int> Arrow column (chunked or not, possibly a slice) as ``(offsets [R + 1] int64 from 0,

@@ -5,7 +5,8 @@ with ``torch.load(weights_only=True)``. Keys of ``checkpoint.pt``:
 ``format_version``, ``epoch`` (1-based, last finished), ``config`` (``RunConfig.to_flat()``),
 ``model`` and ``optimizer`` (state dicts), ``metrics`` (this epoch's), ``history`` (all epochs),
 ``best`` (``{"epoch", "value", "metrics"}``), ``best_model`` (state dict of the best epoch, or
-None when that is this epoch), ``stopped`` (why training ended, "" while it goes on), ``train_s``.
+None when that is this epoch), ``stopped`` (why training ended, "" while it goes on), ``train_s``,
+``catalogue_sha256`` (the training dataset's item ids, :func:`glintru.data.dataset.catalogue_sha256`).
 Directories are written under a temporary name and renamed, so a crash never leaves a
 half-written ``epoch_NNNN``.
 """
@@ -84,10 +85,14 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     return state
 
 
-def save_best(out_dir: Path, model_state: dict[str, Any], config: dict[str, Any], epoch: int, metrics: dict) -> Path:
-    """``out_dir/best.pt``: ``{"model", "config", "epoch", "metrics"}`` (weights_only-loadable)."""
+def save_best(out_dir: Path, model_state: dict[str, Any], config: dict[str, Any], epoch: int, metrics: dict,
+              catalogue_sha256: str | None = None) -> Path:
+    """``out_dir/best.pt``: ``{"model", "config", "epoch", "metrics", "catalogue_sha256"}``
+    (weights_only-loadable; the last: the training dataset's item ids, see
+    :func:`glintru.data.dataset.catalogue_sha256`, or None)."""
     from glintru.storage import atomic_torch_save
 
     path = Path(out_dir) / "best.pt"
-    atomic_torch_save({"model": model_state, "config": config, "epoch": epoch, "metrics": metrics}, path)
+    atomic_torch_save({"model": model_state, "config": config, "epoch": epoch, "metrics": metrics,
+                       "catalogue_sha256": catalogue_sha256}, path)
     return path

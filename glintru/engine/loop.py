@@ -110,6 +110,15 @@ class _Progress:
         )
 
 
+def _catalogue_of(data: PreparedDataset) -> str | None:
+    """The dataset's catalogue digest, stored with the weights; None when its item table cannot be
+    read (training does not need it: only scoring with the weights later does)."""
+    try:
+        return data.catalogue_sha256()
+    except UserError:
+        return None
+
+
 def check_resumable(run_cfg: RunConfig, checkpoint: Path) -> None:
     """The UserError :func:`fit` would raise for resuming ``checkpoint`` with ``run_cfg``, raised
     before anything is written (its ``config.json`` read, else the checkpoint itself)."""
@@ -191,9 +200,13 @@ def fit(
     wall_before = 0.0  # wall time of the segments before a resume (checkpoints keep the running total)
     side = {m: {"epoch": 0, "value": -math.inf, "metrics": {}, "state": None}
             for m in dict.fromkeys(also_select) if m != cfg.valid_metric}
+    catalogue = _catalogue_of(data)
     if resume_from is not None:
         ckpt = load_checkpoint(Path(resume_from), map_location=device)
         _check_resume_config(run_cfg, ckpt["config"], Path(resume_from))
+        if ckpt.get("catalogue_sha256") not in (None, catalogue):
+            raise UserError(f"{resume_from}: cannot resume on {data.path}: the checkpoint was trained on another "
+                            "catalogue (other item ids at some indices)")
         model.load_state_dict(ckpt["model"])
         _load_loss_state(seq_loss, ckpt, Path(resume_from))
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -278,7 +291,7 @@ def fit(
             best = {"epoch": epoch, "value": value, "metrics": dict(metrics)}
             best_state = _state_on_cpu(model.state_dict())
             if rank == 0:
-                save_best(out_dir, best_state, flat, epoch, dict(metrics))
+                save_best(out_dir, best_state, flat, epoch, dict(metrics), catalogue)
         for m, sel in side.items():
             if metrics[m] > sel["value"]:
                 side[m] = {"epoch": epoch, "value": metrics[m], "metrics": dict(metrics),
@@ -292,7 +305,7 @@ def fit(
                 "metrics": metrics, "history": history, "best": best,
                 "best_model": None if best["epoch"] == epoch else best_state,
                 "stopped": stopped, "train_s": train_s, "also_best": side,
-                "wall_s": wall_before + time.perf_counter() - t0,
+                "wall_s": wall_before + time.perf_counter() - t0, "catalogue_sha256": catalogue,
             })
             _write_json(out_dir / "history.json", history)
         meter.epoch(metrics, cfg.valid_metric)
@@ -304,7 +317,7 @@ def fit(
         raise UserError(f"{out_dir}: no finished epoch to evaluate")
     model.load_state_dict(best_state)
     if rank == 0:  # also when resumed in a fresh directory (a Ray worker's) after the best epoch
-        save_best(out_dir, best_state, flat, best["epoch"], dict(best["metrics"]))
+        save_best(out_dir, best_state, flat, best["epoch"], dict(best["metrics"]), catalogue)
     test = evaluate(model, data, "test", cfg, negatives=negatives_for(data, "test", cfg), rank=rank,
                     world_size=world_size, device=device, all_reduce_sum=all_reduce_sum)
     selected = {}
