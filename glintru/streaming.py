@@ -22,7 +22,8 @@ Events file, either
   third field, a numeric timestamp; ``#`` starts a comment line; or
 - a CSV/TSV/semicolon file whose header names its columns as ``glintru prepare`` recognises them
   (``user_id``/``userId``/``user``..., ``item_id``/``movieId``/``asin``..., optionally
-  ``timestamp``/``time``/``ts``...; other columns are ignored), or a Parquet file with such columns.
+  ``timestamp``/``time``/``ts``...; other columns are ignored), JSON lines with such keys, or a
+  Parquet file with such columns. Text may be gzip-, bzip2- or xz-compressed.
 Events are applied in file order, or in timestamp order when the file has timestamps (ties keep
 file order). Unknown users start from an empty history; an event with an item outside the model's
 catalogue is an error naming the line, or, with ``skip_unknown``, left out and counted.
@@ -149,7 +150,7 @@ class Events:
 
 def read_events(path: str | Path, item_index: dict[str, int], *, skip_unknown: bool = False) -> Events:
     """The events of ``path`` (see the module docstring); errors name the file and line or row."""
-    from glintru.data.readers import ReadOptions, infer_columns, read_csv, read_parquet
+    from glintru.data.readers import ReadOptions, decompress, infer_columns, read_csv, read_json_lines, read_parquet
 
     p = Path(path)
     if not p.is_file():
@@ -161,14 +162,17 @@ def read_events(path: str | Path, item_index: dict[str, int], *, skip_unknown: b
         return _index_events(p, inter.user.to_pylist(), inter.item.to_pylist(), inter.timestamp, item_index, skip_unknown,
                              lambda row: f"{p}: row {row + 1}", inter.columns)
     try:
-        with p.open(encoding="utf-8") as fh:
-            lines = fh.read().splitlines()
+        lines = decompress(p, p.read_bytes()).decode("utf-8").splitlines()
     except UnicodeDecodeError as exc:
         raise UserError(f"--events {p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     first = next((i for i, line in enumerate(lines) if line.strip() and not line.lstrip().startswith("#")), None)
     if first is None:
         raise UserError(f"--events {p}: no events")
     head = lines[first].strip()
+    if head.startswith("{"):  # JSON lines, keys named as prepare recognises them
+        inter = read_json_lines(p, ReadOptions())
+        return _index_events(p, inter.user.to_pylist(), inter.item.to_pylist(), inter.timestamp, item_index,
+                             skip_unknown, lambda row: f"{p}: event {row + 1}", inter.columns)
     for sep in (",", "\t", ";"):
         if sep in head and infer_columns([h.strip().strip('"') for h in head.split(sep)]) is not None:
             if first:

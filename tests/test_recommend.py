@@ -4,6 +4,7 @@ input."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import warnings
 from pathlib import Path
@@ -412,8 +413,9 @@ def test_incremental_mode_equals_batch_scoring_of_the_extended_histories(trained
 
 
 def test_events_files_with_headers_timestamps_or_parquet_give_the_same_lists(trained, tmp_path, capsys):
-    """One set of events written five ways (header-less; header-less with timestamps out of file
-    order; a header with other names and an extra column; TSV; Parquet) gives the same lists, and
+    """One set of events written eight ways (header-less; header-less with timestamps out of file
+    order; a header with other names and an extra column, plain and gzipped; TSV; JSON lines;
+    Parquet) gives the same lists, and
     those are the extended histories scored from scratch; --skip-unknown-items leaves an unknown item
     out and counts it."""
     model, run_cfg, seqs, data, best = trained
@@ -429,11 +431,14 @@ def test_events_files_with_headers_timestamps_or_parquet_give_the_same_lists(tra
         "header.tsv": "user\titem\ttime\n" + "".join(f"{u}\t{it}\t{t}\n" for u, it, t in zip(users, items, stamps)),
         "skip.csv": "".join(f"{users[i]},{items[i]}\n" for i in order) + "u-13,never-seen\n",
     }
+    files["events.jsonl"] = "".join(json.dumps({"userId": u, "asin": it, "ts": t, "extra": [1]}) + "\n"
+                                    for u, it, t in zip(users, items, stamps))
     for name, text in files.items():
         (tmp_path / name).write_text(text)
+    (tmp_path / "header.csv.gz").write_bytes(gzip.compress(files["header.csv"].encode()))
     pq.write_table(pa.table({"user_id": users, "item_id": items, "timestamp": stamps}), tmp_path / "events.parquet")
     lists = {}
-    for name in [*files, "events.parquet"]:
+    for name in [*files, "header.csv.gz", "events.parquet"]:
         out = tmp_path / f"{name}.out.parquet"
         extra = ["--skip-unknown-items"] if name == "skip.csv" else []
         rc = main(base + ["--state", str(states), "--events", str(tmp_path / name), "--out", str(out), *extra])

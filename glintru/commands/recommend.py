@@ -49,9 +49,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     inc.add_argument("--save-state", metavar="FILE", help="write every user's streaming state to FILE (after --events if given)")
     inc.add_argument("--state", metavar="FILE", help="streaming states written by an earlier --save-state")
     inc.add_argument("--events", metavar="FILE",
-                     help="new events: header-less 'user_id,item_id[,timestamp]' lines, or a CSV/TSV/Parquet "
-                          "file whose header names user_id, item_id and optionally timestamp (as prepare "
-                          "recognises them); applied in timestamp order if given, else oldest first as written")
+                     help="new events: header-less 'user_id,item_id[,timestamp]' lines, or a CSV/TSV/JSON-lines/"
+                          "Parquet file whose header or keys name user_id, item_id and optionally timestamp (as "
+                          "prepare recognises them; text may be compressed); applied in timestamp order if "
+                          "given, else oldest first as written")
     inc.add_argument("--skip-unknown-items", action="store_true",
                      help="leave out events whose item is not in the model's catalogue (default: an error "
                           "naming the line); the count is printed")

@@ -103,7 +103,7 @@ def _read_bytes(path: Path) -> tuple[bytes, str | None]:
                 member = candidates[0]
                 data = zf.read(member)
         else:
-            data = _decompress(path, path.read_bytes())
+            data = decompress(path, path.read_bytes())
     except (OSError, zipfile.BadZipFile) as exc:
         raise UserError(f"{path}: cannot read ({exc})") from None
     if not data.strip():
@@ -119,7 +119,7 @@ def _compression(head: bytes) -> tuple[str, str] | None:
     return next((v for magic, v in _COMPRESSION.items() if head.startswith(magic)), None)
 
 
-def _decompress(path: Path, data: bytes) -> bytes:
+def decompress(path: Path, data: bytes) -> bytes:
     """``data`` decompressed when its first bytes say gzip, bzip2 or xz; else as it is."""
     kind = _compression(data[:6])
     if kind is None:
