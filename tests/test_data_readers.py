@@ -40,6 +40,26 @@ def test_movielens_inside_zip(tmp_path: Path) -> None:
     assert _cols(inter) == (["1", "1", "2"], ["1193", "661", "1357"])
 
 
+@pytest.mark.parametrize("zip_name, member, text", [
+    ("ml-100k.zip", "ml-100k/u.data", "1\t1193\t5\t978300760\n1\t661\t3\t978302109\n2\t1357\t4\t978298709\n"),
+    ("ml-20m.zip", "ml-20m/ratings.csv",
+     "userId,movieId,rating,timestamp\n1,1193,5.0,978300760\n1,661,3.0,978302109\n2,1357,4.0,978298709\n"),
+])
+def test_other_movielens_zips_read_like_ml_1m(tmp_path: Path, zip_name: str, member: str, text: str) -> None:
+    """MovieLens 100K (tab-separated u.data) and 20M/25M/32M (ratings.csv with a header) zips read as
+    the same interactions as ML-1M's ratings.dat holding the same ratings."""
+    p = tmp_path / zip_name
+    with zipfile.ZipFile(p, "w") as zf:
+        zf.writestr(member.split("/")[0] + "/movies.csv", "movieId,title\n1,Toy Story\n")
+        zf.writestr(member, text)
+    (tmp_path / "ratings.dat").write_text(ML)
+    inter, ref = read_interactions(p), read_interactions(tmp_path / "ratings.dat")
+    assert inter.fmt == "movielens" and inter.member == member
+    assert _cols(inter) == _cols(ref)
+    np.testing.assert_array_equal(inter.timestamp, ref.timestamp)
+    np.testing.assert_array_equal(inter.rating, ref.rating)
+
+
 def test_amazon_csv(tmp_path: Path) -> None:
     p = tmp_path / "ratings_Beauty.csv"
     p.write_text("A39HTATAQ9V7YF,0205616461,5.0,1369699200\nA3JM6GV9MNOF9X,0558925278,3.0,1355443200\n")

@@ -9,7 +9,8 @@ Parsing runs in C++ (``pyarrow.csv``, ``pyarrow.compute``); only when that fails
 file line by line in Python, to find and name the first bad line in the error message.
 
 Formats (``FORMATS``):
-  movielens      ``UserID::MovieID::Rating::Timestamp`` (``ratings.dat``), also inside ``ml-1m.zip``
+  movielens      ``UserID::MovieID::Rating::Timestamp`` (``ratings.dat``), also inside ``ml-1m.zip``;
+                 the zips of 100K (``u.data``) and 20M/25M/32M (``ratings.csv``) too
   amazon-csv     ``user,item,rating,timestamp`` without a header (McAuley 2014/2018 ratings-only files)
   recbole        RecBole atomic ``.inter``: tab-separated, typed header ``user_id:token\titem_id:token...``
   seq-per-line   ``user item1 item2 ...`` oldest first (S3-Rec / ICLRec / DiffuRec text files)
@@ -96,10 +97,11 @@ def _read_bytes(path: Path) -> tuple[bytes, str | None]:
             with zipfile.ZipFile(path) as zf:
                 names = zf.namelist()
                 candidates = [n for n in names if n == ML_ZIP_MEMBER] or [
-                    n for n in names if n.rsplit("/", 1)[-1] in ("ratings.dat", "ratings.csv")
+                    n for n in names if n.rsplit("/", 1)[-1] in ("ratings.dat", "ratings.csv", "u.data")
                 ]
                 if not candidates:
-                    raise UserError(f"{path}: zip archive has no {ML_ZIP_MEMBER} (members: {', '.join(names[:10])})")
+                    raise UserError(f"{path}: zip archive has no MovieLens ratings file (ratings.dat, ratings.csv or "
+                                    f"u.data; members: {', '.join(names[:10])})")
                 member = candidates[0]
                 data = zf.read(member)
         else:
@@ -246,10 +248,21 @@ def _str(col: pa.ChunkedArray | pa.Array) -> pa.Array:
 
 
 def read_movielens(path: Path, opts: ReadOptions | None = None) -> Interactions:
-    """``UserID::MovieID::Rating::Timestamp`` (MovieLens 1M/10M ``ratings.dat``), or that member of a zip."""
+    """``UserID::MovieID::Rating::Timestamp`` (MovieLens 1M/10M ``ratings.dat``), or that member of a
+    zip; also the zips of MovieLens 100K (``u.data``: the same fields tab-separated) and of
+    20M/25M/32M/latest (``ratings.csv``: a header ``userId,movieId,rating,timestamp``)."""
     data, member = _read_bytes(path)
     where = f"{path}:{member}" if member else str(path)
     names = ["user", "item", "rating", "timestamp"]
+    first = data.lstrip().split(b"\n", 1)[0].decode("utf-8", "replace").strip()
+    if "::" not in first and "," in first and infer_columns([h.strip().strip('"') for h in first.split(",")]):
+        return replace(read_csv(path, replace(opts or ReadOptions(), sep=",")), fmt="movielens", member=member)
+    types = {"user": pa.string(), "item": pa.string(), "rating": pa.float64(), "timestamp": pa.int64()}
+    if member is not None and member.rsplit("/", 1)[-1] == "u.data":
+        table = _read_delimited(data, where, "\t", names, types, 0, lambda line: line.split("\t"))
+        return Interactions(user=_str(table.column("user")), item=_str(table.column("item")),
+                            timestamp=_np(table.column("timestamp"), np.int64),
+                            rating=_np(table.column("rating"), np.float64), fmt="movielens", member=member)
     if b"\t" in data:
         line = data.count(b"\n", 0, data.index(b"\t")) + 1
         raise UserError(f"{where}:{line}: unexpected tab in a '::'-separated file")
@@ -259,7 +272,7 @@ def read_movielens(path: Path, opts: ReadOptions | None = None) -> Interactions:
         where,
         "\t",
         names,
-        {"user": pa.string(), "item": pa.string(), "rating": pa.float64(), "timestamp": pa.int64()},
+        types,
         0,
         lambda line: line.split("::"),
         original=data,
