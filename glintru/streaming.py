@@ -155,12 +155,15 @@ def read_events(path: str | Path, item_index: dict[str, int], *, skip_unknown: b
     p = Path(path)
     if not p.is_file():
         raise UserError(f"--events {p}: file not found")
+
+    def _read_events(p: Path, inter: Any, at: Any) -> Events:  # a file prepare's readers read
+        return _index_events(p, inter.user.to_pylist(), inter.item.to_pylist(), inter.timestamp, item_index,
+                             skip_unknown, at, inter.columns)
+
     with p.open("rb") as fh:
         magic = fh.read(4)
     if magic == b"PAR1" or p.suffix.lower() in (".parquet", ".pq"):
-        inter = read_parquet(p, ReadOptions())
-        return _index_events(p, inter.user.to_pylist(), inter.item.to_pylist(), inter.timestamp, item_index, skip_unknown,
-                             lambda row: f"{p}: row {row + 1}", inter.columns)
+        return _read_events(p, read_parquet(p, ReadOptions()), lambda row: f"{p}: row {row + 1}")
     try:
         lines = decompress(p, p.read_bytes()).decode("utf-8").splitlines()
     except UnicodeDecodeError as exc:
@@ -170,16 +173,12 @@ def read_events(path: str | Path, item_index: dict[str, int], *, skip_unknown: b
         raise UserError(f"--events {p}: no events")
     head = lines[first].strip()
     if head.startswith("{"):  # JSON lines, keys named as prepare recognises them
-        inter = read_json_lines(p, ReadOptions())
-        return _index_events(p, inter.user.to_pylist(), inter.item.to_pylist(), inter.timestamp, item_index,
-                             skip_unknown, lambda row: f"{p}: event {row + 1}", inter.columns)
+        return _read_events(p, read_json_lines(p, ReadOptions()), lambda row: f"{p}: event {row + 1}")
     for sep in (",", "\t", ";"):
         if sep in head and infer_columns([h.strip().strip('"') for h in head.split(sep)]) is not None:
             if first:
                 raise UserError(f"--events {p}: the header must be the first line (it is line {first + 1})")
-            inter = read_csv(p, ReadOptions(sep=sep))
-            return _index_events(p, inter.user.to_pylist(), inter.item.to_pylist(), inter.timestamp, item_index, skip_unknown,
-                                 lambda row: f"{p}:{row + 2}", inter.columns)
+            return _read_events(p, read_csv(p, ReadOptions(sep=sep)), lambda row: f"{p}:{row + 2}")
     users: list[str] = []
     items: list[str] = []
     stamps: list[float] = []
