@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -116,9 +115,10 @@ def load_checkpoint_file(path: str | Path, *, max_len: int | None = None) -> Loa
             obj = torch.load(p, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"{p}: checkpoint file not found") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError) as exc:
-        # Truncated or corrupt zip: RuntimeError/EOFError; garbage, or a pickle holding anything but
-        # tensors and plain containers (weights_only refuses to build it): UnpicklingError.
+    except Exception as exc:  # noqa: BLE001 -- arbitrary bytes fail the unpickler in many ways
+        # Truncated or corrupt zip: RuntimeError/EOFError; a pickle holding anything but tensors and
+        # plain containers (weights_only refuses to build it): UnpicklingError; other files (a CSV
+        # given as --model): IndexError, UnicodeDecodeError, ... from the weights-only unpickler.
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "empty file"
         raise UserError(f"{p}: cannot read the checkpoint (corrupt, truncated or not a weights-only torch file): {first}") from None
     state, flat = _checkpoint_parts(obj, p)

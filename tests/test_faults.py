@@ -60,6 +60,11 @@ def test_corrupt_latest_checkpoint_is_a_clear_error_then_resume_from_the_previou
     err = one_line_error(["train", "--data", str(data_dir), "--resume", str(run), "--max-epochs", "4", "--quiet"], capsys)
     assert str(latest) in err and "corrupt or truncated checkpoint" in err
     assert epochs_of(run) == [1, 2]  # nothing was trained or overwritten
+    good = latest.read_bytes()
+    latest.write_text("epoch,loss\n1,0.5\n")  # another kind of file in its place (a bad copy): the same line
+    err = one_line_error(["train", "--data", str(data_dir), "--resume", str(run), "--max-epochs", "4", "--quiet"], capsys)
+    assert str(latest) in err and "corrupt or truncated checkpoint" in err
+    latest.write_bytes(good)
 
     # Recovery (docs/operating.md): remove the damaged epoch; the run resumes from epoch 1's checkpoint
     # and the epoch counter continues from there.

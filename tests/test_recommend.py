@@ -239,6 +239,9 @@ def test_bad_inputs_are_one_line_errors_before_any_work(trained, tmp_path, capsy
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"\x80\x04not a checkpoint" * 10)
     assert "garbage.pt: cannot read the checkpoint" in _error_of(base + ["--model", str(garbage)], capsys)
+    text = tmp_path / "log.csv"
+    text.write_text("user_id,item_id\nu1,i1\n")  # a file of another kind: the unpickler fails its own way
+    assert "log.csv: cannot read the checkpoint" in _error_of(base + ["--model", str(text)], capsys)
     other = save_best(tmp_path / "other", build_model(run_cfg, N_ITEMS + 3), run_cfg)
     assert f"trained on {N_ITEMS + 3} items but" in _error_of(base + ["--model", str(other)], capsys)
     for k in ("0", str(N_ITEMS + 1)):
