@@ -477,6 +477,8 @@ def load_config_file(path: str | Path) -> tuple[str | None, dict[str, Any]]:
     import yaml
 
     p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{p}: is a directory; give a config file (YAML or JSON), e.g. a run's config.yaml")
     if not p.is_file():
         raise UserError(f"{p}: config file not found")
     try:

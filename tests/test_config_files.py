@@ -219,3 +219,12 @@ def test_tune_with_a_malformed_search_space_exits_2_with_one_line(tmp_path, caps
                  "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"error: {bad}: params.lr: loguniform needs low > 0, got 0.0"
+
+
+def test_a_directory_or_binary_file_given_as_config_or_search_space_is_one_clear_error(tmp_path):
+    assert "is a directory; give a config file" in user_error(load_config, tmp_path)
+    assert "is a directory; give a search-space YAML file" in user_error(load_search_space, tmp_path)
+    binary = tmp_path / "x.yaml"
+    binary.write_bytes(b"\x1f\x8b\x08\x00garbage")
+    for load in (load_config, load_search_space):
+        assert "x.yaml: not a valid YAML file" in user_error(load, binary)

@@ -138,6 +138,8 @@ def load_search_space(path: str | Path) -> SearchSpace:
     import yaml
 
     p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{p}: is a directory; give a search-space YAML file (see search_spaces/)")
     if not p.is_file():
         raise UserError(f"{p}: search-space file not found")
     try:
