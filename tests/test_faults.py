@@ -7,6 +7,11 @@ the documented recovery (docs/operating.md) works: delete the damaged epoch dire
 from __future__ import annotations
 
 import json
+import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -175,3 +180,34 @@ def test_a_second_command_on_a_run_directory_in_use_refuses_at_once(tmp_path, da
         if holder.poll() is None:
             holder.kill()
     assert main(["train", "--data", str(data_dir), *TINY, "--max-epochs", "1", "--out", str(run)]) == 0
+
+
+@pytest.mark.parametrize("sig, rc, word", [("SIGTERM", 143, "terminated"), ("SIGINT", 130, "interrupted")])
+def test_a_signal_during_training_is_one_line_naming_the_kept_epoch_and_the_run_resumes(tmp_path, data_dir, sig, rc, word):
+    """SIGTERM (a cancelled job) or Ctrl+C in the middle of `glintru train`: one line saying which
+    epoch the run directory keeps and how to continue, exit 143 / 130; the resume goes on from there."""
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "glintru", "train", "--data", str(data_dir), *TINY, "--max-epochs", "400",
+           "--set", "patience=400", "--out", str(run)]
+    # a shell's background job starts with SIGINT ignored, and Python then installs no Ctrl+C handler
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "checkpoints" / "epoch_0002").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(getattr(signal, sig))
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == rc, err
+    last = err.strip().splitlines()[-1]
+    kept = int(re.fullmatch(rf"{word}: .* keeps its checkpoint of epoch (\d+); .*", last).group(1))
+    assert last == (
+        f"{word}: {run} keeps its checkpoint of epoch {kept}; `glintru train --data {data_dir} --resume {run}` "
+        "(or the same command again) continues it")
+    assert "Traceback" not in err and 2 <= kept < 400
+    assert main(["train", "--data", str(data_dir), "--resume", str(run), "--max-epochs", str(kept + 2), "--quiet"]) == 0
+    assert epochs_of(run) == list(range(1, kept + 3))

@@ -15,9 +15,13 @@ Progress goes to stderr (one line per epoch); the final metrics table to stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -110,13 +114,54 @@ def run(args: argparse.Namespace) -> int:
     make_run_dir(out)  # an unwritable --out fails here, before any training or Ray
     from glintru.storage import DirectoryLock
 
-    with DirectoryLock(out, "glintru train"):  # two commands on one run directory: the second refuses
-        try:
+    with DirectoryLock(out, "glintru train"), _sigterm_as_interrupt(args.workers is None):
+        try:  # (the lock: two commands on one run directory, the second refuses)
             return _train(args, run_cfg, data, out, resume_from)
         except UserError:
             if created:
                 remove_untrained_run_dir(out)
             raise
+        except KeyboardInterrupt as exc:
+            return _interrupted(args, out, 143 if isinstance(exc, Terminated) else 130)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during an in-process run (a job cancelled, ``kill``): handled as Ctrl+C is."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt(enabled: bool) -> Iterator[None]:
+    """While training in this process, SIGTERM raises :class:`Terminated` (the default would end the
+    process without a word); Ray's workers (``--workers``) keep Ray's own handling."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted(args: argparse.Namespace, out: Path, rc: int) -> int:
+    """One line on what the interrupted run keeps and how to continue it; the exit code (130 / 143)."""
+    from glintru.engine.checkpoint import load_checkpoint
+
+    last = latest_checkpoint(out)
+    kept = "no finished epoch yet"
+    if last is not None:
+        try:
+            kept = f"its checkpoint of epoch {int(load_checkpoint(last)['epoch'])}"
+        except UserError:
+            kept = f"its checkpoints ({last.name} the latest)"
+    word = "terminated" if rc == 143 else "interrupted"
+    print(f"{word}: {out} keeps {kept}; `glintru train --data {args.data} --resume {out}` (or the same "
+          "command again) continues it", file=sys.stderr)
+    return rc
 
 
 def remove_untrained_run_dir(out: Path) -> None:
