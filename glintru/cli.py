@@ -8,10 +8,15 @@ A :class:`~glintru.errors.UserError` becomes one ``error: ...`` line and exit co
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
 
-from glintru.errors import UserError
+from glintru.errors import Terminated, UserError
 
 COMMANDS = {
     "prepare": "turn an interaction log into a prepared parquet dataset with a leave-one-out split",
@@ -46,14 +51,36 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    # `tune` and Ray Train runs (`train --workers`) keep their own signal handling
+    sigterm = args.command in ("prepare", "recommend") or (args.command == "train" and args.workers is None)
     try:
-        return int(args._run(args) or 0)
+        with sigterm_raises(sigterm):
+            return int(args._run(args) or 0)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        print("terminated" if terminated else "interrupted", file=sys.stderr)
+        return 143 if terminated else 130
+
+
+@contextlib.contextmanager
+def sigterm_raises(enabled: bool) -> Iterator[None]:
+    """While the command runs, SIGTERM raises :class:`~glintru.errors.Terminated` (a KeyboardInterrupt),
+    so it is handled as Ctrl+C is instead of ending the process without a word."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

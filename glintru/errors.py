@@ -20,6 +20,11 @@ class MlflowUnavailable(UserError):
     exit_code = 1
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a cancelled job, ``kill``) in a command that handles it as it handles Ctrl+C
+    (:func:`glintru.cli.main`): ``finally`` blocks run, so no temporary file is left behind."""
+
+
 def where(path: object, line: int | None = None, field: str | None = None) -> str:
     """Format a location prefix such as ``ratings.dat:12: field 'timestamp'``."""
     out = str(path)

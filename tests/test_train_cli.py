@@ -243,3 +243,28 @@ def test_tune_refuses_a_catalogue_too_small_for_its_negatives_before_ray_or_mlfl
     assert err.startswith("error: field 'num_negatives': 200 negatives requested") and err.count("\n") == 1
     assert not (tmp_path / "m.db").exists()  # no MLflow store (no parent run) and no study's Tune state:
     assert not (tmp_path / "ray").exists() or not any((tmp_path / "ray").iterdir())
+
+
+def test_sigterm_in_prepare_or_recommend_runs_their_cleanup_and_exits_143(tmp_path, monkeypatch, capsys):
+    """SIGTERM (a cancelled job) is handled as Ctrl+C: `finally` blocks run (a partial output is
+    removed) and one word says so, exit 143; afterwards SIGTERM's previous handler is back."""
+    import os
+    import signal
+
+    from glintru.commands import recommend
+
+    partial = tmp_path / ".recs.parquet.tmp-1"
+
+    def run(args):
+        try:
+            partial.write_bytes(b"half")
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise AssertionError("SIGTERM did not interrupt the command")
+        finally:
+            partial.unlink()
+
+    monkeypatch.setattr(recommend, "run", run)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["recommend", "--model", "m", "--data", "d", "--out", str(tmp_path / "recs.parquet")]) == 143
+    assert capsys.readouterr().err == "terminated\n" and not partial.exists()
+    assert signal.getsignal(signal.SIGTERM) is before

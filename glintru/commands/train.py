@@ -15,13 +15,9 @@ Progress goes to stderr (one line per epoch); the final metrics table to stdout.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
-import signal
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +29,7 @@ from glintru.config import (
     parse_set_args,
     values_before_new_keys,
 )
-from glintru.errors import UserError
+from glintru.errors import Terminated, UserError
 
 
 def config_help() -> str:
@@ -114,8 +110,8 @@ def run(args: argparse.Namespace) -> int:
     make_run_dir(out)  # an unwritable --out fails here, before any training or Ray
     from glintru.storage import DirectoryLock
 
-    with DirectoryLock(out, "glintru train"), _sigterm_as_interrupt(args.workers is None):
-        try:  # (the lock: two commands on one run directory, the second refuses)
+    with DirectoryLock(out, "glintru train"):  # two commands on one run directory: the second refuses
+        try:
             return _train(args, run_cfg, data, out, resume_from)
         except UserError:
             if created:
@@ -123,28 +119,6 @@ def run(args: argparse.Namespace) -> int:
             raise
         except KeyboardInterrupt as exc:
             return _interrupted(args, out, 143 if isinstance(exc, Terminated) else 130)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM during an in-process run (a job cancelled, ``kill``): handled as Ctrl+C is."""
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt(enabled: bool) -> Iterator[None]:
-    """While training in this process, SIGTERM raises :class:`Terminated` (the default would end the
-    process without a word); Ray's workers (``--workers``) keep Ray's own handling."""
-    if not enabled or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _interrupted(args: argparse.Namespace, out: Path, rc: int) -> int:
