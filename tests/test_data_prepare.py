@@ -163,6 +163,27 @@ def test_overwrite_failure_keeps_old_output(tmp_path: Path, monkeypatch: pytest.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "s.txt"]
 
 
+def test_an_interrupt_while_overwriting_keeps_the_old_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl+C (or SIGTERM, handled alike) between moving the old dataset aside and renaming the new
+    one into place: the old dataset is put back, nothing temporary is left."""
+    from glintru.errors import Terminated
+
+    dest = _prepare(tmp_path, "s.txt", "1 a b c\n")
+    before = (dest / "manifest.json").read_bytes()
+    real_replace = prep_mod.os.replace
+
+    def interrupted(src, dst):
+        if Path(dst) == dest and ".tmp-" in Path(src).name:  # the new dataset's rename: the old one is aside
+            raise Terminated()
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(prep_mod.os, "replace", interrupted)
+    with pytest.raises(Terminated):
+        prep_mod.prepare(tmp_path / "s.txt", dest, overwrite=True)
+    assert (dest / "manifest.json").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "s.txt"]
+
+
 def test_a_dataset_no_user_can_be_tested_on_is_written_with_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     dest = _prepare(tmp_path, "s.txt", "1 a b\n2 a\n3 b c\n", "--format", "seq-per-line")
     out, err = capsys.readouterr()

@@ -240,8 +240,10 @@ def write_prepared(prep: Prepared, manifest: dict[str, Any], out: Path, overwrit
         if old is not None and not out.exists():
             os.replace(old / "d", out)
         raise UserError(f"{out}: cannot write the prepared dataset ({exc.strerror or exc})") from None
-    except BaseException:
+    except BaseException:  # Ctrl+C, SIGTERM: the previous dataset stays, as after a write error
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not out.exists():
+            os.replace(old / "d", out)
         raise
     finally:
         if old is not None:
