@@ -150,7 +150,7 @@ class Events:
 
 def read_events(path: str | Path, item_index: dict[str, int], *, skip_unknown: bool = False) -> Events:
     """The events of ``path`` (see the module docstring); errors name the file and line or row."""
-    from glintru.data.readers import ReadOptions, decompress, infer_columns, read_csv, read_json_lines, read_parquet
+    from glintru.data.readers import ReadOptions, decompress, header_sep, read_csv, read_json_lines, read_parquet
 
     p = Path(path)
     if not p.is_file():
@@ -174,11 +174,11 @@ def read_events(path: str | Path, item_index: dict[str, int], *, skip_unknown: b
     head = lines[first].strip()
     if head.startswith("{"):  # JSON lines, keys named as prepare recognises them
         return _read_events(p, read_json_lines(p, ReadOptions()), lambda row: f"{p}: event {row + 1}")
-    for sep in (",", "\t", ";"):
-        if sep in head and infer_columns([h.strip().strip('"') for h in head.split(sep)]) is not None:
-            if first:
-                raise UserError(f"--events {p}: the header must be the first line (it is line {first + 1})")
-            return _read_events(p, read_csv(p, ReadOptions(sep=sep)), lambda row: f"{p}:{row + 2}")
+    sep = header_sep(head)
+    if sep is not None:
+        if first:
+            raise UserError(f"--events {p}: the header must be the first line (it is line {first + 1})")
+        return _read_events(p, read_csv(p, ReadOptions(sep=sep)), lambda row: f"{p}:{row + 2}")
     users: list[str] = []
     items: list[str] = []
     stamps: list[float] = []

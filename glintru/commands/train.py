@@ -123,15 +123,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _interrupted(args: argparse.Namespace, out: Path, rc: int) -> int:
     """One line on what the interrupted run keeps and how to continue it; the exit code (130 / 143)."""
-    from glintru.engine.checkpoint import load_checkpoint
-
-    last = latest_checkpoint(out)
-    kept = "no finished epoch yet"
-    if last is not None:
-        try:
-            kept = f"its checkpoint of epoch {int(load_checkpoint(last)['epoch'])}"
-        except UserError:
-            kept = f"its checkpoints ({last.name} the latest)"
+    last = latest_checkpoint(out)  # epoch_NNNN: its name holds the epoch, no need to load it
+    kept = "no finished epoch yet" if last is None else f"its checkpoint of epoch {int(last.name.split('_')[1])}"
     word = "terminated" if rc == 143 else "interrupted"
     print(f"{word}: {out} keeps {kept}; `glintru train --data {args.data} --resume {out}` (or the same "
           "command again) continues it", file=sys.stderr)

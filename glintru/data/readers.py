@@ -255,7 +255,7 @@ def read_movielens(path: Path, opts: ReadOptions | None = None) -> Interactions:
     where = f"{path}:{member}" if member else str(path)
     names = ["user", "item", "rating", "timestamp"]
     first = data.lstrip().split(b"\n", 1)[0].decode("utf-8", "replace").strip()
-    if "::" not in first and "," in first and infer_columns([h.strip().strip('"') for h in first.split(",")]):
+    if "::" not in first and header_sep(first) == ",":
         return replace(read_csv(path, replace(opts or ReadOptions(), sep=",")), fmt="movielens", member=member)
     types = {"user": pa.string(), "item": pa.string(), "rating": pa.float64(), "timestamp": pa.int64()}
     if member is not None and member.rsplit("/", 1)[-1] == "u.data":
@@ -430,6 +430,15 @@ def infer_columns(header: list[str]) -> dict[str, str] | None:
         if hits:
             cols[role] = hits[0]
     return cols if "user" in cols and "item" in cols else None
+
+
+def header_sep(line: str) -> str | None:
+    """The delimiter (',', tab or ';') of ``line`` read as a header :func:`infer_columns`
+    recognises, or None when it is not such a header."""
+    for sep in (",", "\t", ";"):
+        if sep in line and infer_columns([h.strip().strip('"') for h in line.split(sep)]) is not None:
+            return sep
+    return None
 
 
 def _generic_columns(opts: ReadOptions, where: str, header: list[str], names: str = "the header") -> dict[str, str]:
@@ -702,9 +711,9 @@ def _sniff(path: Path) -> tuple[str, str | None]:
         parts = first.split(",")
         if len(parts) == 4 and _is_number(parts[2], False) and _is_number(parts[3], True):
             return "amazon-csv", None
-    for sep in (",", "\t", ";"):
-        if sep in first and infer_columns([h.strip().strip('"') for h in first.split(sep)]) is not None:
-            return "csv", sep
+    sep = header_sep(first)
+    if sep is not None:
+        return "csv", sep
     if "," in first:
         if all(_is_number(f, False) for f in first.split(",")):  # no names on line 1: not a header
             raise UserError(
