@@ -33,3 +33,12 @@ def where(path: object, line: int | None = None, field: str | None = None) -> st
     if field is not None:
         out += f": field '{field}'"
     return out
+
+
+def require_positive(*options: tuple[str, float | None]) -> None:
+    """A UserError naming the first ``(option, value)`` whose value is below 1 (None: not given).
+    The CLI checks counts this way before anything starts; the library functions that take the same
+    counts from Python callers check them with it too, so both say the same."""
+    for option, value in options:
+        if value is not None and value < 1:
+            raise UserError(f"{option}: must be >= 1, got {value}")

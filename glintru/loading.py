@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from glintru.config import config_from_flat
-from glintru.errors import UserError
+from glintru.errors import UserError, require_positive
 
 MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
 
@@ -148,8 +148,7 @@ def with_window(loaded: LoadedModel, max_len: int | None) -> LoadedModel:
     (the SASRecs) has none beyond its training window, so a longer window is a UserError."""
     if max_len is None:
         return loaded
-    if max_len < 1:
-        raise UserError(f"--max-len: must be >= 1, got {max_len}")
+    require_positive(("--max-len", max_len))
     positions = getattr(loaded.model, "position_embedding", None)
     if isinstance(positions, nn.Embedding) and max_len > positions.num_embeddings:
         raise UserError(f"--max-len {max_len}: {loaded.source} learned positions for windows of at most "

@@ -42,7 +42,7 @@ from torch import nn
 
 from glintru.data.dataset import PreparedDataset, catalogue_sha256, list_column_arrays
 from glintru.engine.scoring import history_mask_coords, score_blocks
-from glintru.errors import UserError
+from glintru.errors import UserError, require_positive
 from glintru.loading import load_model
 
 # --------------------------------------------------------------------------------------------
@@ -206,8 +206,7 @@ def scoring_workers(workers: int | None, address: str | None, num_cpus: int | No
         raise UserError("--workers 0 scores in this process; --address connects to a Ray cluster: drop one of them")
     if workers == 0 and num_cpus is not None:
         raise UserError("--num-cpus sizes a local Ray; --workers 0 scores in this process without Ray: drop one of them")
-    if num_cpus is not None and num_cpus < 1:
-        raise UserError(f"--num-cpus: must be >= 1, got {num_cpus}")
+    require_positive(("--num-cpus", num_cpus))
     if num_cpus is not None and not cluster and not use_gpu and num_cpus < workers + 1:
         # each actor holds a CPU for the whole run and Ray Data's read tasks need one more: fewer waits forever
         raise UserError(f"--num-cpus {num_cpus}: {workers} scoring actor{'s' if workers > 1 else ''} hold one CPU each and "
@@ -280,8 +279,7 @@ def recommend(
     t0 = time.perf_counter()
     out_path = check_output_path(out)
     workers = scoring_workers(workers, address, num_cpus, use_gpu)
-    if batch_size < 1:
-        raise UserError(f"--batch-size: must be >= 1, got {batch_size}")
+    require_positive(("--batch-size", batch_size))
     if use_gpu and workers == 0 and not torch.cuda.is_available():
         raise UserError("--gpu: this process sees no CUDA device (in-process scoring runs here; "
                         "--workers N scores on the GPUs of a Ray cluster)")

@@ -126,3 +126,7 @@ def test_init_ray_says_whether_it_initialised_ray_so_commands_stop_only_their_ow
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     assert trainer.init_ray("10.0.0.1:6379", None) is True and calls == [{"address": "10.0.0.1:6379"}]
     assert trainer.init_ray(None, 3) is True and calls[-1]["address"] == "local" and calls[-1]["num_cpus"] == 3
+    n = len(calls)
+    with pytest.raises(UserError, match=r"^--num-cpus: must be >= 1, got 0$"):  # a Python caller gets the CLI's check
+        trainer.init_ray(None, 0)
+    assert len(calls) == n

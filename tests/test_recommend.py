@@ -501,6 +501,11 @@ def test_progress_is_reported_after_every_batch_written(no_ray, trained, tmp_pat
     assert calls == [(6, 20), (12, 20), (18, 20), (20, 20)]  # 20 users in batches of 6
     assert (res.n_users, res.workers) == (20, 0)
     assert pq.read_table(tmp_path / "r.parquet").num_rows == 20
+    for kw, message in (({"batch_size": 0}, "--batch-size: must be >= 1, got 0"),
+                        ({"num_cpus": 0, "workers": 1}, "--num-cpus: must be >= 1, got 0")):
+        with pytest.raises(UserError, match=f"^{message}$"):  # a Python caller gets the CLI's checks
+            recommend(str(best), data, tmp_path / "bad.parquet", k=2, **kw)
+    assert not (tmp_path / "bad.parquet").exists()
 
 
 def test_progress_line_prints_at_most_every_interval_and_not_at_the_end(monkeypatch, capsys):

@@ -29,7 +29,7 @@ from glintru.config import (
     parse_set_args,
     values_before_new_keys,
 )
-from glintru.errors import Terminated, UserError
+from glintru.errors import Terminated, UserError, require_positive
 
 
 def config_help() -> str:
@@ -83,13 +83,9 @@ def run(args: argparse.Namespace) -> int:
 
     from glintru.data.dataset import load_prepared
 
+    require_positive(("--threads", args.threads), ("--workers", args.workers), ("--num-cpus", args.num_cpus))
     if args.threads is not None:
-        if args.threads < 1:
-            raise UserError(f"--threads: must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    for option, value in (("--workers", args.workers), ("--num-cpus", args.num_cpus)):
-        if value is not None and value < 1:
-            raise UserError(f"{option}: must be >= 1, got {value}")
     args.gpu = bool(args.gpu or args.device == "cuda")
     if args.gpus_per_worker is not None and (args.workers is None or not args.gpu or args.gpus_per_worker <= 0):
         raise UserError("--gpus-per-worker: needs --workers and --gpu, and must be > 0")

@@ -19,7 +19,7 @@ import os
 import tempfile
 
 from glintru.config import parse_set_args
-from glintru.errors import UserError
+from glintru.errors import UserError, require_positive
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -72,11 +72,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.gpus_per_worker is not None and not args.gpu:
         raise UserError("--gpus-per-worker: needs --gpu")
-    for option, value in (("--num-samples", args.num_samples), ("--max-epochs", args.max_epochs),
-                          ("--grace-period", args.grace_period), ("--workers", args.workers),
-                          ("--max-concurrent", args.max_concurrent), ("--num-cpus", args.num_cpus)):
-        if value is not None and value < 1:
-            raise UserError(f"{option}: must be >= 1, got {value}")
+    require_positive(("--num-samples", args.num_samples), ("--max-epochs", args.max_epochs),
+                     ("--grace-period", args.grace_period), ("--workers", args.workers),
+                     ("--max-concurrent", args.max_concurrent), ("--num-cpus", args.num_cpus))
     if args.gpus_per_worker is not None and not 0 < args.gpus_per_worker:
         raise UserError(f"--gpus-per-worker: must be > 0, got {args.gpus_per_worker:g}")
     if args.resume:

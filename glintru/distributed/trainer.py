@@ -268,7 +268,7 @@ def init_ray(address: str | None, num_cpus: int | None, min_cpus: float = 0) -> 
     """
     import ray
 
-    from glintru.errors import UserError
+    from glintru.errors import UserError, require_positive
 
     os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -280,8 +280,7 @@ def init_ray(address: str | None, num_cpus: int | None, min_cpus: float = 0) -> 
             raise UserError("--num-cpus applies to a local Ray only; drop it when connecting with --address")
         ray.init(address=address)
         return True
-    if num_cpus is not None and num_cpus < 1:
-        raise UserError(f"--num-cpus: must be >= 1, got {num_cpus}")
+    require_positive(("--num-cpus", num_cpus))
     cpus = num_cpus if num_cpus is not None else max(os.cpu_count() or 1, math.ceil(min_cpus) + 1)
     start_local_ray(cpus)
     return True
