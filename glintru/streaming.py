@@ -149,8 +149,18 @@ class Events:
 
 
 def read_events(path: str | Path, item_index: dict[str, int], *, skip_unknown: bool = False) -> Events:
-    """The events of ``path`` (see the module docstring); errors name the file and line or row."""
-    from glintru.data.readers import ReadOptions, decompress, header_sep, read_csv, read_json_lines, read_parquet
+    """The events of ``path`` (see the module docstring); errors name the file and line or row.
+    Parquet, JSON lines and files with a header are read once, by prepare's readers (the format is
+    told from the first 64 KiB); only a header-less file is read here, line by line."""
+    from glintru.data.readers import (
+        ReadOptions,
+        decompress,
+        head_lines,
+        header_sep,
+        read_csv,
+        read_json_lines,
+        read_parquet,
+    )
 
     p = Path(path)
     if not p.is_file():
@@ -160,25 +170,34 @@ def read_events(path: str | Path, item_index: dict[str, int], *, skip_unknown: b
         return _index_events(p, inter.user.to_pylist(), inter.item.to_pylist(), inter.timestamp, item_index,
                              skip_unknown, at, inter.columns)
 
+    def by_reader(lines: list[str]) -> Events | None:  # JSON lines or a header: prepare's readers read it
+        first = _first_event_line(lines)
+        head = lines[first].strip() if first is not None else ""
+        if head.startswith("{"):  # JSON lines, keys named as prepare recognises them
+            return _read_events(p, read_json_lines(p, ReadOptions()), lambda row: f"{p}: event {row + 1}")
+        sep = header_sep(head)
+        if sep is None:
+            return None
+        if first:
+            raise UserError(f"--events {p}: the header must be the first line (it is line {first + 1})")
+        return _read_events(p, read_csv(p, ReadOptions(sep=sep)), lambda row: f"{p}:{row + 2}")
+
     with p.open("rb") as fh:
         magic = fh.read(4)
     if magic == b"PAR1" or p.suffix.lower() in (".parquet", ".pq"):
         return _read_events(p, read_parquet(p, ReadOptions()), lambda row: f"{p}: row {row + 1}")
+    window = head_lines(p)
+    if (events := by_reader(window)) is not None:
+        return events
     try:
         lines = decompress(p, p.read_bytes()).decode("utf-8").splitlines()
     except UnicodeDecodeError as exc:
         raise UserError(f"--events {p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    first = next((i for i, line in enumerate(lines) if line.strip() and not line.lstrip().startswith("#")), None)
+    first = _first_event_line(lines)
     if first is None:
         raise UserError(f"--events {p}: no events")
-    head = lines[first].strip()
-    if head.startswith("{"):  # JSON lines, keys named as prepare recognises them
-        return _read_events(p, read_json_lines(p, ReadOptions()), lambda row: f"{p}: event {row + 1}")
-    sep = header_sep(head)
-    if sep is not None:
-        if first:
-            raise UserError(f"--events {p}: the header must be the first line (it is line {first + 1})")
-        return _read_events(p, read_csv(p, ReadOptions(sep=sep)), lambda row: f"{p}:{row + 2}")
+    if _first_event_line(window) is None and (events := by_reader(lines)) is not None:
+        return events  # comments filled the whole window
     users: list[str] = []
     items: list[str] = []
     stamps: list[float] = []
@@ -203,6 +222,11 @@ def read_events(path: str | Path, item_index: dict[str, int], *, skip_unknown: b
             if items and items[0] not in item_index and line_of[0] == first + 1 else "")
     return _index_events(p, users, items, np.asarray(stamps) if stamps else None, item_index, skip_unknown,
                          lambda row: f"{p}:{line_of[row]}", None, hint)
+
+
+def _first_event_line(lines: list[str]) -> int | None:
+    """The index of the first line that is neither blank nor a ``#`` comment."""
+    return next((i for i, line in enumerate(lines) if line.strip() and not line.lstrip().startswith("#")), None)
 
 
 def _index_events(p: Path, users: list[str], items: list[str], stamps: np.ndarray | None, item_index: dict[str, int],

@@ -456,6 +456,36 @@ def test_events_files_with_headers_timestamps_or_parquet_give_the_same_lists(tra
         assert lists["plain.csv"][user] == [f"movie-{7 * i}" for i in reference_top_k(model, hist, 3, MAX_LEN, False)[0]]
 
 
+def test_an_events_file_with_a_header_or_json_lines_is_decompressed_once(tmp_path, monkeypatch):
+    """The format is told from the first 64 KiB: a gzipped file with a header or of JSON lines is
+    read (and decompressed) once, by prepare's readers; a header-less one once, line by line; a
+    file whose comments fill the first 64 KiB is still told apart correctly."""
+    from glintru.data import readers
+    from glintru.streaming import read_events
+
+    index = {"movie-7": 0, "movie-14": 1}
+    calls = []
+    real = readers.decompress
+    monkeypatch.setattr(readers, "decompress", lambda path, data: calls.append(path) or real(path, data))
+    body = "u-1,movie-7,2\nu-2,movie-14,1\nu-1,movie-14,3\n"
+    texts = {"header.csv.gz": "user_id,item_id,timestamp\n" + body, "bare.csv.gz": body,
+             "events.jsonl.gz": "".join(json.dumps({"user_id": u, "item_id": i, "timestamp": int(t)}) + "\n"
+                                        for u, i, t in (line.split(",") for line in body.splitlines()))}
+    for name, text in texts.items():
+        path = tmp_path / name
+        path.write_bytes(gzip.compress(text.encode()))
+        calls.clear()
+        events = read_events(path, index)
+        assert (events.users, events.items.tolist()) == (["u-2", "u-1", "u-1"], [1, 0, 1]), name  # time order
+        assert calls == [path], name
+    comments = "# an export note\n" * 5000  # 85 KB: the first 64 KiB hold comments only
+    (tmp_path / "noted.csv").write_text(comments + body)
+    assert read_events(tmp_path / "noted.csv", index).users == ["u-2", "u-1", "u-1"]
+    (tmp_path / "noted_header.csv").write_text(comments + "user_id,item_id\nu-1,movie-7\n")
+    with pytest.raises(UserError, match="the header must be the first line \\(it is line 5001\\)"):
+        read_events(tmp_path / "noted_header.csv", index)
+
+
 def test_incremental_mode_bad_inputs(trained, tmp_path, capsys):
     model, run_cfg, seqs, data, best = trained
     out = str(tmp_path / "r.parquet")

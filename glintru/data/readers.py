@@ -124,30 +124,52 @@ def _compression(head: bytes) -> tuple[str, str] | None:
 def decompress(path: Path, data: bytes) -> bytes:
     """``data`` decompressed when its first bytes say gzip, bzip2 or xz; else as it is."""
     kind = _compression(data[:6])
-    if kind is None:
-        return data
-    import importlib
-
-    try:
-        return importlib.import_module(kind[1]).decompress(data)
-    except (OSError, EOFError, ValueError) as exc:  # truncated or corrupt archives
-        raise UserError(f"{path}: cannot decompress ({kind[0]}: {exc})") from None
+    return data if kind is None else _with_codec(path, kind, lambda codec: codec.decompress(data))
 
 
-def _head(path: Path, size: int = 1 << 16) -> bytes:
+HEAD_BYTES = 1 << 16  # what format sniffing reads of a file
+
+
+def _head(path: Path, size: int = HEAD_BYTES) -> bytes:
     """The first ``size`` bytes of the file's text, decompressed if it is compressed."""
     with open(path, "rb") as fh:
         head = fh.read(size)
     kind = _compression(head[:6])
     if kind is None:
         return head
+
+    def first_bytes(codec) -> bytes:
+        with codec.open(path, "rb") as fh:
+            return fh.read(size)
+
+    return _with_codec(path, kind, first_bytes)
+
+
+def _with_codec(path: Path, kind: tuple[str, str], use: Callable) -> bytes:
+    """``use(module)`` with the compression module of ``kind``; a corrupt or truncated archive is a
+    UserError naming the file."""
     import importlib
 
     try:
-        with importlib.import_module(kind[1]).open(path, "rb") as fh:
-            return fh.read(size)
+        return use(importlib.import_module(kind[1]))
     except (OSError, EOFError, ValueError) as exc:
         raise UserError(f"{path}: cannot decompress ({kind[0]}: {exc})") from None
+
+
+def _window_lines(head: bytes) -> list[str]:
+    """The lines of a :data:`HEAD_BYTES` window of text (bytes that are not UTF-8 replaced), less the
+    last when the window cut it."""
+    lines = head.decode("utf-8", "replace").split("\n")
+    return lines[:-1] if len(head) == HEAD_BYTES and len(lines) > 1 else lines
+
+
+def head_lines(path: Path) -> list[str]:
+    """The complete lines of the first :data:`HEAD_BYTES` of the file's text (decompressed): enough
+    to recognise a format without reading the whole file."""
+    try:
+        return _window_lines(_head(path))
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc})") from None
 
 
 def _decode(data: bytes, where: str) -> str:
@@ -694,10 +716,7 @@ def _sniff(path: Path) -> tuple[str, str | None]:
         raise UserError(f"{path}: file is empty")
     if head.startswith(b"PAR1"):
         return "parquet", None
-    all_lines = head.decode("utf-8", "replace").split("\n")
-    if len(head) == 1 << 16 and len(all_lines) > 1:
-        all_lines = all_lines[:-1]  # the last line may be cut by the 64 KiB window
-    lines = [ln.strip() for ln in all_lines if ln.strip()][:1000]
+    lines = [ln.strip() for ln in _window_lines(head) if ln.strip()][:1000]
     if not lines:
         raise UserError(f"{path}: file is empty")
     first = lines[0]
