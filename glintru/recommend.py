@@ -20,11 +20,19 @@ Two ways to run, one scoring path (:class:`BatchScorer`):
 Either way batches come in user order and are streamed into one parquet file, written to a
 temporary name and renamed, so ``--out`` is either the complete result or absent.
 
+Another snapshot: ``prepare`` numbers the items of each dataset it writes, so a model scores only
+the dataset it was trained on (checked: same item count, same item ids at every index). To score a
+newer snapshot with an older model, ``--trained-on`` names the dataset the model was trained on:
+the snapshot's histories are translated to the model's item indices by item id, items the model
+never saw are left out of the windows (they have no embedding), and a user none of whose items the
+model knows is left out of the output (counted in :class:`RecommendResult`).
+
 Model sources: a checkpoint file, a run directory or an MLflow model URI, all read without
 unpickling code (:func:`glintru.loading.load_model`).
 
 Output parquet schema: ``user_id: string`` (original id), ``item_ids: list<string>`` (original item
-ids, best first), ``scores: list<float32>``; one row per user, in the order of ``sequences.parquet``.
+ids, best first), ``scores: list<float32>``; one row per user, in the order of ``sequences.parquet``
+(with ``--trained-on``, less the users none of whose items the model knows).
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from glintru.data.dataset import PreparedDataset, catalogue_sha256, list_column_arrays
+from glintru.data.dataset import PreparedDataset, catalogue_sha256, list_column_arrays, load_catalogue
 from glintru.engine.scoring import history_mask_coords, score_blocks
 from glintru.errors import UserError, require_positive
 from glintru.loading import load_model
@@ -130,11 +138,12 @@ class BatchScorer:
     scoring path of both modes: in this process, or as a Ray actor (:class:`RecommendActor`)."""
 
     def __init__(self, model: nn.Module, item_ids: np.ndarray, k: int, max_len: int, include_seen: bool,
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu", to_model: np.ndarray | None = None) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.item_ids = np.asarray(item_ids, dtype=object)  # [n_items + 1], index 0 = padding
         self.k, self.max_len, self.include_seen = k, max_len, include_seen
+        self.to_model = to_model  # [n_data_items + 1]: the data's item index -> the model's, 0 unknown (--trained-on)
 
     def __call__(self, batch: Any) -> Any:
         offsets, values = list_column_arrays(batch.column("items"))
@@ -142,6 +151,8 @@ class BatchScorer:
 
     def score(self, user_ids: Any, offsets: np.ndarray, values: np.ndarray) -> Any:
         """The output table for users ``user_ids`` with histories ``values[offsets[u]:offsets[u + 1]]``."""
+        if self.to_model is not None:
+            user_ids, offsets, values = in_model_indices(user_ids, offsets, values, self.to_model)
         items, scores = top_k_from_histories(
             self.model, offsets, values, k=self.k, max_len=self.max_len, include_seen=self.include_seen, device=self.device
         )
@@ -152,12 +163,38 @@ class RecommendActor(BatchScorer):
     """Ray Data ``map_batches`` callable: a :class:`BatchScorer` whose model is built once per actor
     from the object store, with the actor's CPU threads (or its GPU)."""
 
-    def __init__(self, model_ref: list[Any], item_ids: np.ndarray, k: int, max_len: int, include_seen: bool, use_gpu: bool) -> None:
+    def __init__(self, model_ref: list[Any], item_ids: np.ndarray, k: int, max_len: int, include_seen: bool, use_gpu: bool,
+                 to_model: np.ndarray | None = None) -> None:
         import ray
 
         torch.set_num_threads(actor_threads())
         model = ray.get(model_ref[0])  # a list, so Ray passes the reference instead of resolving it
-        super().__init__(model, item_ids, k, max_len, include_seen, "cuda" if use_gpu else "cpu")
+        super().__init__(model, item_ids, k, max_len, include_seen, "cuda" if use_gpu else "cpu", to_model)
+
+
+def in_model_indices(user_ids: Any, offsets: np.ndarray, values: np.ndarray,
+                     to_model: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
+    """Histories in another dataset's item indices translated with ``to_model`` (0: an item the model
+    does not know, left out); users left with no item are dropped (their ids too)."""
+    import pyarrow as pa
+
+    mapped = to_model[np.asarray(values, dtype=np.int64)]
+    known = mapped > 0
+    ends = np.concatenate([[0], np.cumsum(known)])[np.asarray(offsets, dtype=np.int64)]  # [U + 1]
+    has = np.diff(ends) > 0  # [U]
+    if not has.all():
+        ids = user_ids if isinstance(user_ids, (pa.Array, pa.ChunkedArray)) else pa.array(list(user_ids), pa.string())
+        user_ids = ids.filter(pa.array(has))
+        ends = np.append(ends[:-1][has], ends[-1])  # dropped users hold no item: the others stay contiguous
+    return user_ids, ends - ends[0], mapped[known]
+
+
+def model_index_map(data_item_ids: np.ndarray, model_item_ids: np.ndarray) -> np.ndarray:
+    """``[n_data_items + 1]`` int64: each item index of a dataset -> the model's index of the same
+    item id, 0 where the model does not know the item (and for padding)."""
+    index = {item: i for i, item in enumerate(model_item_ids[1:], 1)}
+    out = np.fromiter((index.get(item, 0) for item in data_item_ids[1:]), dtype=np.int64, count=len(data_item_ids) - 1)
+    return np.concatenate([[0], out])
 
 
 def recs_table(user_ids: Any, items: np.ndarray, scores: np.ndarray, item_ids: np.ndarray) -> Any:
@@ -191,6 +228,7 @@ class RecommendResult:
     score_s: float  # from the first batch requested to the last written
     users_per_s: float  # n_users / score_s
     workers: int  # Ray scoring actors; 0 = scored in this process
+    unknown_users: int = 0  # --trained-on: users left out, none of their items in the model's catalogue
 
 
 def scoring_workers(workers: int | None, address: str | None, num_cpus: int | None, use_gpu: bool = False) -> int:
@@ -235,20 +273,22 @@ def check_output_path(out: str | Path) -> Path:
     return p
 
 
-def check_catalogue(loaded: Any, data: Any) -> np.ndarray:
-    """The dataset's item id table, once the model is known to score this catalogue: the same number
-    of items and, for models that recorded it, the same items at the same indices (a UserError
-    otherwise: the lists would name the wrong items)."""
-    if loaded.n_items != data.n_items:
+def check_catalogue(loaded: Any, path: Path, item_ids: np.ndarray, snapshots: bool = True) -> np.ndarray:
+    """``item_ids`` (the item id table of the dataset at ``path``), once the model is known to score
+    this catalogue: the same number of items and, for models that recorded it, the same items at the
+    same indices (a UserError otherwise: the lists would name the wrong items; ``snapshots``: it
+    points at ``--trained-on``)."""
+    n_items = len(item_ids) - 1
+    other = " (to score another snapshot, name that dataset with --trained-on)" if snapshots else ""
+    if loaded.n_items != n_items:
         raise UserError(
-            f"--model {loaded.source}: trained on {loaded.n_items} items but {data.path} has {data.n_items}; "
-            "recommend needs the dataset the model was trained on"
+            f"--model {loaded.source}: trained on {loaded.n_items} items but {path} has {n_items}; "
+            f"recommend needs the dataset the model was trained on{other}"
         )
-    item_ids = data.item_id_table()
     if loaded.catalogue_sha256 is not None and loaded.catalogue_sha256 != catalogue_sha256(item_ids):
         raise UserError(
-            f"--model {loaded.source}: trained on another catalogue than {data.path} (the same number of items, "
-            f"{data.n_items:,}, but other item ids at some indices); recommend needs the dataset the model was trained on"
+            f"--model {loaded.source}: trained on another catalogue than {path} (the same number of items, "
+            f"{n_items:,}, but other item ids at some indices); recommend needs the dataset the model was trained on{other}"
         )
     return item_ids
 
@@ -268,11 +308,13 @@ def recommend(
     address: str | None = None,
     num_cpus: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    trained_on: str | Path | None = None,
 ) -> RecommendResult:
     """Score every user of ``data_dir`` and write ``out`` atomically; see the module doc.
 
     ``workers``: Ray scoring actors, 0 for this process (:func:`scoring_workers` picks when None).
     ``progress(done, total)`` is called after each batch written in this process (users).
+    ``trained_on``: the dataset the model was trained on, when ``data_dir`` is another snapshot.
     """
     from glintru.data.dataset import SEQUENCES, load_prepared
 
@@ -285,28 +327,42 @@ def recommend(
                         "--workers N scores on the GPUs of a Ray cluster)")
     data = load_prepared(data_dir)  # validates the manifest and the sequences
     loaded = load_model(model_spec, max_len=max_len, tracking_uri=tracking_uri)
-    item_ids = check_catalogue(loaded, data)
-    check_k(k, data.n_items)
+    to_model, unknown_users = None, 0
+    if trained_on is None:
+        item_ids = check_catalogue(loaded, data.path, data.item_id_table())
+    else:
+        item_ids = check_catalogue(loaded, *load_catalogue(trained_on))
+        to_model = model_index_map(data.item_id_table(), item_ids)
+        if not to_model.any():
+            raise UserError(f"--trained-on {trained_on}: none of the {data.n_items:,} items of {data.path} is in the "
+                            "model's catalogue; is it the dataset the model was trained on?")
+        known = np.concatenate([[0], np.cumsum(to_model[data.items] > 0)])[data.offsets]
+        unknown_users = int((np.diff(known) == 0).sum())
+    check_k(k, len(item_ids) - 1)
     if data.n_users == 0:
         raise UserError(f"{data.path}: no users")
     if int(data.lengths.min()) < 1:
         raise UserError(f"{data.path / SEQUENCES}: a user has an empty history")
+    if unknown_users == data.n_users:
+        raise UserError(f"--trained-on {trained_on}: no user of {data.path} has an item the model knows")
     tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
     try:
         if workers == 0:
-            scorer = BatchScorer(loaded.model, item_ids, k, loaded.max_len, include_seen, "cuda" if use_gpu else "cpu")
+            scorer = BatchScorer(loaded.model, item_ids, k, loaded.max_len, include_seen, "cuda" if use_gpu else "cpu",
+                                 to_model)
             n, score_s = write_batches(tmp, in_process_batches(scorer, data, batch_size), data.n_users, progress)
         else:
             n, score_s = score_with_ray(tmp, data.path / SEQUENCES, data.n_users, loaded, item_ids, k=k, workers=workers,
                                         include_seen=include_seen, batch_size=batch_size, use_gpu=use_gpu,
-                                        address=address, num_cpus=num_cpus)
-        if n != data.n_users:
-            raise RuntimeError(f"recommend wrote {n} rows for {data.n_users} users")
+                                        address=address, num_cpus=num_cpus, to_model=to_model)
+        if n != data.n_users - unknown_users:
+            raise RuntimeError(f"recommend wrote {n} rows for {data.n_users - unknown_users} users")
         os.replace(tmp, out_path)
     finally:
         if tmp.exists():
             tmp.unlink()
-    return RecommendResult(out_path, n, time.perf_counter() - t0, score_s, n / score_s if score_s > 0 else float("inf"), workers)
+    return RecommendResult(out_path, n, time.perf_counter() - t0, score_s, n / score_s if score_s > 0 else float("inf"), workers,
+                           unknown_users)
 
 
 def in_process_batches(scorer: BatchScorer, data: PreparedDataset, batch_size: int) -> Iterator[Any]:
@@ -342,7 +398,7 @@ def write_batches(path: Path, batches: Iterable[Any], total: int,
 
 def score_with_ray(path: Path, sequences: Path, n_users: int, loaded: Any, item_ids: np.ndarray, *, k: int,
                    workers: int, include_seen: bool, batch_size: int, use_gpu: bool, address: str | None,
-                   num_cpus: int | None) -> tuple[int, float]:
+                   num_cpus: int | None, to_model: np.ndarray | None = None) -> tuple[int, float]:
     """Score with a pool of ``workers`` Ray Data actors (a local Ray started and stopped here unless
     one is running or a cluster is addressed) and write ``path``: ``(rows written, seconds)``."""
     import ray
@@ -361,7 +417,7 @@ def score_with_ray(path: Path, sequences: Path, n_users: int, loaded: Any, item_
             RecommendActor,
             fn_constructor_kwargs={
                 "model_ref": [model_ref], "item_ids": item_ids, "k": k, "max_len": loaded.max_len,
-                "include_seen": include_seen, "use_gpu": use_gpu,
+                "include_seen": include_seen, "use_gpu": use_gpu, "to_model": to_model,
             },
             batch_size=batch_size,
             batch_format="pyarrow",

@@ -360,7 +360,7 @@ def recommend_incremental(model_spec: str, data_dir: str | Path, out: str | Path
     data = load_prepared(data_dir)
     loaded = load_model(model_spec, max_len=max_len, tracking_uri=tracking_uri)
     check_streamable(loaded.model, loaded.source)
-    item_ids = check_catalogue(loaded, data)
+    item_ids = check_catalogue(loaded, data.path, data.item_id_table(), snapshots=False)
     check_k(k, data.n_items)
     config = {"model_config": {f: getattr(loaded.model.cfg, f) for f in loaded.model.cfg.__dataclass_fields__},
               "max_len": loaded.max_len}

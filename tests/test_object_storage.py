@@ -92,6 +92,14 @@ def test_prepare_to_s3_then_train_and_recommend_from_s3(s3_env, tmp_path, capsys
     assert main(["recommend", "--model", str(run), "--data", uri, "--out", str(out), "--k", "3",
                  "--save-state", str(tmp_path / "st.pt")]) == 0
     assert pq.read_table(out).num_rows == remote.n_users
+    # the training catalogue from the bucket (--trained-on), the users from the local copy: the same lists
+    again = tmp_path / "again.parquet"
+    assert main(["recommend", "--model", str(run), "--data", str(local), "--trained-on", uri, "--out", str(again),
+                 "--k", "3"]) == 0, capsys.readouterr().err
+    assert pq.read_table(again).column("item_ids").to_pylist() == pq.read_table(out).column("item_ids").to_pylist()
+    assert main(["recommend", "--model", str(run), "--data", str(local), "--trained-on", "s3://glintru-data/not-there",
+                 "--out", str(again)]) == 2
+    assert "--trained-on s3://glintru-data/not-there: no manifest.json there" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("spec, message", [

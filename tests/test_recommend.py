@@ -178,6 +178,72 @@ def test_recommend_command_maps_ids_back_and_matches_the_engine(ray_local, train
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def write_snapshot(root: Path, seqs: list[list[int]]) -> dict[str, list[int]]:
+    """A later snapshot of the ``trained`` fixture's data, as prepare would number it afresh: the 12
+    items under other indices plus a new item 'movie-999'; u-7's history gains the new item in the
+    middle, a user 'u-new' has only the new item. Returns each user's history in the model's indices
+    (the new item left out; u-new absent)."""
+    perm = [5, 12, 1, 9, 3, 7, 11, 2, 8, 10, 4, 6]  # snapshot index j + 1 holds the model's item perm[j]
+    to_snapshot = {m: j + 1 for j, m in enumerate(perm)}
+    ids = [f"movie-{7 * m}" for m in perm] + ["movie-999"]
+    users = [f"u-{3 * u + 1}" for u in range(len(seqs))] + ["u-new"]
+    hists = [[to_snapshot[i] for i in seq] for seq in seqs] + [[13, 13]]
+    hists[2] = hists[2][:1] + [13] + hists[2][1:]  # u-7
+    root.mkdir(parents=True)
+    pq.write_table(pa.table({"user_id": users, "items": pa.array(hists, pa.list_(pa.int32())),
+                             "timestamps": pa.array([list(range(len(h))) for h in hists], pa.list_(pa.int64()))}),
+                   root / "sequences.parquet")
+    pq.write_table(pa.table({"item_idx": pa.array(range(1, 14), pa.int32()), "item_id": ids}), root / "items.parquet")
+    counts = {"n_users": len(users), "n_items": 13, "n_interactions": sum(map(len, hists))}
+    (root / "manifest.json").write_text(json.dumps({"format_version": 1, "counts": counts}))
+    return {f"u-{3 * u + 1}": seq for u, seq in enumerate(seqs)}
+
+
+def test_another_snapshot_is_scored_with_trained_on_in_the_models_indices(ray_local, trained, tmp_path, capsys):
+    """--trained-on: the snapshot's histories are translated by item id (the new item left out of the
+    windows), the lists are the engine's for those histories, a user with only unknown items is left
+    out and counted; in this process and with Ray actors alike. Without it the snapshot is refused
+    with a message that names the option."""
+    model, run_cfg, seqs, data, best = trained
+    expected = write_snapshot(tmp_path / "snapshot", seqs)
+    base = ["recommend", "--model", str(best), "--data", str(tmp_path / "snapshot"), "--k", "3"]
+    err = _error_of(base + ["--out", str(tmp_path / "r.parquet")], capsys)
+    assert "trained on 12 items but" in err and "name that dataset with --trained-on" in err
+    outs = {}
+    for workers in ("0", "2"):
+        out = tmp_path / f"w{workers}.parquet"
+        rc = main(base + ["--trained-on", str(data), "--out", str(out), "--workers", workers, "--batch-size", "4"])
+        captured = capsys.readouterr()
+        assert rc == 0, captured.err
+        assert "left out 1 user none of whose items is in the catalogue of --trained-on" in captured.err
+        assert f"{len(seqs)} users -> {out}" in captured.out
+        outs[workers] = _recs(out)
+    assert outs["0"] == outs["2"]
+    assert list(outs["0"]) == list(expected)  # file order, u-new left out
+    for user, hist in expected.items():
+        assert outs["0"][user] == [f"movie-{7 * i}" for i in reference_top_k(model, hist, 3, MAX_LEN, False)[0]], user
+
+
+def test_trained_on_errors(no_ray, trained, tmp_path, capsys):
+    model, run_cfg, seqs, data, best = trained
+    write_snapshot(tmp_path / "snapshot", seqs)
+    out = tmp_path / "r.parquet"
+    base = ["recommend", "--model", str(best), "--data", str(tmp_path / "snapshot"), "--out", str(out)]
+    other = write_dataset(tmp_path / "other", seqs, n_items=N_ITEMS + 1)
+    assert f"trained on 12 items but {other} has 13" in _error_of(base + ["--trained-on", str(other)], capsys)
+    assert "prepared dataset directory not found" in _error_of(base + ["--trained-on", str(tmp_path / "nowhere")], capsys)
+    unrelated = tmp_path / "unrelated"
+    write_snapshot(unrelated, seqs)
+    pq.write_table(pa.table({"item_idx": pa.array(range(1, 14), pa.int32()), "item_id": [f"book-{i}" for i in range(13)]}),
+                   unrelated / "items.parquet")
+    err = _error_of(["recommend", "--model", str(best), "--data", str(unrelated), "--out", str(out),
+                     "--trained-on", str(data)], capsys)
+    assert f"none of the 13 items of {unrelated} is in the model's catalogue" in err
+    assert "--trained-on applies to batch mode" in _error_of(base + ["--trained-on", str(data), "--save-state",
+                                                                      str(tmp_path / "s.pt")], capsys)
+    assert not out.exists()
+
+
 @pytest.fixture
 def no_ray(monkeypatch):
     from glintru.distributed import trainer

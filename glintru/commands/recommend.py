@@ -4,6 +4,7 @@
     glintru recommend --model runs/glintru --data data/ml-1m --out recs.parquet --workers 2    # 2 Ray Data actors
     glintru recommend --model runs/glintru/checkpoints/epoch_0007/checkpoint.pt --data DIR --out recs.parquet
     glintru recommend --model models:/glintru/1 --mlflow-uri http://127.0.0.1:5000 --data DIR --out recs.parquet
+    glintru recommend --model runs/glintru --data data/ml-1m-june --trained-on data/ml-1m --out recs.parquet  # newer snapshot
 
 Incremental mode (causal GLINT-RU only; :mod:`glintru.streaming`):
 
@@ -29,7 +30,12 @@ INCREMENTAL_HELP = (
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="checkpoint file, run directory, or MLflow model URI (models:/NAME/VERSION, models:/NAME@ALIAS, runs:/ID/model)")
-    p.add_argument("--data", required=True, help="prepared dataset directory (or s3:// URI) the model was trained on")
+    p.add_argument("--data", required=True, help="prepared dataset directory (or s3:// URI) whose users are scored: "
+                                                 "the one the model was trained on, or another snapshot with --trained-on")
+    p.add_argument("--trained-on", metavar="DIR",
+                   help="the prepared dataset the model was trained on, when --data is another snapshot (items are "
+                        "matched by id; items the model never saw are left out of the histories, and users with "
+                        "no item it knows are left out of --out and counted)")
     p.add_argument("--out", required=True, help="output parquet file (written atomically)")
     p.add_argument("--k", type=int, default=10, help="items per user (default 10)")
     p.add_argument("--workers", type=int,
@@ -65,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
 
         if args.skip_unknown_items and not args.events:
             raise UserError("--skip-unknown-items applies to --events")
+        if args.trained_on:
+            raise UserError("--trained-on applies to batch mode; incremental mode scores the dataset the model "
+                            "was trained on (--events may name items it does not know: --skip-unknown-items)")
 
         if args.gpu or args.workers is not None:
             raise UserError("--gpu and --workers apply to batch mode; incremental mode runs in this process on CPU")
@@ -85,8 +94,11 @@ def run(args: argparse.Namespace) -> int:
     res = recommend(
         args.model, args.data, args.out, k=args.k, workers=args.workers, include_seen=args.include_seen,
         batch_size=args.batch_size, use_gpu=args.gpu, max_len=args.max_len, tracking_uri=args.mlflow_uri,
-        address=args.address, num_cpus=args.num_cpus, progress=ProgressLine(),
+        address=args.address, num_cpus=args.num_cpus, progress=ProgressLine(), trained_on=args.trained_on,
     )
+    if res.unknown_users:
+        print(f"left out {_count(res.unknown_users, 'user')} none of whose items is in the catalogue of "
+              f"--trained-on {args.trained_on}", file=sys.stderr)
     where = f"{res.workers} Ray actor{'s' if res.workers > 1 else ''}" if res.workers else "in this process"
     print(f"{res.n_users} users -> {res.out} ({res.users_per_s:.0f} users/s scoring {where}, {res.wall_s:.1f} s in all)")
     return 0

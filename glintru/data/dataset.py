@@ -91,25 +91,31 @@ class PreparedDataset:
 
     def item_id_table(self) -> np.ndarray:
         """``[n_items + 1]`` original item ids indexed by item index (index 0 = padding, '')."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        path = self.path / ITEMS
-        try:
-            t = pq.read_table(path, columns=["item_idx", "item_id"])
-        except (OSError, pa.ArrowException) as exc:
-            raise UserError(f"{path}: cannot read ({exc})") from None
-        idx = t.column("item_idx").to_numpy()
-        if len(idx) != self.n_items or sorted(idx.tolist()) != list(range(1, self.n_items + 1)):
-            raise UserError(f"{path}: item_idx must be exactly 1..{self.n_items} (manifest n_items)")
-        out = np.empty(self.n_items + 1, dtype=object)
-        out[0] = ""
-        out[idx] = np.asarray(t.column("item_id").to_pylist(), dtype=object)
-        return out
+        return read_item_ids(self.path, self.n_items)
 
     def catalogue_sha256(self) -> str:
         """:func:`catalogue_sha256` of this dataset's item ids."""
         return catalogue_sha256(self.item_id_table())
+
+
+def read_item_ids(root: Path, n_items: int) -> np.ndarray:
+    """``root/items.parquet`` as ``[n_items + 1]`` original item ids indexed by item index (index 0 =
+    padding, ''); a UserError naming the file when it cannot be read or its indices are not 1..n_items."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = root / ITEMS
+    try:
+        t = pq.read_table(path, columns=["item_idx", "item_id"])
+    except (OSError, pa.ArrowException) as exc:
+        raise UserError(f"{path}: cannot read ({exc})") from None
+    idx = t.column("item_idx").to_numpy()
+    if len(idx) != n_items or sorted(idx.tolist()) != list(range(1, n_items + 1)):
+        raise UserError(f"{path}: item_idx must be exactly 1..{n_items} (manifest n_items)")
+    out = np.empty(n_items + 1, dtype=object)
+    out[0] = ""
+    out[idx] = np.asarray(t.column("item_id").to_pylist(), dtype=object)
+    return out
 
 
 def catalogue_sha256(item_ids: np.ndarray) -> str:
@@ -133,6 +139,35 @@ def list_column_arrays(column: Any) -> tuple[np.ndarray, np.ndarray]:
     return offsets - offsets[0], values
 
 
+def _read_manifest(root: Path) -> tuple[dict, int]:
+    """``root/manifest.json`` and its item count; a UserError when ``root`` is not a prepared dataset."""
+    if not root.is_dir():
+        raise UserError(f"{root}: prepared dataset directory not found (create it with `glintru prepare`)")
+    mpath = root / MANIFEST
+    if not mpath.is_file():
+        raise UserError(f"{mpath}: missing; {root} is not a prepared dataset (run `glintru prepare`)")
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+        return manifest, int(manifest["counts"]["n_items"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{mpath}: not a valid manifest ({exc})") from None
+
+
+def load_catalogue(path: str | Path, option: str = "--trained-on") -> tuple[Path, np.ndarray]:
+    """A prepared dataset's item ids only (its manifest and ``items.parquet``, not its sequences):
+    ``(local directory, [n_items + 1] ids by item index)``. ``path`` may be an object-store URI."""
+    from glintru import storage
+
+    if storage.is_remote(path):
+        try:
+            # the whole dataset, as load_prepared copies it: the cache directory is one per manifest
+            path = storage.local_copy(str(path), [SEQUENCES, ITEMS, MANIFEST], MANIFEST, option)
+        except FileNotFoundError:
+            raise UserError(f"{option} {path}: no {MANIFEST} there; is it a prepared dataset?") from None
+    root = Path(path)
+    return root, read_item_ids(root, _read_manifest(root)[1])
+
+
 def load_prepared(path: str | Path) -> PreparedDataset:
     """Read ``DIR/manifest.json`` and ``DIR/sequences.parquet``; clear errors if either is bad.
 
@@ -150,16 +185,7 @@ def load_prepared(path: str | Path) -> PreparedDataset:
         except FileNotFoundError:
             raise UserError(f"--data {path}: no {MANIFEST} there; create the dataset with `glintru prepare --out {path}`") from None
     root = Path(path)
-    if not root.is_dir():
-        raise UserError(f"{root}: prepared dataset directory not found (create it with `glintru prepare`)")
-    mpath = root / MANIFEST
-    if not mpath.is_file():
-        raise UserError(f"{mpath}: missing; {root} is not a prepared dataset (run `glintru prepare`)")
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-        n_items = int(manifest["counts"]["n_items"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"{mpath}: not a valid manifest ({exc})") from None
+    manifest, n_items = _read_manifest(root)
     spath = root / SEQUENCES
     try:
         table = pq.read_table(spath, columns=["user_id", "items"])
