@@ -82,3 +82,14 @@ def write_result(path: str | Path, result: dict[str, Any], info: dict[str, Any],
     print_table(result["rows"], columns)
     print(f"cpu {info['cpu']}, {info['torch_threads']} thread(s), load {info['loadavg_1min_start']} -> "
           f"{info['loadavg_1min_end']}; written to {path}")
+
+
+def with_earlier_rows(out: Path, rows: list[dict], key: tuple[str, ...]) -> list[dict]:
+    """``rows`` after the rows of an existing ``out`` file that none of them replaces (same ``key``
+    fields), so results can be added to the file as runs finish."""
+    import json
+
+    if not out.is_file():
+        return rows
+    done = {tuple(r[k] for k in key) for r in rows}
+    return [r for r in json.loads(out.read_text())["rows"] if tuple(r[k] for k in key) not in done] + rows

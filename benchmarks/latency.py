@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchinfo import machine, write_result
-from history_masking import load_run, run_record, with_earlier_rows
+from benchinfo import machine, with_earlier_rows, write_result
 from reproduce import latency_ms_per_user
+from user_ranks import load_run, run_record
 
 
 def measure(runs: list[Path], work_dir: Path, rounds: int, users: int) -> list[dict[str, object]]:

@@ -1,6 +1,7 @@
 """Is the difference between two trained runs larger than what the test users alone make it vary?
-Each run's per-user test ranks (its best weights, its own settings), paired user by user: the mean
-difference of NDCG@10 and HR@10 with a bootstrap 95% interval over users.
+Each run's per-user test ranks (its ranks file, ``benchmarks/user_ranks.py``; for a run recorded
+before those, its best weights under ``--work-dir`` with its own settings), paired user by user:
+the mean difference of NDCG@10 and HR@10 with a bootstrap 95% interval over users.
 
     python benchmarks/paired_users.py --work-dir benchmarks/work \\
         --base benchmarks/results/runs/ml-1m/glintru__tuned__from-amazon-beauty__seed1.json \\
@@ -25,27 +26,16 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchinfo import machine, write_result
-from history_masking import load_run, run_record, with_earlier_rows
+from benchinfo import machine, with_earlier_rows, write_result
+from user_ranks import check_available, read_run, run_ranks
 
 BOOTSTRAP = 10_000
 
 
-def user_ranks(result_json: Path, work_dir: Path) -> np.ndarray:
+def user_ranks(result_json: Path, work_dir: Path | None) -> np.ndarray:
     """The 0-based full-ranking rank of every test user's target (in ``data.eval_examples("test")``
-    order), checked against the run's recorded NDCG@10."""
-    from glintru.engine.evaluate import evaluate
-
-    rec, model, data, train = load_run(result_json, work_dir)
-    blocks: list = []
-    m = evaluate(model, data, "test", train, negatives=None, ranks_out=blocks)
-    ranks = np.empty(int(m["test/n_users"]), dtype=np.int64)
-    for rows, r in blocks:
-        ranks[rows] = r.numpy()
-    if abs(m["test/full/ndcg@10"] - rec["metrics"]["test/full/ndcg@10"]) > 1e-6:
-        print(f"warning: {result_json.name}: NDCG@10 {m['test/full/ndcg@10']:.6f} differs from the recorded "
-              f"{rec['metrics']['test/full/ndcg@10']:.6f}", file=sys.stderr)
-    return ranks
+    order): the run's ranks file, else computed from its weights (``benchmarks/user_ranks.py``)."""
+    return run_ranks(result_json, work_dir)[1]["kept"]
 
 
 def per_user(ranks: np.ndarray) -> dict[str, np.ndarray]:
@@ -64,12 +54,14 @@ def paired(a: np.ndarray, b: np.ndarray, seed: int = 0) -> dict[str, float]:
             "ci95_hi": float(hi)}
 
 
-def compare(base: Path, against: list[Path], work_dir: Path) -> list[dict[str, object]]:
+def compare(base: Path, against: list[Path], work_dir: Path | None) -> list[dict[str, object]]:
     from glintru.errors import UserError
 
-    dataset = run_record(base, work_dir)[0]["dataset"]
+    dataset = read_run(base)["dataset"]
+    check_available(base, work_dir)
     for other in against:  # every input checked before the first (slow) evaluation
-        if (other_ds := run_record(other, work_dir)[0]["dataset"]) != dataset:
+        check_available(other, work_dir)
+        if (other_ds := read_run(other)["dataset"]) != dataset:
             raise UserError(f"{other}: dataset {other_ds}, not the same test users as {base} (dataset {dataset})")
     ranks_a = user_ranks(base, work_dir)
     ua = per_user(ranks_a)
@@ -95,14 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", required=True, help="a run JSON of benchmarks/reproduce.py")
     ap.add_argument("--against", nargs="+", required=True, help="run JSONs of the same dataset to compare with")
-    ap.add_argument("--work-dir", required=True, help="reproduce.py's --work-dir (prepared data and run dirs)")
+    ap.add_argument("--work-dir", help="reproduce.py's --work-dir (prepared data and run dirs), for runs without a "
+                                        "ranks file")
     ap.add_argument("--out", required=True)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     info = machine(args.threads)
     try:
-        rows = compare(Path(args.base), [Path(p) for p in args.against], Path(args.work_dir))
+        rows = compare(Path(args.base), [Path(p) for p in args.against], Path(args.work_dir) if args.work_dir else None)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

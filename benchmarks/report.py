@@ -770,9 +770,9 @@ def report(runs: list[dict[str, Any]], studies: list[dict[str, Any]] | None = No
             lines += [family_caption(setting, src, fam, ds), ""] + model_table(ds, fam, masking) + [""]
         lines += captioned("The same weights' test metrics with each user's own items removed from the ranking "
                            "(`benchmarks/history_masking.py`; our protocol keeps them as candidates; in %, over the "
-                           "seeds whose weights are at hand):", masking_table(ds, masking, with_variants(groups, runs, ds)))
+                           "seeds whose weights or test ranks (`benchmarks/results/ranks/`) are at hand):", masking_table(ds, masking, with_variants(groups, runs, ds)))
         lines += captioned("Runs compared user by user against the noise of the test users alone "
-                           "(`benchmarks/paired_users.py`: each run's best weights, each user's test rank paired "
+                           "(`benchmarks/paired_users.py`: each user's test rank under each run's best weights, paired "
                            "across the two runs; mean difference in points with a bootstrap 95% interval over "
                            "users; the seed-to-seed spread is not in it):", paired_table(ds, paired))
         lines += captioned("Inference latency per user measured side by side (`benchmarks/latency.py`: each run's best "

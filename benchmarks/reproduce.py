@@ -316,10 +316,15 @@ def run_one(dataset: str, name: str, model: str, overrides: dict[str, Any], seed
                     "loadavg_1min_end": round(os.getloadavg()[0], 2)},
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    from user_ranks import ranks_file, save, test_ranks
+
     from glintru.storage import atomic_write_text
 
-    atomic_write_text(result_path(Path(results_dir), dataset, name, seed, setting, tuned_from),
-                      json.dumps(record, indent=1) + "\n")
+    path = result_path(Path(results_dir), dataset, name, seed, setting, tuned_from)
+    ranks = ranks_file(path, record)  # every test user's rank, for per-user analyses without the weights
+    if ranks is not None:
+        save(ranks, test_ranks(best_model.to(device), data, run_cfg.train, device))
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # best.pt stays
     return record
 

@@ -48,6 +48,16 @@ def test_a_run_writes_the_contract_json_and_its_twin_is_recorded_not_trained(tmp
     assert [h["epoch"] for h in rec["history"]] == [1, 2, 3]
     run_dir = tmp_path / "work" / "runs" / "amazon-beauty" / "glintru-norm_kernel__seed3"
     assert (run_dir / "best.pt").is_file() and not (run_dir / "checkpoints").exists()
+    # every test user's rank, kept and masked, beside the JSON: they give the recorded figures
+    import user_ranks
+
+    ranks_npz = tmp_path / "res" / "ranks" / "amazon-beauty" / "glintru-norm_kernel__seed3.npz"
+    saved_ranks = user_ranks.load(ranks_npz)
+    assert saved_ranks["kept"].shape == saved_ranks["masked"].shape == (120,)
+    assert (saved_ranks["masked"] <= saved_ranks["kept"]).all() and (saved_ranks["masked"] >= 0).all()
+    kept = user_ranks.metrics(saved_ranks["kept"])
+    assert kept["ndcg@10"] == pytest.approx(rec["metrics"]["test/full/ndcg@10"], abs=1e-9)
+    assert kept["hr@10"] == pytest.approx(rec["metrics"]["test/full/hr@10"], abs=1e-9)
     # the losses' full softmax is the same configuration: recorded from the run above, not trained
     assert reproduce.main(["--plan", "losses", "--runs", "glintru-loss_ce", *common]) == 0
     out = capsys.readouterr().out
@@ -96,7 +106,7 @@ def test_a_run_writes_the_contract_json_and_its_twin_is_recorded_not_trained(tmp
     assert rerun_match.main(args) == 2
     assert capsys.readouterr().err.startswith(f"error: {rerun_path.with_name('glintru-norm_none__seed3.json')}: "
                                               "no recorded run ")
-    # history_masking.py rescores the saved weights: unmasked it gives the recorded figure, and masking
+    # history_masking.py (from the ranks files here): unmasked it gives the recorded figure, and masking
     # the users' own items (never a target: no user repeats an item here) can only raise it
     import history_masking
 
@@ -111,6 +121,26 @@ def test_a_run_writes_the_contract_json_and_its_twin_is_recorded_not_trained(tmp
     for r in rows:
         assert abs(r["kept_ndcg@10"] - rec["metrics"]["test/full/ndcg@10"]) < 1e-6
         assert r["masked_ndcg@10"] >= r["kept_ndcg@10"] and r["masked_hr@10"] >= r["kept_hr@10"]
+    # without the weights (another machine), both scripts read the ranks files; the twin's are its original's
+    import shutil
+
+    shutil.move(tmp_path / "work", tmp_path / "work-away")
+    from_files = tmp_path / "masking-files.json"
+    assert history_masking.main(["--runs", str(path), str(path.parent / "glintru-loss_ce__seed3.json"),
+                                 "--out", str(from_files)]) == 0
+    strip = [{k: v for k, v in r.items() if k not in ("cpu", "date_utc")} for r in rows]
+    assert [{k: v for k, v in r.items() if k not in ("cpu", "date_utc")}
+            for r in json.loads(from_files.read_text())["rows"]] == strip
+    ranks_npz.unlink()  # neither ranks nor weights: one line naming both ways out
+    capsys.readouterr()
+    assert history_masking.main(["--runs", str(path), "--out", str(tmp_path / "m3.json")]) == 2
+    assert capsys.readouterr().err == f"error: {path}: no ranks file {ranks_npz}; give --work-dir with the run's weights\n"
+    shutil.move(tmp_path / "work-away", tmp_path / "work")
+    # a run recorded before ranks files: computed from its weights once, and the file written
+    assert history_masking.main(["--runs", str(path), "--work-dir", str(tmp_path / "work"),
+                                 "--out", str(tmp_path / "m3.json")]) == 0
+    again = user_ranks.load(ranks_npz)
+    assert (again["kept"] == saved_ranks["kept"]).all() and (again["masked"] == saved_ranks["masked"]).all()
     # paired_users.py: a run against its twin (the same weights) differs for no user
     import paired_users
 
