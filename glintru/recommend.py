@@ -331,7 +331,7 @@ def recommend(
     if trained_on is None:
         item_ids = check_catalogue(loaded, data.path, data.item_id_table())
     else:
-        item_ids = check_catalogue(loaded, *load_catalogue(trained_on))
+        item_ids = check_catalogue(loaded, *load_catalogue(trained_on), snapshots=False)
         to_model = model_index_map(data.item_id_table(), item_ids)
         if not to_model.any():
             raise UserError(f"--trained-on {trained_on}: none of the {data.n_items:,} items of {data.path} is in the "

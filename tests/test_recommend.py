@@ -230,7 +230,9 @@ def test_trained_on_errors(no_ray, trained, tmp_path, capsys):
     out = tmp_path / "r.parquet"
     base = ["recommend", "--model", str(best), "--data", str(tmp_path / "snapshot"), "--out", str(out)]
     other = write_dataset(tmp_path / "other", seqs, n_items=N_ITEMS + 1)
-    assert f"trained on 12 items but {other} has 13" in _error_of(base + ["--trained-on", str(other)], capsys)
+    err = _error_of(base + ["--trained-on", str(other)], capsys)
+    assert f"trained on 12 items but {other} has 13; recommend needs the dataset the model was trained on" in err
+    assert "name that dataset with --trained-on" not in err  # it was named: the wrong one
     assert "prepared dataset directory not found" in _error_of(base + ["--trained-on", str(tmp_path / "nowhere")], capsys)
     unrelated = tmp_path / "unrelated"
     write_snapshot(unrelated, seqs)
