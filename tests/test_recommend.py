@@ -244,6 +244,14 @@ def test_trained_on_errors(no_ray, trained, tmp_path, capsys):
     assert "--trained-on applies to batch mode" in _error_of(base + ["--trained-on", str(data), "--save-state",
                                                                       str(tmp_path / "s.pt")], capsys)
     assert not out.exists()
+    # --trained-on reads the catalogue only (manifest and items.parquet), not the training histories
+    import shutil
+
+    catalogue_only = tmp_path / "catalogue-only"
+    shutil.copytree(data, catalogue_only)
+    (catalogue_only / "sequences.parquet").write_bytes(b"not parquet")
+    assert main(base + ["--trained-on", str(catalogue_only)]) == 0, capsys.readouterr().err
+    assert pq.read_table(out).num_rows == len(seqs)
 
 
 @pytest.fixture
