@@ -76,11 +76,13 @@ main)
     ;;
 esac
 # What comes back from a lent machine is at most 8 files of at most 16 MB each, 64 MB in all: runs.tgz
-# (the new result JSONs and every log), then the newest checkpoint of each run the deadline stopped
-# (to resume it elsewhere: `tar xzf` in the repository root, then the same reproduce.py command), then
-# the best weights of the runs this call finished, seed 2's before seed 1's, as many to a file as fit
-# (what paired_users.py and history_masking.py rescore).
-{ find benchmarks/results/runs benchmarks/work/logs -newer "$marker" -type f 2>/dev/null; ls "$out"/*.log; } > "$out/new_files.txt"
+# (the new result JSONs with their test users' ranks, which paired_users.py and history_masking.py
+# read, and every log), then the newest checkpoint of each run the deadline stopped (to resume it
+# elsewhere: `tar xzf` in the repository root, then the same reproduce.py command), then the best
+# weights of the runs this call finished, seed 2's before seed 1's, as many to a file as fit (what
+# latency.py times).
+{ find benchmarks/results/runs benchmarks/results/ranks benchmarks/work/logs -newer "$marker" -type f 2>/dev/null
+  ls "$out"/*.log; } > "$out/new_files.txt"
 tar czf "$out/runs.tgz" -T "$out/new_files.txt" && rm -f "$out"/*.log
 echo "packed in runs.tgz: $(wc -l < "$out/new_files.txt") files"
 rm -f "$out/new_files.txt"
