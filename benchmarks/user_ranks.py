@@ -7,7 +7,7 @@ in an earlier session (on a machine since returned) had to be trained again. ``r
 writes, beside each run JSON ``<results>/runs/<dataset>/<run>.json``, the file
 ``<results>/ranks/<dataset>/<run>.npz``: two int32 arrays in ``data.eval_examples("test")`` order,
 ``kept`` (every item a candidate, the protocol) and ``masked`` (the user's own items removed), 0-based.
-About 50 KB a run on Beauty's 22,363 test users. For a run recorded before this file existed, the
+About 100 KB a run on Beauty's 22,363 test users. For a run recorded before this file existed, the
 scripts compute it from the weights (when ``--work-dir`` has them) and write it, once.
 
 NDCG@10 and HR@10 follow from the ranks (a target at rank r: 1 / log2(r + 2) if r < 10); the kept
@@ -124,6 +124,7 @@ def save(path: Path, ranks: dict[str, np.ndarray]) -> None:
         with os.fdopen(fd, "wb") as fh:
             np.savez_compressed(fh, **{k: ranks[k].astype(np.int32) for k in KINDS},
                                 cpu=np.array(info["cpu"]), date_utc=np.array(info["date_utc"]))
+        os.chmod(tmp, 0o644)  # a results file like the JSONs (mkstemp makes it private)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
