@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -113,22 +112,20 @@ def test_ranks(model, data, train, device: str = "cpu") -> dict[str, np.ndarray]
 
 
 def save(path: Path, ranks: dict[str, np.ndarray]) -> None:
-    """Write ``path`` atomically (a temporary file in its directory, then a rename), with the CPU
-    and the date of the computation."""
+    """Write ``path`` atomically (:func:`glintru.storage.atomic_write_bytes`), with the CPU and the
+    date of the computation."""
+    import io
+
     from benchinfo import machine
 
+    from glintru.storage import atomic_write_bytes
+
     info = machine()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, **{k: ranks[k].astype(np.int32) for k in KINDS},
-                                cpu=np.array(info["cpu"]), date_utc=np.array(info["date_utc"]))
-        os.chmod(tmp, 0o644)  # a results file like the JSONs (mkstemp makes it private)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{k: ranks[k].astype(np.int32) for k in KINDS},
+                        cpu=np.array(info["cpu"]), date_utc=np.array(info["date_utc"]))
+    atomic_write_bytes(path, buf.getvalue())
+    os.chmod(path, 0o644)  # a results file like the JSONs (the temporary file was private)
 
 
 def load(path: Path) -> dict:
