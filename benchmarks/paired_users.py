@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchinfo import machine, with_earlier_rows, write_result
-from user_ranks import check_available, read_run, run_ranks
+from user_ranks import check_available, per_user, run_ranks
 
 BOOTSTRAP = 10_000
 
@@ -36,11 +36,6 @@ def user_ranks(result_json: Path, work_dir: Path | None) -> np.ndarray:
     """The 0-based full-ranking rank of every test user's target (in ``data.eval_examples("test")``
     order): the run's ranks file, else computed from its weights (``benchmarks/user_ranks.py``)."""
     return run_ranks(result_json, work_dir)[1]["kept"]
-
-
-def per_user(ranks: np.ndarray) -> dict[str, np.ndarray]:
-    hit = ranks < 10
-    return {"ndcg@10": np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0), "hr@10": hit.astype(np.float64)}
 
 
 def paired(a: np.ndarray, b: np.ndarray, seed: int = 0) -> dict[str, float]:
@@ -57,11 +52,9 @@ def paired(a: np.ndarray, b: np.ndarray, seed: int = 0) -> dict[str, float]:
 def compare(base: Path, against: list[Path], work_dir: Path | None) -> list[dict[str, object]]:
     from glintru.errors import UserError
 
-    dataset = read_run(base)["dataset"]
-    check_available(base, work_dir)
+    dataset = check_available(base, work_dir)["dataset"]
     for other in against:  # every input checked before the first (slow) evaluation
-        check_available(other, work_dir)
-        if (other_ds := read_run(other)["dataset"]) != dataset:
+        if (other_ds := check_available(other, work_dir)["dataset"]) != dataset:
             raise UserError(f"{other}: dataset {other_ds}, not the same test users as {base} (dataset {dataset})")
     ranks_a = user_ranks(base, work_dir)
     ua = per_user(ranks_a)

@@ -47,12 +47,13 @@ def run_stem(result_json: Path, rec: dict) -> str:
     return rec.get("same_run_as", result_json.name).removesuffix(".json")
 
 
-def run_record(result_json: Path, work_dir: Path) -> tuple[dict, Path]:
-    """A run JSON of ``reproduce.py`` and the best weights it was written from, both checked to exist
-    (a JSON in git is not enough: the weights stay in the ``--work-dir`` of the machine that trained)."""
+def run_record(result_json: Path, work_dir: Path, rec: dict | None = None) -> tuple[dict, Path]:
+    """A run JSON of ``reproduce.py`` (``rec`` when already read) and the best weights it was written
+    from, both checked to exist (a JSON in git is not enough: the weights stay in the ``--work-dir`` of
+    the machine that trained)."""
     from glintru.errors import UserError
 
-    rec = read_run(result_json)
+    rec = read_run(result_json) if rec is None else rec
     weights = work_dir / "runs" / rec["dataset"] / run_stem(result_json, rec) / "best.pt"
     if not weights.is_file():
         raise UserError(f"{result_json}: its weights {weights} are missing (--work-dir must be the one the run "
@@ -60,30 +61,32 @@ def run_record(result_json: Path, work_dir: Path) -> tuple[dict, Path]:
     return rec, weights
 
 
-def load_run(result_json: Path, work_dir: Path) -> tuple[dict, object, object, object]:
+def load_run(result_json: Path, work_dir: Path, rec: dict | None = None) -> tuple[dict, object, object, object]:
     """A finished run of ``reproduce.py``: its record, best weights, prepared data and train config."""
     from glintru.config import build_config
     from glintru.data.dataset import load_prepared
     from glintru.loading import load_model
 
-    rec, weights = run_record(result_json, work_dir)
+    rec, weights = run_record(result_json, work_dir, rec)
     data = load_prepared(work_dir / "data" / rec["dataset"])
     model = load_model(weights).model
     return rec, model, data, build_config(rec["model"], rec["config"]).train
 
 
-def check_available(result_json: Path, work_dir: Path | None) -> None:
-    """A UserError, before any slow work, when the run has neither a ranks file nor weights to make one."""
+def check_available(result_json: Path, work_dir: Path | None) -> dict:
+    """The run's record; a UserError, before any slow work, when the run has neither a ranks file nor
+    weights to make one."""
     rec = read_run(result_json)
     path = ranks_file(result_json, rec)
     if path is not None and path.is_file():
-        return
+        return rec
     if work_dir is None:
         from glintru.errors import UserError
 
         raise UserError(f"{result_json}: no ranks file{f' {path}' if path else ''}; give --work-dir with the "
                         "run's weights")
-    run_record(result_json, work_dir)
+    run_record(result_json, work_dir, rec)
+    return rec
 
 
 def ranks_file(result_json: Path, rec: dict) -> Path | None:
@@ -141,23 +144,27 @@ def load(path: Path) -> dict:
         raise UserError(f"{path}: not a ranks file of benchmarks/user_ranks.py ({exc})") from None
 
 
+def per_user(ranks: np.ndarray, k: int = 10) -> dict[str, np.ndarray]:
+    """Every user's NDCG@k and HR@k (float64 arrays) from 0-based ranks."""
+    hit = ranks < k
+    return {f"ndcg@{k}": np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0), f"hr@{k}": hit.astype(np.float64)}
+
+
 def metrics(ranks: np.ndarray, k: int = 10) -> dict[str, float]:
     """Mean NDCG@k and HR@k of 0-based ranks."""
-    hit = ranks < k
-    return {f"ndcg@{k}": float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean()), f"hr@{k}": float(hit.mean())}
+    return {name: float(v.mean()) for name, v in per_user(ranks, k).items()}
 
 
 def run_ranks(result_json: Path, work_dir: Path | None) -> tuple[dict, dict]:
     """A run's record and test ranks: from its ranks file, else computed from its weights under
     ``work_dir`` (and the ranks file written for next time). The kept ranks must give the recorded
     NDCG@10 (a warning on stderr otherwise)."""
-    check_available(result_json, work_dir)
-    rec = read_run(result_json)
+    rec = check_available(result_json, work_dir)
     path = ranks_file(result_json, rec)
     if path is not None and path.is_file():
         ranks = load(path)
     else:
-        rec, model, data, train = load_run(result_json, work_dir)
+        rec, model, data, train = load_run(result_json, work_dir, rec)
         ranks = test_ranks(model, data, train)
         if path is not None:
             save(path, ranks)
