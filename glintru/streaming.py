@@ -170,9 +170,8 @@ def read_events(path: str | Path, item_index: dict[str, int], *, skip_unknown: b
         return _index_events(p, inter.user.to_pylist(), inter.item.to_pylist(), inter.timestamp, item_index,
                              skip_unknown, at, inter.columns)
 
-    def by_reader(lines: list[str]) -> Events | None:  # JSON lines or a header: prepare's readers read it
-        first = _first_event_line(lines)
-        head = lines[first].strip() if first is not None else ""
+    def by_reader(lines: list[str], first: int | None) -> Events | None:  # JSON lines or a header: prepare's
+        head = lines[first].strip() if first is not None else ""  # readers read it; first: its first event line
         if head.startswith("{"):  # JSON lines, keys named as prepare recognises them
             return _read_events(p, read_json_lines(p, ReadOptions()), lambda row: f"{p}: event {row + 1}")
         sep = header_sep(head)
@@ -187,7 +186,8 @@ def read_events(path: str | Path, item_index: dict[str, int], *, skip_unknown: b
     if magic == b"PAR1" or p.suffix.lower() in (".parquet", ".pq"):
         return _read_events(p, read_parquet(p, ReadOptions()), lambda row: f"{p}: row {row + 1}")
     window = head_lines(p)
-    if (events := by_reader(window)) is not None:
+    window_first = _first_event_line(window)
+    if (events := by_reader(window, window_first)) is not None:
         return events
     try:
         lines = decompress(p, p.read_bytes()).decode("utf-8").splitlines()
@@ -196,7 +196,7 @@ def read_events(path: str | Path, item_index: dict[str, int], *, skip_unknown: b
     first = _first_event_line(lines)
     if first is None:
         raise UserError(f"--events {p}: no events")
-    if _first_event_line(window) is None and (events := by_reader(lines)) is not None:
+    if window_first is None and (events := by_reader(lines, first)) is not None:
         return events  # comments filled the whole window
     users: list[str] = []
     items: list[str] = []
