@@ -17,7 +17,6 @@ ranks are checked against the run's recorded NDCG@10.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -128,7 +127,6 @@ def save(path: Path, ranks: dict[str, np.ndarray]) -> None:
     np.savez_compressed(buf, **{k: ranks[k].astype(np.int32) for k in KINDS},
                         cpu=np.array(info["cpu"]), date_utc=np.array(info["date_utc"]))
     atomic_write_bytes(path, buf.getvalue())
-    os.chmod(path, 0o644)  # a results file like the JSONs (the temporary file was private)
 
 
 def load(path: Path) -> dict:

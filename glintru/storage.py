@@ -18,8 +18,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -107,14 +107,37 @@ def write_error(path: str | Path, exc: BaseException) -> UserError:
                      "and run the same command again: it continues from the last complete checkpoint")
 
 
+def _sibling_name(path: Path, kind: str) -> Path:
+    return path.with_name(f".{path.name}.{kind}-{os.getpid()}-{secrets.token_hex(6)}")
+
+
+def new_sibling(path: Path, kind: str = "tmp") -> tuple[int, Path]:
+    """Create a new, empty hidden sibling of ``path`` (``.<name>.<kind>-<pid>-<random>``) and return
+    its descriptor, open for writing, and its path. Its mode is the one a plain ``open()`` would give
+    (0o666 less the umask), so the file renamed over ``path`` is as readable as any other output;
+    ``tempfile.mkstemp`` would make it private (0o600) whatever the umask."""
+    tmp = _sibling_name(path, kind)
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+
+
+def new_sibling_dir(path: Path, kind: str = "tmp") -> Path:
+    """Create a new, empty hidden sibling directory of ``path``, with the mode a plain ``mkdir``
+    gives (0o777 less the umask; ``tempfile.mkdtemp`` would make it 0o700): a dataset prepared into
+    it and renamed into place is readable by a worker that runs as another user, as in a container."""
+    tmp = _sibling_name(path, kind)
+    os.mkdir(tmp, 0o777)
+    return tmp
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write a local file under a temporary sibling name, then rename it over ``path``; a failed
-    write (e.g. a full disk) removes the temporary file and raises a UserError naming ``path``."""
+    """Write a local file under a temporary sibling name (:func:`new_sibling`), then rename it over
+    ``path``; a failed write (e.g. a full disk) removes the temporary file and raises a UserError
+    naming ``path``."""
     p = Path(path)
     tmp = None
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.tmp-", dir=p.parent)
+        fd, tmp = new_sibling(p)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, p)
@@ -212,7 +235,7 @@ def local_copy(uri: str, files: list[str], manifest_name: str, option: str = "--
     if (final / manifest_name).is_file():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{digest}.tmp-", dir=final.parent))
+    tmp = new_sibling_dir(final)
     try:
         for name in files:
             if name == manifest_name:

@@ -6,6 +6,8 @@ import hashlib
 import http.server
 import io
 import json
+import os
+import stat
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -56,9 +58,14 @@ def test_download_verify_cache_and_prepare(tmp_path: Path, server: tuple[str, st
     url, sha, hits = server
     cache = tmp_path / "cache"
     args = ["prepare", "--dataset", "ml-1m", "--cache-dir", str(cache), "--url", url, "--sha256", sha]
-    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    mask = os.umask(0o022)
+    try:
+        assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    finally:
+        os.umask(mask)
     assert hits == ["/ml-1m.zip"]
     assert sorted(p.name for p in cache.iterdir()) == ["ml-1m.zip"]
+    assert stat.S_IMODE((cache / "ml-1m.zip").stat().st_mode) == 0o644  # as the umask gives, not private
     m = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert (m["n_users"], m["n_items"], m["n_interactions"]) == (2, 3, 5)
     assert m["source"] == {"path": url, "sha256": sha, "format": "movielens", "member": "ml-1m/ratings.dat"}

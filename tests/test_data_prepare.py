@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -182,6 +184,26 @@ def test_an_interrupt_while_overwriting_keeps_the_old_output(tmp_path: Path, mon
         prep_mod.prepare(tmp_path / "s.txt", dest, overwrite=True)
     assert (dest / "manifest.json").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "s.txt"]
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_outputs_written_atomically_have_the_modes_the_umask_gives(tmp_path: Path, mask: int) -> None:
+    """The temporary sibling renamed into place must not leave the output private (tempfile's 0o700
+    directories and 0o600 files): a worker running as another user, as in a container, reads it."""
+    from glintru.storage import atomic_write_text
+
+    old = os.umask(mask)
+    try:
+        dest = _prepare(tmp_path, "s.txt", "1 a b c\n")
+        _prepare(tmp_path, "s.txt", "1 a b c d\n", "--overwrite")  # the old dataset set aside, then replaced
+        atomic_write_text(tmp_path / "r.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o777 & ~mask
+    files = [*dest.iterdir(), tmp_path / "r.json"]
+    assert sorted(p.name for p in files) == ["items.parquet", "manifest.json", "r.json", "sequences.parquet"]
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in files} == {p.name: 0o666 & ~mask for p in files}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "r.json", "s.txt"]  # nothing temporary left
 
 
 def test_a_dataset_no_user_can_be_tested_on_is_written_with_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from glintru.errors import UserError
+from glintru.storage import new_sibling
 
 
 @dataclass(frozen=True)
@@ -85,10 +85,9 @@ def fetch(
         return target
     try:
         cache.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{ds.filename}.part-", dir=cache)
+        fd, tmp = new_sibling(target, "part")
     except OSError as exc:
         raise UserError(f"{cache}: cannot create the cache directory ({exc.strerror or exc})") from None
-    tmp = Path(tmp_name)
     h = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as fh, urllib.request.urlopen(url, timeout=timeout_s) as resp:

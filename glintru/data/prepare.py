@@ -33,6 +33,7 @@ from glintru.data.dataset import FORMAT_VERSION, ITEMS, MANIFEST, SEQUENCES
 from glintru.data.download import sha256_file
 from glintru.data.readers import Interactions, ReadOptions, read_interactions
 from glintru.errors import UserError
+from glintru.storage import new_sibling_dir
 
 # the manifest's option name for each column role of a generic (csv / parquet) source
 ROLE_OPTION = {"user": "user_col", "item": "item_col", "timestamp": "time_col", "rating": "rating_col"}
@@ -220,7 +221,7 @@ def write_prepared(prep: Prepared, manifest: dict[str, Any], out: Path, overwrit
     check_output(out, overwrite)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        tmp = new_sibling_dir(out)
     except OSError as exc:
         raise UserError(f"{out}: cannot create the output directory ({exc.strerror or exc})") from None
     old = None
@@ -230,7 +231,7 @@ def write_prepared(prep: Prepared, manifest: dict[str, Any], out: Path, overwrit
         pq.write_table(vocab, tmp / ITEMS)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         if out.exists() and any(out.iterdir()):
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            old = new_sibling_dir(out, "old")
             os.replace(out, old / "d")
         elif out.exists():
             out.rmdir()
