@@ -170,8 +170,10 @@ def read_events(path: str | Path, item_index: dict[str, int], *, skip_unknown: b
         return _index_events(p, inter.user.to_pylist(), inter.item.to_pylist(), inter.timestamp, item_index,
                              skip_unknown, at, inter.columns)
 
-    def by_reader(lines: list[str], first: int | None) -> Events | None:  # JSON lines or a header: prepare's
-        head = lines[first].strip() if first is not None else ""  # readers read it; first: its first event line
+    def by_reader(lines: list[str], first: int | None) -> Events | None:
+        """JSON lines or a file with a header, read by prepare's readers; None for anything else.
+        ``first``: the index of the first event line in ``lines`` (None: no event line there)."""
+        head = lines[first].strip() if first is not None else ""
         if head.startswith("{"):  # JSON lines, keys named as prepare recognises them
             return _read_events(p, read_json_lines(p, ReadOptions()), lambda row: f"{p}: event {row + 1}")
         sep = header_sep(head)
