@@ -61,12 +61,12 @@ def _same_config(a: dict[str, Any], b: dict[str, Any]) -> bool:
 def protocol_flat(model: str, dataset: str) -> dict[str, Any]:
     """The protocol's flat keys of ``model`` on ``dataset`` (reproduce.py's PROTOCOL)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from reproduce import PROTOCOL
+    from reproduce import protocol
 
     from glintru.config import config_keys
 
     keys = config_keys(model)
-    return {k: v for k, v in {**PROTOCOL["*"], **PROTOCOL[dataset]}.items() if k in keys}
+    return {k: v for k, v in protocol(dataset).items() if k in keys}
 
 
 def default_flat(model: str, dataset: str) -> dict[str, Any]:
@@ -260,9 +260,10 @@ def anchor_cells(dataset: str, label: str, rs: list[dict[str, Any]],
 def model_table(dataset: str, groups: dict[str, list[dict[str, Any]]],
                 masking: dict[tuple[str, str], dict[str, Any]] | None = None) -> list[str]:
     masking = load_masking() if masking is None else masking
+    anchored = dataset in ANCHORS  # no published figures (a user's own data): no columns for them
     head = ["model", "seeds", "full HR@10", "full NDCG@10", "pop100 HR@10", "pop100 NDCG@10", "epochs (best)",
-            "train min", "latency ms/user", "trained on", "precision", "published HR@10 / NDCG@10",
-            "ours / published NDCG"]
+            "train min", "latency ms/user", "trained on", "precision"]
+    head += ["published HR@10 / NDCG@10", "ours / published NDCG"] if anchored else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, rs in groups.items():
         rs = sorted(rs, key=lambda r: r["seed"])
@@ -277,7 +278,7 @@ def model_table(dataset: str, groups: dict[str, list[dict[str, Any]]],
             f"{statistics.mean(r['latency_ms_per_user'] for r in rs):.2f}",
             ", ".join(runs_cpus(rs)),
             "/".join(sorted({r["config"].get("precision", "fp32") for r in rs})),
-            *anchor_cells(dataset, label, rs, masking),
+            *(anchor_cells(dataset, label, rs, masking) if anchored else []),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -526,7 +527,10 @@ def variants_table(runs: list[dict[str, Any]], dataset: str) -> list[str]:
     same name in the untagged setting. Per variant: its seeds' test full NDCG@10, the base's mean ±
     std over its seeds, the difference of the means in units of the base's seed-to-seed std, and
     the median training seconds per epoch of each (with the CPU, since bases may come from another).
-    The training losses have their own table (:func:`losses_section`), tagged or not."""
+    The training losses have their own table (:func:`losses_section`), tagged or not; a tuned run
+    of a family (:func:`families`) without a base run is left to its family's table, which says what
+    the family changed (here every tuned value would be listed as a change from nothing)."""
+    in_family = {(name, setting) for (setting, _), fam in families(runs, dataset).items() for name in fam}
     tagged: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in runs:
         if (r["dataset"] == dataset and "-" in r.get("setting", "default") and r["name"] not in LOSS_ORDER
@@ -547,6 +551,8 @@ def variants_table(runs: list[dict[str, Any]], dataset: str) -> list[str]:
         if base is None:
             base = [r for r in runs if r["dataset"] == dataset and r["name"] == name
                     and r.get("setting", "default") == base_setting and tuned_source(r) == tuned_source(rs[0])]
+        if not base and setting.startswith("tuned") and (name, setting) in in_family:
+            continue
         base = sorted(base, key=lambda r: r["seed"])
         nd = [r["metrics"]["test/full/ndcg@10"] for r in rs]
         bnd = [r["metrics"]["test/full/ndcg@10"] for r in base]
@@ -579,7 +585,7 @@ def variants_table(runs: list[dict[str, Any]], dataset: str) -> list[str]:
             gap, f"{per_epoch(rs)} / {per_epoch(base)}" if base else per_epoch(rs),
             ", ".join(runs_cpus(rs)) + (" / " + ", ".join(runs_cpus(base)) if base else ""),
         ]) + " |")
-    return lines
+    return lines if len(lines) > 2 else []  # a header alone: every variant is in its family's table
 
 
 def diagnostics_table(groups: dict[str, list[dict[str, Any]]]) -> list[str]:
@@ -702,14 +708,17 @@ def efficiency_figure(points: dict[str, list[dict[str, Any]]], title: str, path:
 
 def plots(runs: list[dict[str, Any]], dataset: str, groups: dict[str, list[dict[str, Any]]],
           fams: dict[tuple[str, str | None], dict[str, list[dict[str, Any]]]] | None = None,
-          latency: dict[tuple[str, str], dict[str, Any]] | None = None) -> list[str]:
-    """The learning curves, the main table's accuracy-against-cost figure and one per family."""
+          latency: dict[tuple[str, str], dict[str, Any]] | None = None, doc: Path | None = None) -> list[str]:
+    """The learning curves, the main table's accuracy-against-cost figure and one per family, as PNG
+    files in the folder named after ``doc`` (``docs/results/`` for ``docs/results.md``, the default),
+    linked relative to it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    PLOTS.mkdir(parents=True, exist_ok=True)
+    folder, doc = (PLOTS, DOC) if doc is None else (doc.parent / doc.stem, doc)
+    folder.mkdir(parents=True, exist_ok=True)
     out = []
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in sorted((r for r in runs if r["dataset"] == dataset), key=lambda r: (r["name"], r["seed"])):
@@ -721,20 +730,20 @@ def plots(runs: list[dict[str, Any]], dataset: str, groups: dict[str, list[dict[
     ax.set_title(f"{dataset}: learning curves")
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    path = PLOTS / f"curves_{dataset}.png"
+    path = folder / f"curves_{dataset}.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    out.append(f"![learning curves]({path.relative_to(DOC.parent)})")
+    out.append(f"![learning curves]({path.relative_to(doc.parent)})")
     figures = [(efficiency_points(runs, dataset, groups), f"{dataset}: accuracy against cost", figure_stem(dataset))]
     for (setting, src), fam in (fams or {}).items():
         figures.append((fam, f"{dataset}, {setting}" + (f" (tuned on {src})" if src else "")
                         + ": accuracy against cost", figure_stem(dataset, setting, src)))
     for points, title, stem in figures:
-        path = PLOTS / f"{stem}.png"
+        path = folder / f"{stem}.png"
         if efficiency_figure(points, title, path, latency):
-            out.append(f"![{title}]({path.relative_to(DOC.parent)})")
+            out.append(f"![{title}]({path.relative_to(doc.parent)})")
     made = {stem for _, _, stem in figures}
-    for old in PLOTS.glob(f"{figure_stem(dataset)}__*.png"):  # a family no longer in the report
+    for old in folder.glob(f"{figure_stem(dataset)}__*.png"):  # a family no longer in the report
         if old.stem not in made:
             old.unlink()
     return out
@@ -743,16 +752,18 @@ def plots(runs: list[dict[str, Any]], dataset: str, groups: dict[str, list[dict[
 def report(runs: list[dict[str, Any]], studies: list[dict[str, Any]] | None = None,
            masking: dict[tuple[str, str], dict[str, Any]] | None = None,
            paired: list[dict[str, Any]] | None = None,
-           latency: dict[tuple[str, str], dict[str, Any]] | None = None) -> str:
+           latency: dict[tuple[str, str], dict[str, Any]] | None = None,
+           datasets: list[str] | None = None, doc: Path | None = None) -> str:
     """The generated block; ``studies`` are the tuning records, ``masking`` the history-masking rows,
     ``paired`` the user-by-user comparisons and ``latency`` the side-by-side latencies (default:
-    those under ``benchmarks/results``)."""
+    those under ``benchmarks/results``); one section per dataset of ``datasets`` (default:
+    :func:`report_datasets`); the plots go beside ``doc`` (:func:`plots`)."""
     paired = load_paired() if paired is None else paired
     latency = load_latency() if latency is None else latency
     studies = load_tuning() if studies is None else studies
     masking = load_masking() if masking is None else masking
     lines = []
-    for ds in DATASETS:
+    for ds in datasets or report_datasets(runs):
         if not any(r["dataset"] == ds for r in runs):
             lines += [f"### {ds}", "", "No converged run yet.", ""]
             continue
@@ -789,8 +800,14 @@ def report(runs: list[dict[str, Any]], studies: list[dict[str, Any]] | None = No
         lines += captioned("Variants (`reproduce.py --set ... --tag ...`: one setting changed, the other keys as in the "
                            "base runs; test full NDCG@10 in %):", variants_table(runs, ds))
         lines += captioned("Ablation (GLINT-RU, seed 1):", ablation_table(runs, ds))
-        lines += plots(runs, ds, groups, families(runs, ds), latency) + [""]
+        lines += plots(runs, ds, groups, families(runs, ds), latency, doc) + [""]
     return "\n".join(lines)
+
+
+def report_datasets(runs: list[dict[str, Any]]) -> list[str]:
+    """The reproduction's datasets in their order, then any other dataset with runs (a user's own,
+    ``reproduce.py --prepared NAME=DIR``), by name."""
+    return [*DATASETS, *sorted({r["dataset"] for r in runs} - set(DATASETS))]
 
 
 def captioned(caption: str, table: list[str]) -> list[str]:
@@ -798,15 +815,23 @@ def captioned(caption: str, table: list[str]) -> list[str]:
     return [caption, "", *table, ""] if table else []
 
 
-def write_report(results: Path = RESULTS, doc: Path = DOC) -> Path:
-    text = doc.read_text(encoding="utf-8")
+def write_report(results: Path = RESULTS, doc: Path = DOC, datasets: list[str] | None = None) -> Path:
+    """Rewrite the block between :data:`BEGIN` and :data:`END` of ``doc``; a ``doc`` that does not
+    exist yet is made with a title and the block (a report of your own data, beside the project's)."""
+    if doc.exists():
+        text = doc.read_text(encoding="utf-8")
+    else:
+        doc.parent.mkdir(parents=True, exist_ok=True)
+        text = (f"# Results: {', '.join(datasets) if datasets else results}\n\nMade by `benchmarks/report.py`; "
+                f"the block below is rewritten each time.\n\n{BEGIN}\n{END}\n")
     if BEGIN not in text or END not in text:
         raise SystemExit(f"{doc}: no {BEGIN} ... {END} block to fill")
     before, rest = text.split(BEGIN, 1)
     _, after = rest.split(END, 1)
+    block = report(load_runs(results), load_tuning(results), load_masking(results), load_paired(results),
+                   load_latency(results), datasets, doc)
     tmp = doc.with_name(doc.name + ".tmp")
-    tmp.write_text(before + BEGIN + "\n" + report(load_runs(results), load_tuning(results), load_masking(results),
-                                                       load_paired(results), load_latency(results)) + "\n" + END + after, encoding="utf-8")
+    tmp.write_text(before + BEGIN + "\n" + block + "\n" + END + after, encoding="utf-8")
     tmp.replace(doc)
     return doc
 
@@ -816,11 +841,13 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--results", default=str(RESULTS), help="directory holding runs/ and tuning/")
-    ap.add_argument("--doc", default=str(DOC), help="the markdown file whose report block is rewritten "
-                    "(plots go to docs/results/ and are linked from it)")
+    ap.add_argument("--doc", default=str(DOC), help="the markdown file whose report block is rewritten, made "
+                    "if missing (plots go to the folder of its name beside it: docs/results/ for the default)")
+    ap.add_argument("--datasets", nargs="+", metavar="DATASET",
+                    help="the datasets to report, in this order (default: the reproduction's, then any other with runs)")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    print(write_report(Path(args.results), Path(args.doc)))
+    print(write_report(Path(args.results), Path(args.doc), args.datasets))
     return 0
 
 

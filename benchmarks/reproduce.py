@@ -7,6 +7,12 @@
     python benchmarks/report.py                        # the tables and plots of docs/results.md
     nohup python benchmarks/reproduce.py ... > benchmarks/work/reproduce.log 2>&1 &
 
+Your own data: ``--prepared NAME=DIR`` runs the same plans on a directory ``glintru prepare --out DIR``
+wrote, filed under NAME (``--datasets`` defaults to it; no ``--data-root``), with the Amazon window
+of 50 unless ``--set max_len=N``; ``report.py --datasets NAME --doc FILE.md`` reports it:
+
+    python benchmarks/reproduce.py --prepared shop=data/shop --plan models --seeds 1 2 3
+
 ``DATA`` holds ``ml-1m/ml-1m.seq.txt``, ``amazon-beauty/Beauty.txt`` and
 ``amazon-video-games/Video_Games.txt``; they are read, prepared once into ``--work-dir`` (outside
 git) and never copied into the repository. ``ml-1m-5core`` is ML-1M's file filtered as RecBole
@@ -87,6 +93,10 @@ PROTOCOL: dict[str, dict[str, Any]] = {
     "amazon-beauty-54k": {"max_len": 50},
     "ml-1m-5core": {"max_len": 200},
 }
+# A dataset of the user's own (--prepared NAME=DIR) trains with the Amazon window, which the tuning
+# spaces fix too; --set max_len=N (in both scripts) for long histories, as ML-1M's 200.
+OWN_DATA_PROTOCOL: dict[str, Any] = {"max_len": 50}
+DATASET_NAME = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
 POP_METRIC = "valid/pop100/ndcg@10"
 # name -> (model, overrides). Baselines train on every position unless said.
 MODEL_RUNS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -142,6 +152,56 @@ def prepare_dataset(data_root: Path, dataset: str, work_dir: Path) -> Path:
     return out
 
 
+def parse_prepared(items: list[str] | None) -> dict[str, Path]:
+    """``--prepared NAME=DIR`` options (here and in tune_models.py): the user's own datasets, each a
+    directory written by ``glintru prepare --out DIR``, by the name their results are filed under."""
+    from glintru.errors import UserError
+
+    out: dict[str, Path] = {}
+    for item in items or []:
+        name, sep, where = item.partition("=")
+        if not sep or not name or not where:
+            raise UserError(f"--prepared {item!r}: expected NAME=DIR (a name for the dataset, and the directory "
+                            "`glintru prepare --out DIR` wrote)")
+        if not DATASET_NAME.fullmatch(name):
+            raise UserError(f"--prepared {item!r}: {name!r} is not a dataset name (lower-case letters and digits, "
+                            "single '-', '_' or '.' between them)")
+        if name in DATASETS:
+            raise UserError(f"--prepared {item!r}: {name} is one of the reproduction's own datasets "
+                            f"({', '.join(DATASETS)}); give yours another name")
+        if name in out:
+            raise UserError(f"--prepared {item!r}: {name} is named twice")
+        path = Path(where).expanduser()
+        if not (path / "manifest.json").is_file():
+            what = "no such directory" if not path.exists() else "no manifest.json in it"
+            raise UserError(f"--prepared {item!r}: {path} is not a prepared dataset ({what}); make one with "
+                            f"`glintru prepare --source LOG --out {path}`")
+        out[name] = path.resolve()
+    return out
+
+
+def select_datasets(requested: list[str] | None, prepared: dict[str, Path], data_root: str | None) -> list[str]:
+    """The datasets of a call: ``--datasets`` (default: the ``--prepared`` ones, else amazon-beauty),
+    each one of the reproduction's own or a ``--prepared`` name; ``--data-root`` is needed only for the
+    former."""
+    from glintru.errors import UserError
+
+    names = requested or list(prepared) or ["amazon-beauty"]
+    unknown = [d for d in names if d not in DATASETS and d not in prepared]
+    if unknown:
+        raise UserError(f"--datasets: unknown dataset {', '.join(unknown)}; choose from {', '.join(DATASETS)}, "
+                        "or name a dataset of your own with --prepared NAME=DIR")
+    if not data_root and any(d not in prepared for d in names):
+        raise UserError("--data-root: required for the reproduction's own datasets (a directory with ml-1m/, "
+                        "amazon-beauty/, amazon-video-games/); your own are named with --prepared NAME=DIR")
+    return names
+
+
+def dataset_dir(dataset: str, data_root: str | None, work_dir: Path, prepared: dict[str, Path]) -> Path:
+    """A prepared dataset directory: the user's own as given, or one of the reproduction's, prepared once."""
+    return prepared[dataset] if dataset in prepared else prepare_dataset(Path(data_root), dataset, work_dir)
+
+
 def tuned_file(tuned_dir: Path, dataset: str, name: str, model: str | None = None) -> Path:
     """``<tuned_dir>/<dataset>__<name>.yaml``; for a plan's variant of a model (``glintru-loss_gbce``)
     without a file of its own, the model's (``<dataset>__glintru.yaml``): the variant changes its
@@ -172,12 +232,18 @@ def tuned_overrides(tuned_dir: Path | None, dataset: str, name: str, window: boo
     return flat
 
 
+def protocol(dataset: str) -> dict[str, Any]:
+    """The protocol's keys on ``dataset``, one of the reproduction's or the user's own (each model
+    takes the keys it has)."""
+    return {**PROTOCOL["*"], **PROTOCOL.get(dataset, OWN_DATA_PROTOCOL)}
+
+
 def run_spec(dataset: str, name: str, model: str, overrides: dict[str, Any], seed: int) -> Any:
     """The validated RunConfig of one run: protocol, then the run's overrides, then the seed."""
     from glintru.config import build_config, config_keys
 
     keys = config_keys(model)
-    flat = {k: v for k, v in {**PROTOCOL["*"], **PROTOCOL[dataset]}.items() if k in keys}
+    flat = {k: v for k, v in protocol(dataset).items() if k in keys}
     flat.update(overrides)
     flat["seed"] = seed
     return build_config(model, flat, source=f"{dataset}/{name}")
@@ -333,13 +399,18 @@ def main(argv: list[str] | None = None) -> int:
     from glintru.errors import UserError
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-root", help="directory holding ml-1m/, amazon-beauty/, amazon-video-games/")
+    ap.add_argument("--data-root", help="directory holding ml-1m/, amazon-beauty/, amazon-video-games/ "
+                    "(for the reproduction's own datasets)")
+    ap.add_argument("--prepared", action="append", metavar="NAME=DIR",
+                    help="a dataset of your own, prepared with `glintru prepare --out DIR`, run under NAME "
+                         f"(window {OWN_DATA_PROTOCOL['max_len']} unless --set max_len=N); repeatable")
     ap.add_argument("--plan", choices=list(PLANS), default="models")
-    ap.add_argument("--datasets", nargs="+", default=["amazon-beauty"], choices=list(DATASETS))
+    ap.add_argument("--datasets", nargs="+", metavar="DATASET",
+                    help=f"{', '.join(DATASETS)} or --prepared names (default: the --prepared ones, else amazon-beauty)")
     ap.add_argument("--runs", nargs="+", help="run names of the plan (default: all of it)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[1])
     ap.add_argument("--tuned", help="directory of <dataset>__<name>.yaml tuned configurations")
-    ap.add_argument("--tuned-from", choices=list(DATASETS), metavar="DATASET",
+    ap.add_argument("--tuned-from", metavar="DATASET",
                     help="with --tuned: train every dataset of this call with the configurations tuned on DATASET "
                          "(e.g. ML-1M with Beauty's; each dataset keeps its own window); recorded as tuned_from")
     ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="override for every run of this call")
@@ -355,8 +426,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         results_dir = Path(args.results_dir)
-        if not args.data_root:
-            raise UserError("--data-root: required (a directory with ml-1m/, amazon-beauty/, amazon-video-games/)")
+        prepared = parse_prepared(args.prepared)
+        datasets = select_datasets(args.datasets, prepared, args.data_root)
+        if args.tuned_from is not None and not DATASET_NAME.fullmatch(args.tuned_from):
+            raise UserError(f"--tuned-from: {args.tuned_from!r} is not a dataset name")
         for opt, n in (("--jobs", args.jobs), ("--threads", args.threads)):
             if n < 1:
                 raise UserError(f"{opt}: {n} is not a positive count")
@@ -378,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.tuned_from and tuned is None:
             raise UserError("--tuned-from: needs --tuned DIR (the directory of the tuned configurations)")
         todo = []
-        for ds in args.datasets:
+        for ds in datasets:
             source = args.tuned_from or ds
             for name in names:
                 model, over = plan[name]
@@ -410,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run or not todo:
             return 0
         work_dir = Path(args.work_dir)
-        data_dirs = {ds: str(prepare_dataset(Path(args.data_root), ds, work_dir)) for ds in {t[0] for t in todo}}
+        data_dirs = {ds: str(dataset_dir(ds, args.data_root, work_dir, prepared)) for ds in {t[0] for t in todo}}
         ctx = get_context("spawn")
         failed = 0
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx, max_tasks_per_child=1,

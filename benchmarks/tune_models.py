@@ -23,6 +23,10 @@ prefixes): its tuned YAMLs go to ``benchmarks/tuned-NAME/`` (the same file names
     python benchmarks/tune_models.py --data-root DATA --set objective=last_position --set batch_size=2048 --tag prefix
     python benchmarks/tune_models.py --data-root DATA --set target_weight=equal --grace-period 15 --tag equal_grace15
 
+Your own data: ``--prepared NAME=DIR`` (a directory ``glintru prepare --out DIR`` wrote) tunes under
+NAME, as ``reproduce.py --prepared`` then trains; the window is the space files' 50 unless ``--set
+max_len=N`` (give reproduce.py the same).
+
 Ctrl+C (or ``timeout -s INT``, ``kill -INT`` of this process) stops the study under way: ``glintru
 tune`` gets the interrupt once, saves the study and exits, and this script exits 130; ``kill``
 (SIGTERM) likewise, forwarded as SIGTERM, exit 143. The same command resumes the study.
@@ -44,13 +48,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from reproduce import DATASETS, Terminated, check_tag, handle_signals, machine, prepare_dataset  # noqa: E402
+from reproduce import (  # noqa: E402
+    DATASETS,
+    OWN_DATA_PROTOCOL,
+    Terminated,
+    check_tag,
+    dataset_dir,
+    handle_signals,
+    machine,
+    parse_prepared,
+    protocol,
+    select_datasets,
+)
 
 from glintru.errors import UserError  # noqa: E402
 
 SPACES = ROOT / "benchmarks" / "spaces"
+SPACE_WINDOW = OWN_DATA_PROTOCOL["max_len"]  # every space file's fixed max_len (a test checks them)
 MODELS = ("glintru", "sasrec_preln", "narm", "gru4rec", "sasrec_1block", "sasrec")
-WINDOW = {"ml-1m": 200}  # Amazon datasets keep the files' window (50)
 
 
 def first_trial(model: str, trials: list[dict[str, str]]) -> str | None:
@@ -136,8 +151,9 @@ def tune_one(dataset: str, model: str, data_dir: Path, work_dir: Path, tuned_dir
            "--num-cpus", str(max_concurrent), "--out", str(out)]
     if grace_period is not None:  # else the space file's (the same for every model)
         cmd += ["--grace-period", str(grace_period)]
-    if dataset in WINDOW:
-        cmd += ["--set", f"max_len={WINDOW[dataset]}"]
+    window = protocol(dataset)["max_len"]
+    if window != SPACE_WINDOW:  # ML-1M's 200; the space files fix the Amazon window
+        cmd += ["--set", f"max_len={window}"]
     for item in overrides:  # e.g. precision=bf16, the same for every model of a dataset
         cmd += ["--set", item]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread per trial
@@ -178,8 +194,13 @@ def tune_one(dataset: str, model: str, data_dir: Path, work_dir: Path, tuned_dir
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-root", required=True, help="directory holding ml-1m/, amazon-beauty/, amazon-video-games/")
-    ap.add_argument("--datasets", nargs="+", default=["amazon-beauty"], choices=list(DATASETS))
+    ap.add_argument("--data-root", help="directory holding ml-1m/, amazon-beauty/, amazon-video-games/ "
+                    "(for the reproduction's own datasets)")
+    ap.add_argument("--prepared", action="append", metavar="NAME=DIR",
+                    help="a dataset of your own, prepared with `glintru prepare --out DIR`, tuned under NAME "
+                         f"(window {SPACE_WINDOW} unless --set max_len=N); repeatable")
+    ap.add_argument("--datasets", nargs="+", metavar="DATASET",
+                    help=f"{', '.join(DATASETS)} or --prepared names (default: the --prepared ones, else amazon-beauty)")
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--work-dir", default=str(ROOT / "benchmarks" / "work"))
     ap.add_argument("--tuned-dir", help="where the best configurations go (default: benchmarks/tuned, "
@@ -195,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
                     "call (default: the space files' 5); name the family with --tag")
     args = ap.parse_args(argv)
     try:
+        args.prepared = parse_prepared(args.prepared)
+        args.datasets = select_datasets(args.datasets, args.prepared, args.data_root)
         check_tag(args.tag)
         if args.grace_period is not None and args.grace_period < 1:
             raise UserError(f"--grace-period: must be >= 1, got {args.grace_period}")
@@ -219,7 +242,7 @@ def tune_all(args: argparse.Namespace, work_dir: Path, tuned_dir: Path, results_
     """Every study of the call in turn (a model whose tuned file exists is skipped); the number that failed."""
     failed = 0
     for ds in args.datasets:
-        data_dir = prepare_dataset(Path(args.data_root), ds, work_dir).resolve()
+        data_dir = dataset_dir(ds, args.data_root, work_dir, args.prepared).resolve()
         for model in args.models:
             if (tuned_dir / f"{ds}__{model}.yaml").is_file():
                 print(f"skip {ds} {model}: {tuned_dir / f'{ds}__{model}.yaml'} exists", flush=True)

@@ -197,6 +197,13 @@ def test_a_run_writes_the_contract_json_and_its_twin_is_recorded_not_trained(tmp
     (["--tuned-from", "amazon-beauty"], "--tuned-from: needs --tuned DIR"),
     (["--set", "hidden_size=abc"], "hidden_size"),
     (["--device", "cuda"], "--device cuda: torch sees no CUDA GPU here"),
+    (["--prepared", "shop"], "--prepared 'shop': expected NAME=DIR"),
+    (["--prepared", "Shop Data=x"], "'Shop Data' is not a dataset name"),
+    (["--prepared", "ml-1m=x"], "ml-1m is one of the reproduction's own datasets"),
+    (["--prepared", "shop=nowhere"], "nowhere is not a prepared dataset (no such directory); make one with "
+                                     "`glintru prepare --source LOG --out "),
+    (["--datasets", "shop"], "--datasets: unknown dataset shop; choose from ml-1m, amazon-beauty,"),
+    (["--tuned", "t", "--tuned-from", "Beauty Data"], "--tuned-from: 'Beauty Data' is not a dataset name"),
 ])
 def test_each_bad_option_is_one_error_line_and_nothing_is_written(tmp_path, capsys, monkeypatch, extra, message):
     import torch
@@ -285,3 +292,37 @@ def test_a_signal_to_the_grid_alone_stops_its_runs_too_and_keeps_their_checkpoin
     assert grid.returncode == rc, err
     assert f"{word}: finished runs keep their JSON; the same command resumes" in err and "Traceback" not in err
     assert any(ckpts.iterdir()) and not (tmp_path / "res" / "runs" / "amazon-beauty").exists()
+
+
+def test_a_dataset_of_your_own_runs_under_its_name_without_the_data_root_and_gets_its_report(tmp_path, capsys):
+    """``--prepared NAME=DIR``: a directory ``glintru prepare`` wrote trains under the protocol with the
+    Amazon window, is filed under NAME, and report.py makes a document of its own for it, the plots
+    in the folder beside it; the reproduction's own datasets still need ``--data-root``."""
+    import report
+
+    from glintru.cli import main as glintru_main
+
+    beauty_like(tmp_path / "raw")
+    shop = tmp_path / "shop-data"
+    assert glintru_main(["prepare", "--source", str(tmp_path / "raw" / "amazon-beauty" / "Beauty.txt"),
+                         "--out", str(shop)]) == 0
+    res = tmp_path / "res"
+    common = ["--prepared", f"shop={shop}", "--work-dir", str(tmp_path / "work"), "--results-dir", str(res),
+              "--jobs", "1", "--set", "max_epochs=2", "--set", "hidden_size=16"]
+    assert reproduce.main(["--runs", "gru4rec", "--seeds", "2", *common]) == 0  # --datasets: the prepared one
+    assert "done shop gru4rec seed 2: test full NDCG@10" in capsys.readouterr().out
+    rec = json.loads((res / "runs" / "shop" / "gru4rec__seed2.json").read_text())
+    assert (rec["dataset"], rec["model"], rec["seed"], rec["epochs"]) == ("shop", "gru4rec", 2, 2)
+    assert (rec["config"]["max_len"], rec["config"]["lr"], rec["config"]["target_weight"]) == (50, 1e-3, "batch")
+    assert rec["metrics"]["test/n_users"] == 120
+    assert not (tmp_path / "work" / "data").exists()  # the user's directory is read where it is, not copied
+    # one of the reproduction's own datasets beside it needs --data-root
+    assert reproduce.main(["--datasets", "shop", "amazon-beauty", *common]) == 2
+    assert capsys.readouterr().err.startswith("error: --data-root: required for the reproduction's own datasets")
+    doc = tmp_path / "reports" / "shop.md"
+    assert report.main(["--results", str(res), "--doc", str(doc), "--datasets", "shop"]) == 0
+    text = doc.read_text()
+    assert text.startswith("# Results: shop\n") and "### shop" in text and "### amazon-beauty" not in text
+    assert "| `gru4rec` | 2 | " in text and "published" not in text  # no published figures for your data
+    assert "![learning curves](shop/curves_shop.png)" in text and (doc.parent / "shop" / "curves_shop.png").is_file()
+    assert report.report_datasets([rec]) == [*report.DATASETS, "shop"]  # the default: the project's, then yours

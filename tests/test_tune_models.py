@@ -27,7 +27,7 @@ def test_tune_models_writes_the_trials_under_results_tuning_and_the_best_config_
         return 0
 
     monkeypatch.setattr(tune_models, "run_study", fake_tune)
-    monkeypatch.setattr(tune_models, "prepare_dataset", lambda root, ds, work: tmp_path / "data" / ds)
+    monkeypatch.setattr(tune_models, "dataset_dir", lambda ds, root, work, prepared: tmp_path / "data" / ds)
     argv = ["--data-root", str(tmp_path), "--datasets", "ml-1m", "--models", "gru4rec", "--work-dir",
             str(tmp_path / "work"), "--tuned-dir", str(tmp_path / "tuned"), "--results-dir", str(tmp_path / "res"),
             "--max-concurrent", "1", "--set", "precision=bf16"]
@@ -65,7 +65,7 @@ def test_a_tagged_family_of_studies_is_filed_apart_from_the_first(tmp_path, monk
         return 0
 
     monkeypatch.setattr(tune_models, "run_study", fake_tune)
-    monkeypatch.setattr(tune_models, "prepare_dataset", lambda root, ds, work: tmp_path / "data" / ds)
+    monkeypatch.setattr(tune_models, "dataset_dir", lambda ds, root, work, prepared: tmp_path / "data" / ds)
     monkeypatch.setattr(tune_models, "ROOT", tmp_path)  # where the default tuned directories live
     argv = ["--data-root", str(tmp_path), "--models", "gru4rec", "--work-dir", str(tmp_path / "work"),
             "--results-dir", str(tmp_path / "res"), "--max-concurrent", "1"]
@@ -94,6 +94,42 @@ def test_a_tagged_family_of_studies_is_filed_apart_from_the_first(tmp_path, monk
     assert capsys.readouterr().err == "error: --grace-period: must be >= 1, got 0\n" and len(calls) == 2
 
 
+def test_a_dataset_of_your_own_is_tuned_where_it_is_under_its_name(tmp_path, monkeypatch, capsys):
+    """``--prepared NAME=DIR`` needs no --data-root: the study reads DIR itself, with the space files'
+    window unless ``--set max_len=N``, and its files are named after NAME."""
+    import tune_models
+
+    calls = []
+
+    def fake_tune(cmd, log, env, cwd):
+        calls.append(cmd)
+        out = Path(cmd[cmd.index("--out") + 1])
+        out.mkdir(parents=True)
+        (out / "trials.csv").write_text("trial_id,lr,emb_dropout,valid/full/ndcg@10\na1,0.001,0.3,0.03\n")
+        (out / "best_config.yaml").write_text("model: gru4rec\nlr: 0.001\n")
+        return 0
+
+    monkeypatch.setattr(tune_models, "run_study", fake_tune)
+    shop = tmp_path / "shop"
+    shop.mkdir()
+    (shop / "manifest.json").write_text("{}")
+    argv = ["--prepared", f"shop={shop}", "--models", "gru4rec", "--work-dir", str(tmp_path / "work"),
+            "--results-dir", str(tmp_path / "res"), "--max-concurrent", "1"]
+    assert tune_models.main([*argv, "--tuned-dir", str(tmp_path / "t1")]) == 0
+    assert tune_models.main([*argv, "--tuned-dir", str(tmp_path / "t2"), "--tag", "long", "--set", "max_len=200"]) == 0
+    assert [c[c.index("--data") + 1] for c in calls] == [str(shop.resolve())] * 2
+    assert [[c[i + 1] for i, a in enumerate(c) if a == "--set"] for c in calls] == [[], ["max_len=200"]]
+    assert (tmp_path / "t1" / "shop__gru4rec.yaml").is_file() and (tmp_path / "t2" / "shop__gru4rec.yaml").is_file()
+    assert sorted(p.name for p in (tmp_path / "res" / "tuning").iterdir()) == ["shop__gru4rec.json",
+                                                                               "shop__gru4rec__long.json"]
+    assert not (tmp_path / "work" / "data").exists()
+    capsys.readouterr()
+    assert tune_models.main(["--datasets", "ml-1m", *argv]) == 2  # the project's own data: --data-root
+    assert capsys.readouterr().err.startswith("error: --data-root: required for the reproduction's own datasets")
+    assert tune_models.main([*argv[:1], "shop=" + str(tmp_path / "nowhere"), *argv[2:]]) == 2
+    assert "nowhere is not a prepared dataset (no such directory)" in capsys.readouterr().err and len(calls) == 2
+
+
 def test_every_benchmark_space_fixes_the_protocols_keys_at_the_protocols_values():
     # The studies tune under reproduce.py's protocol (d, batch, patience and the per-batch weighting its
     # tables used); a space that drifted would tune one configuration and reproduce another.
@@ -107,7 +143,7 @@ def test_every_benchmark_space_fixes_the_protocols_keys_at_the_protocols_values(
         shared = set(space.fixed) & set(PROTOCOL["*"])
         assert {"target_weight", "batch_size", "patience"} <= shared, model
         assert {k: space.fixed[k] for k in shared} == {k: PROTOCOL["*"][k] for k in shared}, model
-        assert space.fixed["max_len"] == PROTOCOL["amazon-beauty"]["max_len"]
+        assert space.fixed["max_len"] == PROTOCOL["amazon-beauty"]["max_len"] == tune_models.SPACE_WINDOW
 
 
 def test_a_study_resumed_over_invocations_records_their_summed_wall_time(tmp_path, monkeypatch):
@@ -131,7 +167,7 @@ def test_a_study_resumed_over_invocations_records_their_summed_wall_time(tmp_pat
 
     monkeypatch.setattr(tune_models, "run_study", fake_tune)
     monkeypatch.setattr(tune_models.time, "perf_counter", lambda: next(clock))
-    monkeypatch.setattr(tune_models, "prepare_dataset", lambda root, ds, work: tmp_path / "data" / ds)
+    monkeypatch.setattr(tune_models, "dataset_dir", lambda ds, root, work, prepared: tmp_path / "data" / ds)
     argv = ["--data-root", str(tmp_path), "--datasets", "ml-1m", "--models", "gru4rec", "--work-dir",
             str(tmp_path / "work"), "--tuned-dir", str(tmp_path / "tuned"), "--results-dir", str(tmp_path / "res")]
     assert tune_models.main(argv) != 0  # the interrupted study: no record, no tuned file
@@ -218,7 +254,7 @@ def test_an_interrupted_study_exits_130_naming_it_and_records_the_invocation(tmp
         raise tune_models.StudyInterrupted(rc, terminated=rc == 143)
 
     monkeypatch.setattr(tune_models, "run_study", interrupted)
-    monkeypatch.setattr(tune_models, "prepare_dataset", lambda root, ds, work: tmp_path / "data" / ds)
+    monkeypatch.setattr(tune_models, "dataset_dir", lambda ds, root, work, prepared: tmp_path / "data" / ds)
     argv = ["--data-root", str(tmp_path), "--datasets", "ml-1m", "--models", "gru4rec", "narm", "--work-dir",
             str(tmp_path / "work"), "--tuned-dir", str(tmp_path / "tuned"), "--results-dir", str(tmp_path / "res")]
     assert tune_models.main(argv) == rc
