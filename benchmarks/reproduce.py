@@ -171,6 +171,11 @@ def parse_prepared(items: list[str] | None) -> dict[str, Path]:
                             f"({', '.join(DATASETS)}); give yours another name")
         if name in out:
             raise UserError(f"--prepared {item!r}: {name} is named twice")
+        from glintru.storage import is_remote
+
+        if is_remote(where):
+            raise UserError(f"--prepared {item!r}: the benchmark scripts read a local directory; prepare the "
+                            f"dataset locally too (`glintru prepare --source LOG --out DIR`)")
         path = Path(where).expanduser()
         if not (path / "manifest.json").is_file():
             what = "no such directory" if not path.exists() else "no manifest.json in it"

@@ -202,6 +202,8 @@ def test_a_run_writes_the_contract_json_and_its_twin_is_recorded_not_trained(tmp
     (["--prepared", "ml-1m=x"], "ml-1m is one of the reproduction's own datasets"),
     (["--prepared", "shop=nowhere"], "nowhere is not a prepared dataset (no such directory); make one with "
                                      "`glintru prepare --source LOG --out "),
+    (["--prepared", "shop=s3://bucket/shop"], "--prepared 'shop=s3://bucket/shop': the benchmark scripts read a "
+                                              "local directory"),
     (["--datasets", "shop"], "--datasets: unknown dataset shop; choose from ml-1m, amazon-beauty,"),
     (["--tuned", "t", "--tuned-from", "Beauty Data"], "--tuned-from: 'Beauty Data' is not a dataset name"),
 ])
