@@ -497,7 +497,8 @@ def main(argv: list[str] | None = None) -> int:
                                 args.threads, args.jobs, setting, src, args.device):
                     (ds, run_label(name, setting, ds, src), seed)
                     for ds, name, model, over, seed, setting, src in todo}
-            print(f"{time.strftime('%H:%M:%S')} started {len(futs)} runs, {args.jobs} at once", flush=True)
+            print(f"{time.strftime('%H:%M:%S')} started {len(futs)} run{'s' if len(futs) > 1 else ''}, {args.jobs} at once; each run's epochs go to "
+                  f"{work_dir / 'logs'}/<dataset>__<run>__seed<k>.log as they end", flush=True)
             for fut in as_completed(futs):
                 ds, name, seed = futs[fut]
                 try:

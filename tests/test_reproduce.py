@@ -312,7 +312,11 @@ def test_a_dataset_of_your_own_runs_under_its_name_without_the_data_root_and_get
     common = ["--prepared", f"shop={shop}", "--work-dir", str(tmp_path / "work"), "--results-dir", str(res),
               "--jobs", "1", "--set", "max_epochs=2", "--set", "hidden_size=16"]
     assert reproduce.main(["--runs", "gru4rec", "--seeds", "2", *common]) == 0  # --datasets: the prepared one
-    assert "done shop gru4rec seed 2: test full NDCG@10" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"started 1 run, 1 at once; each run's epochs go to {tmp_path / 'work' / 'logs'}/" in out
+    assert "done shop gru4rec seed 2: test full NDCG@10" in out
+    epochs = (tmp_path / "work" / "logs" / "shop__gru4rec__seed2.log").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in epochs] == [1, 2]
     rec = json.loads((res / "runs" / "shop" / "gru4rec__seed2.json").read_text())
     assert (rec["dataset"], rec["model"], rec["seed"], rec["epochs"]) == ("shop", "gru4rec", 2, 2)
     assert (rec["config"]["max_len"], rec["config"]["lr"], rec["config"]["target_weight"]) == (50, 1e-3, "batch")
