@@ -3,11 +3,29 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+
+def fake_study(calls: list[list[str]], trials: str, best: str | Callable[[list[str]], str],
+               codes: Iterator[int] | None = None) -> Callable[..., int]:
+    """Stands in for `glintru tune` (tested on its own): records each command, exits with the next of
+    ``codes`` (default 0) and, when it exits 0, writes the two files tune_models.py reads from --out."""
+    def run(cmd: list[str], log: object, env: object, cwd: object) -> int:
+        calls.append(cmd)
+        rc = next(codes) if codes is not None else 0
+        if rc == 0:
+            out = Path(cmd[cmd.index("--out") + 1])
+            out.mkdir(parents=True)
+            (out / "trials.csv").write_text(trials)
+            (out / "best_config.yaml").write_text(best(cmd) if callable(best) else best)
+        return rc
+
+    return run
 
 
 def test_tune_models_writes_the_trials_under_results_tuning_and_the_best_config_to_tuned(tmp_path, monkeypatch):
@@ -16,17 +34,9 @@ def test_tune_models_writes_the_trials_under_results_tuning_and_the_best_config_
     import tune_models
 
     calls = []
-
-    def fake_tune(cmd, log, env, cwd):
-        calls.append(cmd)
-        out = Path(cmd[cmd.index("--out") + 1])
-        out.mkdir(parents=True)
-        (out / "trials.csv").write_text("trial_id,lr,emb_dropout,valid/full/ndcg@10\n"
-                                        "a1,0.001,0.3,0.03\nb2,0.002,0.4,0.04\n")
-        (out / "best_config.yaml").write_text("model: gru4rec\nlr: 0.002\nemb_dropout: 0.4\n")
-        return 0
-
-    monkeypatch.setattr(tune_models, "run_study", fake_tune)
+    trials = "trial_id,lr,emb_dropout,valid/full/ndcg@10\na1,0.001,0.3,0.03\nb2,0.002,0.4,0.04\n"
+    monkeypatch.setattr(tune_models, "run_study",
+                        fake_study(calls, trials, "model: gru4rec\nlr: 0.002\nemb_dropout: 0.4\n"))
     monkeypatch.setattr(tune_models, "dataset_dir", lambda ds, root, work, prepared: tmp_path / "data" / ds)
     argv = ["--data-root", str(tmp_path), "--datasets", "ml-1m", "--models", "gru4rec", "--work-dir",
             str(tmp_path / "work"), "--tuned-dir", str(tmp_path / "tuned"), "--results-dir", str(tmp_path / "res"),
@@ -54,17 +64,13 @@ def test_a_tagged_family_of_studies_is_filed_apart_from_the_first(tmp_path, monk
 
     calls = []
 
-    def fake_tune(cmd, log, env, cwd):
-        calls.append(cmd)
-        out = Path(cmd[cmd.index("--out") + 1])
-        out.mkdir(parents=True)
-        (out / "trials.csv").write_text("trial_id,lr,emb_dropout,epoch,trial_s,valid/full/ndcg@10\na1,0.001,0.3,5,60,0.05\n")
+    def best(cmd: list[str]) -> str:  # the objective the study was given
         fixed = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--set"]
         objective = next((f.split("=")[1] for f in fixed if f.startswith("objective=")), "all_positions")
-        (out / "best_config.yaml").write_text(f"model: gru4rec\nlr: 0.001\nobjective: {objective}\n")
-        return 0
+        return f"model: gru4rec\nlr: 0.001\nobjective: {objective}\n"
 
-    monkeypatch.setattr(tune_models, "run_study", fake_tune)
+    trials = "trial_id,lr,emb_dropout,epoch,trial_s,valid/full/ndcg@10\na1,0.001,0.3,5,60,0.05\n"
+    monkeypatch.setattr(tune_models, "run_study", fake_study(calls, trials, best))
     monkeypatch.setattr(tune_models, "dataset_dir", lambda ds, root, work, prepared: tmp_path / "data" / ds)
     monkeypatch.setattr(tune_models, "ROOT", tmp_path)  # where the default tuned directories live
     argv = ["--data-root", str(tmp_path), "--models", "gru4rec", "--work-dir", str(tmp_path / "work"),
@@ -100,16 +106,8 @@ def test_a_dataset_of_your_own_is_tuned_where_it_is_under_its_name(tmp_path, mon
     import tune_models
 
     calls = []
-
-    def fake_tune(cmd, log, env, cwd):
-        calls.append(cmd)
-        out = Path(cmd[cmd.index("--out") + 1])
-        out.mkdir(parents=True)
-        (out / "trials.csv").write_text("trial_id,lr,emb_dropout,valid/full/ndcg@10\na1,0.001,0.3,0.03\n")
-        (out / "best_config.yaml").write_text("model: gru4rec\nlr: 0.001\n")
-        return 0
-
-    monkeypatch.setattr(tune_models, "run_study", fake_tune)
+    monkeypatch.setattr(tune_models, "run_study", fake_study(
+        calls, "trial_id,lr,emb_dropout,valid/full/ndcg@10\na1,0.001,0.3,0.03\n", "model: gru4rec\nlr: 0.001\n"))
     shop = tmp_path / "shop"
     shop.mkdir()
     (shop / "manifest.json").write_text("{}")
@@ -156,16 +154,8 @@ def test_a_study_resumed_over_invocations_records_their_summed_wall_time(tmp_pat
     codes = iter([130, 0])
     clock = iter([0.0, 40.0, 100.0, 125.5])  # start/end of each invocation
 
-    def fake_tune(cmd, log, env, cwd):
-        rc = next(codes)
-        if rc == 0:
-            out = Path(cmd[cmd.index("--out") + 1])
-            out.mkdir(parents=True)
-            (out / "trials.csv").write_text("trial_id,lr,emb_dropout\na1,0.001,0.3\n")
-            (out / "best_config.yaml").write_text("model: gru4rec\nlr: 0.001\n")
-        return rc
-
-    monkeypatch.setattr(tune_models, "run_study", fake_tune)
+    monkeypatch.setattr(tune_models, "run_study", fake_study(
+        [], "trial_id,lr,emb_dropout\na1,0.001,0.3\n", "model: gru4rec\nlr: 0.001\n", codes))
     monkeypatch.setattr(tune_models.time, "perf_counter", lambda: next(clock))
     monkeypatch.setattr(tune_models, "dataset_dir", lambda ds, root, work, prepared: tmp_path / "data" / ds)
     argv = ["--data-root", str(tmp_path), "--datasets", "ml-1m", "--models", "gru4rec", "--work-dir",
