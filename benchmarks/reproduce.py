@@ -372,6 +372,8 @@ def run_one(dataset: str, name: str, model: str, overrides: dict[str, Any], seed
             metrics[k] = v
     record = {
         "dataset": dataset, "model": model, "name": name, "seed": seed, "setting": setting, "tuned_from": tuned_from,
+        # a dataset of the user's own (--prepared) stays where it is: the scripts that rescore the run read it there
+        **({} if dataset in DATASETS else {"data_dir": str(Path(data_dir).resolve())}),
         "config": run_cfg.to_flat(), "overrides": overrides,
         "stopped": result.stopped, "best_epoch": result.best_epoch, "epochs": len(result.history),
         "best_epoch_pop100": pop.get("best_epoch"),

@@ -60,6 +60,17 @@ def run_record(result_json: Path, work_dir: Path, rec: dict | None = None) -> tu
     return rec, weights
 
 
+def data_dir(result_json: Path, rec: dict, work_dir: Path) -> Path:
+    """The prepared dataset a run trained on: one of the reproduction's in ``work_dir/data/``, or the
+    directory of the user's own dataset that ``reproduce.py --prepared`` recorded (``data_dir``)."""
+    from glintru.errors import UserError
+
+    path = Path(rec["data_dir"]) if rec.get("data_dir") else work_dir / "data" / rec["dataset"]
+    if not (path / "manifest.json").is_file():
+        raise UserError(f"{result_json}: its prepared dataset {path} is missing (no manifest.json there)")
+    return path
+
+
 def load_run(result_json: Path, work_dir: Path, rec: dict | None = None) -> tuple[dict, object, object, object]:
     """A finished run of ``reproduce.py``: its record, best weights, prepared data and train config."""
     from glintru.config import build_config
@@ -67,7 +78,7 @@ def load_run(result_json: Path, work_dir: Path, rec: dict | None = None) -> tupl
     from glintru.loading import load_model
 
     rec, weights = run_record(result_json, work_dir, rec)
-    data = load_prepared(work_dir / "data" / rec["dataset"])
+    data = load_prepared(data_dir(result_json, rec, work_dir))
     model = load_model(weights).model
     return rec, model, data, build_config(rec["model"], rec["config"]).train
 

@@ -322,6 +322,20 @@ def test_a_dataset_of_your_own_runs_under_its_name_without_the_data_root_and_get
     assert (rec["config"]["max_len"], rec["config"]["lr"], rec["config"]["target_weight"]) == (50, 1e-3, "batch")
     assert rec["metrics"]["test/n_users"] == 120
     assert not (tmp_path / "work" / "data").exists()  # the user's directory is read where it is, not copied
+    assert rec["data_dir"] == str(shop.resolve())  # and recorded, for the scripts that rescore the run
+    import latency
+
+    lat = tmp_path / "latency.json"
+    run_json = res / "runs" / "shop" / "gru4rec__seed2.json"
+    assert latency.main(["--runs", str(run_json), "--work-dir", str(tmp_path / "work"), "--out", str(lat),
+                         "--rounds", "1", "--users", "5"]) == 0
+    (row,) = json.loads(lat.read_text())["rows"]
+    assert (row["dataset"], row["run"]) == ("shop", "gru4rec__seed2") and row["median_ms"] > 0
+    shop.rename(tmp_path / "moved")
+    capsys.readouterr()
+    assert latency.main(["--runs", str(run_json), "--work-dir", str(tmp_path / "work"), "--out", str(lat)]) == 2
+    assert capsys.readouterr().err == f"error: {run_json}: its prepared dataset {shop.resolve()} is missing (no manifest.json there)\n"
+    (tmp_path / "moved").rename(shop)
     # one of the reproduction's own datasets beside it needs --data-root
     assert reproduce.main(["--datasets", "shop", "amazon-beauty", *common]) == 2
     assert capsys.readouterr().err.startswith("error: --data-root: required for the reproduction's own datasets")
