@@ -5,8 +5,10 @@ clear error for each bad object-store input."""
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from proc_helpers import free_port, stop_tree, wait_for_http
@@ -75,6 +77,9 @@ def test_prepare_to_s3_then_train_and_recommend_from_s3(s3_env, tmp_path, capsys
     assert (remote.items == here.items).all() and (remote.offsets == here.offsets).all()
     # A second load reads the machine's cache, not the bucket; a second prepare to it is refused.
     assert load_prepared(uri).path == remote.path
+    mask = os.umask(0)
+    os.umask(mask)  # the cached copy is as readable as a plain mkdir makes it (workers may run as other users)
+    assert stat.S_IMODE(Path(remote.path).stat().st_mode) == 0o777 & ~mask
     assert main(["prepare", "--source", str(log), "--out", uri]) == 2
     assert "exists and is not empty; pass --overwrite" in capsys.readouterr().err
 
