@@ -247,7 +247,8 @@ def tune_all(args: argparse.Namespace, work_dir: Path, tuned_dir: Path, results_
             if (tuned_dir / f"{ds}__{model}.yaml").is_file():
                 print(f"skip {ds} {model}: {tuned_dir / f'{ds}__{model}.yaml'} exists", flush=True)
                 continue
-            print(f"{time.strftime('%H:%M:%S')} tuning {ds} {model}", flush=True)
+            print(f"{time.strftime('%H:%M:%S')} tuning {ds} {model} (the study's progress: "
+                  f"{work_dir / 'logs' / f'tune__{study_key(ds, model, args.tag)}.log'})", flush=True)
             try:
                 rec = tune_one(ds, model, data_dir, work_dir, tuned_dir, results_dir, args.max_concurrent,
                                args.overrides, args.tag, args.grace_period)

@@ -121,7 +121,8 @@ def test_a_dataset_of_your_own_is_tuned_where_it_is_under_its_name(tmp_path, mon
     assert sorted(p.name for p in (tmp_path / "res" / "tuning").iterdir()) == ["shop__gru4rec.json",
                                                                                "shop__gru4rec__long.json"]
     assert not (tmp_path / "work" / "data").exists()
-    capsys.readouterr()
+    out = capsys.readouterr().out
+    assert f"tuning shop gru4rec (the study's progress: {tmp_path / 'work' / 'logs' / 'tune__shop__gru4rec.log'})" in out
     assert tune_models.main(["--datasets", "ml-1m", *argv]) == 2  # the project's own data: --data-root
     assert capsys.readouterr().err.startswith("error: --data-root: required for the reproduction's own datasets")
     assert tune_models.main([*argv[:1], "shop=" + str(tmp_path / "nowhere"), *argv[2:]]) == 2
