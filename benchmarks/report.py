@@ -772,8 +772,7 @@ def report(runs: list[dict[str, Any]], studies: list[dict[str, Any]] | None = No
         gpu_runs = [r for r in runs if r["dataset"] == ds and on_gpu(r)]
         shared = (f"; on a GPU, up to {max(r['machine'].get('parallel_runs', 1) for r in gpu_runs)} runs of one "
                   "call shared it, one process each") if gpu_runs else ""
-        lines += [f"### {ds}", "", f"Measured on: {', '.join(cpus)}; one torch thread per run, two runs at a time "
-                  f"on a CPU{shared}.", ""]
+        lines += [f"### {ds}", "", f"Measured on: {', '.join(cpus)}; {cpu_practice(runs, ds)}{shared}.", ""]
         if groups:
             lines += ["Models (test metrics in %, the best epoch on each protocol's own validation metric):", ""]
             lines += model_table(ds, groups, masking) + [""]
@@ -802,6 +801,21 @@ def report(runs: list[dict[str, Any]], studies: list[dict[str, Any]] | None = No
         lines += captioned("Ablation (GLINT-RU, seed 1):", ablation_table(runs, ds))
         lines += plots(runs, ds, groups, families(runs, ds), latency, doc) + [""]
     return "\n".join(lines)
+
+
+def cpu_practice(runs: list[dict[str, Any]], dataset: str) -> str:
+    """How the runs of ``dataset`` shared a CPU: the project's own practice for its datasets (two
+    calls of ``--jobs 1`` side by side count as one in the runs' records), else what the runs recorded
+    (their torch threads, and the most runs one call trained at once)."""
+    if dataset in DATASETS:
+        return "one torch thread per run, two runs at a time on a CPU"
+    cpu = [r["machine"] for r in runs if r["dataset"] == dataset and not on_gpu(r) and r.get("machine")]
+    if not cpu:
+        return "no run on a CPU"
+    threads = sorted({m.get("torch_threads", 1) for m in cpu})
+    jobs = max(m.get("parallel_runs", 1) for m in cpu)
+    each = "one torch thread" if threads == [1] else f"{'/'.join(map(str, threads))} torch threads"
+    return f"{each} per run, " + ("one run at a time" if jobs == 1 else f"up to {jobs} runs of one call at a time") + " on a CPU"
 
 
 def report_datasets(runs: list[dict[str, Any]]) -> list[str]:

@@ -343,6 +343,7 @@ def test_a_dataset_of_your_own_runs_under_its_name_without_the_data_root_and_get
     assert report.main(["--results", str(res), "--doc", str(doc), "--datasets", "shop"]) == 0
     text = doc.read_text()
     assert text.startswith("# Results: shop\n") and "### shop" in text and "### amazon-beauty" not in text
+    assert "; one torch thread per run, one run at a time on a CPU." in text  # as recorded: --jobs 1 --threads 1
     assert "| `gru4rec` | 2 | " in text and "published" not in text  # no published figures for your data
     assert "![learning curves](shop/curves_shop.png)" in text and (doc.parent / "shop" / "curves_shop.png").is_file()
     assert report.report_datasets([rec]) == [*report.DATASETS, "shop"]  # the default: the project's, then yours
