@@ -128,6 +128,13 @@ def run_study(cmd: list[str], log, env: dict[str, str], cwd: Path) -> int:
     return proc.returncode
 
 
+def last_error(log: Path) -> str | None:
+    """The last ``error: ...`` line ``glintru tune`` wrote to ``log`` (its one-line message for bad
+    input, e.g. a catalogue too small for the sampled protocol), or None."""
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("error: ")]
+    return lines[-1] if lines else None
+
+
 def record_invocation(path: Path, wall_s: float, rc: int | None) -> list[dict]:
     """Append one invocation of a study (seconds, exit status; None if interrupted before it
     returned) to ``path`` and return them all: a study resumed over several invocations records the
@@ -172,7 +179,8 @@ def tune_one(dataset: str, model: str, data_dir: Path, work_dir: Path, tuned_dir
     finally:  # an interrupted invocation's time counts too: the study resumes from it
         walls = record_invocation(log.with_suffix(".walls.json"), time.perf_counter() - t0, rc)
     if rc != 0:
-        raise RuntimeError(f"glintru tune exited {rc}; see {log}")
+        said = last_error(log)
+        raise RuntimeError(f"glintru tune exited {rc}" + (f" ({said})" if said else "") + f"; see {log}")
     tuned_dir.mkdir(parents=True, exist_ok=True)
     with (out / "trials.csv").open() as fh:
         trials = list(csv.DictReader(fh))

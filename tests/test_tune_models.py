@@ -128,6 +128,16 @@ def test_a_dataset_of_your_own_is_tuned_where_it_is_under_its_name(tmp_path, mon
     assert tune_models.main([*argv[:1], "shop=" + str(tmp_path / "nowhere"), *argv[2:]]) == 2
     assert "nowhere is not a prepared dataset (no such directory)" in capsys.readouterr().err and len(calls) == 2
 
+    def refused(cmd: list[str], log, env: object, cwd: object) -> int:  # bad input: glintru tune's one line
+        log.write("error: field 'num_negatives': 100 needs ...\n")
+        return 2
+
+    monkeypatch.setattr(tune_models, "run_study", refused)
+    assert tune_models.main([*argv, "--tuned-dir", str(tmp_path / "t3"), "--models", "glintru"]) == 1
+    log = tmp_path / "work" / "logs" / "tune__shop__glintru.log"
+    assert (f"FAILED shop glintru: glintru tune exited 2 (error: field 'num_negatives': 100 needs ...); see {log}"
+            in capsys.readouterr().out)
+
 
 def test_every_benchmark_space_fixes_the_protocols_keys_at_the_protocols_values():
     # The studies tune under reproduce.py's protocol (d, batch, patience and the per-batch weighting its
