@@ -341,9 +341,14 @@ def run_one(dataset: str, name: str, model: str, overrides: dict[str, Any], seed
     from glintru.data.dataset import load_prepared
     from glintru.engine import fit
     from glintru.engine.checkpoint import list_checkpoints
+    from glintru.engine.evaluate import sampled_key
 
     torch.set_num_threads(threads)
     run_cfg = run_spec(dataset, name, model, overrides, seed)
+    # the sampled protocol (the official pop100 unless num_negatives / negative_sampling say otherwise, as
+    # a small catalogue of the user's own may need) selects its own epoch; none with num_negatives=0
+    sampled = sampled_key(run_cfg.train)
+    pop_metric = POP_METRIC.replace("pop100", sampled) if sampled else None
     data = load_prepared(data_dir)
     label = run_label(name, setting, dataset, tuned_from)
     out_dir = Path(work_dir) / "runs" / dataset / f"{label}__seed{seed}"
@@ -359,16 +364,16 @@ def run_one(dataset: str, name: str, model: str, overrides: dict[str, Any], seed
             fh.flush()
 
         result = fit(run_cfg, data, out_dir, device=device, on_epoch_end=on_epoch_end, progress=False,
-                     resume_from=ckpts[-1] if ckpts else None, also_select=(POP_METRIC,))
+                     resume_from=ckpts[-1] if ckpts else None, also_select=(pop_metric,) if pop_metric else ())
     from glintru.loading import load_model
 
     best_model = load_model(out_dir / "best.pt").model
     params = sum(p.numel() for p in best_model.parameters())
     latency = latency_ms_per_user(best_model, data, run_cfg.train.max_len)
-    pop = result.selected.get(POP_METRIC, {})
+    pop = result.selected.get(pop_metric, {}) if pop_metric else {}
     metrics = dict(result.test_metrics)
-    for k, v in pop.get("test", {}).items():  # pop100 numbers at pop100's own best epoch
-        if "/pop" in k:
+    for k, v in pop.get("test", {}).items():  # the sampled protocol's numbers at its own best epoch
+        if f"/{sampled}/" in k:
             metrics[k] = v
     record = {
         "dataset": dataset, "model": model, "name": name, "seed": seed, "setting": setting, "tuned_from": tuned_from,
@@ -510,10 +515,11 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{time.strftime('%H:%M:%S')} FAILED {ds} {name} seed {seed}: {type(exc).__name__}: {exc}", flush=True)
                     continue
                 m = rec["metrics"]
+                sampled = next((f", {k.split('/')[1]} NDCG@10 {v:.4f}" for k, v in m.items()
+                                if k.startswith("test/") and k.endswith("/ndcg@10") and "/full/" not in k), "")
                 print(f"{time.strftime('%H:%M:%S')} done {ds} {name} seed {seed}: test full NDCG@10 "
-                      f"{m['test/full/ndcg@10']:.4f} HR@10 {m['test/full/hr@10']:.4f}, pop100 NDCG@10 "
-                      f"{m['test/pop100/ndcg@10']:.4f}; {rec['epochs']} epochs (best {rec['best_epoch']}, "
-                      f"{rec['stopped']}), {rec['wall_s']:.0f} s", flush=True)
+                      f"{m['test/full/ndcg@10']:.4f} HR@10 {m['test/full/hr@10']:.4f}{sampled}; {rec['epochs']} epochs "
+                      f"(best {rec['best_epoch']}, {rec['stopped']}), {rec['wall_s']:.0f} s", flush=True)
         return 1 if failed else 0
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -336,6 +336,21 @@ def test_a_dataset_of_your_own_runs_under_its_name_without_the_data_root_and_get
     assert latency.main(["--runs", str(run_json), "--work-dir", str(tmp_path / "work"), "--out", str(lat)]) == 2
     assert capsys.readouterr().err == f"error: {run_json}: its prepared dataset {shop.resolve()} is missing (no manifest.json there)\n"
     (tmp_path / "moved").rename(shop)
+    # a catalogue too small for 100 negatives takes another sampled protocol (its own epoch selected on
+    # it), or none: the run and the report go on without pop100
+    assert reproduce.main(["--runs", "gru4rec", "--seeds", "2", *common, "--set", "num_negatives=20", "--tag", "n20"]) == 0
+    assert reproduce.main(["--runs", "gru4rec", "--seeds", "2", *common, "--set", "num_negatives=0", "--tag", "n0"]) == 0
+    out = capsys.readouterr().out
+    assert "done shop gru4rec__default-n20 seed 2: test full NDCG@10 " in out and ", pop20 NDCG@10 " in out
+    assert "done shop gru4rec__default-n0 seed 2: test full NDCG@10 " in out and out.count("NDCG@10") == 3
+    n20 = json.loads((res / "runs" / "shop" / "gru4rec__default-n20__seed2.json").read_text())
+    n0 = json.loads((res / "runs" / "shop" / "gru4rec__default-n0__seed2.json").read_text())
+    assert "test/pop20/ndcg@10" in n20["metrics"] and "test/pop100/ndcg@10" not in n20["metrics"]
+    assert n20["metrics"]["test/pop20/ndcg@10"] == n20["metrics_pop100_selected"]["test/pop20/ndcg@10"]
+    assert n20["best_epoch_pop100"] in (1, 2) and n0["best_epoch_pop100"] is None
+    assert not [k for k in n0["metrics"] if k.startswith("test/") and "/full/" not in k and k != "test/n_users"]
+    row = report.model_table("shop", {"gru4rec (default-n0)": [n0]}, {})[2].split(" | ")
+    assert row[4:6] == ["n/a", "n/a"]  # the pop100 columns
     # one of the reproduction's own datasets beside it needs --data-root
     assert reproduce.main(["--datasets", "shop", "amazon-beauty", *common]) == 2
     assert capsys.readouterr().err.startswith("error: --data-root: required for the reproduction's own datasets")
