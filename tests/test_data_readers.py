@@ -157,6 +157,34 @@ def test_auto_detection_asks_when_ambiguous(tmp_path: Path, text: str) -> None:
         detect_format(p)
 
 
+@pytest.mark.parametrize("compress", [None, "gzip"])
+@pytest.mark.parametrize("text, fmt", [
+    ("user_id,item_id,timestamp\r\nu1,i2,2\r\nu1,i1,1\r\nu2,i1,5\r\n", "csv"),  # Excel's "CSV UTF-8"
+    ("u1 i1 i2\nu2 i1\n", "seq-per-line"),
+    ('{"user_id": "u1", "item_id": "i2", "timestamp": 2}\n{"user_id": "u1", "item_id": "i1", "timestamp": 1}\n'
+     '{"user_id": "u2", "item_id": "i1", "timestamp": 5}\n', "json"),
+])
+def test_a_byte_order_mark_is_not_part_of_the_first_name_or_id(tmp_path: Path, text: str, fmt: str, compress) -> None:
+    """A UTF-8 BOM first (as Excel and some exporters write) must neither hide a header's first
+    column nor become part of the first user's id, compressed or not."""
+    import gzip
+
+    data = b"\xef\xbb\xbf" + text.encode()
+    p = tmp_path / ("log.txt.gz" if compress else "log.txt")
+    p.write_bytes(gzip.compress(data) if compress else data)
+    inter = read_interactions(p)
+    assert inter.fmt == fmt
+    users, items = _cols(inter)
+    assert users[0] == "u1" and set(users) == {"u1", "u2"} and set(items) == {"i1", "i2"}
+
+
+def test_a_byte_order_mark_in_a_movielens_zip_member(tmp_path: Path) -> None:
+    p = tmp_path / "ml.zip"
+    with zipfile.ZipFile(p, "w") as zf:
+        zf.writestr("ml/ratings.csv", b"\xef\xbb\xbfuserId,movieId,rating,timestamp\n1,7,5,2\n1,8,4,1\n2,7,3,5\n")
+    assert _cols(read_interactions(p)) == (["1", "1", "2"], ["7", "8", "7"])
+
+
 def test_auto_reads_a_header_it_recognises_with_its_delimiter(tmp_path: Path) -> None:
     # a tab-separated log with a header used to be taken for one sequence per line (the header a user)
     p = tmp_path / "log.tsv"
@@ -269,12 +297,15 @@ def test_each_bad_json_line_is_one_error_naming_it(tmp_path: Path, text: str, me
     assert message in str(err.value)
 
 
-def test_a_truncated_compressed_file_is_one_error(tmp_path: Path) -> None:
-    import gzip
+@pytest.mark.parametrize("module, name", [("gzip", "gzip"), ("bz2", "bzip2"), ("lzma", "xz")])
+def test_a_truncated_compressed_file_is_one_error(tmp_path: Path, module: str, name: str) -> None:
+    import importlib
 
-    p = tmp_path / "log.csv.gz"
+    codec = importlib.import_module(module)
+    p = tmp_path / "log.csv.z"
     rows = "".join(f"u{i},item{i * 7919 % 10007}\n" for i in range(5000))
-    whole = gzip.compress(f"user_id,item_id\n{rows}".encode())
-    p.write_bytes(whole[: len(whole) // 2])
-    with pytest.raises(UserError, match=r"log.csv.gz: cannot decompress \(gzip: "):
-        read_interactions(p)
+    whole = codec.compress(f"user_id,item_id\n{rows}".encode())
+    for cut in (whole[: len(whole) // 2], whole[:6]):  # half of it, or its magic bytes alone
+        p.write_bytes(cut)
+        with pytest.raises(UserError, match=rf"log.csv.z: cannot decompress \({name}: "):
+            read_interactions(p)

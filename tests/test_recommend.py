@@ -560,6 +560,9 @@ def test_an_events_file_with_a_header_or_json_lines_is_decompressed_once(tmp_pat
     (tmp_path / "noted_header.csv").write_text(comments + "user_id,item_id\nu-1,movie-7\n")
     with pytest.raises(UserError, match="the header must be the first line \\(it is line 5001\\)"):
         read_events(tmp_path / "noted_header.csv", index)
+    for name, text in (("bom_bare.csv", body), ("bom_header.csv", "user_id,item_id,timestamp\n" + body)):
+        (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + text.encode())  # a UTF-8 BOM first (Excel's "CSV UTF-8")
+        assert read_events(tmp_path / name, index).users == ["u-2", "u-1", "u-1"], name
 
 
 def test_incremental_mode_bad_inputs(trained, tmp_path, capsys):

@@ -103,7 +103,7 @@ def _read_bytes(path: Path) -> tuple[bytes, str | None]:
                     raise UserError(f"{path}: zip archive has no MovieLens ratings file (ratings.dat, ratings.csv or "
                                     f"u.data; members: {', '.join(names[:10])})")
                 member = candidates[0]
-                data = zf.read(member)
+                data = _without_bom(zf.read(member))
         else:
             data = decompress(path, path.read_bytes())
     except (OSError, zipfile.BadZipFile) as exc:
@@ -121,10 +121,20 @@ def _compression(head: bytes) -> tuple[str, str] | None:
     return next((v for magic, v in _COMPRESSION.items() if head.startswith(magic)), None)
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def _without_bom(text: bytes) -> bytes:
+    """Text without the UTF-8 byte order mark that some tools write first (Excel's "CSV UTF-8"):
+    left in, it would be part of the first column's name or the first user's id."""
+    return text[len(UTF8_BOM):] if text.startswith(UTF8_BOM) else text
+
+
 def decompress(path: Path, data: bytes) -> bytes:
-    """``data`` decompressed when its first bytes say gzip, bzip2 or xz; else as it is."""
+    """``data`` decompressed when its first bytes say gzip, bzip2 or xz; else as it is; without a
+    leading UTF-8 byte order mark either way (:func:`_without_bom`)."""
     kind = _compression(data[:6])
-    return data if kind is None else _with_codec(path, kind, lambda codec: codec.decompress(data))
+    return _without_bom(data if kind is None else _with_codec(path, kind, lambda codec: codec.decompress(data)))
 
 
 HEAD_BYTES = 1 << 16  # what format sniffing reads of a file
@@ -149,17 +159,18 @@ def _with_codec(path: Path, kind: tuple[str, str], use: Callable) -> bytes:
     """``use(module)`` with the compression module of ``kind``; a corrupt or truncated archive is a
     UserError naming the file."""
     import importlib
+    import lzma
 
     try:
         return use(importlib.import_module(kind[1]))
-    except (OSError, EOFError, ValueError) as exc:
+    except (OSError, EOFError, ValueError, lzma.LZMAError) as exc:  # LZMAError: a truncated xz file
         raise UserError(f"{path}: cannot decompress ({kind[0]}: {exc})") from None
 
 
 def _window_lines(head: bytes) -> list[str]:
     """The lines of a :data:`HEAD_BYTES` window of text (bytes that are not UTF-8 replaced), less the
     last when the window cut it."""
-    lines = head.decode("utf-8", "replace").split("\n")
+    lines = _without_bom(head).decode("utf-8", "replace").split("\n")
     return lines[:-1] if len(head) == HEAD_BYTES and len(lines) > 1 else lines
 
 
