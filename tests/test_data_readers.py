@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import zipfile
 from pathlib import Path
 
@@ -157,25 +158,41 @@ def test_auto_detection_asks_when_ambiguous(tmp_path: Path, text: str) -> None:
         detect_format(p)
 
 
+ENCODINGS = {  # text with a byte order mark first, as exporters write it
+    "utf-8-bom": lambda t: b"\xef\xbb\xbf" + t.encode(),  # Excel's "CSV UTF-8"
+    "utf-16-le": lambda t: b"\xff\xfe" + t.encode("utf-16-le"),  # Excel's "Unicode Text"
+    "utf-16-be": lambda t: b"\xfe\xff" + t.encode("utf-16-be"),
+}
+
+
+@pytest.mark.parametrize("encoding", list(ENCODINGS))
 @pytest.mark.parametrize("compress", [None, "gzip"])
 @pytest.mark.parametrize("text, fmt", [
-    ("user_id,item_id,timestamp\r\nu1,i2,2\r\nu1,i1,1\r\nu2,i1,5\r\n", "csv"),  # Excel's "CSV UTF-8"
+    ("user_id,item_id,timestamp\r\nu1,i2,2\r\nu1,i1,1\r\nu2,i1,5\r\n", "csv"),
     ("u1 i1 i2\nu2 i1\n", "seq-per-line"),
     ('{"user_id": "u1", "item_id": "i2", "timestamp": 2}\n{"user_id": "u1", "item_id": "i1", "timestamp": 1}\n'
      '{"user_id": "u2", "item_id": "i1", "timestamp": 5}\n', "json"),
 ])
-def test_a_byte_order_mark_is_not_part_of_the_first_name_or_id(tmp_path: Path, text: str, fmt: str, compress) -> None:
-    """A UTF-8 BOM first (as Excel and some exporters write) must neither hide a header's first
-    column nor become part of the first user's id, compressed or not."""
+def test_a_byte_order_mark_is_not_part_of_the_first_name_or_id(tmp_path: Path, text: str, fmt: str, compress,
+                                                                encoding: str) -> None:
+    """A byte order mark first (UTF-8, or UTF-16 text, which is converted) must neither hide a
+    header's first column nor become part of the first user's id, compressed or not."""
     import gzip
 
-    data = b"\xef\xbb\xbf" + text.encode()
+    data = ENCODINGS[encoding](text)
     p = tmp_path / ("log.txt.gz" if compress else "log.txt")
     p.write_bytes(gzip.compress(data) if compress else data)
     inter = read_interactions(p)
     assert inter.fmt == fmt
     users, items = _cols(inter)
     assert users[0] == "u1" and set(users) == {"u1", "u2"} and set(items) == {"i1", "i2"}
+
+
+def test_text_that_is_not_utf16_after_its_utf16_mark_is_one_error_naming_the_file(tmp_path: Path) -> None:
+    p = tmp_path / "log.csv"
+    p.write_bytes(b"\xff\xfe" + "user_id,item_id\nu1,i1\n".encode("utf-16-le") + b"\x00")  # an odd byte last
+    with pytest.raises(UserError, match=rf"^{re.escape(str(p))}: not valid UTF-16 text \(truncated data at byte"):
+        read_interactions(p)
 
 
 def test_a_byte_order_mark_in_a_movielens_zip_member(tmp_path: Path) -> None:

@@ -103,7 +103,7 @@ def _read_bytes(path: Path) -> tuple[bytes, str | None]:
                     raise UserError(f"{path}: zip archive has no MovieLens ratings file (ratings.dat, ratings.csv or "
                                     f"u.data; members: {', '.join(names[:10])})")
                 member = candidates[0]
-                data = _without_bom(zf.read(member))
+                data = as_utf8(zf.read(member), path)
         else:
             data = decompress(path, path.read_bytes())
     except (OSError, zipfile.BadZipFile) as exc:
@@ -122,19 +122,30 @@ def _compression(head: bytes) -> tuple[str, str] | None:
 
 
 UTF8_BOM = b"\xef\xbb\xbf"
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # little- and big-endian
 
 
-def _without_bom(text: bytes) -> bytes:
-    """Text without the UTF-8 byte order mark that some tools write first (Excel's "CSV UTF-8"):
-    left in, it would be part of the first column's name or the first user's id."""
-    return text[len(UTF8_BOM):] if text.startswith(UTF8_BOM) else text
+def as_utf8(text: bytes, path: Path | None = None) -> bytes:
+    """Text as UTF-8 without a byte order mark: a UTF-8 BOM (Excel's "CSV UTF-8") is dropped and
+    UTF-16 text that starts with its BOM (Excel's "Unicode Text") is converted; left as they were,
+    the BOM would be part of the first column's name or the first user's id, and UTF-16 would not
+    read at all. ``path`` None: a window of the file (to tell its format), where a character cut at
+    the window's end is replaced; else invalid UTF-16 is a UserError naming ``path``."""
+    if text.startswith(UTF8_BOM):
+        return text[len(UTF8_BOM):]
+    if text[:2] in UTF16_BOMS:
+        try:
+            return text.decode("utf-16", "replace" if path is None else "strict").encode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UserError(f"{path}: not valid UTF-16 text ({exc.reason} at byte {exc.start})") from None
+    return text
 
 
 def decompress(path: Path, data: bytes) -> bytes:
-    """``data`` decompressed when its first bytes say gzip, bzip2 or xz; else as it is; without a
-    leading UTF-8 byte order mark either way (:func:`_without_bom`)."""
+    """``data`` decompressed when its first bytes say gzip, bzip2 or xz; else as it is; as UTF-8
+    without a byte order mark either way (:func:`as_utf8`)."""
     kind = _compression(data[:6])
-    return _without_bom(data if kind is None else _with_codec(path, kind, lambda codec: codec.decompress(data)))
+    return as_utf8(data if kind is None else _with_codec(path, kind, lambda codec: codec.decompress(data)), path)
 
 
 HEAD_BYTES = 1 << 16  # what format sniffing reads of a file
@@ -170,7 +181,7 @@ def _with_codec(path: Path, kind: tuple[str, str], use: Callable) -> bytes:
 def _window_lines(head: bytes) -> list[str]:
     """The lines of a :data:`HEAD_BYTES` window of text (bytes that are not UTF-8 replaced), less the
     last when the window cut it."""
-    lines = _without_bom(head).decode("utf-8", "replace").split("\n")
+    lines = as_utf8(head).decode("utf-8", "replace").split("\n")
     return lines[:-1] if len(head) == HEAD_BYTES and len(lines) > 1 else lines
 
 
