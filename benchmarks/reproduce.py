@@ -97,7 +97,6 @@ PROTOCOL: dict[str, dict[str, Any]] = {
 # spaces fix too; --set max_len=N (in both scripts) for long histories, as ML-1M's 200.
 OWN_DATA_PROTOCOL: dict[str, Any] = {"max_len": 50}
 DATASET_NAME = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
-POP_METRIC = "valid/pop100/ndcg@10"
 # name -> (model, overrides). Baselines train on every position unless said.
 MODEL_RUNS: dict[str, tuple[str, dict[str, Any]]] = {
     "glintru": ("glintru", {}),
@@ -156,6 +155,7 @@ def parse_prepared(items: list[str] | None) -> dict[str, Path]:
     """``--prepared NAME=DIR`` options (here and in tune_models.py): the user's own datasets, each a
     directory written by ``glintru prepare --out DIR``, by the name their results are filed under."""
     from glintru.errors import UserError
+    from glintru.storage import is_remote
 
     out: dict[str, Path] = {}
     for item in items or []:
@@ -171,8 +171,6 @@ def parse_prepared(items: list[str] | None) -> dict[str, Path]:
                             f"({', '.join(DATASETS)}); give yours another name")
         if name in out:
             raise UserError(f"--prepared {item!r}: {name} is named twice")
-        from glintru.storage import is_remote
-
         if is_remote(where):
             raise UserError(f"--prepared {item!r}: the benchmark scripts read a local directory; prepare the "
                             f"dataset locally too (`glintru prepare --source LOG --out DIR`)")
@@ -348,7 +346,7 @@ def run_one(dataset: str, name: str, model: str, overrides: dict[str, Any], seed
     # the sampled protocol (the official pop100 unless num_negatives / negative_sampling say otherwise, as
     # a small catalogue of the user's own may need) selects its own epoch; none with num_negatives=0
     sampled = sampled_key(run_cfg.train)
-    pop_metric = POP_METRIC.replace("pop100", sampled) if sampled else None
+    pop_metric = f"valid/{sampled}/ndcg@10" if sampled else None
     data = load_prepared(data_dir)
     label = run_label(name, setting, dataset, tuned_from)
     out_dir = Path(work_dir) / "runs" / dataset / f"{label}__seed{seed}"

@@ -93,6 +93,11 @@ def matching_trial(trials: list[dict[str, str]], point: dict[str, object]) -> di
     return None
 
 
+def study_log(work_dir: Path, key: str) -> Path:
+    """The log of study ``key`` (:func:`study_key`): glintru tune's output, every invocation appended."""
+    return work_dir / "logs" / f"tune__{key}.log"
+
+
 def study_key(dataset: str, model: str, tag: str | None = None) -> str:
     """``<dataset>__<model>``, with ``__<tag>`` for a tagged family of studies: names its output
     directory, log and trials file."""
@@ -164,7 +169,7 @@ def tune_one(dataset: str, model: str, data_dir: Path, work_dir: Path, tuned_dir
     for item in overrides:  # e.g. precision=bf16, the same for every model of a dataset
         cmd += ["--set", item]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread per trial
-    log = work_dir / "logs" / f"tune__{key}.log"
+    log = study_log(work_dir, key)
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     rc = None
@@ -256,7 +261,7 @@ def tune_all(args: argparse.Namespace, work_dir: Path, tuned_dir: Path, results_
                 print(f"skip {ds} {model}: {tuned_dir / f'{ds}__{model}.yaml'} exists", flush=True)
                 continue
             print(f"{time.strftime('%H:%M:%S')} tuning {ds} {model} (the study's progress: "
-                  f"{work_dir / 'logs' / f'tune__{study_key(ds, model, args.tag)}.log'})", flush=True)
+                  f"{study_log(work_dir, study_key(ds, model, args.tag))})", flush=True)
             try:
                 rec = tune_one(ds, model, data_dir, work_dir, tuned_dir, results_dir, args.max_concurrent,
                                args.overrides, args.tag, args.grace_period)
