@@ -294,6 +294,11 @@ def test_an_anchor_measured_without_the_users_own_items_is_compared_with_our_run
     masking = {("ml-1m", "sasrec__tuned__from-amazon-beauty__seed1"): {"masked_ndcg@10": 0.1729}}
     # 0.1729 / 0.182 = 0.95; the unmasked 13% is never divided by the masked anchor
     assert report.anchor_cells("ml-1m", label, [sasrec], masking) == [published, "95% (ours rescored so: 17.29)"]
+    # a seed whose weights are gone (trained elsewhere) is left out, and the cell says how many were rescored
+    sasrec2 = {**run("sasrec", 2, 0.13, setting="tuned", dataset="ml-1m"), "tuned_from": "amazon-beauty"}
+    assert report.anchor_cells("ml-1m", label, [sasrec, sasrec2], masking) == [
+        published, "95% (ours rescored so, 1 of 2 seeds: 17.29)"]
+    assert report.anchor_cells("ml-1m", label, [sasrec2], masking) == [published, "not rescored yet"]
     # RecBole's anchors keep the users' items, as our protocol does: a plain ratio, 0.03 / 0.0332 = 90%
     gru = run("gru4rec", 1, 0.03)
     assert report.anchor_cells("amazon-beauty", "gru4rec", [gru], masking) == ["6.06 / 3.32", "90%"]
