@@ -779,7 +779,8 @@ def report(runs: list[dict[str, Any]], studies: list[dict[str, Any]] | None = No
         if groups:
             lines += ["Models (test metrics in %, the best epoch on each protocol's own validation metric):", ""]
             lines += model_table(ds, groups, masking) + [""]
-        for (setting, src), fam in families(runs, ds).items():
+        fams = families(runs, ds)
+        for (setting, src), fam in fams.items():
             lines += [family_caption(setting, src, fam, ds), ""] + model_table(ds, fam, masking) + [""]
         lines += captioned("The same weights' test metrics with each user's own items removed from the ranking "
                            "(`benchmarks/history_masking.py`; our protocol keeps them as candidates; in %, over the "
@@ -802,7 +803,7 @@ def report(runs: list[dict[str, Any]], studies: list[dict[str, Any]] | None = No
         lines += captioned("Variants (`reproduce.py --set ... --tag ...`: one setting changed, the other keys as in the "
                            "base runs; test full NDCG@10 in %):", variants_table(runs, ds))
         lines += captioned("Ablation (GLINT-RU, seed 1):", ablation_table(runs, ds))
-        lines += plots(runs, ds, groups, families(runs, ds), latency, doc) + [""]
+        lines += plots(runs, ds, groups, fams, latency, doc) + [""]
     return "\n".join(lines)
 
 
