@@ -21,13 +21,13 @@ Choices (the configuration RecBole uses for its SASRec baseline, re-implemented 
    padding row of the item embedding is then reset to zero (``padding_idx=0`` keeps it there).
 5. Padding (id 0) keys are masked out of every attention row. A padding query attends only to
    itself, so a fully padded prefix (left padding) gives finite values instead of NaN.
-7. ``block="pre_ln"`` (model ``sasrec_preln``) is the form of the strongest public SASRec code and
-   of the paper's Sec. III-D: ``x + Drop(Sublayer(LN(x)))`` with a final LayerNorm, item embeddings
-   scaled by sqrt(d) and no embedding LayerNorm, ReLU in the feed-forward.
 6. Positions are counted from the first real item of the row (``position = cumsum(mask) - 1``,
    clamped at 0 on leading padding), not from the first column. Hence the output at a real position
    is unchanged by right OR left padding; with right padding (the engine's layout) this equals the
    paper's absolute positions. A row may hold at most ``max_len`` real items.
+7. ``block="pre_ln"`` (model ``sasrec_preln``) is the form of the strongest public SASRec code and
+   of the paper's Sec. III-D: ``x + Drop(Sublayer(LN(x)))`` with a final LayerNorm, item embeddings
+   scaled by sqrt(d) and no embedding LayerNorm, ReLU in the feed-forward.
 """
 
 from __future__ import annotations
