@@ -240,6 +240,14 @@ def paired_table(dataset: str, rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def rescored(dataset: str, rs: list[dict[str, Any]],
+             masking: dict[tuple[str, str], dict[str, Any]]) -> list[dict[str, Any]]:
+    """The history-masking rows of the runs ``rs`` whose weights or test ranks were rescored, in seed
+    order (a run trained elsewhere may have none)."""
+    return [masking[key] for r in sorted(rs, key=lambda r: r["seed"])
+            if (key := (dataset, weights_stem(r))) in masking]
+
+
 def anchor_cells(dataset: str, label: str, rs: list[dict[str, Any]],
                  masking: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
     """The published figures and our NDCG@10 as a share of them; an anchor measured with the users' own
@@ -251,7 +259,7 @@ def anchor_cells(dataset: str, label: str, rs: list[dict[str, Any]],
     published = f"{100 * anchor[0]:.2f} / {100 * anchor[1]:.2f}"
     if (dataset, label.partition(" ")[0].split("_")[0]) not in MASKED:
         return [published, f"{statistics.mean(r['metrics']['test/full/ndcg@10'] for r in rs) / anchor[1]:.0%}"]
-    rows = [row for r in rs if (row := masking.get((dataset, weights_stem(r))))]
+    rows = rescored(dataset, rs, masking)
     if not rows:
         return [f"{published} (own items removed)", "not rescored yet"]
     ndcg = statistics.mean(r["masked_ndcg@10"] for r in rows)
@@ -375,8 +383,7 @@ def masking_table(dataset: str, masking: dict[tuple[str, str], dict[str, Any]],
             "NDCG@10 removed", "NDCG removed / kept"]
     lines = []
     for label, rs in groups.items():
-        rows = [masking[(dataset, weights_stem(r))] for r in sorted(rs, key=lambda r: r["seed"])
-                if (dataset, weights_stem(r)) in masking]
+        rows = rescored(dataset, rs, masking)
         if not rows:
             continue
         lines.append("| " + " | ".join([
