@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,26 @@ def on_gpu(run: dict[str, Any]) -> bool:
     return str(run.get("machine", {}).get("device") or "cpu").startswith("cuda")
 
 
+def per_machine(runs: list[dict[str, Any]], values: Callable[[dict[str, Any]], list[float]],
+                agg: Callable[[list[float]], float], fmt: str) -> str:
+    """``agg`` of the runs' ``values`` as a cell, one figure per machine where the runs trained on
+    several (a GPU's epochs and a CPU's, or bf16 on AMX and fp32 on AVX2, do not share a mean):
+    ``109.4 (Xeon), 252.0 (EPYC)``; "n/a" without values."""
+    by_cpu: dict[str, list[float]] = {}
+    for r in runs:
+        by_cpu.setdefault(run_cpu(r), []).extend(values(r))
+    cells = {cpu: fmt.format(agg(v)) for cpu, v in sorted(by_cpu.items()) if v}
+    if len(cells) > 1:
+        return ", ".join(f"{cell} ({cpu})" for cpu, cell in cells.items())
+    return next(iter(cells.values()), "n/a")
+
+
+def per_epoch(runs: list[dict[str, Any]]) -> str:
+    """The median seconds of the runs' training epochs, per machine (:func:`per_machine`)."""
+    return per_machine(runs, lambda run: [h["train/s"] for h in run["history"] if "train/s" in h],
+                       statistics.median, "{:.0f}")
+
+
 def runs_cpus(runs: list[dict[str, Any]], short: bool = True) -> list[str]:
     """The distinct CPUs of a group of runs, sorted (``run_cpu`` of each)."""
     return sorted({run_cpu(r, short) for r in runs})
@@ -285,8 +306,8 @@ def model_table(dataset: str, groups: dict[str, list[dict[str, Any]]],
             *(mean_std([x[k] for x in m]) if all(k in x for x in m) else "n/a"  # another sampled protocol, or none
               for k in ("test/pop100/hr@10", "test/pop100/ndcg@10")),
             ", ".join(f"{r['epochs']} ({r['best_epoch']})" for r in rs),
-            f"{statistics.mean(r['train_s'] for r in rs) / 60:.1f}",
-            f"{statistics.mean(r['latency_ms_per_user'] for r in rs):.2f}",
+            per_machine(rs, lambda r: [r["train_s"] / 60], statistics.mean, "{:.1f}"),
+            per_machine(rs, lambda r: [r["latency_ms_per_user"]], statistics.mean, "{:.2f}"),
             ", ".join(runs_cpus(rs)),
             "/".join(sorted({r["config"].get("precision", "fp32") for r in rs})),
             *(anchor_cells(dataset, label, rs, masking) if anchored else []),
@@ -337,10 +358,13 @@ def family_changes(groups: dict[str, list[dict[str, Any]]],
                    dataset: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """What a family changed from the plan's configuration of each model: the keys every run shares
     with a value other than some model's plan value (changed for all alike), and each model's other
-    changed keys (its tuned values, or a model-specific ``--set``)."""
+    changed keys (its tuned values, or a model-specific ``--set``). The precision is left out: the
+    models table gives each group's in a column of its own, and a family's seeds may have trained in
+    different precisions on different machines."""
     from glintru.config import values_before_new_keys
 
-    cfgs = {name: [{**values_before_new_keys(r["config"]), **r["config"]} for r in rs] for name, rs in groups.items()}
+    cfgs = {name: [{k: v for k, v in {**values_before_new_keys(r["config"]), **r["config"]}.items()
+                    if k != "precision"} for r in rs] for name, rs in groups.items()}
     flat = [c for cs in cfgs.values() for c in cs]
     plans = {name: plan_flat(name, dataset) for name in groups}
     missing = object()
@@ -569,26 +593,15 @@ def variants_table(runs: list[dict[str, Any]], dataset: str) -> list[str]:
         # a key newer than the base run has its default there (what the base run trained with)
         if base:
             base_cfg = {**default_flat(rs[0]["model"], dataset), **base[0]["config"]}
-            changed = {k: v for k, v in rs[0]["config"].items() if k != "seed" and base_cfg.get(k) != v}
+            per_seed = [{k: v for k, v in r["config"].items() if k != "seed" and base_cfg.get(k) != v} for r in rs]
         else:  # no base run: what --set changed on top of the plan's own settings for this name
-            changed = set_by_variant(rs[0])
+            per_seed = [set_by_variant(r) for r in rs]
         gap = ""
         if len(bnd) > 1 and statistics.stdev(bnd) > 0:
             gap = f"{(statistics.mean(nd) - statistics.mean(bnd)) / statistics.stdev(bnd):+.1f}"
 
-        def per_epoch(group: list[dict[str, Any]]) -> str:
-            """The median seconds of a training epoch; per machine where the group's runs trained on
-            several (a GPU's epochs and a CPU's do not share a median)."""
-            by_cpu: dict[str, list[float]] = {}
-            for r in group:
-                by_cpu.setdefault(run_cpu(r), []).extend(h["train/s"] for h in r["history"] if "train/s" in h)
-            meds = {cpu: f"{statistics.median(v):.0f}" for cpu, v in sorted(by_cpu.items()) if v}
-            if len(meds) > 1:
-                return ", ".join(f"{m} ({cpu})" for cpu, m in meds.items())
-            return next(iter(meds.values()), "n/a")
-
         lines.append("| " + " | ".join([
-            f"`{name}` ({setting})", ", ".join(f"{k}={v}" for k, v in sorted(changed.items())),
+            f"`{name}` ({setting})", changed_text(rs, per_seed),
             ",".join(str(r["seed"]) for r in rs), ", ".join(f"{100 * v:.2f}" for v in nd),
             f"{100 * statistics.mean(nd):.2f}",
             f"{mean_std(bnd)} ({','.join(str(r['seed']) for r in base)})" if base else "none",
@@ -596,6 +609,22 @@ def variants_table(runs: list[dict[str, Any]], dataset: str) -> list[str]:
             ", ".join(runs_cpus(rs)) + (" / " + ", ".join(runs_cpus(base)) if base else ""),
         ]) + " |")
     return lines if len(lines) > 2 else []  # a header alone: every variant is in its family's table
+
+
+def changed_text(rs: list[dict[str, Any]], per_seed: list[dict[str, Any]]) -> str:
+    """A variant's changed keys, ``k=v``: every key some seed changed (``per_seed``), with the value
+    each seed's configuration holds; a key whose value differs between the seeds (one trained in
+    bf16, another in fp32) names each value's seeds: ``precision=bf16 (1), fp32 (3)``."""
+    parts = []
+    for k in sorted({k for changes in per_seed for k in changes}):
+        by_value: dict[str, list[str]] = {}
+        for r, changes in zip(rs, per_seed):
+            by_value.setdefault(str(changes.get(k, r["config"].get(k))), []).append(str(r["seed"]))
+        if len(by_value) == 1:
+            parts.append(f"{k}={next(iter(by_value))}")
+        else:
+            parts.append(f"{k}=" + ", ".join(f"{v} ({','.join(seeds)})" for v, seeds in by_value.items()))
+    return ", ".join(parts)
 
 
 def diagnostics_table(groups: dict[str, list[dict[str, Any]]]) -> list[str]:
@@ -784,7 +813,8 @@ def report(runs: list[dict[str, Any]], studies: list[dict[str, Any]] | None = No
                   "call shared it, one process each") if gpu_runs else ""
         lines += [f"### {ds}", "", f"Measured on: {', '.join(cpus)}; {cpu_practice(runs, ds)}{shared}.", ""]
         if groups:
-            lines += ["Models (test metrics in %, the best epoch on each protocol's own validation metric):", ""]
+            lines += [("Models (test metrics in %, the best epoch on each protocol's own validation metric; training "
+                       "minutes and latency are means over the seeds, per machine where they trained on several):"), ""]
             lines += model_table(ds, groups, masking) + [""]
         fams = families(runs, ds)
         for (setting, src), fam in fams.items():

@@ -518,6 +518,33 @@ def test_a_tagged_setting_of_three_models_is_a_family_of_its_own_best_first():
                     ["| `gru4rec`", "1", "6.00", "3.00"]]
 
 
+def test_seeds_trained_in_two_precisions_name_each_in_the_variant_row_and_not_in_the_family_caption():
+    """One seed in bf16 on a CPU with fast bf16, another in fp32 elsewhere: the variants row names
+    each seed's precision, and the family caption leaves the precision to the models table's column
+    instead of listing it as a change of every model but one."""
+    eq = {"target_weight": "equal", "window_overlap": 150}
+    runs = [run("sasrec", 1, 0.1305, setting="default-eq", dataset="ml-1m", precision="bf16", **eq),
+            run("sasrec", 3, 0.1308, setting="default-eq", dataset="ml-1m", precision="fp32", **eq),
+            run("glintru", 1, 0.1279, setting="default-eq", dataset="ml-1m", precision="bf16", **eq),
+            run("gru4rec", 1, 0.1315, setting="default-eq", dataset="ml-1m", precision="bf16", **eq)]
+    for r in runs:  # no base run: the row lists what --set changed (each run's overrides)
+        r["history"], r["machine"] = [{"train/s": 100.0}], {"cpu": "A"}
+        r["overrides"] = {"precision": r["config"]["precision"], **eq}
+    runs[1].update(machine={"cpu": "B"}, train_s=1200.0, latency_ms_per_user=3.0)  # the fp32 seed's machine
+    rows = {line.split(" | ")[0]: line.split(" | ") for line in report.variants_table(runs, "ml-1m")[2:]}
+    assert rows["| `sasrec` (default-eq)"][1:3] == [
+        "precision=bf16 (1), fp32 (3), target_weight=equal, window_overlap=150", "1,3"]
+    assert rows["| `glintru` (default-eq)"][1] == "precision=bf16, target_weight=equal, window_overlap=150"
+    groups = report.families(runs, "ml-1m")[("default-eq", None)]
+    assert report.family_changes(groups, "ml-1m") == ({"target_weight": "equal", "window_overlap": 150},
+                                                      {"gru4rec": {}, "sasrec": {}, "glintru": {}})
+    sasrec_row = report.model_table("ml-1m", groups)[3].split(" | ")
+    # training minutes and latency per machine (a mean over two machines would describe neither)
+    assert sasrec_row[7:11] == ["10.0 (A), 20.0 (B)", "1.00 (A), 3.00 (B)", "A, B", "bf16/fp32"]
+    glintru_row = report.model_table("ml-1m", groups)[4].split(" | ")
+    assert glintru_row[7:9] == ["10.0", "1.00"]
+
+
 def test_a_tuned_family_says_where_it_was_tuned_and_not_each_models_tuned_values():
     runs = [run(name, 1, v, setting="tuned-equal", dataset="ml-1m", target_weight="equal", lr=lr)
             for name, v, lr in (("glintru", 0.12, 8e-4), ("sasrec", 0.11, 6e-4), ("narm", 0.10, 3e-3))]
