@@ -867,7 +867,7 @@ def report(runs: list[dict[str, Any]], studies: list[dict[str, Any]] | None = No
         if ds in SAME_TABLE:
             lines += captioned(f"The baselines against one published table that holds them all ({SAME_TABLE[ds][0]}; "
                                "every group of each of its models, in %; a share that every model has in common "
-                               "comes from the table's setting, not from one model's code):",
+                               "points at the table's setting rather than at one model's code):",
                                same_table(ds, with_variants(groups, runs, ds), masking))
         lines += captioned("Runs compared user by user against the noise of the test users alone "
                            "(`benchmarks/paired_users.py`: each user's test rank under each run's best weights, paired "
