@@ -314,14 +314,14 @@ def same_table(dataset: str, groups: dict[str, list[dict[str, Any]]],
         if name not in published:
             continue
         hr, ndcg = published[name]
-        m = [r["metrics"] for r in sorted(rs, key=lambda r: r["seed"])]
+        rs = sorted(rs, key=lambda r: r["seed"])
+        m = [r["metrics"] for r in rs]
         ours = statistics.mean(x["test/full/ndcg@10"] for x in m)
         rows = rescored(dataset, rs, masking)
         removed = statistics.mean(r["masked_ndcg@10"] for r in rows) if rows else None
         which = "" if len(rows) == len(rs) else f" ({len(rows)} of {len(rs)} seeds)"
         lines.append("| " + " | ".join([
-            label_cell(label), ",".join(str(r["seed"]) for r in sorted(rs, key=lambda r: r["seed"])),
-            f"{100 * hr:.2f} / {100 * ndcg:.2f}",
+            label_cell(label), ",".join(str(r["seed"]) for r in rs), f"{100 * hr:.2f} / {100 * ndcg:.2f}",
             f"{mean_std([x['test/full/hr@10'] for x in m])} / {mean_std([x['test/full/ndcg@10'] for x in m])}",
             f"{ours / ndcg:.0%}",
             f"{100 * removed:.2f}{which}" if rows else "not rescored yet",

@@ -10,6 +10,7 @@ everything else, the processes started and stopped included, is real.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -130,3 +131,26 @@ def test_init_ray_says_whether_it_initialised_ray_so_commands_stop_only_their_ow
     with pytest.raises(UserError, match=r"^--num-cpus: must be >= 1, got 0$"):  # a Python caller gets the CLI's check
         trainer.init_ray(None, 0)
     assert len(calls) == n
+
+
+def test_the_dashboard_never_gets_the_port_ray_keeps_for_its_agent(monkeypatch):
+    """The OS may hand out 52365, Ray's fixed dashboard-agent port, as a free port; given it for the
+    dashboard too, Ray refused to start (a CI run). The next free port is taken instead."""
+    import ray
+
+    from glintru.distributed import trainer
+
+    offered = iter([52365, 52365, 40123])
+    monkeypatch.setattr(trainer, "os_free_port", lambda: next(offered))
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "unset")  # start_local_ray sets it: restored after the test
+    calls = []
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw["dashboard_port"]))
+    trainer.start_local_ray(2)
+    assert calls == [40123]
+    assert os.environ["RAY_API_SERVER_ADDRESS"] == "http://127.0.0.1:40123"
+    from ray._private import ray_constants
+
+    assert ray_constants.DEFAULT_DASHBOARD_AGENT_LISTEN_PORT in trainer.RAY_FIXED_PORTS  # Ray's own, installed
+    monkeypatch.setattr(trainer, "os_free_port", lambda: 52365)
+    with pytest.raises(RuntimeError, match=r"no free local port outside Ray's fixed ports \[52365\] in 3 tries"):
+        trainer.free_port_for_ray(attempts=3)

@@ -292,6 +292,28 @@ def init_ray(address: str | None, num_cpus: int | None, min_cpus: float = 0) -> 
 RAY_START_TIMEOUT = "timed out during startup"
 RAY_NODE_WAIT_S = 30
 RAY_START_ATTEMPTS = 2
+# Ray's fixed default ports that lie in Linux's ephemeral range (32768-60999), where the OS picks the
+# free port for the dashboard: the dashboard agent's HTTP port. Given the same port, Ray refuses to
+# start ("Ray component dashboard_agent_http is trying to use a port number 52365 that is used by
+# other components"), seen once in a CI run.
+RAY_FIXED_PORTS = frozenset({52365})
+
+
+def os_free_port() -> int:
+    """A TCP port on 127.0.0.1 that the OS reports free now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def free_port_for_ray(attempts: int = 100) -> int:
+    """A free local port that is none of Ray's fixed default ports (:data:`RAY_FIXED_PORTS`)."""
+    for _ in range(attempts):
+        if (port := os_free_port()) not in RAY_FIXED_PORTS:
+            return port
+    raise RuntimeError(f"no free local port outside Ray's fixed ports {sorted(RAY_FIXED_PORTS)} in {attempts} tries")
 
 
 def start_local_ray(num_cpus: int, **kwargs: Any) -> None:
@@ -301,8 +323,9 @@ def start_local_ray(num_cpus: int, **kwargs: Any) -> None:
     placement group) looks the cluster up through the State API. With no address it auto-detects,
     which fails when another Ray instance runs on the same machine ("Found multiple active Ray
     instances") or before the dashboard has registered; the placement group then leaks and the next
-    trial waits forever for CPUs. So the dashboard gets a known free port and
-    ``RAY_API_SERVER_ADDRESS`` points at it in the environment every Ray process inherits.
+    trial waits forever for CPUs. So the dashboard gets a known free port (never one of Ray's fixed
+    default ports: :func:`free_port_for_ray`) and ``RAY_API_SERVER_ADDRESS`` points at it in the
+    environment every Ray process inherits.
 
     Ray starts its worker processes at nice 15 (``RAY_worker_niceness``), so that its own services
     stay responsive on a busy node. In a private local Ray the workers *are* the job: at nice 15 a
@@ -314,7 +337,6 @@ def start_local_ray(num_cpus: int, **kwargs: Any) -> None:
     On a busy machine Ray's node may not come up within Ray's fixed 30 s: the processes that start
     left are stopped and Ray is started once more; a second timeout is one clear error.
     """
-    import socket
     import sys
 
     import ray
@@ -324,9 +346,7 @@ def start_local_ray(num_cpus: int, **kwargs: Any) -> None:
 
     os.environ.setdefault("RAY_worker_niceness", "0")
     for attempt in range(1, RAY_START_ATTEMPTS + 1):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = free_port_for_ray()
         os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
         before = descendants(os.getpid())
         try:
