@@ -861,14 +861,15 @@ def report(runs: list[dict[str, Any]], studies: list[dict[str, Any]] | None = No
         fams = families(runs, ds)
         for (setting, src), fam in fams.items():
             lines += [family_caption(setting, src, fam, ds), ""] + model_table(ds, fam, masking) + [""]
+        variants = with_variants(groups, runs, ds)
         lines += captioned("The same weights' test metrics with each user's own items removed from the ranking "
                            "(`benchmarks/history_masking.py`; our protocol keeps them as candidates; in %, over the "
-                           "seeds whose weights or test ranks (`benchmarks/results/ranks/`) are at hand):", masking_table(ds, masking, with_variants(groups, runs, ds)))
+                           "seeds whose weights or test ranks (`benchmarks/results/ranks/`) are at hand):", masking_table(ds, masking, variants))
         if ds in SAME_TABLE:
             lines += captioned(f"The baselines against one published table that holds them all ({SAME_TABLE[ds][0]}; "
                                "every group of each of its models, in %; a share that every model has in common "
                                "points at the table's setting rather than at one model's code):",
-                               same_table(ds, with_variants(groups, runs, ds), masking))
+                               same_table(ds, variants, masking))
         lines += captioned("Runs compared user by user against the noise of the test users alone "
                            "(`benchmarks/paired_users.py`: each user's test rank under each run's best weights, paired "
                            "across the two runs; mean difference in points with a bootstrap 95% interval over "

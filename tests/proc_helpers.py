@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 import urllib.error
@@ -12,12 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from glintru.distributed.processes import descendants, kill_all
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from glintru.distributed.trainer import os_free_port as free_port  # noqa: F401 (the tests' port picker)
 
 
 def stop_tree(proc: subprocess.Popen, grace_s: float = 15) -> None:
