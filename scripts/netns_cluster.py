@@ -192,6 +192,7 @@ def _reference_rank(rank: int, port: int, flat: dict, data: str, out: str) -> No
                    rank=rank, world_size=2, wrap_model=DistributedDataParallel, reduce=all_reduce_sum)
         if rank == 0:
             Path(out).write_text(json.dumps(reports[-1]))  # the final report: test metrics
+        dist.barrier()  # both ranks done before the group is torn down (as tests/test_engine_ddp.py)
     finally:
         dist.destroy_process_group()
 

@@ -46,6 +46,9 @@ def _worker(rank: int, port: int, jobs: list[tuple[str, dict | None, list | None
             result = fit(cfg, data, Path(out) / f"rank{rank}", rank=rank, world_size=2,
                          wrap_model=DistributedDataParallel, all_reduce_sum=_all_reduce_sum, progress=False)
             torch.save({"history": result.history, "test": result.test_metrics}, Path(out) / f"result{rank}.pt")
+        # both ranks done before either tears the group down: without it gloo aborted a rank now and
+        # then ("terminate called without an active exception"); skipped on an error, where it would hang
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
